@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Argument specs as small composable objects, merged into one AnsibleModule."""
+
+from __future__ import annotations
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+class ArgumentSpec:
+    def __init__(self, argument_spec=None, mutually_exclusive=None, required_together=None,
+                 required_one_of=None, required_if=None, required_by=None):
+        self.argument_spec = dict(argument_spec or {})
+        self.mutually_exclusive = list(mutually_exclusive or [])
+        self.required_together = list(required_together or [])
+        self.required_one_of = list(required_one_of or [])
+        self.required_if = list(required_if or [])
+        self.required_by = dict(required_by or {})
+
+    def merge(self, other):
+        """Add ``other``'s options and constraints to this spec; returns self."""
+        for name in other.argument_spec:
+            if name in self.argument_spec:
+                raise ValueError('option %r defined twice' % name)
+        self.argument_spec.update(other.argument_spec)
+        self.mutually_exclusive.extend(other.mutually_exclusive)
+        self.required_together.extend(other.required_together)
+        self.required_one_of.extend(other.required_one_of)
+        self.required_if.extend(other.required_if)
+        self.required_by.update(other.required_by)
+        return self
+
+    def create_ansible_module(self, supports_check_mode=True):
+        return AnsibleModule(
+            argument_spec=self.argument_spec,
+            mutually_exclusive=self.mutually_exclusive or None,
+            required_together=self.required_together or None,
+            required_one_of=self.required_one_of or None,
+            required_if=self.required_if or None,
+            required_by=self.required_by or None,
+            supports_check_mode=supports_check_mode,
+        )
+
+
+_FORBIDDEN_NAME_CHARS = set('/\\\'"<>&')
+
+
+def check_object_name(option, value):
+    """Reject names libvirt would choke on or that are unsafe as file names, naming ``option``."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameter(option, 'must be a non-empty name')
+    if len(value) > 200:
+        raise InvalidParameter(option, 'is longer than 200 characters')
+    if value in ('.', '..') or value.startswith('-'):
+        raise InvalidParameter(option, '%r is not a valid name' % value)
+    bad = sorted({c for c in value if c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise InvalidParameter(option, '%r contains characters that are not allowed in a name: %s'
+                               % (value, ' '.join(repr(c) for c in bad)))
+    if value != value.strip():
+        raise InvalidParameter(option, '%r has leading or trailing whitespace' % value)
+    return value

@@ -1,0 +1,827 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Guest (domain) spec <-> XML.
+
+* :func:`build_domain` creates the XML of a new guest from the module's typed options, filling
+  sensible defaults for what the user left out.
+* :func:`apply_spec` merges the typed options into an existing domain XML tree *in place* and
+  returns the list of :class:`Change` it made. Only what the user gave is touched; a device class
+  given as a list (``disks``, ``interfaces``) is the full list of that class. A device that already
+  matches (subset comparison) is kept verbatim, so libvirt's own additions (addresses, aliases,
+  MACs) survive and an unchanged spec produces no change.
+* :func:`summarize` turns a domain XML into the plain dict used in results and ``guest_info``.
+
+Pure functions over lxml trees: no libvirt calls here (volume formats are resolved by the caller
+and passed in ``spec``), which keeps this layer unit-testable and schema-validated in tests.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._units import parse_size, to_unit
+
+AGENT_CHANNEL = 'org.qemu.guest_agent.0'
+DISK_BUSES = ('virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc')
+DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd', 'usb': 'sd', 'ide': 'hd', 'xen': 'xvd', 'fdc': 'fd'}
+BOOT_DEVS = ('hd', 'cdrom', 'network', 'fd')
+
+
+class Change:
+    """One modification of the definition. ``live`` tells whether it can be applied to a running
+    guest without a reboot (the guest module then applies it live)."""
+
+    def __init__(self, section, message, live=False):
+        self.section = section
+        self.message = message
+        self.live = live
+
+    def __repr__(self):
+        return 'Change(%r, %r, live=%r)' % (self.section, self.message, self.live)
+
+
+# ---------------------------------------------------------------------------------------------
+# Option validation (pure; names the option in every message)
+
+def memory_kib(value, option):
+    if value is None:
+        return None
+    try:
+        nbytes = parse_size(value, default_unit='MiB')
+    except ValueError as exc:
+        raise InvalidParameter(option, str(exc)) from None
+    if nbytes < 1024 * 1024:
+        raise InvalidParameter(option, 'must be at least 1 MiB, got %r' % (value,))
+    return to_unit(nbytes, 'KiB')
+
+
+def validate_spec(spec):
+    """Check the typed options for contradictions before anything touches libvirt."""
+    vcpus, max_vcpus = spec.get('vcpus'), spec.get('max_vcpus')
+    for option in ('vcpus', 'max_vcpus'):
+        value = spec.get(option)
+        if value is not None and not 1 <= value <= 4096:
+            raise InvalidParameter(option, 'must be between 1 and 4096, got %d' % value)
+    if vcpus is not None and max_vcpus is not None and vcpus > max_vcpus:
+        raise InvalidParameter('vcpus', 'vcpus (%d) must not exceed max_vcpus (%d)' % (vcpus, max_vcpus))
+    mem = memory_kib(spec.get('memory'), 'memory')
+    cur = memory_kib(spec.get('current_memory'), 'current_memory')
+    if mem is not None and cur is not None and cur > mem:
+        raise InvalidParameter('current_memory', 'must not exceed memory')
+    targets = set()
+    for index, disk in enumerate(spec.get('disks') or []):
+        opt = 'disks[%d]' % index
+        target = disk.get('target')
+        if not target or '/' in target:
+            raise InvalidParameter(opt + '.target', 'a device name such as vda or sdb is required, got %r' % (target,))
+        if target in targets:
+            raise InvalidParameter(opt + '.target', 'target %r is used twice' % target)
+        targets.add(target)
+        has_vol = disk.get('volume') is not None or disk.get('pool') is not None
+        if has_vol and disk.get('path'):
+            raise InvalidParameter(opt, 'give either pool+volume or path, not both')
+        if has_vol and not (disk.get('volume') and disk.get('pool')):
+            raise InvalidParameter(opt, 'pool and volume must be given together')
+        if not has_vol and not disk.get('path') and disk.get('device', 'disk') != 'cdrom':
+            raise InvalidParameter(opt, 'a disk needs a source: pool+volume or path')
+    macs = set()
+    for index, nic in enumerate(spec.get('interfaces') or []):
+        opt = 'interfaces[%d]' % index
+        if nic.get('type', 'network') != 'user' and not nic.get('source'):
+            raise InvalidParameter(opt + '.source', 'required for interface type %r' % nic.get('type', 'network'))
+        mac = nic.get('mac')
+        if mac:
+            mac = mac.lower()
+            parts = mac.split(':')
+            if len(parts) != 6 or not all(len(p) == 2 and all(c in '0123456789abcdef' for c in p) for p in parts):
+                raise InvalidParameter(opt + '.mac', '%r is not a MAC address (aa:bb:cc:dd:ee:ff)' % nic['mac'])
+            if int(parts[0], 16) & 1:
+                raise InvalidParameter(opt + '.mac', '%r is a multicast address' % nic['mac'])
+            if mac in macs:
+                raise InvalidParameter(opt + '.mac', '%r is used twice' % nic['mac'])
+            macs.add(mac)
+    boot = spec.get('boot') or {}
+    if boot.get('initrd') and not boot.get('kernel'):
+        raise InvalidParameter('boot.initrd', 'needs boot.kernel')
+
+
+# ---------------------------------------------------------------------------------------------
+# Device builders
+
+def disk_element(disk, domain_type='kvm'):
+    device = disk.get('device') or 'disk'
+    target = disk['target']
+    bus = disk.get('bus') or _guess_bus(target, domain_type)
+    if disk.get('pool'):
+        node = X.element('disk', type='volume', device=device)
+    elif disk.get('path', '').startswith('/dev/'):
+        node = X.element('disk', type='block', device=device)
+    else:
+        node = X.element('disk', type='file', device=device)
+    driver = {}
+    if domain_type != 'xen' or disk.get('format'):
+        driver['name'] = 'qemu' if domain_type != 'xen' else None
+    if disk.get('format'):
+        driver['type'] = disk['format']
+    for key in ('cache', 'io', 'discard'):
+        if disk.get(key):
+            driver[key] = disk[key]
+    if any(v is not None for v in driver.values()):
+        X.sub(node, 'driver', **driver)
+    if disk.get('pool'):
+        X.sub(node, 'source', pool=disk['pool'], volume=disk['volume'])
+    elif disk.get('path'):
+        if node.get('type') == 'block':
+            X.sub(node, 'source', dev=disk['path'])
+        else:
+            X.sub(node, 'source', file=disk['path'])
+    X.sub(node, 'target', dev=target, bus=bus)
+    iotune = disk.get('iotune') or {}
+    if any(v is not None for v in iotune.values()):
+        tune = X.sub(node, 'iotune')
+        for key in IOTUNE_KEYS:
+            if iotune.get(key) is not None:
+                X.sub(tune, key, iotune[key])
+    if disk.get('boot_order') is not None:
+        X.sub(node, 'boot', order=disk['boot_order'])
+    if disk.get('readonly') or device == 'cdrom' and disk.get('readonly') is not False:
+        X.sub(node, 'readonly')
+    if disk.get('serial'):
+        X.sub(node, 'serial', disk['serial'])
+    return node
+
+
+IOTUNE_KEYS = ('total_bytes_sec', 'read_bytes_sec', 'write_bytes_sec', 'total_iops_sec', 'read_iops_sec',
+               'write_iops_sec')
+
+
+def _guess_bus(target, domain_type):
+    for bus, prefix in (('xen', 'xvd'), ('virtio', 'vd'), ('ide', 'hd'), ('fdc', 'fd'), ('scsi', 'sd')):
+        if target.startswith(prefix):
+            return bus
+    return 'xen' if domain_type == 'xen' else 'virtio'
+
+
+def interface_element(nic, domain_type='kvm'):
+    itype = nic.get('type') or 'network'
+    node = X.element('interface', type=itype)
+    if nic.get('mac'):
+        X.sub(node, 'mac', address=nic['mac'].lower())
+    if itype == 'network':
+        X.sub(node, 'source', network=nic['source'])
+    elif itype == 'bridge':
+        X.sub(node, 'source', bridge=nic['source'])
+    elif itype == 'direct':
+        X.sub(node, 'source', dev=nic['source'], mode=nic.get('mode') or 'bridge')
+    model = nic.get('model')
+    if model is None and domain_type != 'xen':
+        model = 'virtio'
+    if model:
+        X.sub(node, 'model', type=model)
+    if nic.get('boot_order') is not None:
+        X.sub(node, 'boot', order=nic['boot_order'])
+    return node
+
+
+def agent_channel():
+    node = X.element('channel', type='unix')
+    X.sub(node, 'target', type='virtio', name=AGENT_CHANNEL)
+    return node
+
+
+def serial_elements(serial):
+    stype = (serial or {}).get('type') or 'pty'
+    if stype == 'none':
+        return []
+    if stype == 'file':
+        ser = X.element('serial', type='file')
+        X.sub(ser, 'source', path=serial['path'])
+    else:
+        ser = X.element('serial', type='pty')
+    X.sub(ser, 'target', port=0)
+    con = copy.deepcopy(ser)
+    con.tag = 'console'
+    con.find('target').attrib.clear()
+    con.find('target').set('type', 'serial')
+    con.find('target').set('port', '0')
+    return [ser, con]
+
+
+def graphics_element(kind):
+    if kind in (None, 'none'):
+        return None
+    node = X.element('graphics', type=kind, autoport='yes', listen='127.0.0.1')
+    X.sub(node, 'listen', type='address', address='127.0.0.1')
+    return node
+
+
+def video_element(model):
+    if model in (None,):
+        return None
+    node = X.element('video')
+    X.sub(node, 'model', type=model)
+    return node
+
+
+def rng_element():
+    node = X.element('rng', model='virtio')
+    X.sub(node, 'backend', '/dev/urandom', model='random')
+    return node
+
+
+def balloon_element(enabled):
+    return X.element('memballoon', model='virtio' if enabled else 'none')
+
+
+def scsi_controller():
+    return X.element('controller', type='scsi', model='virtio-scsi')
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-domain build
+
+def build_domain(spec, domain_type, arch='x86_64'):
+    """XML tree for a new guest from the typed options (``spec`` = module params)."""
+    validate_spec(spec)
+    is_xen = domain_type == 'xen'
+    root = X.element('domain', type=domain_type)
+    X.sub(root, 'name', spec['name'])
+    if spec.get('title'):
+        X.sub(root, 'title', spec['title'])
+    if spec.get('description'):
+        X.sub(root, 'description', spec['description'])
+    mem = memory_kib(spec.get('memory') or '512MiB', 'memory')
+    cur = memory_kib(spec.get('current_memory'), 'current_memory') or mem
+    X.sub(root, 'memory', mem, unit='KiB')
+    X.sub(root, 'currentMemory', cur, unit='KiB')
+    backing = spec.get('memory_backing') or {}
+    if backing.get('hugepages') or backing.get('nosharepages'):
+        mb = X.sub(root, 'memoryBacking')
+        if backing.get('hugepages'):
+            X.sub(mb, 'hugepages')
+        if backing.get('nosharepages'):
+            X.sub(mb, 'nosharepages')
+    vcpus = spec.get('vcpus') or 1
+    max_vcpus = spec.get('max_vcpus') or vcpus
+    vcpu = X.sub(root, 'vcpu', max_vcpus, placement='static')
+    if vcpus != max_vcpus:
+        vcpu.set('current', str(vcpus))
+    os_node = X.sub(root, 'os')
+    os_type = spec.get('os_type') or 'hvm'
+    machine = spec.get('machine')
+    if is_xen and os_type in ('xen', 'linux') and not machine:
+        machine = 'xenpv'
+    X.sub(os_node, 'type', os_type, arch=spec.get('arch') or arch, machine=machine)
+    if spec.get('firmware') == 'efi':
+        os_node.set('firmware', 'efi')
+    _apply_boot(os_node, spec.get('boot') or {}, [])
+    if os_type == 'hvm':
+        features = X.sub(root, 'features')
+        X.sub(features, 'acpi')
+        X.sub(features, 'apic')
+        if is_xen:
+            X.sub(features, 'pae')
+    cpu = spec.get('cpu')
+    if cpu:
+        root.append(cpu_element(cpu))
+    elif domain_type == 'kvm':
+        X.sub(root, 'cpu', mode='host-model')
+    X.sub(root, 'clock', offset='utc')
+    X.sub(root, 'on_poweroff', 'destroy')
+    X.sub(root, 'on_reboot', 'restart')
+    X.sub(root, 'on_crash', 'destroy')
+    devices = X.sub(root, 'devices')
+    disks = spec.get('disks') or []
+    for disk in disks:
+        devices.append(disk_element(disk, domain_type))
+    if any((d.get('bus') or _guess_bus(d['target'], domain_type)) == 'scsi' for d in disks):
+        devices.append(scsi_controller())
+    for nic in spec.get('interfaces') or []:
+        devices.append(interface_element(nic, domain_type))
+    for node in serial_elements(spec.get('serial')):
+        devices.append(node)
+    agent = spec.get('guest_agent')
+    if agent is None:
+        agent = not is_xen
+    if agent:
+        devices.append(agent_channel())
+    graphics = graphics_element(spec.get('graphics'))
+    if graphics is not None:
+        devices.append(graphics)
+    video = spec.get('video')
+    if video is None:
+        video = 'none' if graphics is None else ('virtio' if not is_xen else None)
+    if video and not is_xen:
+        devices.append(video_element(video))
+    rng = spec.get('rng')
+    if rng or (rng is None and not is_xen):
+        devices.append(rng_element())
+    balloon = spec.get('balloon')
+    if not is_xen:
+        devices.append(balloon_element(True if balloon is None else balloon))
+    _apply_seclabel(root, spec.get('seclabel'), [])
+    return root
+
+
+def cpu_element(cpu):
+    mode = cpu.get('mode') or ('custom' if cpu.get('model') else 'host-model')
+    node = X.element('cpu', mode=mode)
+    if mode == 'custom':
+        node.set('match', 'exact')
+        if cpu.get('model'):
+            X.sub(node, 'model', cpu['model'], fallback='allow')
+    elif mode == 'host-passthrough' and cpu.get('migratable') is not None:
+        node.set('migratable', 'on' if cpu['migratable'] else 'off')
+    topo = cpu.get('topology') or {}
+    if topo:
+        X.sub(node, 'topology', sockets=topo.get('sockets') or 1, dies=topo.get('dies'),
+              cores=topo.get('cores') or 1, threads=topo.get('threads') or 1)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge into an existing definition
+
+def _set_text(root, tag, value, changes, section, message, live=False, attrs=None, before=None):
+    node = root.find(tag)
+    if node is None:
+        node = X.element(tag)
+        _insert_after(root, node, ('memory', 'maxMemory', 'description', 'title', 'uuid', 'name'))
+    node.text = str(value)
+    for key, val in (attrs or {}).items():
+        node.set(key, str(val))
+    changes.append(Change(section, message, live))
+
+
+def apply_spec(root, spec, domain_type=None):
+    """Merge typed options into ``root`` (a domain element) in place; return the changes."""
+    validate_spec(spec)
+    domain_type = domain_type or root.get('type')
+    changes = []
+    _apply_memory(root, spec, changes)
+    _apply_vcpus(root, spec, changes)
+    os_node = root.find('os')
+    if os_node is None:
+        os_node = X.sub(root, 'os')
+    type_node = os_node.find('type')
+    for option, attr in (('machine', 'machine'), ('arch', 'arch')):
+        value = spec.get(option)
+        if value and type_node is not None and type_node.get(attr) != value:
+            # qemu expands aliases like 'pc' to 'pc-i440fx-7.2': accept the expansion.
+            if not (attr == 'machine' and (type_node.get(attr) or '').startswith(value + '-')):
+                type_node.set(attr, value)
+                changes.append(Change(option, '%s -> %s' % (option, value)))
+    if spec.get('firmware'):
+        current = 'efi' if (os_node.get('firmware') == 'efi' or os_node.find('loader') is not None) else 'bios'
+        if current != spec['firmware']:
+            if spec['firmware'] == 'efi':
+                os_node.set('firmware', 'efi')
+            else:
+                os_node.attrib.pop('firmware', None)
+                for tag in ('loader', 'nvram'):
+                    for node in os_node.findall(tag):
+                        os_node.remove(node)
+            changes.append(Change('firmware', 'firmware -> %s' % spec['firmware']))
+    if spec.get('boot'):
+        _apply_boot(os_node, spec['boot'], changes)
+    if spec.get('cpu'):
+        want = cpu_element(spec['cpu'])
+        have = root.find('cpu')
+        if have is None or X.differences(want, have) or _cpu_mode_differs(want, have):
+            if have is not None:
+                root.replace(have, want)
+            else:
+                _insert_after(root, want, ('vcpu', 'features', 'os'))
+            changes.append(Change('cpu', 'cpu -> %s' % want.get('mode')))
+    if spec.get('memory_backing') is not None:
+        _apply_memory_backing(root, spec['memory_backing'], changes)
+    devices = root.find('devices')
+    if devices is None:
+        devices = X.sub(root, 'devices')
+    if spec.get('disks') is not None:
+        _apply_disks(devices, spec['disks'], domain_type, changes)
+    if spec.get('interfaces') is not None:
+        _apply_interfaces(devices, spec['interfaces'], domain_type, changes)
+    if spec.get('guest_agent') is not None:
+        _apply_agent(devices, spec['guest_agent'], changes)
+    if spec.get('serial') is not None:
+        _apply_serial(devices, spec['serial'], changes)
+    if spec.get('graphics') is not None:
+        _apply_single(devices, 'graphics', graphics_element(spec['graphics']), changes,
+                      match_attr='type')
+    if spec.get('video') is not None:
+        _apply_single(devices, 'video', video_element(spec['video']), changes, child_match='model')
+    if spec.get('rng') is not None:
+        _apply_single(devices, 'rng', rng_element() if spec['rng'] else None, changes,
+                      match_attr='model')
+    if spec.get('balloon') is not None:
+        _apply_single(devices, 'memballoon', balloon_element(spec['balloon']), changes,
+                      match_attr='model', keep_missing=False)
+    if spec.get('seclabel') is not None:
+        _apply_seclabel(root, spec['seclabel'], changes)
+    for option, tag in (('title', 'title'), ('description', 'description')):
+        if spec.get(option) is not None and X.findtext(root, tag, '') != spec[option]:
+            node = root.find(tag)
+            if node is None:
+                node = X.element(tag)
+                root.insert(2 if root.find('uuid') is not None else 1, node)
+            node.text = spec[option]
+            changes.append(Change(option, '%s updated' % option, live=False))
+    return changes
+
+
+def _cpu_mode_differs(want, have):
+    return want.get('mode') != have.get('mode')
+
+
+def _insert_after(root, node, after_tags):
+    for tag in after_tags:
+        anchor = root.find(tag)
+        if anchor is not None:
+            anchor.addnext(node)
+            return
+    root.append(node)
+
+
+def _apply_memory(root, spec, changes):
+    mem = memory_kib(spec.get('memory'), 'memory')
+    cur = memory_kib(spec.get('current_memory'), 'current_memory')
+    have_mem = _kib(root.find('memory'))
+    have_cur = _kib(root.find('currentMemory')) or have_mem
+    if mem is not None and mem != have_mem:
+        _set_text(root, 'memory', mem, changes, 'memory', 'memory %s KiB -> %s KiB' % (have_mem, mem),
+                  attrs={'unit': 'KiB'})
+        if cur is None and (have_cur == have_mem or have_cur > mem):
+            cur = mem
+    if cur is not None and cur != have_cur:
+        limit = mem if mem is not None else have_mem
+        if cur > limit:
+            raise InvalidParameter('current_memory', 'must not exceed memory (%d KiB)' % limit)
+        _set_text(root, 'currentMemory', cur, changes, 'current_memory',
+                  'current memory %s KiB -> %s KiB' % (have_cur, cur), live=True, attrs={'unit': 'KiB'})
+
+
+def _kib(node):
+    if node is None or not (node.text or '').strip():
+        return None
+    from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
+    return int(node.text.strip()) * unit_factor(node.get('unit', 'KiB')) // 1024
+
+
+def _apply_vcpus(root, spec, changes):
+    vcpus, max_vcpus = spec.get('vcpus'), spec.get('max_vcpus')
+    if vcpus is None and max_vcpus is None:
+        return
+    node = root.find('vcpu')
+    if node is None:
+        node = X.sub(root, 'vcpu', 1, placement='static')
+    have_max = int(node.text.strip())
+    have_cur = int(node.get('current', have_max))
+    if max_vcpus is not None:
+        new_max = max_vcpus
+        new_cur = vcpus if vcpus is not None else min(have_cur, new_max)
+    elif have_cur != have_max and vcpus <= have_max:
+        # the guest is set up for vCPU hot-plug: change only the current count
+        new_max, new_cur = have_max, vcpus
+    else:
+        new_max = new_cur = vcpus
+    if new_max != have_max:
+        node.text = str(new_max)
+        changes.append(Change('max_vcpus', 'maximum vCPUs %d -> %d' % (have_max, new_max)))
+    if new_cur == new_max:
+        node.attrib.pop('current', None)
+    else:
+        node.set('current', str(new_cur))
+    if new_cur != have_cur:
+        changes.append(Change('vcpus', 'vCPUs %d -> %d' % (have_cur, new_cur), live=new_max == have_max))
+
+
+def _apply_boot(os_node, boot, changes):
+    before = copy.deepcopy(os_node)
+    if boot.get('order') is not None:
+        for node in os_node.findall('boot'):
+            os_node.remove(node)
+        for dev in boot['order']:
+            X.sub(os_node, 'boot', dev=dev)
+    for key in ('kernel', 'initrd', 'cmdline'):
+        if boot.get(key) is None:
+            continue
+        node = os_node.find(key)
+        if boot[key] == '':
+            if node is not None:
+                os_node.remove(node)
+            continue
+        if node is None:
+            node = X.sub(os_node, key)
+        node.text = boot[key]
+    if boot.get('menu') is not None:
+        for node in os_node.findall('bootmenu'):
+            os_node.remove(node)
+        X.sub(os_node, 'bootmenu', enable=bool(boot['menu']))
+    _order_os(os_node)
+    if X.tostring(before) != X.tostring(os_node):
+        changes.append(Change('boot', 'boot configuration updated'))
+
+
+_OS_ORDER = ('type', 'firmware', 'loader', 'nvram', 'kernel', 'initrd', 'cmdline', 'dtb', 'boot', 'bootmenu',
+             'smbios', 'bios')
+
+
+def _order_os(os_node):
+    children = list(os_node)
+    children.sort(key=lambda n: _OS_ORDER.index(n.tag) if n.tag in _OS_ORDER else len(_OS_ORDER))
+    for child in children:
+        os_node.append(child)
+
+
+def _apply_memory_backing(root, backing, changes):
+    node = root.find('memoryBacking')
+    before = X.tostring(node) if node is not None else ''
+    for key, tag in (('hugepages', 'hugepages'), ('nosharepages', 'nosharepages')):
+        if backing.get(key) is None:
+            continue
+        if node is None:
+            node = X.element('memoryBacking')
+            _insert_after(root, node, ('currentMemory', 'memory'))
+        found = node.find(tag)
+        if backing[key] and found is None:
+            X.sub(node, tag)
+        elif not backing[key] and found is not None:
+            node.remove(found)
+    if node is not None and len(node) == 0:
+        root.remove(node)
+        node = None
+    if (X.tostring(node) if node is not None else '') != before:
+        changes.append(Change('memory_backing', 'memory backing updated'))
+
+
+def _device_key(disk_node):
+    target = disk_node.find('target')
+    return target.get('dev') if target is not None else None
+
+
+def _apply_disks(devices, disks, domain_type, changes):
+    current = {(_device_key(d)): d for d in devices.findall('disk')}
+    wanted = []
+    for disk in disks:
+        want = disk_element(disk, domain_type)
+        have = current.get(disk['target'])
+        if have is not None and not X.differences(want, have) and not _disk_source_kind_differs(want, have):
+            wanted.append(have)
+            continue
+        if have is not None:
+            address = have.find('address')
+            if address is not None and have.find('target').get('bus') == want.find('target').get('bus'):
+                want.append(copy.deepcopy(address))
+            changes.append(Change('disks', 'disk %s updated' % disk['target'],
+                                  live=_only_iotune_differs(want, have)))
+        else:
+            changes.append(Change('disks', 'disk %s added' % disk['target']))
+        wanted.append(want)
+    wanted_keys = {d['target'] for d in disks}
+    for key, node in current.items():
+        if key not in wanted_keys:
+            changes.append(Change('disks', 'disk %s removed' % key))
+    _replace_class(devices, 'disk', wanted)
+    needs_scsi = any(n.find('target').get('bus') == 'scsi' for n in wanted)
+    has_scsi = any(c.get('type') == 'scsi' for c in devices.findall('controller'))
+    if needs_scsi and not has_scsi:
+        _place(devices, scsi_controller(), 'controller')
+        changes.append(Change('disks', 'virtio-scsi controller added'))
+
+
+def _disk_source_kind_differs(want, have):
+    return want.get('type') != have.get('type') or want.get('device') != have.get('device')
+
+
+def _only_iotune_differs(want, have):
+    want_c, have_c = copy.deepcopy(want), copy.deepcopy(have)
+    for node in (want_c, have_c):
+        for tune in node.findall('iotune'):
+            node.remove(tune)
+    return not X.differences(want_c, have_c)
+
+
+_DEVICE_ORDER = ('emulator', 'disk', 'controller', 'lease', 'filesystem', 'interface', 'smartcard', 'serial',
+                 'parallel', 'console', 'channel', 'input', 'tpm', 'graphics', 'sound', 'audio', 'video',
+                 'hostdev', 'redirdev', 'redirfilter', 'hub', 'watchdog', 'memballoon', 'rng', 'panic',
+                 'shmem', 'memory', 'iommu', 'vsock')
+
+
+def _place(devices, node, tag):
+    """Insert ``node`` after the last device of ``tag`` or of the tags that precede it."""
+    rank = _DEVICE_ORDER.index(tag) if tag in _DEVICE_ORDER else len(_DEVICE_ORDER)
+    anchor = None
+    for child in devices:
+        ctag = child.tag if isinstance(child.tag, str) else ''
+        crank = _DEVICE_ORDER.index(ctag) if ctag in _DEVICE_ORDER else len(_DEVICE_ORDER)
+        if crank <= rank:
+            anchor = child
+    if anchor is None:
+        devices.insert(0, node)
+    else:
+        anchor.addnext(node)
+
+
+def _replace_class(devices, tag, nodes, keep=None):
+    """Replace all ``tag`` children (except those ``keep`` accepts) by ``nodes`` in place."""
+    existing = [n for n in devices.findall(tag) if keep is None or not keep(n)]
+    anchor_index = None
+    if existing:
+        anchor_index = list(devices).index(existing[0])
+    for node in existing:
+        devices.remove(node)
+    if anchor_index is None:
+        for node in nodes:
+            _place(devices, node, tag)
+        return
+    for offset, node in enumerate(nodes):
+        devices.insert(anchor_index + offset, node)
+
+
+def _is_hostdev_interface(node):
+    return node.get('type') == 'hostdev'
+
+
+def _apply_interfaces(devices, nics, domain_type, changes):
+    current = [n for n in devices.findall('interface') if not _is_hostdev_interface(n)]
+    by_mac = {}
+    for node in current:
+        mac = node.find('mac')
+        if mac is not None:
+            by_mac[mac.get('address', '').lower()] = node
+    used = set()
+    wanted = []
+    for index, nic in enumerate(nics):
+        want = interface_element(nic, domain_type)
+        have = None
+        if nic.get('mac'):
+            have = by_mac.get(nic['mac'].lower())
+        elif index < len(current) and id(current[index]) not in used:
+            candidate = current[index]
+            cmac = candidate.find('mac')
+            if cmac is None or cmac.get('address', '').lower() not in {
+                    (n.get('mac') or '').lower() for n in nics}:
+                have = candidate
+        if have is not None:
+            used.add(id(have))
+            if not X.differences(want, have) and want.get('type') == have.get('type'):
+                wanted.append(have)
+                continue
+            # keep the MAC (and slot) libvirt generated so the guest sees the same NIC
+            hmac = have.find('mac')
+            if want.find('mac') is None and hmac is not None:
+                want.insert(0, copy.deepcopy(hmac))
+            address = have.find('address')
+            if address is not None:
+                want.append(copy.deepcopy(address))
+            changes.append(Change('interfaces', 'interface %d updated' % index))
+        else:
+            changes.append(Change('interfaces', 'interface %d added' % index))
+        wanted.append(want)
+    for node in current:
+        if id(node) not in used:
+            mac = node.find('mac')
+            changes.append(Change('interfaces', 'interface %s removed' % (
+                mac.get('address') if mac is not None else node.get('type'))))
+    _replace_class(devices, 'interface', wanted, keep=_is_hostdev_interface)
+
+
+def _agent_channels(devices):
+    return [c for c in devices.findall('channel')
+            if c.find('target') is not None and c.find('target').get('name') == AGENT_CHANNEL]
+
+
+def _apply_agent(devices, enabled, changes):
+    present = _agent_channels(devices)
+    if enabled and not present:
+        _place(devices, agent_channel(), 'channel')
+        changes.append(Change('guest_agent', 'guest agent channel added'))
+    elif not enabled and present:
+        for node in present:
+            devices.remove(node)
+        changes.append(Change('guest_agent', 'guest agent channel removed'))
+
+
+def _apply_serial(devices, serial, changes):
+    want = serial_elements(serial)
+    have_serial = devices.findall('serial')
+    have_console = devices.findall('console')
+    if not want:
+        if have_serial or have_console:
+            for node in have_serial + have_console:
+                devices.remove(node)
+            changes.append(Change('serial', 'serial console removed'))
+        return
+    if (len(have_serial) == 1 and not X.differences(want[0], have_serial[0])
+            and have_serial[0].get('type') == want[0].get('type')):
+        return
+    for node in have_serial + have_console:
+        devices.remove(node)
+    _place(devices, want[0], 'serial')
+    _place(devices, want[1], 'console')
+    changes.append(Change('serial', 'serial console -> %s' % want[0].get('type')))
+
+
+def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None, keep_missing=True):
+    have = devices.findall(tag)
+    if want is None:
+        if have:
+            for node in have:
+                devices.remove(node)
+            changes.append(Change(tag, '%s removed' % tag))
+        return
+    if len(have) == 1:
+        same = not X.differences(want, have[0])
+        if match_attr and have[0].get(match_attr) != want.get(match_attr):
+            same = False
+        if same:
+            return
+        address = have[0].find('address')
+        if address is not None:
+            want.append(copy.deepcopy(address))
+    for node in have:
+        devices.remove(node)
+    _place(devices, want, tag)
+    changes.append(Change(tag, '%s -> %s' % (tag, want.get('type') or want.get('model') or
+                                              (want.find('model').get('type') if want.find('model') is not None
+                                               else 'set'))))
+
+
+def _apply_seclabel(root, seclabel, changes):
+    if not seclabel:
+        return
+    stype = seclabel.get('type') or 'dynamic'
+    want = X.element('seclabel', type=stype, model=seclabel.get('model'),
+                     relabel=None if seclabel.get('relabel') is None else bool(seclabel['relabel']))
+    if seclabel.get('label'):
+        X.sub(want, 'label', seclabel['label'])
+    have = [n for n in root.findall('seclabel')
+            if seclabel.get('model') is None or n.get('model') == seclabel.get('model')]
+    if len(have) == 1 and not X.differences(want, have[0]):
+        return
+    for node in have:
+        root.remove(node)
+    devices = root.find('devices')
+    if devices is not None:
+        devices.addnext(want)
+    else:
+        root.append(want)
+    changes.append(Change('seclabel', 'seclabel -> %s' % stype))
+
+
+# ---------------------------------------------------------------------------------------------
+# XML -> plain data
+
+def summarize(root):
+    """Plain dict of a domain definition (for results and guest_info)."""
+    os_type = root.find('os/type')
+    vcpu = root.find('vcpu')
+    info = dict(
+        name=X.findtext(root, 'name'),
+        uuid=X.findtext(root, 'uuid'),
+        domain_type=root.get('type'),
+        memory=(_kib(root.find('memory')) or 0) * 1024,
+        current_memory=(_kib(root.find('currentMemory')) or _kib(root.find('memory')) or 0) * 1024,
+        max_vcpus=int(vcpu.text) if vcpu is not None and vcpu.text else None,
+        vcpus=int(vcpu.get('current', vcpu.text)) if vcpu is not None and vcpu.text else None,
+        os_type=os_type.text if os_type is not None else None,
+        arch=os_type.get('arch') if os_type is not None else None,
+        machine=os_type.get('machine') if os_type is not None else None,
+        disks=[],
+        interfaces=[],
+        guest_agent=False,
+    )
+    devices = root.find('devices')
+    if devices is None:
+        return info
+    for disk in devices.findall('disk'):
+        source = disk.find('source')
+        target = disk.find('target')
+        driver = disk.find('driver')
+        entry = dict(target=target.get('dev') if target is not None else None,
+                     bus=target.get('bus') if target is not None else None,
+                     device=disk.get('device', 'disk'), type=disk.get('type'),
+                     format=driver.get('type') if driver is not None else None,
+                     readonly=disk.find('readonly') is not None)
+        if source is not None:
+            for key in ('file', 'dev', 'pool', 'volume', 'name'):
+                if source.get(key):
+                    entry['path' if key in ('file', 'dev') else key] = source.get(key)
+        info['disks'].append(entry)
+    for nic in devices.findall('interface'):
+        source = nic.find('source')
+        mac = nic.find('mac')
+        model = nic.find('model')
+        src = None
+        if source is not None:
+            src = source.get('network') or source.get('bridge') or source.get('dev')
+        info['interfaces'].append(dict(type=nic.get('type'), source=src,
+                                       mac=mac.get('address') if mac is not None else None,
+                                       model=model.get('type') if model is not None else None))
+    info['guest_agent'] = bool(_agent_channels(devices))
+    return info

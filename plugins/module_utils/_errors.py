@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Typed errors raised by the service layer and caught once per module.
+
+Only ``LibvirtModuleError`` (and subclasses) ever reach a module's ``run_module()``;
+a ``libvirt.libvirtError`` is translated by :func:`translate` into one of them with a
+message a user can act on.
+"""
+
+from __future__ import annotations
+
+
+class LibvirtModuleError(Exception):
+    """Base class: ``msg`` is shown to the user, ``details`` become extra result keys."""
+
+    def __init__(self, msg, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class InvalidParameter(LibvirtModuleError):
+    """Bad user input. The message always names the offending option."""
+
+    def __init__(self, option, msg, **details):
+        super().__init__("%s: %s" % (option, msg), **details)
+        self.option = option
+
+
+class ConnectionFailed(LibvirtModuleError):
+    """The hypervisor connection could not be opened (daemon down, auth, permissions)."""
+
+
+class ObjectNotFound(LibvirtModuleError):
+    """A named libvirt object (guest, pool, volume, network, device) does not exist."""
+
+
+class OperationFailed(LibvirtModuleError):
+    """libvirt refused or failed an operation."""
+
+
+class TimeoutExpired(LibvirtModuleError):
+    """A bounded wait ran out."""
+
+
+# libvirt error code names (looked up lazily on the libvirt module, so this file never
+# imports libvirt) grouped by what they mean to a user.
+_NOT_FOUND_CODES = (
+    'VIR_ERR_NO_DOMAIN', 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL',
+    'VIR_ERR_NO_NETWORK', 'VIR_ERR_NO_NODE_DEVICE', 'VIR_ERR_NO_SECRET',
+    'VIR_ERR_NO_INTERFACE', 'VIR_ERR_NO_DOMAIN_SNAPSHOT', 'VIR_ERR_NO_NWFILTER',
+    'VIR_ERR_NO_NETWORK_PORT',
+)
+_AUTH_CODES = ('VIR_ERR_AUTH_FAILED', 'VIR_ERR_AUTH_CANCELLED', 'VIR_ERR_AUTH_UNAVAILABLE')
+_DENIED_CODES = ('VIR_ERR_ACCESS_DENIED', 'VIR_ERR_OPERATION_DENIED')
+_CONNECT_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_SYSTEM_ERROR', 'VIR_ERR_RPC', 'VIR_ERR_INTERNAL_ERROR')
+_INVALID_CODES = ('VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL', 'VIR_ERR_CONFIG_UNSUPPORTED',
+                  'VIR_ERR_INVALID_ARG')
+_UNSUPPORTED_CODES = ('VIR_ERR_NO_SUPPORT', 'VIR_ERR_ARGUMENT_UNSUPPORTED')
+_AGENT_CODES = ('VIR_ERR_AGENT_UNRESPONSIVE', 'VIR_ERR_AGENT_UNSYNCED', 'VIR_ERR_AGENT_COMMAND_TIMEOUT',
+                'VIR_ERR_AGENT_COMMAND_FAILED')
+_GONE_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_RPC', 'VIR_ERR_SYSTEM_ERROR')
+
+
+def _codes(libvirt, names):
+    return {getattr(libvirt, name) for name in names if hasattr(libvirt, name)}
+
+
+def error_code(exc):
+    get = getattr(exc, 'get_error_code', None)
+    return get() if get else None
+
+
+def is_code(libvirt, exc, *names):
+    """True when ``exc`` is a libvirtError carrying one of the named codes."""
+    return error_code(exc) in _codes(libvirt, names)
+
+
+def is_not_found(libvirt, exc):
+    return error_code(exc) in _codes(libvirt, _NOT_FOUND_CODES)
+
+
+def is_connection_lost(libvirt, exc):
+    """The daemon went away under an open connection (killed, restarted)."""
+    code = error_code(exc)
+    if code not in _codes(libvirt, _GONE_CODES):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in (
+        'end of file', 'connection reset', 'broken pipe', 'not connected', 'client socket is closed',
+        'cannot recv data', 'cannot write data', 'connection closed', 'no connection driver'))
+
+
+def translate(libvirt, exc, what=None, uri=None):
+    """Map a libvirtError to a LibvirtModuleError subclass with a clear message.
+
+    ``what`` describes the object or action ("guest 'web1'"), ``uri`` the connection.
+    """
+    code = error_code(exc)
+    text = str(exc).strip()
+    prefix = ('%s: ' % what) if what else ''
+    if code in _codes(libvirt, _NOT_FOUND_CODES):
+        return ObjectNotFound('%snot found (%s)' % (prefix, text), libvirt_code=code)
+    if code in _codes(libvirt, _AUTH_CODES):
+        return ConnectionFailed('%sauthentication to %s failed: %s. Check username/password (SASL).'
+                                % (prefix, uri or 'libvirt', text), libvirt_code=code)
+    if code in _codes(libvirt, _DENIED_CODES) or 'permission denied' in text.lower():
+        return ConnectionFailed('%spermission denied on %s: %s. Run as a user allowed to manage libvirt '
+                                '(root or the libvirt group), or use become.' % (prefix, uri or 'libvirt', text),
+                                libvirt_code=code)
+    if code in _codes(libvirt, _AGENT_CODES):
+        return OperationFailed('%sguest agent error: %s' % (prefix, text), libvirt_code=code)
+    if code in _codes(libvirt, _INVALID_CODES):
+        return OperationFailed('%slibvirt rejected the configuration: %s' % (prefix, text), libvirt_code=code)
+    if code in _codes(libvirt, _UNSUPPORTED_CODES):
+        return OperationFailed('%snot supported by this hypervisor/driver: %s' % (prefix, text), libvirt_code=code)
+    return OperationFailed('%s%s' % (prefix, text), libvirt_code=code)
+
+
+def connect_error(libvirt, exc, uri):
+    """Message for a failed ``virConnectOpen*``."""
+    code = error_code(exc)
+    text = str(exc).strip()
+    if code in _codes(libvirt, _AUTH_CODES):
+        return ConnectionFailed('Authentication to %s failed: %s. Check username/password (SASL).'
+                                % (uri, text), libvirt_code=code, uri=uri)
+    if code in _codes(libvirt, _DENIED_CODES) or 'permission denied' in text.lower():
+        return ConnectionFailed('Permission denied connecting to %s: %s. Run as root or a member of the '
+                                'libvirt group (become: true).' % (uri, text), libvirt_code=code, uri=uri)
+    return ConnectionFailed('Cannot connect to libvirt at %s: %s. Is libvirtd (or virtqemud) running on the '
+                            'managed host, and is the URI right?' % (uri, text), libvirt_code=code, uri=uri)

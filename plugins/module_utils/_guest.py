@@ -1,0 +1,463 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Service layer of the ``guest`` module: read current -> compare -> act unless check mode."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import Agent, has_agent_channel
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    InvalidParameter, OperationFailed, TimeoutExpired, translate)
+from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
+
+TYPED_OPTIONS = ('domain_type', 'memory', 'current_memory', 'vcpus', 'max_vcpus', 'cpu', 'machine', 'arch',
+                 'os_type', 'firmware', 'boot', 'disks', 'interfaces', 'guest_agent', 'serial', 'graphics',
+                 'video', 'rng', 'balloon', 'memory_backing', 'seclabel', 'title', 'description')
+
+STATE_NAMES = {0: 'unknown', 1: 'running', 2: 'running', 3: 'paused', 4: 'shutting_down', 5: 'stopped',
+               6: 'crashed', 7: 'pmsuspended'}
+
+
+def state_name(code):
+    return STATE_NAMES.get(code, 'unknown')
+
+
+def host_domain_type(client, arch=None):
+    """``kvm`` when the host can run hardware-accelerated guests, else ``qemu`` (TCG), else
+    whatever the driver offers (``test``, ``xen``). Decided from capabilities, confirmed by
+    domain capabilities for kvm."""
+    caps = X.parse(client.call('getCapabilities', what='host capabilities'))
+    arch = arch or X.findtext(caps, 'host/cpu/arch') or 'x86_64'
+    types = []
+    for guest in caps.findall('guest'):
+        arch_node = guest.find('arch')
+        if arch_node is None or arch_node.get('name') != arch:
+            continue
+        for dom in arch_node.findall('domain'):
+            if dom.get('type') not in types:
+                types.append(dom.get('type'))
+    if 'kvm' in types:
+        try:
+            client.conn.getDomainCapabilities(None, arch, None, 'kvm', 0)
+            return 'kvm'
+        except client.libvirt.libvirtError:
+            pass
+    if 'qemu' in types:
+        return 'qemu'
+    return types[0] if types else 'qemu'
+
+
+def domain_types_available(client, arch):
+    caps = X.parse(client.call('getCapabilities', what='host capabilities'))
+    found = set()
+    for guest in caps.findall('guest'):
+        arch_node = guest.find('arch')
+        if arch_node is not None and arch_node.get('name') == arch:
+            found.update(d.get('type') for d in arch_node.findall('domain'))
+    return found
+
+
+class GuestManager:
+    def __init__(self, client):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.params = client.params
+        self.name = self.params['name']
+        self.check_mode = client.check_mode
+        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+        self.reboot_required = False
+        self.predicted_state = None
+
+    # ------------------------------------------------------------------------------------
+    def run(self):
+        check_object_name('name', self.name)
+        params = self.params
+        state = params['state']
+        desired_xml = self._parse_user_xml() if params.get('xml') else None
+        if state == 'running' and params.get('wait_for') == 'agent':
+            self.client.enable_events()
+        dom = self.client.lookup('guest', self.name)
+        if state == 'absent':
+            self._absent(dom)
+            return self.result.build(guest=dict(name=self.name, state='absent'), reboot_required=False)
+        dom = self._ensure_defined(dom, desired_xml)
+        self._ensure_state(dom, state)
+        if params.get('autostart') is not None:
+            self._ensure_autostart(dom, params['autostart'])
+        return self.result.build(guest=self._describe(dom), reboot_required=self.reboot_required)
+
+    # ------------------------------------------------------------------------------------
+    # definition
+    def _parse_user_xml(self):
+        try:
+            root = X.parse(self.params['xml'])
+        except X.XMLSyntaxError as exc:
+            raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
+        if root.tag != 'domain':
+            raise InvalidParameter('xml', 'root element must be <domain>, got <%s>' % root.tag)
+        xml_name = X.findtext(root, 'name')
+        if xml_name != self.name:
+            raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
+        return root
+
+    def _typed_spec(self):
+        spec = {key: copy.deepcopy(self.params.get(key)) for key in TYPED_OPTIONS}
+        spec['name'] = self.name
+        D.validate_spec(spec)
+        for index, disk in enumerate(spec.get('disks') or []):
+            self._resolve_disk(index, disk)
+        for index, nic in enumerate(spec.get('interfaces') or []):
+            if nic.get('type', 'network') == 'network' and nic.get('source'):
+                if self.client.lookup('network', nic['source']) is None:
+                    raise InvalidParameter('interfaces[%d].source' % index,
+                                           "network '%s' does not exist" % nic['source'])
+        return spec
+
+    def _resolve_disk(self, index, disk):
+        """Check a pool volume exists and fill in its format when the user gave none."""
+        if not disk.get('pool'):
+            if disk.get('path') and not disk.get('format') and disk.get('device', 'disk') == 'disk':
+                vol = self._vol_by_path(disk['path'])
+                if vol is not None:
+                    disk['format'] = _vol_format(vol, self.libvirt)
+            return
+        pool = self.client.lookup('pool', disk['pool'])
+        if pool is None:
+            raise InvalidParameter('disks[%d].pool' % index, "storage pool '%s' does not exist" % disk['pool'])
+        try:
+            vol = pool.storageVolLookupByName(disk['volume'])
+        except self.libvirt.libvirtError:
+            raise InvalidParameter('disks[%d].volume' % index, "volume '%s' not found in storage pool '%s'"
+                                   % (disk['volume'], disk['pool'])) from None
+        if not disk.get('format'):
+            disk['format'] = _vol_format(vol, self.libvirt)
+
+    def _vol_by_path(self, path):
+        try:
+            return self.client.conn.storageVolLookupByPath(path)
+        except self.libvirt.libvirtError:
+            return None
+
+    def _pick_domain_type(self, spec):
+        arch = spec.get('arch') or None
+        wanted = spec.get('domain_type')
+        if wanted is None:
+            return host_domain_type(self.client, arch)
+        available = domain_types_available(self.client, arch or self._host_arch())
+        if wanted not in available:
+            hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
+            raise InvalidParameter('domain_type', "'%s' is not supported by this host%s; available: %s"
+                                   % (wanted, hint, ', '.join(sorted(available)) or 'none'))
+        if wanted == 'kvm':
+            try:
+                self.client.conn.getDomainCapabilities(None, arch or self._host_arch(), None, 'kvm', 0)
+            except self.libvirt.libvirtError:
+                raise InvalidParameter('domain_type', "'kvm' is not usable on this host (no hardware "
+                                       "virtualization); use qemu or omit domain_type") from None
+        return wanted
+
+    def _host_arch(self):
+        caps = X.parse(self.client.call('getCapabilities', what='host capabilities'))
+        return X.findtext(caps, 'host/cpu/arch') or 'x86_64'
+
+    def _ensure_defined(self, dom, desired_xml):
+        if dom is None:
+            return self._define_new(desired_xml)
+        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
+        current = X.parse(before)
+        if desired_xml is not None:
+            new_tree, changes = self._merge_user_xml(current, desired_xml)
+        else:
+            spec = self._typed_spec()
+            if spec.get('domain_type') and spec['domain_type'] != current.get('type'):
+                raise InvalidParameter('domain_type', "guest '%s' exists with type '%s'; the domain type of an "
+                                       "existing guest cannot be changed" % (self.name, current.get('type')))
+            new_tree = copy.deepcopy(current)
+            changes = D.apply_spec(new_tree, spec)
+        running = self._state(dom) in ('running', 'paused')
+        if running:
+            self._plan_live(dom, desired_xml, changes)
+        if not changes:
+            return dom
+        for change in changes:
+            self.result.change(change.message)
+        after = X.tostring(new_tree)
+        self.result.set_diff(before, after, "guest '%s' (defined)" % self.name, "guest '%s' (wanted)" % self.name)
+        if self.check_mode:
+            return dom
+        new = self.client.call('defineXML', after, what="guest '%s'" % self.name)
+        if running:
+            self._apply_live(new, changes)
+        return new
+
+    def _merge_user_xml(self, current, desired):
+        diffs = X.differences(desired, current)
+        uuid = X.findtext(current, 'uuid')
+        want_uuid = X.findtext(desired, 'uuid')
+        if want_uuid and want_uuid != uuid:
+            raise InvalidParameter('xml', "the <uuid> in xml differs from the existing guest '%s' (%s)"
+                                   % (self.name, uuid))
+        if not diffs:
+            return current, []
+        new_tree = copy.deepcopy(desired)
+        if not want_uuid:
+            node = X.element('uuid', uuid)
+            new_tree.find('name').addnext(node)
+        # keep generated MACs so the guest keeps its NIC identities
+        have_nics = current.findall('devices/interface')
+        for index, nic in enumerate(new_tree.findall('devices/interface')):
+            if nic.find('mac') is None and index < len(have_nics) and have_nics[index].find('mac') is not None:
+                nic.insert(0, copy.deepcopy(have_nics[index].find('mac')))
+        return new_tree, [D.Change('xml', 'definition differs at %s' % ', '.join(diffs[:5]))]
+
+    def _define_new(self, desired_xml):
+        if desired_xml is not None:
+            tree = desired_xml
+        else:
+            spec = self._typed_spec()
+            domain_type = self._pick_domain_type(spec)
+            tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
+        xml = X.tostring(tree)
+        self.result.change("guest '%s' defined" % self.name)
+        self.result.set_diff('', xml, 'guest absent', "guest '%s' (wanted)" % self.name)
+        if self.check_mode:
+            self.predicted_state = 'stopped'
+            return None
+        return self.client.call('defineXML', xml, what="guest '%s'" % self.name)
+
+    # live changes -------------------------------------------------------------------------
+    def _plan_live(self, dom, desired_xml, changes):
+        if desired_xml is not None:
+            self.reboot_required = bool(changes)
+            return
+        live = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
+        pending = D.apply_spec(live, self._typed_spec())
+        self.reboot_required = any(not change.live for change in pending)
+
+    def _apply_live(self, dom, changes):
+        flags = self.libvirt.VIR_DOMAIN_AFFECT_LIVE
+        spec = self.params
+        for change in changes:
+            if not change.live:
+                continue
+            what = "guest '%s'" % self.name
+            if change.section == 'vcpus':
+                self.client.call(dom.setVcpusFlags, spec['vcpus'], flags, what=what + ' live vCPUs')
+            elif change.section == 'current_memory':
+                kib = D.memory_kib(spec.get('current_memory') or spec.get('memory'), 'current_memory')
+                self.client.call(dom.setMemoryFlags, kib, flags, what=what + ' live memory')
+            elif change.section == 'disks':
+                for disk in spec.get('disks') or []:
+                    tune = {k: v for k, v in (disk.get('iotune') or {}).items() if v is not None}
+                    if tune:
+                        self.client.call(dom.setBlockIoTune, disk['target'], tune, flags,
+                                         what=what + ' live iotune')
+
+    # ------------------------------------------------------------------------------------
+    # run state
+    def _state(self, dom):
+        if dom is None:
+            return self.predicted_state or 'stopped'
+        return state_name(self.client.call(dom.state, what="guest '%s'" % self.name)[0])
+
+    def _ensure_state(self, dom, wanted):
+        if wanted == 'present':
+            return
+        current = self._state(dom)
+        if wanted == 'running':
+            if current == 'running':
+                pass
+            elif current == 'paused':
+                self._act('resumed', dom and dom.resume)
+            elif current == 'pmsuspended':
+                self._act('woken up', dom and (lambda: dom.pMWakeup(0)))
+            else:
+                if current == 'crashed':
+                    self._act('crashed guest destroyed', dom and dom.destroy)
+                self._act('started', dom and dom.create)
+            if self.params.get('wait_for') == 'agent':
+                self._wait_agent(dom)
+        elif wanted == 'paused':
+            if current == 'running':
+                self._act('paused', dom and dom.suspend)
+            elif current in ('stopped', 'crashed'):
+                self._act('started paused', dom and (lambda: dom.createWithFlags(
+                    self.libvirt.VIR_DOMAIN_START_PAUSED)))
+        elif wanted == 'stopped':
+            if current not in ('stopped',):
+                self._stop(dom, current)
+
+    def _act(self, message, func):
+        self.result.change("guest '%s' %s" % (self.name, message))
+        if self.check_mode or func is None:
+            return
+        self.client.call(func, what="guest '%s'" % self.name)
+
+    def _stop(self, dom, current):
+        """Graceful shutdown that waits until shut off; destroy after the timeout only with force."""
+        timeout = self.params.get('shutdown_timeout')
+        force = self.params.get('force')
+        self.result.change("guest '%s' stopped" % self.name)
+        if self.check_mode or dom is None:
+            return
+        what = "guest '%s'" % self.name
+        if current == 'crashed':
+            self.client.call(dom.destroy, what=what)
+            return
+        if current == 'paused':
+            self.client.call(dom.resume, what=what)
+        if timeout == 0 and force:
+            self.client.call(dom.destroy, what=what)
+            return
+        try:
+            self.client.call(dom.shutdown, what=what)
+        except OperationFailed:
+            if self._state(dom) == 'stopped':
+                return
+            raise
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self._state(dom) == 'stopped':
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            if self._state(dom) == 'running' and delay == 0.5:
+                # re-send the ACPI request: a guest still booting can miss the first one
+                try:
+                    dom.shutdown()
+                except self.libvirt.libvirtError:
+                    pass
+        if self._state(dom) == 'stopped':
+            return
+        if force:
+            self.result.change("guest '%s' forced off after %ss" % (self.name, timeout))
+            self.client.call(dom.destroy, what=what)
+            return
+        raise TimeoutExpired("guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
+                             "ignored?). Set force: true to power it off after the timeout."
+                             % (self.name, timeout), timeout=timeout)
+
+    def _wait_agent(self, dom):
+        if self.check_mode or dom is None:
+            return
+        root = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
+        if not has_agent_channel(root):
+            raise OperationFailed("guest '%s' has no guest agent channel: set guest_agent: true (and restart "
+                                  "the guest) to use wait_for: agent" % self.name)
+        waited = Agent(self.client, dom, self.name).wait(self.params['wait_timeout'])
+        self.result.extra['agent_wait_seconds'] = round(waited, 3)
+
+    def _ensure_autostart(self, dom, wanted):
+        current = bool(self.client.call(dom.autostart, what="guest '%s'" % self.name)) if dom else False
+        if current == wanted:
+            return
+        self.result.change("guest '%s' autostart %s" % (self.name, 'enabled' if wanted else 'disabled'))
+        if not self.check_mode and dom is not None:
+            self.client.call(dom.setAutostart, int(wanted), what="guest '%s' autostart" % self.name)
+
+    # ------------------------------------------------------------------------------------
+    # absent
+    def _absent(self, dom):
+        if dom is None:
+            return
+        current = self._state(dom)
+        volumes = self._disk_volumes(dom) if self.params.get('delete_volumes') else []
+        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
+        self.result.set_diff(before, '', "guest '%s' (defined)" % self.name, 'guest absent')
+        if current != 'stopped':
+            self._stop(dom, current)
+        self.result.change("guest '%s' undefined" % self.name)
+        for vol in volumes:
+            self.result.change("volume %s deleted" % vol.path())
+        if self.check_mode:
+            return
+        self._undefine(dom)
+        for vol in volumes:
+            self.client.call(vol.delete, 0, what='volume %s' % vol.path())
+
+    def _undefine(self, dom):
+        lv = self.libvirt
+        flags = 0
+        for name in ('VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
+                     'VIR_DOMAIN_UNDEFINE_NVRAM', 'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA'):
+            flags |= getattr(lv, name, 0)
+        try:
+            dom.undefineFlags(flags)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_INVALID_ARG'):
+                self.client.call(dom.undefine, what="guest '%s'" % self.name)
+            elif self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN'):
+                return  # removed concurrently: the wanted state holds
+            else:
+                raise self._translate(exc) from None
+
+    def _translate(self, exc):
+        return translate(self.libvirt, exc, what="guest '%s'" % self.name, uri=self.client.uri)
+
+    def _disk_volumes(self, dom):
+        root = X.parse(self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE))
+        volumes = []
+        for disk in root.findall('devices/disk'):
+            if disk.get('device', 'disk') not in ('disk', 'lun'):
+                continue
+            source = disk.find('source')
+            if source is None:
+                continue
+            vol = None
+            if source.get('pool') and source.get('volume'):
+                pool = self.client.lookup('pool', source.get('pool'))
+                if pool is not None:
+                    try:
+                        vol = pool.storageVolLookupByName(source.get('volume'))
+                    except self.libvirt.libvirtError:
+                        vol = None
+            elif source.get('file') or source.get('dev'):
+                vol = self._vol_by_path(source.get('file') or source.get('dev'))
+            if vol is None:
+                self.client.warn("disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
+                                 % (disk.find('target').get('dev'), self.name))
+            else:
+                volumes.append(vol)
+        return volumes
+
+    # ------------------------------------------------------------------------------------
+    def _describe(self, dom):
+        if dom is None:
+            return dict(name=self.name, uuid=None, state=self.predicted_state_for_check(), autostart=bool(
+                self.params.get('autostart')), persistent=True, xml=self.result.after or '')
+        state = self._state(dom)
+        try:
+            xml = dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE)
+            autostart = bool(dom.autostart())
+            persistent = bool(dom.isPersistent())
+        except self.libvirt.libvirtError as exc:
+            raise self._translate(exc) from None
+        if self.check_mode:
+            state = self.predicted_state_for_check(state)
+        return dict(name=self.name, uuid=dom.UUIDString(), state=state, autostart=autostart,
+                    persistent=persistent, xml=xml)
+
+    def predicted_state_for_check(self, current='stopped'):
+        wanted = self.params['state']
+        return {'running': 'running', 'stopped': 'stopped', 'paused': 'paused'}.get(wanted, current)
+
+
+def _vol_format(vol, libvirt):
+    try:
+        root = X.parse(vol.XMLDesc(0))
+    except (libvirt.libvirtError, X.XMLSyntaxError):
+        return None  # format stays unknown: libvirt's default applies
+    fmt = root.find('target/format')
+    if fmt is None:
+        return None
+    value = fmt.get('type')
+    return {'iso': 'raw', 'dir': None}.get(value, value)
+

@@ -1,0 +1,567 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: guest
+short_description: Manage libvirt guests (domains) declaratively
+version_added: 0.1.0
+description:
+  - Defines, updates, starts, pauses, stops and removes libvirt guests (KVM/QEMU, Xen, and the test driver).
+  - Idempotency is semantic. The module compares what you asked for with what libvirt has and ignores
+    what libvirt fills in by itself (PCI addresses, aliases, generated MAC addresses, default
+    controllers). Settings you do not give are kept on an existing guest.
+  - A device class given as a list (O(disks), O(interfaces)) is the full desired list of that
+    class. A device class you do not give is left alone.
+  - On a running guest, changes go to the persistent definition. vCPU count (up to O(max_vcpus)),
+    balloon memory (O(current_memory)) and disk I/O limits are also applied live. For anything
+    else the result says RV(reboot_required=true).
+author:
+  - virtops.libvirt maintainers
+extends_documentation_fragment:
+  - virtops.libvirt.connection
+  - virtops.libvirt.connection.ACTIONGROUP
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Returns the domain XML before and after in diff mode.
+    support: full
+  idempotent:
+    description: Running the same task twice changes nothing the second time.
+    support: full
+options:
+  name:
+    description: Name of the guest.
+    type: str
+    required: true
+    version_added: 0.1.0
+  state:
+    description:
+      - V(present) defines the guest (or updates its definition) and leaves its run state alone.
+      - V(running) also starts it (resumes a paused guest).
+      - V(paused) starts it paused or pauses a running guest.
+      - V(stopped) shuts it down gracefully (ACPI) and waits until it is off, at most
+        O(shutdown_timeout) seconds. After that it is powered off only with O(force=true).
+      - V(absent) stops it like V(stopped) and undefines it, with its NVRAM, managed save image
+        and snapshot metadata. With O(delete_volumes=true) the storage volumes of its disks are
+        deleted too.
+    type: str
+    choices: [present, running, stopped, paused, absent]
+    default: present
+    version_added: 0.1.0
+  xml:
+    description:
+      - Full domain XML, instead of the typed options (mutually exclusive with them).
+      - Compared semantically with the existing definition. The existing UUID and generated MAC
+        addresses are kept when the XML does not state them.
+      - The C(<name>) in the XML must equal O(name).
+    type: str
+    version_added: 0.1.0
+  domain_type:
+    description:
+      - Hypervisor type. Default for a new guest is V(kvm) when the host supports hardware
+        virtualization, else V(qemu) (software emulation, TCG). V(test) is the libvirt test driver.
+      - Cannot be changed on an existing guest.
+    type: str
+    choices: [kvm, qemu, xen, test]
+    version_added: 0.1.0
+  memory:
+    description:
+      - Maximum memory. A size with unit (V(512MiB), V(2GiB), V(4G)) or an integer in MiB.
+      - Default for a new guest is 512 MiB.
+    type: raw
+    version_added: 0.1.0
+  current_memory:
+    description:
+      - Memory the guest actually gets (balloon target); at most O(memory). Applied live on a running guest.
+      - Default for a new guest is O(memory).
+    type: raw
+    version_added: 0.1.0
+  vcpus:
+    description:
+      - Number of active vCPUs. Applied live on a running guest when it does not exceed O(max_vcpus).
+      - Default for a new guest is 1.
+    type: int
+    version_added: 0.1.0
+  max_vcpus:
+    description: Maximum vCPUs (hot-plug limit). Default is O(vcpus).
+    type: int
+    version_added: 0.1.0
+  cpu:
+    description: CPU model configuration. For a new KVM guest the default is host-model; a QEMU (TCG) guest gets the hypervisor's default.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      mode:
+        description: CPU mode. V(custom) requires O(cpu.model).
+        type: str
+        choices: [host-passthrough, host-model, custom, maximum]
+      model:
+        description: Named CPU model for V(custom) mode, for example V(Skylake-Server) or V(qemu64).
+        type: str
+      migratable:
+        description: With V(host-passthrough), whether to drop features that block migration.
+        type: bool
+      topology:
+        description: CPU topology. Missing values default to 1.
+        type: dict
+        suboptions:
+          sockets:
+            description: Sockets.
+            type: int
+          dies:
+            description: Dies per socket.
+            type: int
+          cores:
+            description: Cores per die.
+            type: int
+          threads:
+            description: Threads per core.
+            type: int
+  machine:
+    description: Machine type, for example V(pc), V(q35). The hypervisor's default when not given.
+    type: str
+    version_added: 0.1.0
+  arch:
+    description: Guest CPU architecture. Default is the host's.
+    type: str
+    version_added: 0.1.0
+  os_type:
+    description:
+      - OS type. V(hvm) is a fully virtualized guest. V(xen) (or V(linux)) is a Xen paravirtualized guest.
+      - Default for a new guest is V(hvm).
+    type: str
+    choices: [hvm, xen, linux]
+    version_added: 0.1.0
+  firmware:
+    description: V(bios) or V(efi) (needs OVMF on the host).
+    type: str
+    choices: [bios, efi]
+    version_added: 0.1.0
+  boot:
+    description: Boot configuration.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      order:
+        description: Boot device order.
+        type: list
+        elements: str
+        choices: [hd, cdrom, network, fd]
+      kernel:
+        description: Kernel path on the host for direct kernel boot. V('') removes it.
+        type: str
+      initrd:
+        description: Initrd path on the host for direct kernel boot. V('') removes it.
+        type: str
+      cmdline:
+        description: Kernel command line for direct kernel boot. V('') removes it.
+        type: str
+      menu:
+        description: Show the firmware boot menu.
+        type: bool
+  disks:
+    description:
+      - The full list of the guest's disks (C(<disk>) devices). Disks are matched to existing ones by O(disks[].target).
+      - Source is either O(disks[].pool) + O(disks[].volume) or O(disks[].path).
+      - A virtio-scsi controller is added when a disk on the V(scsi) bus needs one.
+    type: list
+    elements: dict
+    version_added: 0.1.0
+    suboptions:
+      target:
+        description: Device name in the guest, for example V(vda), V(sdb), V(hdc), V(xvda).
+        type: str
+        required: true
+      bus:
+        description: Bus. Default is derived from O(disks[].target) (vd* virtio, sd* scsi, hd* ide, xvd* xen).
+        type: str
+        choices: [virtio, scsi, sata, ide, usb, xen, fdc]
+      device:
+        description: Device kind.
+        type: str
+        choices: [disk, cdrom, lun, floppy]
+        default: disk
+      pool:
+        description: Storage pool of the source volume (with O(disks[].volume)). Must exist.
+        type: str
+      volume:
+        description: Source volume name in O(disks[].pool). Must exist.
+        type: str
+      path:
+        description: Source file or block device path on the host.
+        type: str
+      format:
+        description: Image format, for example V(raw) or V(qcow2). Default is the volume's own format, or raw.
+        type: str
+      cache:
+        description: Cache mode.
+        type: str
+        choices: [default, none, writethrough, writeback, directsync, unsafe]
+      io:
+        description: I/O mode.
+        type: str
+        choices: [threads, native, io_uring]
+      discard:
+        description: Discard (TRIM) handling.
+        type: str
+        choices: [ignore, unmap]
+      readonly:
+        description: Read-only disk. CD-ROMs are always read-only.
+        type: bool
+      serial:
+        description: Disk serial number shown to the guest.
+        type: str
+      boot_order:
+        description: Per-device boot order (mutually exclusive with O(boot.order)).
+        type: int
+      iotune:
+        description: I/O limits, applied live on a running guest.
+        type: dict
+        suboptions:
+          total_bytes_sec:
+            description: Total throughput limit in bytes per second.
+            type: int
+          read_bytes_sec:
+            description: Read throughput limit in bytes per second.
+            type: int
+          write_bytes_sec:
+            description: Write throughput limit in bytes per second.
+            type: int
+          total_iops_sec:
+            description: Total I/O operations per second.
+            type: int
+          read_iops_sec:
+            description: Read I/O operations per second.
+            type: int
+          write_iops_sec:
+            description: Write I/O operations per second.
+            type: int
+  interfaces:
+    description:
+      - The full list of the guest's network interfaces (SR-IOV C(type=hostdev) interfaces are managed by
+        M(virtops.libvirt.hostdev) and left alone here).
+      - Matched to existing interfaces by O(interfaces[].mac) when given, else by position. Generated MACs are kept.
+    type: list
+    elements: dict
+    version_added: 0.1.0
+    suboptions:
+      type:
+        description: Interface type.
+        type: str
+        choices: [network, bridge, direct, user]
+        default: network
+      source:
+        description: Network name, bridge name or host device (for V(direct)). Not used for V(user).
+        type: str
+      model:
+        description: NIC model. Default is V(virtio) (none for Xen).
+        type: str
+      mac:
+        description: MAC address. Generated by libvirt when not given.
+        type: str
+      mode:
+        description: macvtap mode for V(direct).
+        type: str
+        choices: [bridge, vepa, private, passthrough]
+      boot_order:
+        description: Per-device boot order.
+        type: int
+  guest_agent:
+    description:
+      - Add (V(true)) or remove (V(false)) the C(org.qemu.guest_agent.0) virtio-serial channel the
+        QEMU guest agent uses. Default for a new guest is V(true) (V(false) for Xen).
+    type: bool
+    version_added: 0.1.0
+  serial:
+    description: Serial console. Default for a new guest is a pty console.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      type:
+        description: V(pty) (interactive, C(virsh console)), V(file) (logged to O(serial.path)) or V(none).
+        type: str
+        choices: [pty, file, none]
+        default: pty
+      path:
+        description: Log file for V(file).
+        type: str
+  graphics:
+    description: Graphical console, listening on 127.0.0.1. Default for a new guest is V(none).
+    type: str
+    choices: [none, vnc, spice]
+    version_added: 0.1.0
+  video:
+    description: Video adapter. Default for a new guest is V(none) without graphics, else V(virtio).
+    type: str
+    choices: [none, virtio, qxl, vga, cirrus, bochs]
+    version_added: 0.1.0
+  rng:
+    description: virtio-rng device fed from the host's /dev/urandom. Default for a new guest is V(true).
+    type: bool
+    version_added: 0.1.0
+  balloon:
+    description: virtio memory balloon. Default for a new guest is V(true).
+    type: bool
+    version_added: 0.1.0
+  memory_backing:
+    description: Memory backing.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      hugepages:
+        description: Back guest memory with huge pages (they must be reserved on the host).
+        type: bool
+      nosharepages:
+        description: Opt this guest out of KSM page sharing.
+        type: bool
+  seclabel:
+    description: Security label (sVirt) configuration.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      type:
+        description: Label type.
+        type: str
+        choices: [dynamic, static, none]
+        default: dynamic
+      model:
+        description: Security driver, for example V(selinux), V(apparmor) or V(dac).
+        type: str
+      label:
+        description: Static label.
+        type: str
+      relabel:
+        description: Whether libvirt relabels resources.
+        type: bool
+  title:
+    description: Short title of the guest.
+    type: str
+    version_added: 0.1.0
+  description:
+    description: Free-form description of the guest.
+    type: str
+    version_added: 0.1.0
+  autostart:
+    description: Start the guest when the host boots.
+    type: bool
+    version_added: 0.1.0
+  shutdown_timeout:
+    description: Seconds to wait for a graceful shutdown (V(stopped), V(absent)).
+    type: int
+    default: 120
+    version_added: 0.1.0
+  force:
+    description: Power the guest off when it has not shut down after O(shutdown_timeout).
+    type: bool
+    default: false
+    version_added: 0.1.0
+  wait_for:
+    description: With O(state=running), V(agent) returns only when the QEMU guest agent answers.
+    type: str
+    choices: [none, agent]
+    default: none
+    version_added: 0.1.0
+  wait_timeout:
+    description: Seconds to wait for O(wait_for).
+    type: int
+    default: 300
+    version_added: 0.1.0
+  delete_volumes:
+    description: With O(state=absent), also delete the storage volumes of the guest's disks.
+    type: bool
+    default: false
+    version_added: 0.1.0
+seealso:
+  - module: virtops.libvirt.guest_info
+  - module: virtops.libvirt.guest_agent
+  - name: libvirt domain XML format
+    description: Reference of every element the typed options produce.
+    link: https://libvirt.org/formatdomain.html
+'''
+
+EXAMPLES = r'''
+- name: A small guest booting a kernel directly, started and waited for through its agent
+  virtops.libvirt.guest:
+    name: web1
+    memory: 512MiB
+    vcpus: 1
+    boot:
+      kernel: /var/lib/libvirt/images/vmlinuz
+      initrd: /var/lib/libvirt/images/initrd.img
+      cmdline: console=ttyS0
+    disks:
+      - target: vda
+        pool: default
+        volume: web1.qcow2
+    interfaces:
+      - type: user
+    state: running
+    wait_for: agent
+
+- name: Grow a running guest to 2 vCPUs (live, no reboot when max_vcpus allows it)
+  virtops.libvirt.guest:
+    name: web1
+    vcpus: 2
+    max_vcpus: 4
+
+- name: Define a guest from full XML (idempotent, UUID and MACs kept)
+  virtops.libvirt.guest:
+    name: legacy1
+    xml: "{{ lookup('ansible.builtin.file', 'legacy1.xml') }}"
+
+- name: Shut down gracefully, power off after 60 s if the guest ignores ACPI
+  virtops.libvirt.guest:
+    name: web1
+    state: stopped
+    shutdown_timeout: 60
+    force: true
+
+- name: Remove a guest and the volumes of its disks
+  virtops.libvirt.guest:
+    name: web1
+    state: absent
+    delete_volumes: true
+'''
+
+RETURN = r'''
+guest:
+  description: The guest after the task (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Guest name.
+      type: str
+      sample: web1
+    uuid:
+      description: Guest UUID (null in check mode for a guest not yet defined).
+      type: str
+      sample: 0d9b4c5e-4d62-4a4e-8a8e-7a3b9a0c2f11
+    state:
+      description: Run state. One of V(running), V(paused), V(stopped), V(shutting_down), V(crashed), V(pmsuspended), V(absent).
+      type: str
+      sample: running
+    autostart:
+      description: Whether the guest starts with the host.
+      type: bool
+    persistent:
+      description: Whether the guest has a persistent definition.
+      type: bool
+    xml:
+      description: Persistent domain XML (inactive definition).
+      type: str
+reboot_required:
+  description: True when the running guest's live configuration differs from its new definition in a way that needs a restart.
+  returned: always
+  type: bool
+actions:
+  description: What was changed (or would be, in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["disk vdb added", "guest 'web1' started"]
+agent_wait_seconds:
+  description: Seconds waited until the guest agent answered.
+  returned: when O(wait_for=agent) and the guest was waited for
+  type: float
+'''
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import TYPED_OPTIONS, GuestManager
+
+_IOTUNE = {key: dict(type='int') for key in (
+    'total_bytes_sec', 'read_bytes_sec', 'write_bytes_sec', 'total_iops_sec', 'read_iops_sec', 'write_iops_sec')}
+
+SPEC = ArgumentSpec(dict(
+    name=dict(type='str', required=True),
+    state=dict(type='str', default='present', choices=['present', 'running', 'stopped', 'paused', 'absent']),
+    xml=dict(type='str'),
+    domain_type=dict(type='str', choices=['kvm', 'qemu', 'xen', 'test']),
+    memory=dict(type='raw'),
+    current_memory=dict(type='raw'),
+    vcpus=dict(type='int'),
+    max_vcpus=dict(type='int'),
+    cpu=dict(type='dict', options=dict(
+        mode=dict(type='str', choices=['host-passthrough', 'host-model', 'custom', 'maximum']),
+        model=dict(type='str'),
+        migratable=dict(type='bool'),
+        topology=dict(type='dict', options=dict(
+            sockets=dict(type='int'), dies=dict(type='int'), cores=dict(type='int'), threads=dict(type='int'))),
+    ), required_if=[('mode', 'custom', ['model'])]),
+    machine=dict(type='str'),
+    arch=dict(type='str'),
+    os_type=dict(type='str', choices=['hvm', 'xen', 'linux']),
+    firmware=dict(type='str', choices=['bios', 'efi']),
+    boot=dict(type='dict', options=dict(
+        order=dict(type='list', elements='str', choices=['hd', 'cdrom', 'network', 'fd']),
+        kernel=dict(type='str'),
+        initrd=dict(type='str'),
+        cmdline=dict(type='str'),
+        menu=dict(type='bool'),
+    )),
+    disks=dict(type='list', elements='dict', options=dict(
+        target=dict(type='str', required=True),
+        bus=dict(type='str', choices=['virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc']),
+        device=dict(type='str', default='disk', choices=['disk', 'cdrom', 'lun', 'floppy']),
+        pool=dict(type='str'),
+        volume=dict(type='str'),
+        path=dict(type='str'),
+        format=dict(type='str'),
+        cache=dict(type='str', choices=['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe']),
+        io=dict(type='str', choices=['threads', 'native', 'io_uring']),
+        discard=dict(type='str', choices=['ignore', 'unmap']),
+        readonly=dict(type='bool'),
+        serial=dict(type='str'),
+        boot_order=dict(type='int'),
+        iotune=dict(type='dict', options=_IOTUNE),
+    )),
+    interfaces=dict(type='list', elements='dict', options=dict(
+        type=dict(type='str', default='network', choices=['network', 'bridge', 'direct', 'user']),
+        source=dict(type='str'),
+        model=dict(type='str'),
+        mac=dict(type='str'),
+        mode=dict(type='str', choices=['bridge', 'vepa', 'private', 'passthrough']),
+        boot_order=dict(type='int'),
+    )),
+    guest_agent=dict(type='bool'),
+    serial=dict(type='dict', options=dict(
+        type=dict(type='str', default='pty', choices=['pty', 'file', 'none']),
+        path=dict(type='str'),
+    ), required_if=[('type', 'file', ['path'])]),
+    graphics=dict(type='str', choices=['none', 'vnc', 'spice']),
+    video=dict(type='str', choices=['none', 'virtio', 'qxl', 'vga', 'cirrus', 'bochs']),
+    rng=dict(type='bool'),
+    balloon=dict(type='bool'),
+    memory_backing=dict(type='dict', options=dict(hugepages=dict(type='bool'), nosharepages=dict(type='bool'))),
+    seclabel=dict(type='dict', options=dict(
+        type=dict(type='str', default='dynamic', choices=['dynamic', 'static', 'none']),
+        model=dict(type='str'),
+        label=dict(type='str'),
+        relabel=dict(type='bool'),
+    )),
+    title=dict(type='str'),
+    description=dict(type='str'),
+    autostart=dict(type='bool'),
+    shutdown_timeout=dict(type='int', default=120),
+    force=dict(type='bool', default=False),
+    wait_for=dict(type='str', default='none', choices=['none', 'agent']),
+    wait_timeout=dict(type='int', default=300),
+    delete_volumes=dict(type='bool', default=False),
+), mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS])
+
+
+def main():
+    run_module(SPEC, GuestManager)
+
+
+if __name__ == '__main__':
+    main()

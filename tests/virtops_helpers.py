@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Helpers shared by the test suites: run a module the way Ansible does, validate XML against
+libvirt's RelaxNG schemas, and name test objects so parallel runs never collide."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTIONS = ROOT / 'build' / 'collections'
+SCHEMAS = Path('/usr/share/libvirt/schemas')
+IMAGE_DIR = Path('/var/lib/libvirt/images/virtops-test')
+# one prefix per test session: every object a test creates starts with it
+PREFIX = 'vtest-%s-' % uuid.uuid4().hex[:6]
+
+_SCHEMA_CACHE = {}
+
+
+def ensure_collection_link():
+    target = COLLECTIONS / 'ansible_collections' / 'virtops' / 'libvirt'
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(ROOT)
+    return COLLECTIONS
+
+
+def module_env(extra=None):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = str(ensure_collection_link()) + os.pathsep + env.get('PYTHONPATH', '')
+    env.pop('LIBVIRT_DEFAULT_URI', None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_module(name, args, check=False, diff=True, env=None, timeout=600):
+    """Execute ``virtops.libvirt.<name>`` as Ansible would (args file, JSON on stdout).
+
+    Returns the module's JSON result with ``_rc`` and ``_stderr`` added. A traceback or a
+    non-JSON answer fails the calling test loudly.
+    """
+    payload = dict(args)
+    payload['_ansible_check_mode'] = check
+    payload['_ansible_diff'] = diff
+    payload['_ansible_verbosity'] = 0
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': payload}, handle)
+        path = handle.name
+    try:
+        proc = subprocess.run(
+            [sys.executable, '-m', 'ansible_collections.virtops.libvirt.plugins.modules.%s' % name, path],
+            capture_output=True, text=True, env=module_env(env), timeout=timeout, cwd=tempfile.gettempdir())
+    finally:
+        os.unlink(path)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError('module %s did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
+                             % (name, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])) from None
+    result['_rc'] = proc.returncode
+    result['_stderr'] = proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    assert 'exception' not in result or not result.get('failed') or 'libvirt-python' in result.get('msg', ''), \
+        result.get('exception')
+    return result
+
+
+def ok(result):
+    assert not result.get('failed'), result.get('msg')
+    return result
+
+
+def schema(kind):
+    from lxml import etree
+    if kind not in _SCHEMA_CACHE:
+        _SCHEMA_CACHE[kind] = etree.RelaxNG(etree.parse(str(SCHEMAS / ('%s.rng' % kind))))
+    return _SCHEMA_CACHE[kind]
+
+
+def assert_valid(xml, kind):
+    """Validate ``xml`` against libvirt's RelaxNG schema ``kind`` (domain, storagepool, ...)."""
+    from lxml import etree
+    tree = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    rng = schema(kind)
+    if not rng.validate(tree):
+        raise AssertionError('XML does not validate against %s.rng:\n%s\n%s'
+                             % (kind, rng.error_log, etree.tostring(tree, pretty_print=True).decode()))
