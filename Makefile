@@ -8,7 +8,10 @@ CACHE       ?= $(HOME)/.cache/virtops-libvirt
 REQ_HASH    := $(shell cat $(ROOT)/requirements.txt | sha256sum | cut -c1-12)
 VENV        ?= $(CACHE)/venv-$(REQ_HASH)
 PY          := $(VENV)/bin/python
-COLL_ROOT   := $(ROOT)/build/collections
+# The collection is used through a symlink ansible_collections/virtops/libvirt -> this checkout,
+# kept outside the tree so nothing walking the tree loops.
+COLL_ROOT   := $(CACHE)/collections/$(shell printf %s '$(ROOT)' | sha256sum | cut -c1-10)
+export VIRTOPS_COLLECTIONS := $(COLL_ROOT)
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export VIRTOPS_VENV := $(VENV)
 export VIRTOPS_CACHE := $(CACHE)
@@ -61,4 +64,4 @@ build: collection
 	cd $(ROOT) && $(VENV)/bin/ansible-galaxy collection build --force --output-path build/
 
 clean:
-	rm -rf $(ROOT)/build
+	rm -rf $(ROOT)/build $(COLL_ROOT)

@@ -5,6 +5,7 @@ libvirt's RelaxNG schemas, and name test objects so parallel runs never collide.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +15,15 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COLLECTIONS = ROOT / 'build' / 'collections'
+
+def _collections_root():
+    if os.environ.get('VIRTOPS_COLLECTIONS'):
+        return Path(os.environ['VIRTOPS_COLLECTIONS'])
+    cache = Path(os.environ.get('VIRTOPS_CACHE') or Path.home() / '.cache' / 'virtops-libvirt')
+    return cache / 'collections' / hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
+
+
+COLLECTIONS = _collections_root()
 SCHEMAS = Path('/usr/share/libvirt/schemas')
 IMAGE_DIR = Path('/var/lib/libvirt/images/virtops-test')
 # one prefix per test session: every object a test creates starts with it
@@ -25,8 +34,10 @@ _SCHEMA_CACHE = {}
 
 def ensure_collection_link():
     target = COLLECTIONS / 'ansible_collections' / 'virtops' / 'libvirt'
-    if not target.exists():
+    if not target.is_symlink() or target.resolve() != ROOT:
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink():
+            target.unlink()
         target.symlink_to(ROOT)
     return COLLECTIONS
 

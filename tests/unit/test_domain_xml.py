@@ -88,7 +88,8 @@ def _defined(s, domain_type='qemu'):
     X.sub(root, 'uuid', '8f0e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b')
     devices = root.find('devices')
     for index, node in enumerate(devices):
-        X.sub(node, 'alias', name='dev%d' % index)
+        if node.tag != 'graphics':
+            X.sub(node, 'alias', name='ua-dev%d' % index)
         if node.tag in ('disk', 'interface'):
             X.sub(node, 'address', type='pci', domain='0x0000', bus='0x00', slot='0x%02x' % (index + 3),
                   function='0x0')
