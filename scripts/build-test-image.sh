@@ -304,7 +304,7 @@ ready() {
 }
 port=
 i=0
-while [ -z "$port" ] && [ $i -lt 50 ]; do   # poll up to ~5 s
+while [ -z "$port" ] && [ $i -lt 30 ]; do   # poll up to ~3 s
     for f in /sys/class/virtio-ports/*/name; do
         [ -r "$f" ] || continue
         if [ "$(cat "$f")" = org.qemu.guest_agent.0 ]; then
@@ -403,7 +403,7 @@ EOF
 mkdir -p "${STAGE}/etc/acpi/PWRF"
 cat >"${STAGE}/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
-echo "virtops: ACPI power button -> poweroff" >/dev/console
+# orderly shutdown via busybox init (runs /etc/virtops/shutdown, then powers off)
 exec /sbin/poweroff
 EOF
 

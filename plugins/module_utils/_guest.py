@@ -29,11 +29,18 @@ def state_name(code):
     return STATE_NAMES.get(code, 'unknown')
 
 
-def host_domain_type(client, arch=None):
-    """``kvm`` when the host can run hardware-accelerated guests, else ``qemu`` (TCG), else
-    whatever the driver offers (``test``, ``xen``). Decided from capabilities, confirmed by
-    domain capabilities for kvm."""
-    caps = X.parse(client.call('getCapabilities', what='host capabilities'))
+def _capabilities(client):
+    return X.parse(client.call('getCapabilities', what='host capabilities'))
+
+
+def domain_types_available(client, arch=None, caps=None):
+    """Domain types the host can run for ``arch``, in the order libvirt lists them.
+
+    ``kvm`` is dropped on x86 when the host CPU shows neither ``vmx`` nor ``svm``: a ``/dev/kvm``
+    without hardware virtualization underneath (some nested/micro-VM hosts) makes libvirt list
+    kvm, but guests then fail to start.
+    """
+    caps = caps if caps is not None else _capabilities(client)
     arch = arch or X.findtext(caps, 'host/cpu/arch') or 'x86_64'
     types = []
     for guest in caps.findall('guest'):
@@ -43,25 +50,32 @@ def host_domain_type(client, arch=None):
         for dom in arch_node.findall('domain'):
             if dom.get('type') not in types:
                 types.append(dom.get('type'))
-    if 'kvm' in types:
-        try:
-            client.conn.getDomainCapabilities(None, arch, None, 'kvm', 0)
-            return 'kvm'
-        except client.libvirt.libvirtError:
-            pass
-    if 'qemu' in types:
-        return 'qemu'
+    if 'kvm' in types and not _kvm_usable(client, caps, arch):
+        types.remove('kvm')
+    return types
+
+
+def _kvm_usable(client, caps, arch):
+    host_arch = X.findtext(caps, 'host/cpu/arch')
+    if host_arch in ('x86_64', 'i686') and arch in ('x86_64', 'i686'):
+        features = {f.get('name') for f in caps.findall('host/cpu/feature')}
+        if not features & {'vmx', 'svm'}:
+            return False
+    try:
+        client.conn.getDomainCapabilities(None, arch, None, 'kvm', 0)
+    except client.libvirt.libvirtError:
+        return False
+    return True
+
+
+def host_domain_type(client, arch=None):
+    """``kvm`` when the host can run hardware-accelerated guests, else ``qemu`` (TCG), else
+    whatever the driver offers (``test``, ``xen``)."""
+    types = domain_types_available(client, arch)
+    for preferred in ('kvm', 'qemu'):
+        if preferred in types:
+            return preferred
     return types[0] if types else 'qemu'
-
-
-def domain_types_available(client, arch):
-    caps = X.parse(client.call('getCapabilities', what='host capabilities'))
-    found = set()
-    for guest in caps.findall('guest'):
-        arch_node = guest.find('arch')
-        if arch_node is not None and arch_node.get('name') == arch:
-            found.update(d.get('type') for d in arch_node.findall('domain'))
-    return found
 
 
 class GuestManager:
@@ -150,17 +164,11 @@ class GuestManager:
         wanted = spec.get('domain_type')
         if wanted is None:
             return host_domain_type(self.client, arch)
-        available = domain_types_available(self.client, arch or self._host_arch())
+        available = domain_types_available(self.client, arch)
         if wanted not in available:
             hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
             raise InvalidParameter('domain_type', "'%s' is not supported by this host%s; available: %s"
                                    % (wanted, hint, ', '.join(sorted(available)) or 'none'))
-        if wanted == 'kvm':
-            try:
-                self.client.conn.getDomainCapabilities(None, arch or self._host_arch(), None, 'kvm', 0)
-            except self.libvirt.libvirtError:
-                raise InvalidParameter('domain_type', "'kvm' is not usable on this host (no hardware "
-                                       "virtualization); use qemu or omit domain_type") from None
         return wanted
 
     def _host_arch(self):
