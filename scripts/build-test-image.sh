@@ -329,7 +329,7 @@ echo $pid >/run/qemu-ga.pid
 # Ready once qemu-ga has the port open (poll up to ~10 s).
 i=0
 while kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do
-    for fd in /proc/$pid/fd/*; do
+    for fd in /proc/"$pid"/fd/*; do
         if [ "$(readlink "$fd")" = "$port" ]; then ready; break 2; fi
     done
     sleep 0.05; i=$((i + 1))
@@ -347,7 +347,7 @@ cat >"${STAGE}/sbin/virtops-console" <<'EOF'
 #!/bin/sh
 i=0
 while [ ! -e /run/virtops-ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-cd /root
+cd /root || cd /
 exec /bin/sh -l
 EOF
 
@@ -430,8 +430,11 @@ if [[ ${EUID} -eq 0 ]]; then
 fi
 
 # --- pack + publish -------------------------------------------------------------
+# Fixed timestamps + sorted names + gzip -n => identical inputs give an
+# identical initrd.img (install-test-image.sh then has nothing to copy).
+find "${STAGE}" -mindepth 1 -exec touch -h -d @0 {} +
 (cd "${STAGE}" && find . -mindepth 1 -print0 | sort -z \
-    | cpio --null -o -H newc -R 0:0 --quiet | gzip -6 -n) >"${WORK}/initrd.img"
+    | cpio --null -o -H newc -R 0:0 --reproducible --quiet | gzip -6 -n) >"${WORK}/initrd.img"
 cp "${KROOT}/boot/vmlinuz-${KVER}" "${WORK}/vmlinuz"
 chmod 0644 "${WORK}/initrd.img" "${WORK}/vmlinuz"
 rm -f "${CACHE_DIR}/stamp"

@@ -39,18 +39,25 @@ daemon_running() {
     pgrep -x "${name}" >/dev/null 2>&1
 }
 
-# /dev/kvm: if it exists give it the usual udev permissions (root:kvm 0660) so
-# libvirt's capability probe (run as the qemu user) does not choke on it.  If
-# the CPU has no VT-x/SVM, KVM simply stays unusable and TCG is used.
+# /dev/kvm: give it the usual udev permissions (root:kvm 0660).  Without
+# udev (containers) it is often root:root 0600.  libvirtd probes QEMU as root
+# (which can open it) but checks KVM usability as the qemu user (which cannot);
+# the mismatch invalidates the capabilities cache on *every* connection, so
+# each `virsh -c qemu:///system ...` re-probes QEMU (~4 s).  Whether KVM
+# actually works is a separate question (see the report at the end).
 fix_dev_kvm() {
-    [[ -e /dev/kvm ]] || { log "/dev/kvm absent: guests will use QEMU TCG"; return 0; }
-    if getent group kvm >/dev/null; then
-        local cur
-        cur=$(stat -c '%G %a' /dev/kvm)
-        if [[ ${cur} != "kvm 660" ]]; then
-            chgrp kvm /dev/kvm && chmod 0660 /dev/kvm \
-                && log "set /dev/kvm to root:kvm 0660 (was ${cur})" \
-                || log "could not adjust /dev/kvm permissions (ignored)"
+    if [[ ! -e /dev/kvm ]]; then
+        log "/dev/kvm absent: guests will use QEMU TCG"
+        return 0
+    fi
+    getent group kvm >/dev/null || return 0
+    local cur
+    cur=$(stat -c '%G %a' /dev/kvm)
+    if [[ ${cur} != "kvm 660" ]]; then
+        if chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; then
+            log "set /dev/kvm to root:kvm 0660 (was ${cur})"
+        else
+            log "could not adjust /dev/kvm permissions (ignored)"
         fi
     fi
 }
@@ -106,10 +113,11 @@ start_with_systemd() {
 
 pid1=$(cat /proc/1/comm 2>/dev/null || echo unknown)
 
+fix_dev_kvm
+
 if virsh_ok "${SYSTEM_URI}"; then
     log "libvirt already running (${SYSTEM_URI} answers); nothing to do"
 else
-    fix_dev_kvm
     if [[ ${pid1} == systemd ]]; then
         start_with_systemd
     else
@@ -128,10 +136,17 @@ else
     die "${TEST_URI} does not work"
 fi
 
-# Report whether KVM acceleration is usable (informational only).
+# Report whether KVM acceleration is usable (informational only).  libvirt
+# may list KVM whenever /dev/kvm opens, even in sandboxes whose CPU has no
+# vmx/svm flag and where KVM guests hang at boot, so check both.
 if virsh -c "${SYSTEM_URI}" domcapabilities --virttype kvm --arch x86_64 >/dev/null 2>&1; then
-    log "KVM acceleration: available (use <domain type='kvm'>)"
+    if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+        log "KVM acceleration: available (<domain type='kvm'> usable)"
+    else
+        log "KVM acceleration: libvirt lists kvm, but the CPU has no vmx/svm flag;" \
+            "KVM guests may not boot here - use <domain type='qemu'> (TCG)"
+    fi
 else
     log "KVM acceleration: NOT available; use <domain type='qemu'> (TCG)"
 fi
-virsh -c "${SYSTEM_URI}" version | sed 's/^/setup-libvirt:   /'
+virsh -c "${SYSTEM_URI}" version | sed -e '/^[[:space:]]*$/d' -e 's/^/setup-libvirt:   /'

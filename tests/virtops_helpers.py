@@ -44,10 +44,11 @@ def ensure_collection_link():
 
 def module_env(extra=None):
     env = dict(os.environ)
-    env['PYTHONPATH'] = str(ensure_collection_link()) + os.pathsep + env.get('PYTHONPATH', '')
     env.pop('LIBVIRT_DEFAULT_URI', None)
-    if extra:
-        env.update(extra)
+    extra = dict(extra or {})
+    paths = [extra.pop('PYTHONPATH', None), str(ensure_collection_link()), env.get('PYTHONPATH')]
+    env['PYTHONPATH'] = os.pathsep.join(p for p in paths if p)
+    env.update(extra)
     return env
 
 

@@ -92,7 +92,7 @@ def findtext(node, path, default=None):
 # Elements whose value is "number + unit attribute": compared in bytes.
 _UNIT_TAGS = {'memory', 'currentMemory', 'maxMemory', 'capacity', 'allocation', 'available', 'size'}
 # Devices libvirt adds on its own when the definition does not name any.
-AUTO_DEVICES = {'controller', 'memballoon', 'input', 'console', 'video', 'emulator', 'panic'}
+AUTO_DEVICES = {'controller', 'memballoon', 'input', 'console', 'video', 'emulator', 'panic', 'audio'}
 _BOOL_WORDS = {'yes': 'yes', 'on': 'yes', 'true': 'yes', '1': 'yes', 'no': 'no', 'off': 'no', 'false': 'no',
                '0': 'no'}
 
