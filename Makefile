@@ -58,7 +58,8 @@ test: setup
 	@bash $(ROOT)/scripts/run-tests.sh
 
 demo: setup
-	cd $(ROOT) && $(VENV)/bin/ansible-playbook -i localhost, -c local playbooks/demo.yml $(DEMO_ARGS)
+	cd $(ROOT) && $(VENV)/bin/ansible-playbook -i localhost, -c local -e ansible_python_interpreter=$(PY) \
+	  playbooks/demo.yml $(DEMO_ARGS)
 
 build: collection
 	cd $(ROOT) && $(VENV)/bin/ansible-galaxy collection build --force --output-path build/
