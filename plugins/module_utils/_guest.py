@@ -14,7 +14,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._agent import Agent, has_agent_channel
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
-    InvalidParameter, OperationFailed, TimeoutExpired, translate)
+    InvalidParameter, ObjectNotFound, OperationFailed, TimeoutExpired, translate)
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 
 TYPED_OPTIONS = ('domain_type', 'memory', 'current_memory', 'vcpus', 'max_vcpus', 'cpu', 'machine', 'arch',
@@ -238,7 +238,15 @@ class GuestManager:
         if self.check_mode:
             self.predicted_state = 'stopped'
             return None
-        return self.client.call('defineXML', xml, what="guest '%s'" % self.name)
+        try:
+            return self.client.conn.defineXML(xml)
+        except self.libvirt.libvirtError as exc:
+            # Another run defined the same guest a moment ago: converge onto that one.
+            raced = self.client.lookup('guest', self.name)
+            if raced is None:
+                raise self._translate(exc) from None
+        self.result.actions.pop()
+        return self._ensure_defined(raced, desired_xml)
 
     # live changes -------------------------------------------------------------------------
     def _plan_live(self, dom, desired_xml, changes):
@@ -283,30 +291,36 @@ class GuestManager:
             if current == 'running':
                 pass
             elif current == 'paused':
-                self._act('resumed', dom and dom.resume)
+                self._act('resumed', dom and dom.resume, dom, ('running',))
             elif current == 'pmsuspended':
                 self._act('woken up', dom and (lambda: dom.pMWakeup(0)))
             else:
                 if current == 'crashed':
-                    self._act('crashed guest destroyed', dom and dom.destroy)
-                self._act('started', dom and dom.create)
+                    self._act('crashed guest destroyed', dom and dom.destroy, dom, ('stopped',))
+                self._act('started', dom and dom.create, dom, ('running',))
             if self.params.get('wait_for') == 'agent':
                 self._wait_agent(dom)
         elif wanted == 'paused':
             if current == 'running':
-                self._act('paused', dom and dom.suspend)
+                self._act('paused', dom and dom.suspend, dom, ('paused',))
             elif current in ('stopped', 'crashed'):
                 self._act('started paused', dom and (lambda: dom.createWithFlags(
-                    self.libvirt.VIR_DOMAIN_START_PAUSED)))
+                    self.libvirt.VIR_DOMAIN_START_PAUSED)), dom, ('paused',))
         elif wanted == 'stopped':
             if current not in ('stopped',):
                 self._stop(dom, current)
 
-    def _act(self, message, func):
+    def _act(self, message, func, dom=None, done_states=()):
         self.result.change("guest '%s' %s" % (self.name, message))
         if self.check_mode or func is None:
             return
-        self.client.call(func, what="guest '%s'" % self.name)
+        try:
+            func()
+        except self.libvirt.libvirtError as exc:
+            # a concurrent run got there first: fine when the guest is now where we wanted it
+            if dom is not None and done_states and self._state(dom) in done_states:
+                return
+            raise self._translate(exc) from None
 
     def _stop(self, dom, current):
         """Graceful shutdown that waits until shut off; destroy after the timeout only with force."""
@@ -317,12 +331,12 @@ class GuestManager:
             return
         what = "guest '%s'" % self.name
         if current == 'crashed':
-            self.client.call(dom.destroy, what=what)
+            self._destroy(dom)
             return
         if current == 'paused':
             self.client.call(dom.resume, what=what)
         if timeout == 0 and force:
-            self.client.call(dom.destroy, what=what)
+            self._destroy(dom)
             return
         try:
             self.client.call(dom.shutdown, what=what)
@@ -347,11 +361,19 @@ class GuestManager:
             return
         if force:
             self.result.change("guest '%s' forced off after %ss" % (self.name, timeout))
-            self.client.call(dom.destroy, what=what)
+            self._destroy(dom)
             return
         raise TimeoutExpired("guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
                              "ignored?). Set force: true to power it off after the timeout."
                              % (self.name, timeout), timeout=timeout)
+
+    def _destroy(self, dom):
+        try:
+            dom.destroy()
+        except self.libvirt.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN') or self._state(dom) == 'stopped':
+                return  # already off (or gone): what we wanted
+            raise self._translate(exc) from None
 
     def _wait_agent(self, dom):
         if self.check_mode or dom is None:
@@ -376,6 +398,13 @@ class GuestManager:
     def _absent(self, dom):
         if dom is None:
             return
+        try:
+            self._remove(dom)
+        except ObjectNotFound:
+            # removed by a concurrent run while we worked on it: the wanted state holds
+            self.client.warn("guest '%s' disappeared while being removed (removed concurrently?)" % self.name)
+
+    def _remove(self, dom):
         current = self._state(dom)
         volumes = self._disk_volumes(dom) if self.params.get('delete_volumes') else []
         before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
