@@ -39,6 +39,9 @@ def converge(args, conn, name, expect_state=None):
     first = ok(run_module('guest', args))
     assert first['changed'] is True
     assert first['actions'] == checked['actions'], 'check mode predicted other actions'
+    for res in (checked, first):
+        if res.get('diff', {}).get('after'):
+            assert_valid(res['diff']['after'], 'domain')  # every XML we generate is schema-valid
     second = ok(run_module('guest', args))
     assert second['changed'] is False, second['actions']
     again = ok(run_module('guest', args, check=True))
