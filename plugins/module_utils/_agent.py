@@ -5,14 +5,23 @@
 """QEMU guest agent access shared by the ``guest`` (``wait_for: agent``) and ``guest_agent``
 modules.
 
-Every agent call has a bounded timeout. Waiting is event driven: libvirt's agent-lifecycle
-event wakes the waiter the moment the guest opens its agent channel, and a ``guest-ping``
-confirms the agent really answers.
+Every agent call has a bounded timeout:
+
+* raw commands (``virDomainQemuAgentCommand``) get an explicit timeout per call;
+* libvirt's high-level agent calls (``guestInfo``, ``fsFreeze``, ``setTime``, ...) use the
+  guest's *agent response timeout*, which libvirt sets to "block forever" for a new guest. The
+  :meth:`Agent.call` wrapper sets it to the remaining time before the call and puts libvirt's
+  default back afterwards.
+
+Waiting is event driven: libvirt's agent-lifecycle event wakes the waiter the moment the guest
+opens its agent channel, and a ``guest-ping`` confirms the agent really answers.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
 
@@ -25,6 +34,22 @@ except ImportError:  # pragma: no cover - libvirt-python ships it; reported via 
     libvirt_qemu = None
 
 DEFAULT_COMMAND_TIMEOUT = 10
+# guest-file-read/-write chunk sizes: a base64 reply of 1 MiB stays far below libvirt's RPC
+# message limits.
+READ_CHUNK = 1024 * 1024
+WRITE_CHUNK = 512 * 1024
+# Files are returned inside the module result; refuse what would not fit sensibly.
+MAX_FILE_SIZE = 32 * 1024 * 1024
+
+
+class FileTooLarge(errors.OperationFailed):
+    """A guest file exceeds the size the caller is willing to read."""
+
+
+# guest-exec-status polling: start fast (short commands return in a few ms), back off to this.
+EXEC_POLL_MAX = 0.25
+
+_LIBVIRT_PREFIX = re.compile(r"^(internal error: )?unable to execute QEMU agent command '[^']*': ")
 
 
 def has_agent_channel(dom_xml_root):
@@ -38,8 +63,62 @@ def has_agent_channel(dom_xml_root):
     return False
 
 
+def agent_channel_state(dom_xml_root):
+    """``connected`` / ``disconnected`` from the live XML, None when libvirt does not say."""
+    devices = dom_xml_root.find('devices')
+    for channel in devices.findall('channel') if devices is not None else []:
+        target = channel.find('target')
+        if target is not None and target.get('name') == AGENT_CHANNEL:
+            return target.get('state')
+    return None
+
+
+def agent_error_text(text):
+    """The agent's own words from a libvirt error message (drops libvirt's generic prefix)."""
+    text = str(text).strip()
+    text = _LIBVIRT_PREFIX.sub('', text)
+    match = re.match(r"^Guest agent command failed, error was '(.*)'$", text, re.S)
+    return match.group(1) if match else text
+
+
+def classify_agent_error(text):
+    """What kind of agent failure a libvirt error message describes.
+
+    One of ``frozen``, ``disabled``, ``unsupported``, ``not_connected``, ``timeout``,
+    ``not_running`` or None (anything else).
+    """
+    low = str(text).lower()
+    if 'frozen state' in low:
+        return 'frozen'
+    if 'has been disabled' in low or 'commanddisabled' in low:
+        return 'disabled'
+    if 'has not been found' in low or 'commandnotfound' in low:
+        return 'unsupported'
+    if 'not connected' in low:
+        return 'not_connected'
+    if 'not available for now' in low or 'within timeout' in low or 'timed out' in low or 'not responding' in low:
+        return 'timeout'
+    if 'domain is not running' in low:
+        return 'not_running'
+    return None
+
+
+def remaining(deadline, minimum=1):
+    """Seconds left until ``deadline`` (monotonic) as an int agent timeout, at least ``minimum``."""
+    return int(max(minimum, round(deadline - time.monotonic())))
+
+
+def b64decode(data):
+    return base64.b64decode(data or '')
+
+
+def b64encode(data):
+    return base64.b64encode(data).decode('ascii')
+
+
 class Agent:
-    """Talks to one guest's agent through libvirt (``virDomainQemuAgentCommand``)."""
+    """Talks to one guest's agent through libvirt (``virDomainQemuAgentCommand`` and libvirt's
+    high-level agent APIs)."""
 
     def __init__(self, client, dom, name):
         self.client = client
@@ -47,32 +126,95 @@ class Agent:
         self.dom = dom
         self.name = name
 
+    # -- raw commands -------------------------------------------------------------------
     def command(self, execute, arguments=None, timeout=DEFAULT_COMMAND_TIMEOUT):
         """Run one raw agent command and return its ``return`` value."""
         payload = {'execute': execute}
         if arguments is not None:
             payload['arguments'] = arguments
+        seconds = int(max(1, timeout))
         try:
-            reply = libvirt_qemu.qemuAgentCommand(self.dom, json.dumps(payload), int(max(1, timeout)), 0)
+            reply = libvirt_qemu.qemuAgentCommand(self.dom, json.dumps(payload), seconds, 0)
         except self.libvirt.libvirtError as exc:
-            raise self.translate(exc, execute) from None
+            raise self.translate(exc, execute, seconds) from None
         try:
             return json.loads(reply).get('return')
-        except ValueError:
-            raise errors.OperationFailed("guest '%s': agent sent an unreadable reply to %s" % (self.name, execute))
+        except (ValueError, AttributeError):
+            raise errors.OperationFailed(
+                "guest '%s': agent sent an unreadable reply to %s" % (self.name, execute)
+            ) from None
 
-    def translate(self, exc, execute):
+    def translate(self, exc, execute, timeout=None):
         text = str(exc)
-        if 'not connected' in text or 'not responding' in text or 'not running' in text:
+        kind = classify_agent_error(text)
+        agent_text = agent_error_text(text)
+        who = "guest '%s'" % self.name
+        if kind == 'frozen':
             return errors.OperationFailed(
-                "guest '%s': the guest agent is not connected or not responding (%s). Is qemu-ga running in "
-                "the guest?" % (self.name, text))
-        if 'disabled' in text or 'has been disabled' in text or 'CommandDisabled' in text:
-            return errors.OperationFailed("guest '%s': agent command %s is disabled in the guest's qemu-ga "
-                                          "(%s)" % (self.name, execute, text))
-        return errors.translate(self.libvirt, exc, what="guest '%s' agent %s" % (self.name, execute),
-                                uri=self.client.uri)
+                "%s: agent command %s is blocked while the guest's filesystems are frozen; run action=thaw "
+                'first (%s)' % (who, execute, agent_text),
+                agent_command=execute,
+            )
+        if kind == 'disabled':
+            return errors.OperationFailed(
+                "%s: agent command %s is disabled in the guest's qemu-ga (its --block-rpcs/--allow-rpcs "
+                'configuration); enable it in the guest (%s)' % (who, execute, agent_text),
+                agent_command=execute,
+            )
+        if kind == 'unsupported':
+            return errors.OperationFailed(
+                "%s: the guest's qemu-ga does not know the command %s (too old?)" % (who, execute),
+                agent_command=execute,
+            )
+        if kind == 'not_connected':
+            return errors.OperationFailed(
+                '%s: the guest agent is not connected (%s). Is qemu-ga installed and running in the guest?'
+                % (who, agent_text),
+                agent_command=execute,
+            )
+        if kind == 'timeout' or errors.is_code(self.libvirt, exc, 'VIR_ERR_AGENT_COMMAND_TIMEOUT'):
+            return errors.TimeoutExpired(
+                '%s: the guest agent did not answer %s within %s seconds (%s)'
+                % (who, execute, timeout if timeout is not None else '?', agent_text),
+                timeout=timeout,
+                agent_command=execute,
+            )
+        if kind == 'not_running':
+            return errors.OperationFailed('%s is not running (%s)' % (who, agent_text))
+        if errors.error_code(exc) in (
+            getattr(self.libvirt, 'VIR_ERR_INTERNAL_ERROR', 1),
+            getattr(self.libvirt, 'VIR_ERR_AGENT_COMMAND_FAILED', -1),
+        ):
+            return errors.OperationFailed('%s: agent %s failed: %s' % (who, execute, agent_text), agent_command=execute)
+        return errors.translate(self.libvirt, exc, what='%s agent %s' % (who, execute), uri=self.client.uri)
 
+    # -- libvirt's high-level agent calls -------------------------------------------------
+    def call(self, func, *args, execute, timeout=DEFAULT_COMMAND_TIMEOUT):
+        """Call a libvirt agent API (``dom.fsFreeze`` ...) bounded by ``timeout`` seconds.
+
+        ``execute`` names the agent command behind it, for error messages.
+        """
+        seconds = int(max(1, timeout))
+        bounded = self._set_response_timeout(seconds)
+        try:
+            return func(*args)
+        except self.libvirt.libvirtError as exc:
+            raise self.translate(exc, execute, seconds) from None
+        finally:
+            if bounded:
+                self._set_response_timeout(self.libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK)
+
+    def _set_response_timeout(self, seconds):
+        setter = getattr(self.dom, 'agentSetResponseTimeout', None)
+        if setter is None:
+            return False
+        try:
+            setter(seconds, 0)
+        except self.libvirt.libvirtError:
+            return False  # older libvirt: the call keeps libvirt's own timeout
+        return True
+
+    # -- ping / wait ----------------------------------------------------------------------
     def ping(self, timeout=2):
         try:
             self.command('guest-ping', timeout=timeout)
@@ -91,20 +233,23 @@ class Agent:
         connected = threading.Event()
         callback_id = None
         if self.client.events_enabled:
+
             def on_lifecycle(conn, dom, state, reason, opaque):
                 if state == getattr(self.libvirt, 'VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED', 1):
                     connected.set()
+
             try:
                 callback_id = self.client.conn.domainEventRegisterAny(
-                    self.dom, self.libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, on_lifecycle, None)
+                    self.dom, self.libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, on_lifecycle, None
+                )
             except self.libvirt.libvirtError:
                 callback_id = None
         try:
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
-                if self.ping(timeout=max(1, min(5, remaining))):
+                if self.ping(timeout=max(1, min(5, left))):
                     return time.monotonic() - start
                 self._check_running()
                 # Woken by the agent connecting; re-ping on a short slice in case the event was
@@ -118,8 +263,14 @@ class Agent:
                     self.client.conn.domainEventDeregisterAny(callback_id)
                 except self.libvirt.libvirtError:
                     pass
-        raise errors.TimeoutExpired("guest '%s': the guest agent did not answer guest-ping within %s seconds"
-                                    % (self.name, timeout), timeout=timeout)
+        shown = round(timeout, 1)
+        shown = int(shown) if shown == int(shown) else shown
+        raise errors.TimeoutExpired(
+            "guest '%s': the guest agent did not answer guest-ping within %s seconds. Is "
+            'qemu-ga installed and running in the guest (and has the guest finished '
+            'booting)?' % (self.name, shown),
+            timeout=shown,
+        )
 
     def _check_running(self):
         try:
@@ -128,3 +279,130 @@ class Agent:
             raise errors.translate(self.libvirt, exc, what="guest '%s'" % self.name) from None
         if state not in (self.libvirt.VIR_DOMAIN_RUNNING, self.libvirt.VIR_DOMAIN_PAUSED):
             raise errors.OperationFailed("guest '%s' stopped while waiting for its agent" % self.name)
+
+    # -- exec -----------------------------------------------------------------------------
+    def exec_command(self, argv, stdin=None, env=None, timeout=DEFAULT_COMMAND_TIMEOUT):
+        """Run ``argv`` in the guest and wait (bounded) for it to exit.
+
+        ``stdin`` is bytes or None, ``env`` a list of ``NAME=value`` or None. Returns a dict with
+        ``pid``, ``rc``, ``signal``, ``stdout``/``stderr`` (bytes) and ``*_truncated``.
+        """
+        deadline = time.monotonic() + timeout
+        arguments = {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True}
+        if env is not None:
+            arguments['env'] = list(env)
+        if stdin is not None:
+            arguments['input-data'] = b64encode(stdin)
+        started = self.command('guest-exec', arguments, timeout=remaining(deadline))
+        pid = started['pid']
+        delay = 0.01
+        while True:
+            status = self.command('guest-exec-status', {'pid': pid}, timeout=remaining(deadline))
+            if status.get('exited'):
+                return dict(
+                    pid=pid,
+                    rc=status.get('exitcode'),
+                    signal=status.get('signal'),
+                    stdout=b64decode(status.get('out-data')),
+                    stderr=b64decode(status.get('err-data')),
+                    stdout_truncated=bool(status.get('out-truncated')),
+                    stderr_truncated=bool(status.get('err-truncated')),
+                )
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, EXEC_POLL_MAX)
+        killed = self._kill(pid)
+        raise errors.TimeoutExpired(
+            "guest '%s': %s did not exit within %s seconds (pid %s in the guest, %s)"
+            % (self.name, argv[0], timeout, pid, 'killed' if killed else 'could not be killed'),
+            timeout=timeout,
+            pid=pid,
+        )
+
+    def _kill(self, pid):
+        """Best effort SIGKILL of a timed-out guest-exec child; True when it is gone."""
+        try:
+            started = self.command('guest-exec', {'path': 'kill', 'arg': ['-KILL', str(pid)]}, timeout=5)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if self.command('guest-exec-status', started, timeout=5).get('exited'):
+                    break
+                time.sleep(0.05)
+            # reap the killed child so qemu-ga forgets it
+            return bool(self.command('guest-exec-status', {'pid': pid}, timeout=5).get('exited'))
+        except errors.LibvirtModuleError:
+            return False
+
+    # -- files ----------------------------------------------------------------------------
+    def read_file(self, path, timeout=DEFAULT_COMMAND_TIMEOUT, max_size=MAX_FILE_SIZE):
+        """The file's bytes, or None when it does not exist. The handle is always closed."""
+        deadline = time.monotonic() + timeout
+        handle = self._open(path, 'r', deadline)
+        if handle is None:
+            return None
+        chunks = []
+        size = 0
+        try:
+            while True:
+                count = min(READ_CHUNK, max_size + 1 - size)
+                reply = self.command('guest-file-read', {'handle': handle, 'count': count}, timeout=remaining(deadline))
+                data = b64decode(reply.get('buf-b64'))
+                chunks.append(data)
+                size += len(data)
+                if size > max_size:
+                    raise FileTooLarge(
+                        "guest '%s': %s is larger than %d bytes; not read" % (self.name, path, max_size),
+                        max_size=max_size,
+                    )
+                if reply.get('eof') or not data:
+                    break
+                self._check_deadline(deadline, 'reading %s' % path, timeout)
+        finally:
+            self._close(handle)
+        return b''.join(chunks)
+
+    def write_file(self, path, data, timeout=DEFAULT_COMMAND_TIMEOUT):
+        """Replace the file's content with ``data`` (bytes). The handle is always closed."""
+        deadline = time.monotonic() + timeout
+        handle = self._open(path, 'w', deadline, missing_ok=False)
+        try:
+            for offset in range(0, len(data), WRITE_CHUNK):
+                chunk = data[offset : offset + WRITE_CHUNK]
+                reply = self.command(
+                    'guest-file-write', {'handle': handle, 'buf-b64': b64encode(chunk)}, timeout=remaining(deadline)
+                )
+                if reply.get('count') != len(chunk):
+                    raise errors.OperationFailed(
+                        "guest '%s': short write to %s (%s of %d bytes)"
+                        % (self.name, path, reply.get('count'), len(chunk))
+                    )
+                self._check_deadline(deadline, 'writing %s' % path, timeout)
+            self.command('guest-file-flush', {'handle': handle}, timeout=remaining(deadline))
+        finally:
+            self._close(handle)
+
+    def _open(self, path, mode, deadline, missing_ok=True):
+        try:
+            return self.command('guest-file-open', {'path': path, 'mode': mode}, timeout=remaining(deadline))
+        except errors.OperationFailed as exc:
+            if missing_ok and 'No such file or directory' in exc.msg:
+                return None
+            raise
+
+    def _close(self, handle):
+        try:
+            self.command('guest-file-close', {'handle': handle}, timeout=5)
+        except errors.LibvirtModuleError:
+            pass  # the agent dropped the handle already (restart, timeout); nothing left to release
+
+    def _check_deadline(self, deadline, doing, timeout):
+        if time.monotonic() >= deadline:
+            raise errors.TimeoutExpired(
+                "guest '%s': %s took longer than %s seconds" % (self.name, doing, timeout), timeout=timeout
+            )
+
+    # -- freeze ---------------------------------------------------------------------------
+    def fsfreeze_status(self, timeout=DEFAULT_COMMAND_TIMEOUT):
+        """``frozen`` or ``thawed``."""
+        return self.command('guest-fsfreeze-status', timeout=timeout)
