@@ -1,0 +1,309 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: network
+short_description: Manage libvirt virtual networks declaratively
+version_added: 0.1.0
+description:
+  - Defines, updates, starts, stops and removes libvirt virtual networks (NAT, routed, open, isolated,
+    or attached to an existing host bridge).
+  - Idempotency is semantic. The module compares what you asked for with what libvirt has. It ignores what libvirt
+    fills in by itself (UUID, MAC address, generated C(virbrN) bridge name, STP and delay defaults, the NAT port
+    range) and spelling differences (netmask or prefix, order of DHCP entries, MAC case).
+  - Typed options you do not give are kept as they are on an existing network.
+  - An existing network whose definition differs is updated. On a running network, changes to DHCP ranges and
+    DHCP hosts are applied live (and saved). Any other change redefines the network and restarts it. The restart
+    is refused with an error, and nothing is changed, while running guests are attached to the network.
+author:
+  - virtops.libvirt maintainers (@virtops)
+extends_documentation_fragment:
+  - virtops.libvirt.connection
+  - virtops.libvirt.connection.ACTIONGROUP
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Returns the network XML before and after (with the run state and autostart in a comment line).
+    support: full
+  idempotent:
+    description: Running the same task twice changes nothing the second time.
+    support: full
+options:
+  name:
+    description: Name of the network.
+    type: str
+    required: true
+    version_added: 0.1.0
+  state:
+    description:
+      - V(present) defines the network (or updates its definition) and leaves its run state alone.
+        A running network is updated as described above.
+      - V(active) also starts it.
+      - V(inactive) defines it and stops it. Running guests attached to it lose connectivity (a warning names them).
+      - V(absent) stops and undefines it.
+    type: str
+    choices: [present, active, inactive, absent]
+    default: active
+    version_added: 0.1.0
+  xml:
+    description:
+      - Full network XML, instead of the typed options (mutually exclusive with them).
+      - Compared semantically with the existing definition. The existing UUID, MAC address and bridge name are
+        kept when the XML does not state them.
+      - The C(<name>) in the XML must equal O(name). libvirt validates the XML against its schema.
+    type: str
+    version_added: 0.1.0
+  forward:
+    description:
+      - How the network reaches the outside.
+      - V(nat) masquerades guest traffic through the host, V(route) routes it without NAT, V(open) adds no
+        firewall rules at all. These three need O(ip).
+      - V(isolated) connects guests only with each other and the host.
+      - V(bridge) connects guests to the existing host bridge O(bridge). O(ip), O(dhcp), O(mtu) and O(domain)
+        are not used then.
+      - Default for a new network is V(isolated).
+    type: str
+    choices: [nat, route, open, bridge, isolated]
+    version_added: 0.1.0
+  bridge:
+    description:
+      - Name of the bridge device, at most 15 characters.
+      - With O(forward=bridge), the existing host bridge to use (required).
+      - Otherwise the bridge libvirt creates for the network. Default for a new network is a free C(virbrN).
+    type: str
+    version_added: 0.1.0
+  ip:
+    description:
+      - IPv4 address of the host side of the network (the guests' gateway and DHCP/DNS server), with the prefix
+        length (V(192.0.2.1/24)) or with O(prefix) or O(netmask).
+      - IPv6 networks can be managed with O(xml).
+    type: str
+    version_added: 0.1.0
+  netmask:
+    description: Netmask of O(ip), for example V(255.255.255.0). Mutually exclusive with O(prefix).
+    type: str
+    version_added: 0.1.0
+  prefix:
+    description: Prefix length of O(ip), 1 to 30. Mutually exclusive with O(netmask).
+    type: int
+    version_added: 0.1.0
+  dhcp:
+    description:
+      - DHCP service on O(ip) (dnsmasq). Needs an address on the network.
+      - Each list given is the full list. A list not given is kept as it is.
+      - Setting both lists to V([]) turns DHCP off.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      ranges:
+        description: Address ranges handed out to guests. They must lie inside the subnet of O(ip).
+        type: list
+        elements: dict
+        suboptions:
+          start:
+            description: First address of the range.
+            type: str
+            required: true
+          end:
+            description: Last address of the range.
+            type: str
+            required: true
+      hosts:
+        description: Static leases. Each needs O(dhcp.hosts[].ip) and a O(dhcp.hosts[].mac) or O(dhcp.hosts[].name).
+        type: list
+        elements: dict
+        suboptions:
+          mac:
+            description: MAC address of the guest interface.
+            type: str
+          ip:
+            description: Address given to it, inside the subnet of O(ip).
+            type: str
+            required: true
+          name:
+            description: Host name given to it (also resolvable through the network's DNS).
+            type: str
+  mtu:
+    description: MTU of the network's bridge and the guest interfaces on it (68 to 65535). Default is the kernel's.
+    type: int
+    version_added: 0.1.0
+  domain:
+    description: DNS domain of the network, served by its dnsmasq. V('') removes it.
+    type: str
+    version_added: 0.1.0
+  autostart:
+    description: Start the network when libvirt starts. Not changed when not given.
+    type: bool
+    version_added: 0.1.0
+notes:
+  - A network with O(forward=nat) or O(forward=route) adds firewall rules and IP forwarding on the host when
+    it starts.
+seealso:
+  - module: virtops.libvirt.guest
+  - name: libvirt network XML format
+    description: Reference of every element the typed options produce.
+    link: https://libvirt.org/formatnetwork.html
+"""
+
+EXAMPLES = r"""
+- name: A NAT network with DHCP, started and started at boot
+  virtops.libvirt.network:
+    name: lab
+    forward: nat
+    ip: 192.0.2.1/24
+    dhcp:
+      ranges:
+        - start: 192.0.2.100
+          end: 192.0.2.199
+      hosts:
+        - mac: 52:54:00:00:00:10
+          ip: 192.0.2.10
+          name: web1
+    domain: lab.example
+    autostart: true
+
+- name: Add a static lease to the running network (applied live, guests stay connected)
+  virtops.libvirt.network:
+    name: lab
+    dhcp:
+      hosts:
+        - mac: 52:54:00:00:00:10
+          ip: 192.0.2.10
+          name: web1
+        - mac: 52:54:00:00:00:11
+          ip: 192.0.2.11
+          name: web2
+
+- name: An isolated network for storage traffic between guests
+  virtops.libvirt.network:
+    name: storage
+    forward: isolated
+    bridge: vbr-storage
+    mtu: 9000
+
+- name: Connect guests to the host bridge br0
+  virtops.libvirt.network:
+    name: lan
+    forward: bridge
+    bridge: br0
+
+- name: Remove a network
+  virtops.libvirt.network:
+    name: lab
+    state: absent
+"""
+
+RETURN = r"""
+network:
+  description: The network after the task (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Network name.
+      type: str
+      sample: lab
+    uuid:
+      description: Network UUID (null after O(state=absent), and in check mode for a network not yet defined).
+      type: str
+      sample: 5b3c8d2e-0c4f-4c43-9d8e-4f0e2a1b7c9d
+    state:
+      description: V(active), V(inactive) or V(absent).
+      type: str
+      sample: active
+    autostart:
+      description: Whether the network starts with libvirt.
+      type: bool
+    persistent:
+      description: Whether the network has a persistent definition.
+      type: bool
+    bridge:
+      description: Bridge device of the network (null when it has none).
+      type: str
+      sample: virbr1
+    forward:
+      description: Forward mode, V(isolated) when the network has none.
+      type: str
+      sample: nat
+    xml:
+      description: Persistent network XML.
+      type: str
+actions:
+  description: What was changed (or would be, in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "network 'lab': DHCP host 52:54:00:00:00:11 web2=192.0.2.11 added"
+    - "network 'lab': DHCP changes applied live"
+attached_guests:
+  description: Running guests attached to the network, when a change needing a restart was refused because of them.
+  returned: failure
+  type: list
+  elements: str
+"""
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._network import (
+    FORWARD_MODES,
+    STATES,
+    TYPED_OPTIONS,
+    NetworkManager,
+)
+
+SPEC = ArgumentSpec(
+    dict(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='active', choices=list(STATES)),
+        xml=dict(type='str'),
+        forward=dict(type='str', choices=list(FORWARD_MODES)),
+        bridge=dict(type='str'),
+        ip=dict(type='str'),
+        netmask=dict(type='str'),
+        prefix=dict(type='int'),
+        dhcp=dict(
+            type='dict',
+            options=dict(
+                ranges=dict(
+                    type='list',
+                    elements='dict',
+                    options=dict(
+                        start=dict(type='str', required=True),
+                        end=dict(type='str', required=True),
+                    ),
+                ),
+                hosts=dict(
+                    type='list',
+                    elements='dict',
+                    options=dict(
+                        mac=dict(type='str'),
+                        ip=dict(type='str', required=True),
+                        name=dict(type='str'),
+                    ),
+                ),
+            ),
+        ),
+        mtu=dict(type='int'),
+        domain=dict(type='str'),
+        autostart=dict(type='bool'),
+    ),
+    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS] + [('netmask', 'prefix')],
+    required_by={'netmask': 'ip', 'prefix': 'ip'},
+)
+
+
+def main():
+    run_module(SPEC, NetworkManager)
+
+
+if __name__ == '__main__':
+    main()
