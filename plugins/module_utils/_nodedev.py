@@ -1,0 +1,776 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Host devices as libvirt's node-device API shows them, plus what libvirt does not know:
+
+* ``host_use`` - why the host itself needs a device (it backs a mounted filesystem or swap,
+  carries the default route, is a port of an active libvirt network's bridge). Computed from
+  sysfs/procfs by pure functions that take a ``root`` directory, so tests can feed them a fake
+  tree. Only meaningful when the libvirt URI points at this machine and is not the test driver.
+* ``assigned_to`` - the guests whose configuration uses a device (``<hostdev>`` or
+  ``<interface type='hostdev'>``), matched by source identity keys.
+* the IOMMU state of the host and what to do when it is off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import ObjectNotFound
+
+# Node-device capability types hostdev_info lists.
+LISTED_TYPES = ('pci', 'usb_device', 'scsi_host', 'scsi', 'net')
+# Host drivers that mean "not in use by the host" for members of an IOMMU group.
+FREE_DRIVERS = ('vfio-pci', 'pci-stub', 'pciback', 'xen-pciback')
+
+
+# ---------------------------------------------------------------------------------------------
+# small parsing helpers
+
+
+def num(value):
+    """Parse libvirt's numbers: ``0x1f`` is hexadecimal, anything else decimal. None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.lower().startswith('0x'):
+        return int(text, 16)
+    return int(text, 10)
+
+
+def pci_address_str(domain, bus, slot, function):
+    return '%04x:%02x:%02x.%x' % (domain, bus, slot, function)
+
+
+def pci_nodedev_name(domain, bus, slot, function):
+    return 'pci_%04x_%02x_%02x_%x' % (domain, bus, slot, function)
+
+
+_PCI_NAME = re.compile(r'^pci_([0-9a-f]{4})_([0-9a-f]{2})_([0-9a-f]{2})_([0-7])$')
+_SCSI_NAME = re.compile(r'^scsi_(\d+)_(\d+)_(\d+)_(\d+)$')
+
+
+def parse_pci_name(name):
+    """``pci_0000_03_00_0`` -> (0, 3, 0, 0), else None."""
+    match = _PCI_NAME.match(name or '')
+    return tuple(int(part, 16) for part in match.groups()) if match else None
+
+
+def parse_scsi_name(name):
+    """``scsi_3_0_1_2`` -> (3, 0, 1, 2) (host, bus, target, lun), else None."""
+    match = _SCSI_NAME.match(name or '')
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
+def _address_tuple(node):
+    """(domain, bus, slot, function) of a PCI ``<address>`` element."""
+    return (num(node.get('domain')) or 0, num(node.get('bus')), num(node.get('slot')), num(node.get('function')))
+
+
+def _hexid(node):
+    if node is None or node.get('id') is None:
+        return None
+    return '0x%04x' % num(node.get('id'))
+
+
+def _name_text(node):
+    if node is None or node.text is None or not node.text.strip():
+        return None
+    return node.text.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# node-device XML -> plain data
+
+
+def parse_nodedev(xml):
+    """Turn one node device's XML into a plain dict (see the RETURN docs of hostdev_info)."""
+    root = X.parse(xml) if isinstance(xml, (str, bytes)) else xml
+    info = dict(
+        name=X.findtext(root, 'name'),
+        parent=X.findtext(root, 'parent'),
+        path=X.findtext(root, 'path'),
+        driver=X.findtext(root, 'driver/name'),
+        type=None,
+    )
+    for cap in root.findall('capability'):
+        ctype = cap.get('type')
+        if info['type'] is None:
+            info['type'] = ctype
+        parser = _CAP_PARSERS.get(ctype)
+        if parser is not None:
+            info[ctype] = parser(cap)
+    return info
+
+
+def _parse_pci(cap):
+    domain, bus, slot, function = (num(X.findtext(cap, tag)) or 0 for tag in ('domain', 'bus', 'slot', 'function'))
+    data = dict(
+        address=pci_address_str(domain, bus, slot, function),
+        domain=domain,
+        bus=bus,
+        slot=slot,
+        function=function,
+        vendor_id=_hexid(cap.find('vendor')),
+        vendor=_name_text(cap.find('vendor')),
+        product_id=_hexid(cap.find('product')),
+        product=_name_text(cap.find('product')),
+        class_id=None,
+        iommu_group=None,
+        iommu_group_members=[],
+        sriov=None,
+        physical_function=None,
+    )
+    klass = X.findtext(cap, 'class')
+    if klass:
+        data['class_id'] = '0x%06x' % num(klass)
+    group = cap.find('iommuGroup')
+    if group is not None:
+        data['iommu_group'] = num(group.get('number'))
+        data['iommu_group_members'] = [pci_address_str(*_address_tuple(a)) for a in group.findall('address')]
+    for sub in cap.findall('capability'):
+        if sub.get('type') == 'virt_functions':
+            data['sriov'] = dict(
+                max_vfs=num(sub.get('maxCount')),
+                vfs=[pci_address_str(*_address_tuple(a)) for a in sub.findall('address')],
+            )
+        elif sub.get('type') == 'phys_function':
+            addr = sub.find('address')
+            if addr is not None:
+                data['physical_function'] = pci_address_str(*_address_tuple(addr))
+    return data
+
+
+def _parse_usb(cap):
+    return dict(
+        bus=num(X.findtext(cap, 'bus')),
+        device=num(X.findtext(cap, 'device')),
+        vendor_id=_hexid(cap.find('vendor')),
+        vendor=_name_text(cap.find('vendor')),
+        product_id=_hexid(cap.find('product')),
+        product=_name_text(cap.find('product')),
+    )
+
+
+def _parse_scsi_host(cap):
+    data = dict(
+        host=num(X.findtext(cap, 'host')), unique_id=num(X.findtext(cap, 'unique_id')), fc_host=None, vport_ops=None
+    )
+    for sub in cap.findall('capability'):
+        if sub.get('type') == 'fc_host':
+            data['fc_host'] = dict(
+                wwnn=normalize_wwn(X.findtext(sub, 'wwnn')),
+                wwpn=normalize_wwn(X.findtext(sub, 'wwpn')),
+                fabric_wwn=normalize_wwn(X.findtext(sub, 'fabric_wwn')),
+            )
+        elif sub.get('type') == 'vport_ops':
+            data['vport_ops'] = dict(
+                max_vports=num(X.findtext(sub, 'max_vports')), vports=num(X.findtext(sub, 'vports'))
+            )
+    return data
+
+
+def _parse_scsi(cap):
+    return dict(
+        host=num(X.findtext(cap, 'host')),
+        bus=num(X.findtext(cap, 'bus')),
+        target=num(X.findtext(cap, 'target')),
+        lun=num(X.findtext(cap, 'lun')),
+        type=X.findtext(cap, 'type'),
+    )
+
+
+def _parse_net(cap):
+    link = cap.find('link')
+    return dict(
+        interface=X.findtext(cap, 'interface'),
+        mac=X.findtext(cap, 'address'),
+        link_state=link.get('state') if link is not None else None,
+    )
+
+
+def _parse_storage(cap):
+    return dict(block=X.findtext(cap, 'block'), drive_type=X.findtext(cap, 'drive_type'))
+
+
+_CAP_PARSERS = dict(
+    pci=_parse_pci,
+    usb_device=_parse_usb,
+    scsi_host=_parse_scsi_host,
+    scsi=_parse_scsi,
+    net=_parse_net,
+    storage=_parse_storage,
+)
+
+
+def normalize_wwn(value):
+    """``0x5001A4A...`` -> ``5001a4a...``; None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text.startswith('0x'):
+        text = text[2:]
+    return text or None
+
+
+# ---------------------------------------------------------------------------------------------
+# identity keys: how a guest's device element and a host device are matched
+
+
+def element_keys(elem):
+    """Identity keys of a guest's ``<hostdev>`` / ``<interface type='hostdev'>`` element."""
+    source = elem.find('source')
+    if source is None:
+        return []
+    if elem.tag == 'interface':
+        if elem.get('type') != 'hostdev':
+            return []
+        kind = 'usb' if source.find('vendor') is not None else None
+        addr = source.find('address')
+        if addr is not None:
+            kind = addr.get('type') or 'pci'
+    else:
+        if elem.get('mode', 'subsystem') != 'subsystem':
+            return []
+        kind = elem.get('type')
+    keys = []
+    try:
+        if kind == 'pci':
+            addr = source.find('address')
+            if addr is not None:
+                keys.append(('pci',) + _address_tuple(addr))
+        elif kind == 'usb':
+            vendor, product, addr = source.find('vendor'), source.find('product'), source.find('address')
+            if vendor is not None and product is not None:
+                keys.append(('usb-id', num(vendor.get('id')), num(product.get('id'))))
+            if addr is not None and addr.get('bus') is not None and addr.get('device') is not None:
+                keys.append(('usb-addr', num(addr.get('bus')), num(addr.get('device'))))
+        elif kind == 'scsi' and source.get('protocol', 'adapter') == 'adapter':
+            adapter, addr = source.find('adapter'), source.find('address')
+            if adapter is not None and adapter.get('name'):
+                keys.append(('scsi-adapter', adapter.get('name')))
+                if addr is not None:
+                    keys.insert(
+                        0,
+                        (
+                            'scsi',
+                            adapter.get('name'),
+                            num(addr.get('bus')) or 0,
+                            num(addr.get('target')),
+                            num(addr.get('unit')),
+                        ),
+                    )
+    except ValueError:
+        return keys  # a malformed number in some guest's XML: that element matches nothing more
+    return keys
+
+
+def device_keys(record):
+    """Identity keys of a host device record (from :func:`parse_nodedev`)."""
+    if record.get('pci'):
+        pci = record['pci']
+        return [('pci', pci['domain'], pci['bus'], pci['slot'], pci['function'])]
+    if record.get('usb_device'):
+        usb = record['usb_device']
+        keys = []
+        if usb['vendor_id'] and usb['product_id']:
+            keys.append(('usb-id', num(usb['vendor_id']), num(usb['product_id'])))
+        if usb['bus'] is not None and usb['device'] is not None:
+            keys.append(('usb-addr', usb['bus'], usb['device']))
+        return keys
+    if record.get('type') == 'scsi' and record.get('scsi'):
+        scsi = record['scsi']
+        return [('scsi', 'scsi_host%d' % scsi['host'], scsi['bus'], scsi['target'], scsi['lun'])]
+    if record.get('type') == 'scsi_host':
+        return [('scsi-adapter', record['name'])]
+    return []
+
+
+def guest_device_elements(domain_root):
+    """All passthrough elements of a domain XML tree."""
+    devices = domain_root.find('devices')
+    if devices is None:
+        return []
+    return [
+        e
+        for e in devices
+        if isinstance(e.tag, str) and (e.tag == 'hostdev' or (e.tag == 'interface' and e.get('type') == 'hostdev'))
+    ]
+
+
+def assignment_index(guest_roots):
+    """``{key: set(guest names)}`` from ``{guest name: [domain XML roots]}``."""
+    index = {}
+    for name, roots in guest_roots.items():
+        for root in roots:
+            for elem in guest_device_elements(root):
+                for key in element_keys(elem):
+                    index.setdefault(key, set()).add(name)
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# host use from sysfs / procfs (pure: every path goes through ``root``)
+
+
+def _in_root(root, path):
+    return os.path.join(root, path.lstrip('/'))
+
+
+def _from_root(root, path):
+    """Strip ``root`` from a resolved path so it reads like the host's /sys/... path."""
+    root = os.path.realpath(root)
+    if root != '/' and (path == root or path.startswith(root + os.sep)):
+        path = path[len(root) :] or '/'
+    return path
+
+
+def _read_lines(root, path):
+    try:
+        with open(_in_root(root, path), encoding='utf-8', errors='replace') as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _unescape_mount(field):
+    """/proc/mounts escapes space, tab, newline and backslash as octal (``\\040``)."""
+    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounted_block_sources(root='/'):
+    """``[(device path, mount point)]`` for mounts whose source is a /dev node."""
+    out = []
+    for line in _read_lines(root, '/proc/mounts'):
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].startswith('/dev/'):
+            out.append((_unescape_mount(fields[0]), _unescape_mount(fields[1])))
+    return out
+
+
+def swap_block_sources(root='/'):
+    """Swap partitions/devices from /proc/swaps (swap files live on a mounted filesystem anyway)."""
+    out = []
+    for line in _read_lines(root, '/proc/swaps')[1:]:
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == 'partition' and fields[0].startswith('/dev/'):
+            out.append(_unescape_mount(fields[0]))
+    return out
+
+
+def block_device_name(root, dev_path):
+    """Kernel name (``vda1``, ``dm-0``) of a /dev path, following /dev symlinks inside ``root``."""
+    real = _from_root(root, os.path.realpath(_in_root(root, dev_path)))
+    name = os.path.basename(real)
+    if os.path.exists(_in_root(root, '/sys/class/block/%s' % name)):
+        return name
+    return None
+
+
+def block_sysfs_paths(root, name, _seen=None):
+    """sysfs device paths behind block device ``name``, through dm/md ``slaves`` recursively."""
+    seen = _seen if _seen is not None else set()
+    if name in seen:
+        return []
+    seen.add(name)
+    link = _in_root(root, '/sys/class/block/%s' % name)
+    if not os.path.exists(link):
+        return []
+    real = os.path.realpath(link)
+    paths = [_from_root(root, real)]
+    for slave in _listdir(os.path.join(real, 'slaves')):
+        paths.extend(block_sysfs_paths(root, slave, seen))
+    return paths
+
+
+def default_route_interfaces(root='/'):
+    """Interfaces carrying an IPv4 or IPv6 default route."""
+    found = []
+    for line in _read_lines(root, '/proc/net/route')[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == '00000000' and fields[7] == '00000000':
+            if fields[0] not in found:
+                found.append(fields[0])
+    for line in _read_lines(root, '/proc/net/ipv6_route'):
+        fields = line.split()
+        if len(fields) >= 10 and fields[0] == '0' * 32 and fields[1] == '00' and fields[9] != 'lo':
+            if fields[9] not in found:
+                found.append(fields[9])
+    return found
+
+
+def net_sysfs_paths(root, ifname, _seen=None):
+    """sysfs paths of interface ``ifname`` and of everything under it: bridge ports (``brif``),
+    bond slaves, VLAN parents (``lower_*`` links)."""
+    seen = _seen if _seen is not None else set()
+    if ifname in seen:
+        return []
+    seen.add(ifname)
+    link = _in_root(root, '/sys/class/net/%s' % ifname)
+    if not os.path.exists(link):
+        return []
+    real = os.path.realpath(link)
+    paths = [_from_root(root, real)]
+    lower = [entry[len('lower_') :] for entry in _listdir(real) if entry.startswith('lower_')]
+    lower.extend(_listdir(os.path.join(real, 'brif')))
+    for name in lower:
+        paths.extend(net_sysfs_paths(root, name, seen))
+    return paths
+
+
+def host_used_paths(root='/', networks=()):
+    """``[(sysfs path, reason)]``: what the host uses itself.
+
+    ``networks``: active libvirt networks as dicts ``name``, ``bridge`` (or None) and ``devs``
+    (interfaces named in ``<forward>``).
+    """
+    used = []
+    mounts = {}
+    for dev_path, mount_point in mounted_block_sources(root):
+        mounts.setdefault(dev_path, []).append(mount_point)
+    for dev_path, points in mounts.items():
+        name = block_device_name(root, dev_path)
+        if name:
+            reason = 'backs the filesystem%s mounted on %s (%s)' % (
+                's' if len(points) > 1 else '',
+                ', '.join(points),
+                dev_path,
+            )
+            used.extend((path, reason) for path in block_sysfs_paths(root, name))
+    for dev_path in swap_block_sources(root):
+        name = block_device_name(root, dev_path)
+        if name:
+            used.extend((path, 'backs swap (%s)' % dev_path) for path in block_sysfs_paths(root, name))
+    for ifname in default_route_interfaces(root):
+        reason = 'carries the default route (%s)' % ifname
+        used.extend((path, reason) for path in net_sysfs_paths(root, ifname))
+    for net in networks:
+        bridge = net.get('bridge')
+        if bridge:
+            for port in _listdir(_in_root(root, '/sys/class/net/%s/brif' % bridge)):
+                reason = "is a port of bridge %s of the active libvirt network '%s'" % (bridge, net['name'])
+                used.extend((path, reason) for path in net_sysfs_paths(root, port))
+        for dev in net.get('devs') or ():
+            reason = "is used by the active libvirt network '%s' (forward dev %s)" % (net['name'], dev)
+            used.extend((path, reason) for path in net_sysfs_paths(root, dev))
+    return used
+
+
+def host_use_of(device_path, used):
+    """Reasons why the device at sysfs ``device_path`` is needed by the host (empty: free)."""
+    if not device_path:
+        return []
+    base = device_path.rstrip('/')
+    reasons = []
+    for path, reason in used:
+        if (path == base or path.startswith(base + '/')) and reason not in reasons:
+            reasons.append(reason)
+    return reasons
+
+
+def pci_sysfs_path(root, address):
+    link = _in_root(root, '/sys/bus/pci/devices/%s' % address)
+    if not os.path.exists(link):
+        return None
+    return _from_root(root, os.path.realpath(link))
+
+
+def pci_driver(root, address):
+    """Name of the host driver bound to PCI ``address`` (None: unbound or no such device)."""
+    link = _in_root(root, '/sys/bus/pci/devices/%s/driver' % address)
+    if not os.path.islink(link):
+        return None
+    return os.path.basename(os.readlink(link))
+
+
+def iommu_groups_present(root='/'):
+    """True when the kernel set up IOMMU groups (VT-d / AMD-Vi enabled)."""
+    return bool(_listdir(_in_root(root, '/sys/kernel/iommu_groups')))
+
+
+def iommu_advice(cpu_vendor=None):
+    vendor = (cpu_vendor or '').lower()
+    if 'amd' in vendor:
+        kernel = 'amd_iommu=on iommu=pt'
+        firmware = 'AMD-Vi / IOMMU (SVM) in the firmware setup'
+    elif 'intel' in vendor:
+        kernel = 'intel_iommu=on iommu=pt'
+        firmware = 'VT-d in the firmware setup'
+    else:
+        kernel = 'intel_iommu=on (Intel) or amd_iommu=on (AMD), plus iommu=pt'
+        firmware = 'VT-d (Intel) or AMD-Vi (AMD) in the firmware setup'
+    return (
+        'No IOMMU is active on this host, so PCI devices cannot be passed through to guests (VFIO needs '
+        'an IOMMU to isolate the device). Enable %s, add %s to the kernel command line, reboot, and check '
+        'that /sys/kernel/iommu_groups is not empty.' % (firmware, kernel)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# URIs
+
+_LOCAL_HOSTS = ('', 'localhost', '127.0.0.1', '::1', '[::1]')
+
+
+def uri_is_local(uri):
+    """True when ``uri`` addresses the libvirt daemon of the machine the module runs on."""
+    if not uri or '://' not in uri:
+        return True
+    rest = uri.split('://', 1)[1]
+    authority = rest.split('/', 1)[0]
+    host = authority.rsplit('@', 1)[-1]
+    if host.startswith('['):
+        host = host.split(']', 1)[0] + ']'
+    else:
+        host = host.split(':', 1)[0]
+    return host.lower() in _LOCAL_HOSTS
+
+
+# ---------------------------------------------------------------------------------------------
+# service: reads libvirt once per module run and caches
+
+
+class HostDevices:
+    """Node devices of a connection with host_use / assigned_to / IOMMU, computed lazily once."""
+
+    def __init__(self, client, root='/'):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.root = root
+        self._records = None
+        self._used = None
+        self._index = None
+        self._caps = None
+        self._test_driver = None
+
+    # -- what kind of host ---------------------------------------------------------------
+    @property
+    def is_test_driver(self):
+        if self._test_driver is None:
+            kind = self.client.call('getType', what='hypervisor type') or ''
+            self._test_driver = kind.lower() == 'test'
+        return self._test_driver
+
+    @property
+    def sysfs_applies(self):
+        """host_use is computed only for a local, real hypervisor (the test driver's devices are fake)."""
+        return uri_is_local(self.client.uri) and not self.is_test_driver
+
+    def capabilities(self):
+        if self._caps is None:
+            self._caps = X.parse(self.client.call('getCapabilities', what='host capabilities'))
+        return self._caps
+
+    # -- devices -------------------------------------------------------------------------
+    def records(self):
+        if self._records is None:
+            devices = self.client.call('listAllDevices', 0, what='node devices')
+            records = {}
+            for dev in devices:
+                try:
+                    xml = dev.XMLDesc(0)
+                except self.libvirt.libvirtError:
+                    continue  # vanished between listing and reading (hot-unplug, vHBA removed)
+                record = parse_nodedev(xml)
+                records[record['name']] = record
+            self._records = records
+        return self._records
+
+    def get(self, name):
+        return self.records().get(name)
+
+    def require(self, name, option='device'):
+        record = self.get(name)
+        if record is None:
+            raise ObjectNotFound("%s: node device '%s' not found on %s" % (option, name, self.client.uri))
+        return record
+
+    def find(self, predicate):
+        return [r for r in self.records().values() if predicate(r)]
+
+    def pci_record(self, domain, bus, slot, function):
+        return self.get(pci_nodedev_name(domain, bus, slot, function))
+
+    def device_path(self, record):
+        if record.get('path'):
+            return record['path']
+        if record.get('pci') and self.sysfs_applies:
+            return pci_sysfs_path(self.root, record['pci']['address'])
+        return None
+
+    def driver_of(self, record):
+        """Current host driver; sysfs is authoritative when it applies (nodedev XML can lag)."""
+        if record.get('pci') and self.sysfs_applies:
+            path = _in_root(self.root, '/sys/bus/pci/devices/%s' % record['pci']['address'])
+            if os.path.exists(path):
+                return pci_driver(self.root, record['pci']['address'])
+        return record.get('driver')
+
+    # -- host use ------------------------------------------------------------------------
+    def used_paths(self):
+        if self._used is None:
+            self._used = host_used_paths(self.root, self._active_networks()) if self.sysfs_applies else []
+        return self._used
+
+    def _active_networks(self):
+        lv = self.libvirt
+        nets = []
+        for net in self.client.call('listAllNetworks', lv.VIR_CONNECT_LIST_NETWORKS_ACTIVE, what='networks'):
+            try:
+                root = X.parse(net.XMLDesc(0))
+            except lv.libvirtError:
+                continue  # stopped or removed meanwhile
+            forward = root.find('forward')
+            devs = []
+            if forward is not None:
+                for dev in (
+                    [forward.get('dev')]
+                    + [i.get('dev') for i in forward.findall('interface')]
+                    + [p.get('dev') for p in forward.findall('pf')]
+                ):
+                    if dev and dev not in devs:
+                        devs.append(dev)
+            bridge = root.find('bridge')
+            nets.append(
+                dict(
+                    name=X.findtext(root, 'name'), bridge=bridge.get('name') if bridge is not None else None, devs=devs
+                )
+            )
+        return nets
+
+    def host_use(self, record):
+        if not self.sysfs_applies:
+            return []
+        reasons = host_use_of(self.device_path(record), self.used_paths())
+        if not reasons and record.get('type') == 'net' and record.get('parent'):
+            parent = self.get(record['parent'])
+            if parent is not None and parent is not record:
+                reasons = host_use_of(self.device_path(parent), self.used_paths())
+        return reasons
+
+    # -- assignment to guests --------------------------------------------------------------
+    def guest_index(self):
+        if self._index is None:
+            lv = self.libvirt
+            roots = {}
+            for dom in self.client.call('listAllDomains', 0, what='guests'):
+                trees = []
+                try:
+                    if dom.isPersistent():
+                        trees.append(X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)))
+                    if dom.isActive():
+                        trees.append(X.parse(dom.XMLDesc(0)))
+                    name = dom.name()
+                except lv.libvirtError:
+                    continue  # undefined meanwhile
+                roots[name] = trees
+            self._index = assignment_index(roots)
+        return self._index
+
+    def assigned_to(self, keys, exclude=None):
+        names = set()
+        index = self.guest_index()
+        for key in keys:
+            names.update(index.get(key, ()))
+        names.discard(exclude)
+        return sorted(names)
+
+    def record_keys(self, record):
+        keys = device_keys(record)
+        if not keys and record.get('type') == 'net' and record.get('parent'):
+            parent = self.get(record['parent'])
+            if parent is not None and parent is not record:
+                keys = device_keys(parent)
+        return keys
+
+    # -- IOMMU ---------------------------------------------------------------------------
+    def iommu(self):
+        caps = self.capabilities()
+        node = caps.find('host/iommu')
+        if node is not None and node.get('support') in ('yes', 'no'):
+            enabled, source = node.get('support') == 'yes', 'libvirt capabilities'
+        elif uri_is_local(self.client.uri):
+            enabled, source = iommu_groups_present(self.root), '/sys/kernel/iommu_groups'
+        else:
+            enabled, source = None, None
+        advice = None if enabled else iommu_advice(X.findtext(caps, 'host/cpu/vendor'))
+        if enabled is None:
+            advice = 'The IOMMU state of this host is unknown (libvirt does not report it). ' + advice
+        return dict(enabled=enabled, source=source, advice=advice)
+
+    def iommu_group_blockers(self, record, guest_keys=()):
+        """Other members of the device's IOMMU group that still have a host driver and are not
+        assigned to the guest: ``['0000:03:00.1 (driver igb)']``."""
+        pci = record.get('pci') or {}
+        blockers = []
+        for member in pci.get('iommu_group_members') or []:
+            if member == pci.get('address'):
+                continue
+            dom, bus, rest = member.split(':')
+            slot, function = rest.split('.')
+            key = ('pci', int(dom, 16), int(bus, 16), int(slot, 16), int(function, 16))
+            if key in guest_keys:
+                continue
+            other = self.pci_record(*key[1:])
+            driver = self.driver_of(other) if other is not None else None
+            klass = ((other or {}).get('pci') or {}).get('class_id') or ''
+            if klass.startswith('0x0604'):
+                continue  # PCI bridges stay with the host; VFIO allows that
+            if driver and driver not in FREE_DRIVERS:
+                blockers.append('%s (driver %s)' % (member, driver))
+        return blockers
+
+    # -- output --------------------------------------------------------------------------
+    def describe(self, record):
+        out = dict(
+            name=record['name'],
+            type=record['type'],
+            parent=record.get('parent'),
+            path=record.get('path'),
+            driver=self.driver_of(record),
+        )
+        for ctype in LISTED_TYPES:
+            if record.get(ctype) is not None:
+                out[ctype] = record[ctype]
+        out['assigned_to'] = self.assigned_to(self.record_keys(record))
+        out['host_use'] = self.host_use(record)
+        return out
+
+
+class HostdevInfo:
+    """Runner of the ``hostdev_info`` module."""
+
+    def __init__(self, client):
+        self.client = client
+        self.params = client.params
+
+    def run(self):
+        devices = HostDevices(self.client)
+        name = self.params.get('name')
+        types = self.params.get('types') or list(LISTED_TYPES)
+        if name is not None:
+            record = devices.get(name)
+            if record is None:
+                raise ObjectNotFound("node device '%s' not found on %s" % (name, self.client.uri))
+            records = [record]
+        else:
+            records = sorted(
+                (r for r in devices.records().values() if r['type'] in types),
+                key=lambda r: (LISTED_TYPES.index(r['type']), r['name']),
+            )
+        described = [devices.describe(r) for r in records]
+        if self.params.get('free_only'):
+            described = [d for d in described if not d['assigned_to'] and not d['host_use']]
+        return dict(changed=False, devices=described, iommu=devices.iommu(), host_use_checked=devices.sysfs_applies)
