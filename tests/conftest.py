@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from virtops_helpers import ensure_collection_link  # noqa: E402
+from virtops_helpers import ensure_collection_link
 
 # Import the collection's code as Ansible does (ansible_collections.virtops.libvirt....).
 sys.path.insert(0, str(ensure_collection_link()))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 def _collections_root():
     if os.environ.get('VIRTOPS_COLLECTIONS'):
         return Path(os.environ['VIRTOPS_COLLECTIONS'])
@@ -68,19 +69,28 @@ def run_module(name, args, check=False, diff=True, env=None, timeout=600):
     try:
         proc = subprocess.run(
             [sys.executable, '-m', 'ansible_collections.virtops.libvirt.plugins.modules.%s' % name, path],
-            capture_output=True, text=True, env=module_env(env), timeout=timeout, cwd=tempfile.gettempdir())
+            capture_output=True,
+            text=True,
+            env=module_env(env),
+            timeout=timeout,
+            cwd=tempfile.gettempdir(),
+            check=False,
+        )
     finally:
         os.unlink(path)
     try:
         result = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError('module %s did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
-                             % (name, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])) from None
+        raise AssertionError(
+            'module %s did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
+            % (name, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
+        ) from None
     result['_rc'] = proc.returncode
     result['_stderr'] = proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
-    assert 'exception' not in result or not result.get('failed') or 'libvirt-python' in result.get('msg', ''), \
+    assert 'exception' not in result or not result.get('failed') or 'libvirt-python' in result.get('msg', ''), (
         result.get('exception')
+    )
     return result
 
 
@@ -91,6 +101,7 @@ def ok(result):
 
 def schema(kind):
     from lxml import etree
+
     if kind not in _SCHEMA_CACHE:
         _SCHEMA_CACHE[kind] = etree.RelaxNG(etree.parse(str(SCHEMAS / ('%s.rng' % kind))))
     return _SCHEMA_CACHE[kind]
@@ -99,8 +110,11 @@ def schema(kind):
 def assert_valid(xml, kind):
     """Validate ``xml`` against libvirt's RelaxNG schema ``kind`` (domain, storagepool, ...)."""
     from lxml import etree
+
     tree = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
     rng = schema(kind)
     if not rng.validate(tree):
-        raise AssertionError('XML does not validate against %s.rng:\n%s\n%s'
-                             % (kind, rng.error_log, etree.tostring(tree, pretty_print=True).decode()))
+        raise AssertionError(
+            'XML does not validate against %s.rng:\n%s\n%s'
+            % (kind, rng.error_log, etree.tostring(tree, pretty_print=True).decode())
+        )

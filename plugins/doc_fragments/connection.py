@@ -8,7 +8,7 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     # Connection options shared by every module of the collection.
-    DOCUMENTATION = r'''
+    DOCUMENTATION = r"""
 options:
   uri:
     description:
@@ -37,14 +37,14 @@ requirements:
 notes:
   - The modules run on the managed (hypervisor) host and talk to libvirt through its API; they
     open one connection per task.
-'''
+"""
 
     # Shared attribute block for modules that change state.
-    ACTIONGROUP = r'''
+    ACTIONGROUP = r"""
 attributes:
   action_group:
     description: Use C(group/virtops.libvirt.libvirt) in C(module_defaults) to set defaults for this module.
     support: full
     membership:
       - virtops.libvirt.libvirt
-'''
+"""

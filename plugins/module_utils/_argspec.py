@@ -10,8 +10,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 
 class ArgumentSpec:
-    def __init__(self, argument_spec=None, mutually_exclusive=None, required_together=None,
-                 required_one_of=None, required_if=None, required_by=None):
+    def __init__(
+        self,
+        argument_spec=None,
+        mutually_exclusive=None,
+        required_together=None,
+        required_one_of=None,
+        required_if=None,
+        required_by=None,
+    ):
         self.argument_spec = dict(argument_spec or {})
         self.mutually_exclusive = list(mutually_exclusive or [])
         self.required_together = list(required_together or [])
@@ -39,7 +46,7 @@ class ArgumentSpec:
             required_together=self.required_together or None,
             required_one_of=self.required_one_of or None,
             required_if=self.required_if or None,
-            required_by=self.required_by or None,
+            required_by=self.required_by,
             supports_check_mode=supports_check_mode,
         )
 
@@ -50,6 +57,7 @@ _FORBIDDEN_NAME_CHARS = set('/\\\'"<>&')
 def check_object_name(option, value):
     """Reject names libvirt would choke on or that are unsafe as file names, naming ``option``."""
     from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+
     if not isinstance(value, str) or not value.strip():
         raise InvalidParameter(option, 'must be a non-empty name')
     if len(value) > 200:
@@ -58,8 +66,10 @@ def check_object_name(option, value):
         raise InvalidParameter(option, '%r is not a valid name' % value)
     bad = sorted({c for c in value if c in _FORBIDDEN_NAME_CHARS or ord(c) < 32 or ord(c) == 127})
     if bad:
-        raise InvalidParameter(option, '%r contains characters that are not allowed in a name: %s'
-                               % (value, ' '.join(repr(c) for c in bad)))
+        raise InvalidParameter(
+            option,
+            '%r contains characters that are not allowed in a name: %s' % (value, ' '.join(repr(c) for c in bad)),
+        )
     if value != value.strip():
         raise InvalidParameter(option, '%r has leading or trailing whitespace' % value)
     return value

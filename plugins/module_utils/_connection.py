@@ -18,8 +18,8 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
 
 LIBVIRT_IMPORT_ERROR = None
 try:
@@ -30,11 +30,14 @@ except ImportError:  # pragma: no cover - exercised by the missing-library test
 
 DEFAULT_URI = 'qemu:///system'
 
-CONNECTION_SPEC = ArgumentSpec(dict(
-    uri=dict(type='str', default=DEFAULT_URI, fallback=(env_fallback, ['LIBVIRT_DEFAULT_URI'])),
-    username=dict(type='str'),
-    password=dict(type='str', no_log=True),
-), required_together=[('username', 'password')])
+CONNECTION_SPEC = ArgumentSpec(
+    dict(
+        uri=dict(type='str', default=DEFAULT_URI, fallback=(env_fallback, ['LIBVIRT_DEFAULT_URI'])),
+        username=dict(type='str'),
+        password=dict(type='str', no_log=True),
+    ),
+    required_together=[('username', 'password')],
+)
 
 
 class LibvirtClient:
@@ -71,13 +74,22 @@ class LibvirtClient:
 
     def _open(self):
         username = self.params.get('username')
-        password = self.params.get('password')
         try:
             if username is not None:
-                return libvirt.openAuth(self.uri, [
-                    [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT,
-                     libvirt.VIR_CRED_ECHOPROMPT],
-                    self._auth_callback, None], 0)
+                return libvirt.openAuth(
+                    self.uri,
+                    [
+                        [
+                            libvirt.VIR_CRED_AUTHNAME,
+                            libvirt.VIR_CRED_PASSPHRASE,
+                            libvirt.VIR_CRED_NOECHOPROMPT,
+                            libvirt.VIR_CRED_ECHOPROMPT,
+                        ],
+                        self._auth_callback,
+                        None,
+                    ],
+                    0,
+                )
             return libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise errors.connect_error(libvirt, exc, self.uri) from None
@@ -127,10 +139,15 @@ class LibvirtClient:
 
     def lookup(self, kind, name, lookup=None):
         """Return the object or None when it does not exist."""
-        method = lookup or {
-            'guest': 'lookupByName', 'pool': 'storagePoolLookupByName', 'network': 'networkLookupByName',
-            'nodedev': 'nodeDeviceLookupByName',
-        }[kind]
+        method = (
+            lookup
+            or {
+                'guest': 'lookupByName',
+                'pool': 'storagePoolLookupByName',
+                'network': 'networkLookupByName',
+                'nodedev': 'nodeDeviceLookupByName',
+            }[kind]
+        )
         try:
             return getattr(self.conn, method)(name)
         except libvirt.libvirtError as exc:
@@ -174,8 +191,9 @@ def run_module(spec, runner_class, supports_check_mode=True):
     full_spec = ArgumentSpec().merge(spec).merge(CONNECTION_SPEC)
     module = full_spec.create_ansible_module(supports_check_mode=supports_check_mode)
     if libvirt is None:
-        module.fail_json(msg=missing_required_lib('libvirt-python (import name: libvirt)'),
-                         exception=LIBVIRT_IMPORT_ERROR)
+        module.fail_json(
+            msg=missing_required_lib('libvirt-python (import name: libvirt)'), exception=LIBVIRT_IMPORT_ERROR
+        )
     # libvirt prints errors to stderr by default; the module reports them itself.
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     client = LibvirtClient(module)

@@ -47,6 +47,7 @@ class Change:
 # ---------------------------------------------------------------------------------------------
 # Option validation (pure; names the option in every message)
 
+
 def memory_kib(value, option):
     if value is None:
         return None
@@ -112,6 +113,7 @@ def validate_spec(spec):
 # ---------------------------------------------------------------------------------------------
 # Device builders
 
+
 def disk_element(disk, domain_type='kvm'):
     device = disk.get('device') or 'disk'
     target = disk['target']
@@ -148,15 +150,21 @@ def disk_element(disk, domain_type='kvm'):
                 X.sub(tune, key, iotune[key])
     if disk.get('boot_order') is not None:
         X.sub(node, 'boot', order=disk['boot_order'])
-    if disk.get('readonly') or device == 'cdrom' and disk.get('readonly') is not False:
+    if disk.get('readonly') or (device == 'cdrom' and disk.get('readonly') is not False):
         X.sub(node, 'readonly')
     if disk.get('serial'):
         X.sub(node, 'serial', disk['serial'])
     return node
 
 
-IOTUNE_KEYS = ('total_bytes_sec', 'read_bytes_sec', 'write_bytes_sec', 'total_iops_sec', 'read_iops_sec',
-               'write_iops_sec')
+IOTUNE_KEYS = (
+    'total_bytes_sec',
+    'read_bytes_sec',
+    'write_bytes_sec',
+    'total_iops_sec',
+    'read_iops_sec',
+    'write_iops_sec',
+)
 
 
 def _guess_bus(target, domain_type):
@@ -243,6 +251,7 @@ def scsi_controller():
 
 # ---------------------------------------------------------------------------------------------
 # Whole-domain build
+
 
 def build_domain(spec, domain_type, arch='x86_64'):
     """XML tree for a new guest from the typed options (``spec`` = module params)."""
@@ -338,13 +347,20 @@ def cpu_element(cpu):
         node.set('migratable', 'on' if cpu['migratable'] else 'off')
     topo = cpu.get('topology') or {}
     if topo:
-        X.sub(node, 'topology', sockets=topo.get('sockets') or 1, dies=topo.get('dies'),
-              cores=topo.get('cores') or 1, threads=topo.get('threads') or 1)
+        X.sub(
+            node,
+            'topology',
+            sockets=topo.get('sockets') or 1,
+            dies=topo.get('dies'),
+            cores=topo.get('cores') or 1,
+            threads=topo.get('threads') or 1,
+        )
     return node
 
 
 # ---------------------------------------------------------------------------------------------
 # Merge into an existing definition
+
 
 def _set_text(root, tag, value, changes, section, message, live=False, attrs=None, before=None):
     node = root.find(tag)
@@ -411,16 +427,15 @@ def apply_spec(root, spec, domain_type=None):
     if spec.get('serial') is not None:
         _apply_serial(devices, spec['serial'], changes)
     if spec.get('graphics') is not None:
-        _apply_single(devices, 'graphics', graphics_element(spec['graphics']), changes,
-                      match_attr='type')
+        _apply_single(devices, 'graphics', graphics_element(spec['graphics']), changes, match_attr='type')
     if spec.get('video') is not None:
         _apply_single(devices, 'video', video_element(spec['video']), changes, child_match='model')
     if spec.get('rng') is not None:
-        _apply_single(devices, 'rng', rng_element() if spec['rng'] else None, changes,
-                      match_attr='model')
+        _apply_single(devices, 'rng', rng_element() if spec['rng'] else None, changes, match_attr='model')
     if spec.get('balloon') is not None:
-        _apply_single(devices, 'memballoon', balloon_element(spec['balloon']), changes,
-                      match_attr='model', keep_missing=False)
+        _apply_single(
+            devices, 'memballoon', balloon_element(spec['balloon']), changes, match_attr='model', keep_missing=False
+        )
     if spec.get('seclabel') is not None:
         _apply_seclabel(root, spec['seclabel'], changes)
     for option, tag in (('title', 'title'), ('description', 'description')):
@@ -453,22 +468,32 @@ def _apply_memory(root, spec, changes):
     have_mem = _kib(root.find('memory'))
     have_cur = _kib(root.find('currentMemory')) or have_mem
     if mem is not None and mem != have_mem:
-        _set_text(root, 'memory', mem, changes, 'memory', 'memory %s KiB -> %s KiB' % (have_mem, mem),
-                  attrs={'unit': 'KiB'})
+        _set_text(
+            root, 'memory', mem, changes, 'memory', 'memory %s KiB -> %s KiB' % (have_mem, mem), attrs={'unit': 'KiB'}
+        )
         if cur is None and (have_cur == have_mem or have_cur > mem):
             cur = mem
     if cur is not None and cur != have_cur:
         limit = mem if mem is not None else have_mem
         if cur > limit:
             raise InvalidParameter('current_memory', 'must not exceed memory (%d KiB)' % limit)
-        _set_text(root, 'currentMemory', cur, changes, 'current_memory',
-                  'current memory %s KiB -> %s KiB' % (have_cur, cur), live=True, attrs={'unit': 'KiB'})
+        _set_text(
+            root,
+            'currentMemory',
+            cur,
+            changes,
+            'current_memory',
+            'current memory %s KiB -> %s KiB' % (have_cur, cur),
+            live=True,
+            attrs={'unit': 'KiB'},
+        )
 
 
 def _kib(node):
     if node is None or not (node.text or '').strip():
         return None
     from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
+
     return int(node.text.strip()) * unit_factor(node.get('unit', 'KiB')) // 1024
 
 
@@ -527,8 +552,20 @@ def _apply_boot(os_node, boot, changes):
         changes.append(Change('boot', 'boot configuration updated'))
 
 
-_OS_ORDER = ('type', 'firmware', 'loader', 'nvram', 'kernel', 'initrd', 'cmdline', 'dtb', 'boot', 'bootmenu',
-             'smbios', 'bios')
+_OS_ORDER = (
+    'type',
+    'firmware',
+    'loader',
+    'nvram',
+    'kernel',
+    'initrd',
+    'cmdline',
+    'dtb',
+    'boot',
+    'bootmenu',
+    'smbios',
+    'bios',
+)
 
 
 def _order_os(os_node):
@@ -577,13 +614,12 @@ def _apply_disks(devices, disks, domain_type, changes):
             address = have.find('address')
             if address is not None and have.find('target').get('bus') == want.find('target').get('bus'):
                 want.append(copy.deepcopy(address))
-            changes.append(Change('disks', 'disk %s updated' % disk['target'],
-                                  live=_only_iotune_differs(want, have)))
+            changes.append(Change('disks', 'disk %s updated' % disk['target'], live=_only_iotune_differs(want, have)))
         else:
             changes.append(Change('disks', 'disk %s added' % disk['target']))
         wanted.append(want)
     wanted_keys = {d['target'] for d in disks}
-    for key, node in current.items():
+    for key in current:
         if key not in wanted_keys:
             changes.append(Change('disks', 'disk %s removed' % key))
     _replace_class(devices, 'disk', wanted)
@@ -606,10 +642,37 @@ def _only_iotune_differs(want, have):
     return not X.differences(want_c, have_c)
 
 
-_DEVICE_ORDER = ('emulator', 'disk', 'controller', 'lease', 'filesystem', 'interface', 'smartcard', 'serial',
-                 'parallel', 'console', 'channel', 'input', 'tpm', 'graphics', 'sound', 'audio', 'video',
-                 'hostdev', 'redirdev', 'redirfilter', 'hub', 'watchdog', 'memballoon', 'rng', 'panic',
-                 'shmem', 'memory', 'iommu', 'vsock')
+_DEVICE_ORDER = (
+    'emulator',
+    'disk',
+    'controller',
+    'lease',
+    'filesystem',
+    'interface',
+    'smartcard',
+    'serial',
+    'parallel',
+    'console',
+    'channel',
+    'input',
+    'tpm',
+    'graphics',
+    'sound',
+    'audio',
+    'video',
+    'hostdev',
+    'redirdev',
+    'redirfilter',
+    'hub',
+    'watchdog',
+    'memballoon',
+    'rng',
+    'panic',
+    'shmem',
+    'memory',
+    'iommu',
+    'vsock',
+)
 
 
 def _place(devices, node, tag):
@@ -664,8 +727,7 @@ def _apply_interfaces(devices, nics, domain_type, changes):
         elif index < len(current) and id(current[index]) not in used:
             candidate = current[index]
             cmac = candidate.find('mac')
-            if cmac is None or cmac.get('address', '').lower() not in {
-                    (n.get('mac') or '').lower() for n in nics}:
+            if cmac is None or cmac.get('address', '').lower() not in {(n.get('mac') or '').lower() for n in nics}:
                 have = candidate
         if have is not None:
             used.add(id(have))
@@ -686,14 +748,20 @@ def _apply_interfaces(devices, nics, domain_type, changes):
     for node in current:
         if id(node) not in used:
             mac = node.find('mac')
-            changes.append(Change('interfaces', 'interface %s removed' % (
-                mac.get('address') if mac is not None else node.get('type'))))
+            changes.append(
+                Change(
+                    'interfaces', 'interface %s removed' % (mac.get('address') if mac is not None else node.get('type'))
+                )
+            )
     _replace_class(devices, 'interface', wanted, keep=_is_hostdev_interface)
 
 
 def _agent_channels(devices):
-    return [c for c in devices.findall('channel')
-            if c.find('target') is not None and c.find('target').get('name') == AGENT_CHANNEL]
+    return [
+        c
+        for c in devices.findall('channel')
+        if c.find('target') is not None and c.find('target').get('name') == AGENT_CHANNEL
+    ]
 
 
 def _apply_agent(devices, enabled, changes):
@@ -717,8 +785,11 @@ def _apply_serial(devices, serial, changes):
                 devices.remove(node)
             changes.append(Change('serial', 'serial console removed'))
         return
-    if (len(have_serial) == 1 and not X.differences(want[0], have_serial[0])
-            and have_serial[0].get('type') == want[0].get('type')):
+    if (
+        len(have_serial) == 1
+        and not X.differences(want[0], have_serial[0])
+        and have_serial[0].get('type') == want[0].get('type')
+    ):
         return
     for node in have_serial + have_console:
         devices.remove(node)
@@ -747,21 +818,35 @@ def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None
     for node in have:
         devices.remove(node)
     _place(devices, want, tag)
-    changes.append(Change(tag, '%s -> %s' % (tag, want.get('type') or want.get('model') or
-                                              (want.find('model').get('type') if want.find('model') is not None
-                                               else 'set'))))
+    changes.append(
+        Change(
+            tag,
+            '%s -> %s'
+            % (
+                tag,
+                want.get('type')
+                or want.get('model')
+                or (want.find('model').get('type') if want.find('model') is not None else 'set'),
+            ),
+        )
+    )
 
 
 def _apply_seclabel(root, seclabel, changes):
     if not seclabel:
         return
     stype = seclabel.get('type') or 'dynamic'
-    want = X.element('seclabel', type=stype, model=seclabel.get('model'),
-                     relabel=None if seclabel.get('relabel') is None else bool(seclabel['relabel']))
+    want = X.element(
+        'seclabel',
+        type=stype,
+        model=seclabel.get('model'),
+        relabel=None if seclabel.get('relabel') is None else bool(seclabel['relabel']),
+    )
     if seclabel.get('label'):
         X.sub(want, 'label', seclabel['label'])
-    have = [n for n in root.findall('seclabel')
-            if seclabel.get('model') is None or n.get('model') == seclabel.get('model')]
+    have = [
+        n for n in root.findall('seclabel') if seclabel.get('model') is None or n.get('model') == seclabel.get('model')
+    ]
     if len(have) == 1 and not X.differences(want, have[0]):
         return
     for node in have:
@@ -776,6 +861,7 @@ def _apply_seclabel(root, seclabel, changes):
 
 # ---------------------------------------------------------------------------------------------
 # XML -> plain data
+
 
 def summarize(root):
     """Plain dict of a domain definition (for results and guest_info)."""
@@ -803,11 +889,14 @@ def summarize(root):
         source = disk.find('source')
         target = disk.find('target')
         driver = disk.find('driver')
-        entry = dict(target=target.get('dev') if target is not None else None,
-                     bus=target.get('bus') if target is not None else None,
-                     device=disk.get('device', 'disk'), type=disk.get('type'),
-                     format=driver.get('type') if driver is not None else None,
-                     readonly=disk.find('readonly') is not None)
+        entry = dict(
+            target=target.get('dev') if target is not None else None,
+            bus=target.get('bus') if target is not None else None,
+            device=disk.get('device', 'disk'),
+            type=disk.get('type'),
+            format=driver.get('type') if driver is not None else None,
+            readonly=disk.find('readonly') is not None,
+        )
         if source is not None:
             for key in ('file', 'dev', 'pool', 'volume', 'name'):
                 if source.get(key):
@@ -820,8 +909,13 @@ def summarize(root):
         src = None
         if source is not None:
             src = source.get('network') or source.get('bridge') or source.get('dev')
-        info['interfaces'].append(dict(type=nic.get('type'), source=src,
-                                       mac=mac.get('address') if mac is not None else None,
-                                       model=model.get('type') if model is not None else None))
+        info['interfaces'].append(
+            dict(
+                type=nic.get('type'),
+                source=src,
+                mac=mac.get('address') if mac is not None else None,
+                model=model.get('type') if model is not None else None,
+            )
+        )
     info['guest_agent'] = bool(_agent_channels(devices))
     return info

@@ -25,7 +25,7 @@ class InvalidParameter(LibvirtModuleError):
     """Bad user input. The message always names the offending option."""
 
     def __init__(self, option, msg, **details):
-        super().__init__("%s: %s" % (option, msg), **details)
+        super().__init__('%s: %s' % (option, msg), **details)
         self.option = option
 
 
@@ -48,19 +48,28 @@ class TimeoutExpired(LibvirtModuleError):
 # libvirt error code names (looked up lazily on the libvirt module, so this file never
 # imports libvirt) grouped by what they mean to a user.
 _NOT_FOUND_CODES = (
-    'VIR_ERR_NO_DOMAIN', 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL',
-    'VIR_ERR_NO_NETWORK', 'VIR_ERR_NO_NODE_DEVICE', 'VIR_ERR_NO_SECRET',
-    'VIR_ERR_NO_INTERFACE', 'VIR_ERR_NO_DOMAIN_SNAPSHOT', 'VIR_ERR_NO_NWFILTER',
+    'VIR_ERR_NO_DOMAIN',
+    'VIR_ERR_NO_STORAGE_POOL',
+    'VIR_ERR_NO_STORAGE_VOL',
+    'VIR_ERR_NO_NETWORK',
+    'VIR_ERR_NO_NODE_DEVICE',
+    'VIR_ERR_NO_SECRET',
+    'VIR_ERR_NO_INTERFACE',
+    'VIR_ERR_NO_DOMAIN_SNAPSHOT',
+    'VIR_ERR_NO_NWFILTER',
     'VIR_ERR_NO_NETWORK_PORT',
 )
 _AUTH_CODES = ('VIR_ERR_AUTH_FAILED', 'VIR_ERR_AUTH_CANCELLED', 'VIR_ERR_AUTH_UNAVAILABLE')
 _DENIED_CODES = ('VIR_ERR_ACCESS_DENIED', 'VIR_ERR_OPERATION_DENIED')
 _CONNECT_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_SYSTEM_ERROR', 'VIR_ERR_RPC', 'VIR_ERR_INTERNAL_ERROR')
-_INVALID_CODES = ('VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL', 'VIR_ERR_CONFIG_UNSUPPORTED',
-                  'VIR_ERR_INVALID_ARG')
+_INVALID_CODES = ('VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL', 'VIR_ERR_CONFIG_UNSUPPORTED', 'VIR_ERR_INVALID_ARG')
 _UNSUPPORTED_CODES = ('VIR_ERR_NO_SUPPORT', 'VIR_ERR_ARGUMENT_UNSUPPORTED')
-_AGENT_CODES = ('VIR_ERR_AGENT_UNRESPONSIVE', 'VIR_ERR_AGENT_UNSYNCED', 'VIR_ERR_AGENT_COMMAND_TIMEOUT',
-                'VIR_ERR_AGENT_COMMAND_FAILED')
+_AGENT_CODES = (
+    'VIR_ERR_AGENT_UNRESPONSIVE',
+    'VIR_ERR_AGENT_UNSYNCED',
+    'VIR_ERR_AGENT_COMMAND_TIMEOUT',
+    'VIR_ERR_AGENT_COMMAND_FAILED',
+)
 _GONE_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_RPC', 'VIR_ERR_SYSTEM_ERROR')
 
 
@@ -88,9 +97,20 @@ def is_connection_lost(libvirt, exc):
     if code not in _codes(libvirt, _GONE_CODES):
         return False
     text = str(exc).lower()
-    return any(word in text for word in (
-        'end of file', 'connection reset', 'broken pipe', 'not connected', 'client socket is closed',
-        'cannot recv data', 'cannot write data', 'connection closed', 'no connection driver'))
+    return any(
+        word in text
+        for word in (
+            'end of file',
+            'connection reset',
+            'broken pipe',
+            'not connected',
+            'client socket is closed',
+            'cannot recv data',
+            'cannot write data',
+            'connection closed',
+            'no connection driver',
+        )
+    )
 
 
 def translate(libvirt, exc, what=None, uri=None):
@@ -104,12 +124,16 @@ def translate(libvirt, exc, what=None, uri=None):
     if code in _codes(libvirt, _NOT_FOUND_CODES):
         return ObjectNotFound('%snot found (%s)' % (prefix, text), libvirt_code=code)
     if code in _codes(libvirt, _AUTH_CODES):
-        return ConnectionFailed('%sauthentication to %s failed: %s. Check username/password (SASL).'
-                                % (prefix, uri or 'libvirt', text), libvirt_code=code)
+        return ConnectionFailed(
+            '%sauthentication to %s failed: %s. Check username/password (SASL).' % (prefix, uri or 'libvirt', text),
+            libvirt_code=code,
+        )
     if code in _codes(libvirt, _DENIED_CODES) or 'permission denied' in text.lower():
-        return ConnectionFailed('%spermission denied on %s: %s. Run as a user allowed to manage libvirt '
-                                '(root or the libvirt group), or use become.' % (prefix, uri or 'libvirt', text),
-                                libvirt_code=code)
+        return ConnectionFailed(
+            '%spermission denied on %s: %s. Run as a user allowed to manage libvirt '
+            '(root or the libvirt group), or use become.' % (prefix, uri or 'libvirt', text),
+            libvirt_code=code,
+        )
     if code in _codes(libvirt, _AGENT_CODES):
         return OperationFailed('%sguest agent error: %s' % (prefix, text), libvirt_code=code)
     if code in _codes(libvirt, _INVALID_CODES):
@@ -124,10 +148,19 @@ def connect_error(libvirt, exc, uri):
     code = error_code(exc)
     text = str(exc).strip()
     if code in _codes(libvirt, _AUTH_CODES):
-        return ConnectionFailed('Authentication to %s failed: %s. Check username/password (SASL).'
-                                % (uri, text), libvirt_code=code, uri=uri)
+        return ConnectionFailed(
+            'Authentication to %s failed: %s. Check username/password (SASL).' % (uri, text), libvirt_code=code, uri=uri
+        )
     if code in _codes(libvirt, _DENIED_CODES) or 'permission denied' in text.lower():
-        return ConnectionFailed('Permission denied connecting to %s: %s. Run as root or a member of the '
-                                'libvirt group (become: true).' % (uri, text), libvirt_code=code, uri=uri)
-    return ConnectionFailed('Cannot connect to libvirt at %s: %s. Is libvirtd (or virtqemud) running on the '
-                            'managed host, and is the URI right?' % (uri, text), libvirt_code=code, uri=uri)
+        return ConnectionFailed(
+            'Permission denied connecting to %s: %s. Run as root or a member of the '
+            'libvirt group (become: true).' % (uri, text),
+            libvirt_code=code,
+            uri=uri,
+        )
+    return ConnectionFailed(
+        'Cannot connect to libvirt at %s: %s. Is libvirtd (or virtqemud) running on the '
+        'managed host, and is the URI right?' % (uri, text),
+        libvirt_code=code,
+        uri=uri,
+    )

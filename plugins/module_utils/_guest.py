@@ -14,15 +14,50 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._agent import Agent, has_agent_channel
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
-    InvalidParameter, ObjectNotFound, OperationFailed, TimeoutExpired, translate)
+    InvalidParameter,
+    ObjectNotFound,
+    OperationFailed,
+    TimeoutExpired,
+    translate,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 
-TYPED_OPTIONS = ('domain_type', 'memory', 'current_memory', 'vcpus', 'max_vcpus', 'cpu', 'machine', 'arch',
-                 'os_type', 'firmware', 'boot', 'disks', 'interfaces', 'guest_agent', 'serial', 'graphics',
-                 'video', 'rng', 'balloon', 'memory_backing', 'seclabel', 'title', 'description')
+TYPED_OPTIONS = (
+    'domain_type',
+    'memory',
+    'current_memory',
+    'vcpus',
+    'max_vcpus',
+    'cpu',
+    'machine',
+    'arch',
+    'os_type',
+    'firmware',
+    'boot',
+    'disks',
+    'interfaces',
+    'guest_agent',
+    'serial',
+    'graphics',
+    'video',
+    'rng',
+    'balloon',
+    'memory_backing',
+    'seclabel',
+    'title',
+    'description',
+)
 
-STATE_NAMES = {0: 'unknown', 1: 'running', 2: 'running', 3: 'paused', 4: 'shutting_down', 5: 'stopped',
-               6: 'crashed', 7: 'pmsuspended'}
+STATE_NAMES = {
+    0: 'unknown',
+    1: 'running',
+    2: 'running',
+    3: 'paused',
+    4: 'shutting_down',
+    5: 'stopped',
+    6: 'crashed',
+    7: 'pmsuspended',
+}
 
 
 def state_name(code):
@@ -130,8 +165,9 @@ class GuestManager:
         for index, nic in enumerate(spec.get('interfaces') or []):
             if nic.get('type', 'network') == 'network' and nic.get('source'):
                 if self.client.lookup('network', nic['source']) is None:
-                    raise InvalidParameter('interfaces[%d].source' % index,
-                                           "network '%s' does not exist" % nic['source'])
+                    raise InvalidParameter(
+                        'interfaces[%d].source' % index, "network '%s' does not exist" % nic['source']
+                    )
         return spec
 
     def _resolve_disk(self, index, disk):
@@ -148,8 +184,10 @@ class GuestManager:
         try:
             vol = pool.storageVolLookupByName(disk['volume'])
         except self.libvirt.libvirtError:
-            raise InvalidParameter('disks[%d].volume' % index, "volume '%s' not found in storage pool '%s'"
-                                   % (disk['volume'], disk['pool'])) from None
+            raise InvalidParameter(
+                'disks[%d].volume' % index,
+                "volume '%s' not found in storage pool '%s'" % (disk['volume'], disk['pool']),
+            ) from None
         if not disk.get('format'):
             disk['format'] = _vol_format(vol, self.libvirt)
 
@@ -167,8 +205,11 @@ class GuestManager:
         available = domain_types_available(self.client, arch)
         if wanted not in available:
             hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
-            raise InvalidParameter('domain_type', "'%s' is not supported by this host%s; available: %s"
-                                   % (wanted, hint, ', '.join(sorted(available)) or 'none'))
+            raise InvalidParameter(
+                'domain_type',
+                "'%s' is not supported by this host%s; available: %s"
+                % (wanted, hint, ', '.join(sorted(available)) or 'none'),
+            )
         return wanted
 
     def _host_arch(self):
@@ -185,8 +226,11 @@ class GuestManager:
         else:
             spec = self._typed_spec()
             if spec.get('domain_type') and spec['domain_type'] != current.get('type'):
-                raise InvalidParameter('domain_type', "guest '%s' exists with type '%s'; the domain type of an "
-                                       "existing guest cannot be changed" % (self.name, current.get('type')))
+                raise InvalidParameter(
+                    'domain_type',
+                    "guest '%s' exists with type '%s'; the domain type of an "
+                    'existing guest cannot be changed' % (self.name, current.get('type')),
+                )
             new_tree = copy.deepcopy(current)
             changes = D.apply_spec(new_tree, spec)
         running = self._state(dom) in ('running', 'paused')
@@ -210,8 +254,9 @@ class GuestManager:
         uuid = X.findtext(current, 'uuid')
         want_uuid = X.findtext(desired, 'uuid')
         if want_uuid and want_uuid != uuid:
-            raise InvalidParameter('xml', "the <uuid> in xml differs from the existing guest '%s' (%s)"
-                                   % (self.name, uuid))
+            raise InvalidParameter(
+                'xml', "the <uuid> in xml differs from the existing guest '%s' (%s)" % (self.name, uuid)
+            )
         if not diffs:
             return current, []
         new_tree = copy.deepcopy(desired)
@@ -273,8 +318,7 @@ class GuestManager:
                 for disk in spec.get('disks') or []:
                     tune = {k: v for k, v in (disk.get('iotune') or {}).items() if v is not None}
                     if tune:
-                        self.client.call(dom.setBlockIoTune, disk['target'], tune, flags,
-                                         what=what + ' live iotune')
+                        self.client.call(dom.setBlockIoTune, disk['target'], tune, flags, what=what + ' live iotune')
 
     # ------------------------------------------------------------------------------------
     # run state
@@ -304,8 +348,12 @@ class GuestManager:
             if current == 'running':
                 self._act('paused', dom and dom.suspend, dom, ('paused',))
             elif current in ('stopped', 'crashed'):
-                self._act('started paused', dom and (lambda: dom.createWithFlags(
-                    self.libvirt.VIR_DOMAIN_START_PAUSED)), dom, ('paused',))
+                self._act(
+                    'started paused',
+                    dom and (lambda: dom.createWithFlags(self.libvirt.VIR_DOMAIN_START_PAUSED)),
+                    dom,
+                    ('paused',),
+                )
         elif wanted == 'stopped':
             if current not in ('stopped',):
                 self._stop(dom, current)
@@ -363,9 +411,11 @@ class GuestManager:
             self.result.change("guest '%s' forced off after %ss" % (self.name, timeout))
             self._destroy(dom)
             return
-        raise TimeoutExpired("guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
-                             "ignored?). Set force: true to power it off after the timeout."
-                             % (self.name, timeout), timeout=timeout)
+        raise TimeoutExpired(
+            "guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
+            'ignored?). Set force: true to power it off after the timeout.' % (self.name, timeout),
+            timeout=timeout,
+        )
 
     def _destroy(self, dom):
         try:
@@ -380,8 +430,10 @@ class GuestManager:
             return
         root = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
         if not has_agent_channel(root):
-            raise OperationFailed("guest '%s' has no guest agent channel: set guest_agent: true (and restart "
-                                  "the guest) to use wait_for: agent" % self.name)
+            raise OperationFailed(
+                "guest '%s' has no guest agent channel: set guest_agent: true (and restart "
+                'the guest) to use wait_for: agent' % self.name
+            )
         waited = Agent(self.client, dom, self.name).wait(self.params['wait_timeout'])
         self.result.extra['agent_wait_seconds'] = round(waited, 3)
 
@@ -413,7 +465,7 @@ class GuestManager:
             self._stop(dom, current)
         self.result.change("guest '%s' undefined" % self.name)
         for vol in volumes:
-            self.result.change("volume %s deleted" % vol.path())
+            self.result.change('volume %s deleted' % vol.path())
         if self.check_mode:
             return
         self._undefine(dom)
@@ -423,8 +475,12 @@ class GuestManager:
     def _undefine(self, dom):
         lv = self.libvirt
         flags = 0
-        for name in ('VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
-                     'VIR_DOMAIN_UNDEFINE_NVRAM', 'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA'):
+        for name in (
+            'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE',
+            'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
+            'VIR_DOMAIN_UNDEFINE_NVRAM',
+            'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
+        ):
             flags |= getattr(lv, name, 0)
         try:
             dom.undefineFlags(flags)
@@ -459,8 +515,10 @@ class GuestManager:
             elif source.get('file') or source.get('dev'):
                 vol = self._vol_by_path(source.get('file') or source.get('dev'))
             if vol is None:
-                self.client.warn("disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
-                                 % (disk.find('target').get('dev'), self.name))
+                self.client.warn(
+                    "disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
+                    % (disk.find('target').get('dev'), self.name)
+                )
             else:
                 volumes.append(vol)
         return volumes
@@ -468,8 +526,14 @@ class GuestManager:
     # ------------------------------------------------------------------------------------
     def _describe(self, dom):
         if dom is None:
-            return dict(name=self.name, uuid=None, state=self.predicted_state_for_check(), autostart=bool(
-                self.params.get('autostart')), persistent=True, xml=self.result.after or '')
+            return dict(
+                name=self.name,
+                uuid=None,
+                state=self.predicted_state_for_check(),
+                autostart=bool(self.params.get('autostart')),
+                persistent=True,
+                xml=self.result.after or '',
+            )
         state = self._state(dom)
         try:
             xml = dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -479,8 +543,9 @@ class GuestManager:
             raise self._translate(exc) from None
         if self.check_mode:
             state = self.predicted_state_for_check(state)
-        return dict(name=self.name, uuid=dom.UUIDString(), state=state, autostart=autostart,
-                    persistent=persistent, xml=xml)
+        return dict(
+            name=self.name, uuid=dom.UUIDString(), state=state, autostart=autostart, persistent=persistent, xml=xml
+        )
 
     def predicted_state_for_check(self, current='stopped'):
         wanted = self.params['state']
@@ -497,4 +562,3 @@ def _vol_format(vol, libvirt):
         return None
     value = fmt.get('type')
     return {'iso': 'raw', 'dir': None}.get(value, value)
-

@@ -22,7 +22,7 @@ def parse_stats(raw):
             entry = {}
             for key, value in raw.items():
                 if key.startswith(prefix):
-                    entry[key[len(prefix):].replace('.', '_')] = value
+                    entry[key[len(prefix) :].replace('.', '_')] = value
             stats[kind].append(entry)
     for key in ('balloon.current', 'balloon.maximum', 'balloon.rss', 'vcpu.current', 'vcpu.maximum'):
         if key in raw:
@@ -38,12 +38,16 @@ class GuestInfo:
 
     def run(self):
         lv = self.libvirt
-        conn = self.client.conn
         name = self.params.get('name')
         stats_flags = lv.VIR_DOMAIN_STATS_STATE
         if self.params['stats']:
-            stats_flags |= (lv.VIR_DOMAIN_STATS_CPU_TOTAL | lv.VIR_DOMAIN_STATS_BALLOON | lv.VIR_DOMAIN_STATS_VCPU
-                            | lv.VIR_DOMAIN_STATS_INTERFACE | lv.VIR_DOMAIN_STATS_BLOCK)
+            stats_flags |= (
+                lv.VIR_DOMAIN_STATS_CPU_TOTAL
+                | lv.VIR_DOMAIN_STATS_BALLOON
+                | lv.VIR_DOMAIN_STATS_VCPU
+                | lv.VIR_DOMAIN_STATS_INTERFACE
+                | lv.VIR_DOMAIN_STATS_BLOCK
+            )
         if name is not None:
             check_object_name('name', name)
             dom = self.client.lookup('guest', name)
@@ -52,10 +56,12 @@ class GuestInfo:
             records = self._stats([dom], stats_flags)
         else:
             records = self._all_stats(stats_flags)
-        autostart = {d.name() for d in self.client.call(
-            'listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, what='guests')}
-        persistent = {d.name() for d in self.client.call(
-            'listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, what='guests')}
+        autostart = {
+            d.name() for d in self.client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, what='guests')
+        }
+        persistent = {
+            d.name() for d in self.client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, what='guests')
+        }
         guests = []
         for dom, raw in records:
             guests.append(self._describe(dom, raw, dom.name() in autostart, dom.name() in persistent))
@@ -81,6 +87,7 @@ class GuestInfo:
 
     def _translate(self, exc):
         from ansible_collections.virtops.libvirt.plugins.module_utils._errors import translate
+
         return translate(self.libvirt, exc, what='guest statistics', uri=self.client.uri)
 
     def _describe(self, dom, raw, autostart, persistent):
@@ -91,8 +98,15 @@ class GuestInfo:
             xml = dom.XMLDesc(flags)
         except lv.libvirtError as exc:
             if self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN'):
-                return dict(name=dom.name(), uuid=dom.UUIDString(), state='absent', autostart=False,
-                            persistent=False, disks=[], interfaces=[])
+                return dict(
+                    name=dom.name(),
+                    uuid=dom.UUIDString(),
+                    state='absent',
+                    autostart=False,
+                    persistent=False,
+                    disks=[],
+                    interfaces=[],
+                )
             raise self._translate(exc) from None
         info = D.summarize(X.parse(xml))
         info.update(state=state, autostart=autostart, persistent=persistent)
@@ -115,8 +129,11 @@ class GuestInfo:
             'lease': [lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE],
             'agent': [lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT],
             'arp': [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP', 2)],
-            'any': [lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-                    getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP', 2)],
+            'any': [
+                lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+                lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+                getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP', 2),
+            ],
         }[source]
         found = {}
         for src in sources:
@@ -128,9 +145,14 @@ class GuestInfo:
                 break
         by_mac = {}
         for ifname, data in found.items():
-            addrs = [dict(address=a.get('addr'), prefix=a.get('prefix'),
-                          family='ipv4' if a.get('type') == lv.VIR_IP_ADDR_TYPE_IPV4 else 'ipv6')
-                     for a in (data.get('addrs') or [])]
+            addrs = [
+                dict(
+                    address=a.get('addr'),
+                    prefix=a.get('prefix'),
+                    family='ipv4' if a.get('type') == lv.VIR_IP_ADDR_TYPE_IPV4 else 'ipv6',
+                )
+                for a in (data.get('addrs') or [])
+            ]
             by_mac[(data.get('hwaddr') or '').lower()] = dict(name=ifname, addresses=addrs)
         for nic in interfaces:
             match = by_mac.get((nic.get('mac') or '').lower())

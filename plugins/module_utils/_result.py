@@ -43,8 +43,10 @@ class Result:
         result.update(self.extra)
         result.update(values)
         if self.diff_mode and self.changed:
-            diff = dict(before=self.before if self.before is not None else '',
-                        after=self.after if self.after is not None else '')
+            diff = dict(
+                before=self.before if self.before is not None else '',
+                after=self.after if self.after is not None else '',
+            )
             if self.before_header:
                 diff['before_header'] = self.before_header
             if self.after_header:

@@ -16,7 +16,7 @@ import re
 _BINARY = {'': 0, 'k': 1, 'm': 2, 'g': 3, 't': 4, 'p': 5, 'e': 6}
 _SIZE_RE = re.compile(r'^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[a-zA-Z]*)\s*$')
 
-MAX_SIZE = 2 ** 63 - 1
+MAX_SIZE = 2**63 - 1
 
 
 def unit_factor(unit):
@@ -32,7 +32,7 @@ def unit_factor(unit):
         return 1000 ** _BINARY[low[0]]
     if len(unit) == 1 and low in _BINARY:
         return 1024 ** _BINARY[low]
-    raise ValueError("unknown size unit %r (use e.g. KiB, MiB, GiB, TiB, KB, MB, GB or bytes)" % raw)
+    raise ValueError('unknown size unit %r (use e.g. KiB, MiB, GiB, TiB, KB, MB, GB or bytes)' % raw)
 
 
 def parse_size(value, default_unit='B'):
@@ -43,9 +43,7 @@ def parse_size(value, default_unit='B'):
     """
     if isinstance(value, bool):
         raise ValueError('expected a size, got a boolean')
-    if isinstance(value, int):
-        number, unit = value, default_unit
-    elif isinstance(value, float):
+    if isinstance(value, (int, float)):
         number, unit = value, default_unit
     elif isinstance(value, str):
         match = _SIZE_RE.match(value)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import traceback
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
+
 LXML_IMPORT_ERROR = None
 try:
     from lxml import etree
 except ImportError:  # pragma: no cover
     etree = None
     LXML_IMPORT_ERROR = traceback.format_exc()
-
-from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
 
 
 class XMLSyntaxError(ValueError):
@@ -31,8 +31,9 @@ class XMLSyntaxError(ValueError):
 
 def _parser():
     # No network, no entity expansion: user-supplied XML must not reach out or blow up.
-    return etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True,
-                           remove_comments=True, huge_tree=False)
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, remove_blank_text=True, remove_comments=True, huge_tree=False
+    )
 
 
 def parse(text):
@@ -93,8 +94,7 @@ def findtext(node, path, default=None):
 _UNIT_TAGS = {'memory', 'currentMemory', 'maxMemory', 'capacity', 'allocation', 'available', 'size'}
 # Devices libvirt adds on its own when the definition does not name any.
 AUTO_DEVICES = {'controller', 'memballoon', 'input', 'console', 'video', 'emulator', 'panic', 'audio'}
-_BOOL_WORDS = {'yes': 'yes', 'on': 'yes', 'true': 'yes', '1': 'yes', 'no': 'no', 'off': 'no', 'false': 'no',
-               '0': 'no'}
+_BOOL_WORDS = {'yes': 'yes', 'on': 'yes', 'true': 'yes', '1': 'yes', 'no': 'no', 'off': 'no', 'false': 'no', '0': 'no'}
 
 
 def _scaled(node):
@@ -121,7 +121,7 @@ def differences(want, have, path=None, strict_children=None):
     """Return a list of human-readable paths where ``want`` is not a subset of ``have``.
 
     ``strict_children`` names tags whose children lists must match one-to-one in count per tag
-    (default: ``devices`` – a device the desired tree lacks must go). Tags in AUTO_DEVICES
+    (default: ``devices`` - a device the desired tree lacks must go). Tags in AUTO_DEVICES
     that the desired tree does not mention are ignored even there.
     """
     if strict_children is None:
@@ -132,8 +132,10 @@ def differences(want, have, path=None, strict_children=None):
         return ['%s: element %s != %s' % (path, want.tag, have.tag)]
     if want.tag in _UNIT_TAGS and want.text and want.text.strip():
         if _scaled(want) != _scaled(have):
-            out.append('%s: %s%s != %s%s' % (path, want.text.strip(), want.get('unit', ''),
-                                               (have.text or '').strip(), have.get('unit', '')))
+            out.append(
+                '%s: %s%s != %s%s'
+                % (path, want.text.strip(), want.get('unit', ''), (have.text or '').strip(), have.get('unit', ''))
+            )
         attrs = [a for a in want.attrib if a != 'unit']
     else:
         attrs = list(want.attrib)

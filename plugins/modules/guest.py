@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: guest
 short_description: Manage libvirt guests (domains) declaratively
@@ -22,7 +22,7 @@ description:
     balloon memory (O(current_memory)) and disk I/O limits are also applied live. For anything
     else the result says RV(reboot_required=true).
 author:
-  - virtops.libvirt maintainers
+  - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
   - virtops.libvirt.connection
   - virtops.libvirt.connection.ACTIONGROUP
@@ -95,7 +95,9 @@ options:
     type: int
     version_added: 0.1.0
   cpu:
-    description: CPU model configuration. For a new KVM guest the default is host-model; a QEMU (TCG) guest gets the hypervisor's default.
+    description:
+      - CPU model configuration. For a new KVM guest the default is host-model; a QEMU (TCG) guest gets
+        the hypervisor's default.
     type: dict
     version_added: 0.1.0
     suboptions:
@@ -385,9 +387,9 @@ seealso:
   - name: libvirt domain XML format
     description: Reference of every element the typed options produce.
     link: https://libvirt.org/formatdomain.html
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: A small guest booting a kernel directly, started and waited for through its agent
   virtops.libvirt.guest:
     name: web1
@@ -429,9 +431,9 @@ EXAMPLES = r'''
     name: web1
     state: absent
     delete_volumes: true
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 guest:
   description: The guest after the task (predicted in check mode).
   returned: always
@@ -446,7 +448,9 @@ guest:
       type: str
       sample: 0d9b4c5e-4d62-4a4e-8a8e-7a3b9a0c2f11
     state:
-      description: Run state. One of V(running), V(paused), V(stopped), V(shutting_down), V(crashed), V(pmsuspended), V(absent).
+      description:
+        - Run state. One of V(running), V(paused), V(stopped), V(shutting_down), V(crashed),
+          V(pmsuspended), V(absent).
       type: str
       sample: running
     autostart:
@@ -459,7 +463,9 @@ guest:
       description: Persistent domain XML (inactive definition).
       type: str
 reboot_required:
-  description: True when the running guest's live configuration differs from its new definition in a way that needs a restart.
+  description:
+    - True when the running guest's live configuration differs from its new definition in a way
+      that needs a restart.
   returned: always
   type: bool
 actions:
@@ -472,91 +478,134 @@ agent_wait_seconds:
   description: Seconds waited until the guest agent answered.
   returned: when O(wait_for=agent) and the guest was waited for
   type: float
-'''
+"""
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import TYPED_OPTIONS, GuestManager
 
-_IOTUNE = {key: dict(type='int') for key in (
-    'total_bytes_sec', 'read_bytes_sec', 'write_bytes_sec', 'total_iops_sec', 'read_iops_sec', 'write_iops_sec')}
+_IOTUNE = {
+    key: dict(type='int')
+    for key in (
+        'total_bytes_sec',
+        'read_bytes_sec',
+        'write_bytes_sec',
+        'total_iops_sec',
+        'read_iops_sec',
+        'write_iops_sec',
+    )
+}
 
-SPEC = ArgumentSpec(dict(
-    name=dict(type='str', required=True),
-    state=dict(type='str', default='present', choices=['present', 'running', 'stopped', 'paused', 'absent']),
-    xml=dict(type='str'),
-    domain_type=dict(type='str', choices=['kvm', 'qemu', 'xen', 'test']),
-    memory=dict(type='raw'),
-    current_memory=dict(type='raw'),
-    vcpus=dict(type='int'),
-    max_vcpus=dict(type='int'),
-    cpu=dict(type='dict', options=dict(
-        mode=dict(type='str', choices=['host-passthrough', 'host-model', 'custom', 'maximum']),
-        model=dict(type='str'),
-        migratable=dict(type='bool'),
-        topology=dict(type='dict', options=dict(
-            sockets=dict(type='int'), dies=dict(type='int'), cores=dict(type='int'), threads=dict(type='int'))),
-    ), required_if=[('mode', 'custom', ['model'])]),
-    machine=dict(type='str'),
-    arch=dict(type='str'),
-    os_type=dict(type='str', choices=['hvm', 'xen', 'linux']),
-    firmware=dict(type='str', choices=['bios', 'efi']),
-    boot=dict(type='dict', options=dict(
-        order=dict(type='list', elements='str', choices=['hd', 'cdrom', 'network', 'fd']),
-        kernel=dict(type='str'),
-        initrd=dict(type='str'),
-        cmdline=dict(type='str'),
-        menu=dict(type='bool'),
-    )),
-    disks=dict(type='list', elements='dict', options=dict(
-        target=dict(type='str', required=True),
-        bus=dict(type='str', choices=['virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc']),
-        device=dict(type='str', default='disk', choices=['disk', 'cdrom', 'lun', 'floppy']),
-        pool=dict(type='str'),
-        volume=dict(type='str'),
-        path=dict(type='str'),
-        format=dict(type='str'),
-        cache=dict(type='str', choices=['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe']),
-        io=dict(type='str', choices=['threads', 'native', 'io_uring']),
-        discard=dict(type='str', choices=['ignore', 'unmap']),
-        readonly=dict(type='bool'),
-        serial=dict(type='str'),
-        boot_order=dict(type='int'),
-        iotune=dict(type='dict', options=_IOTUNE),
-    )),
-    interfaces=dict(type='list', elements='dict', options=dict(
-        type=dict(type='str', default='network', choices=['network', 'bridge', 'direct', 'user']),
-        source=dict(type='str'),
-        model=dict(type='str'),
-        mac=dict(type='str'),
-        mode=dict(type='str', choices=['bridge', 'vepa', 'private', 'passthrough']),
-        boot_order=dict(type='int'),
-    )),
-    guest_agent=dict(type='bool'),
-    serial=dict(type='dict', options=dict(
-        type=dict(type='str', default='pty', choices=['pty', 'file', 'none']),
-        path=dict(type='str'),
-    ), required_if=[('type', 'file', ['path'])]),
-    graphics=dict(type='str', choices=['none', 'vnc', 'spice']),
-    video=dict(type='str', choices=['none', 'virtio', 'qxl', 'vga', 'cirrus', 'bochs']),
-    rng=dict(type='bool'),
-    balloon=dict(type='bool'),
-    memory_backing=dict(type='dict', options=dict(hugepages=dict(type='bool'), nosharepages=dict(type='bool'))),
-    seclabel=dict(type='dict', options=dict(
-        type=dict(type='str', default='dynamic', choices=['dynamic', 'static', 'none']),
-        model=dict(type='str'),
-        label=dict(type='str'),
-        relabel=dict(type='bool'),
-    )),
-    title=dict(type='str'),
-    description=dict(type='str'),
-    autostart=dict(type='bool'),
-    shutdown_timeout=dict(type='int', default=120),
-    force=dict(type='bool', default=False),
-    wait_for=dict(type='str', default='none', choices=['none', 'agent']),
-    wait_timeout=dict(type='int', default=300),
-    delete_volumes=dict(type='bool', default=False),
-), mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS])
+SPEC = ArgumentSpec(
+    dict(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='present', choices=['present', 'running', 'stopped', 'paused', 'absent']),
+        xml=dict(type='str'),
+        domain_type=dict(type='str', choices=['kvm', 'qemu', 'xen', 'test']),
+        memory=dict(type='raw'),
+        current_memory=dict(type='raw'),
+        vcpus=dict(type='int'),
+        max_vcpus=dict(type='int'),
+        cpu=dict(
+            type='dict',
+            options=dict(
+                mode=dict(type='str', choices=['host-passthrough', 'host-model', 'custom', 'maximum']),
+                model=dict(type='str'),
+                migratable=dict(type='bool'),
+                topology=dict(
+                    type='dict',
+                    options=dict(
+                        sockets=dict(type='int'),
+                        dies=dict(type='int'),
+                        cores=dict(type='int'),
+                        threads=dict(type='int'),
+                    ),
+                ),
+            ),
+            required_if=[('mode', 'custom', ['model'])],
+        ),
+        machine=dict(type='str'),
+        arch=dict(type='str'),
+        os_type=dict(type='str', choices=['hvm', 'xen', 'linux']),
+        firmware=dict(type='str', choices=['bios', 'efi']),
+        boot=dict(
+            type='dict',
+            options=dict(
+                order=dict(type='list', elements='str', choices=['hd', 'cdrom', 'network', 'fd']),
+                kernel=dict(type='str'),
+                initrd=dict(type='str'),
+                cmdline=dict(type='str'),
+                menu=dict(type='bool'),
+            ),
+        ),
+        disks=dict(
+            type='list',
+            elements='dict',
+            options=dict(
+                target=dict(type='str', required=True),
+                bus=dict(type='str', choices=['virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc']),
+                device=dict(type='str', default='disk', choices=['disk', 'cdrom', 'lun', 'floppy']),
+                pool=dict(type='str'),
+                volume=dict(type='str'),
+                path=dict(type='str'),
+                format=dict(type='str'),
+                cache=dict(
+                    type='str', choices=['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe']
+                ),
+                io=dict(type='str', choices=['threads', 'native', 'io_uring']),
+                discard=dict(type='str', choices=['ignore', 'unmap']),
+                readonly=dict(type='bool'),
+                serial=dict(type='str'),
+                boot_order=dict(type='int'),
+                iotune=dict(type='dict', options=_IOTUNE),
+            ),
+        ),
+        interfaces=dict(
+            type='list',
+            elements='dict',
+            options=dict(
+                type=dict(type='str', default='network', choices=['network', 'bridge', 'direct', 'user']),
+                source=dict(type='str'),
+                model=dict(type='str'),
+                mac=dict(type='str'),
+                mode=dict(type='str', choices=['bridge', 'vepa', 'private', 'passthrough']),
+                boot_order=dict(type='int'),
+            ),
+        ),
+        guest_agent=dict(type='bool'),
+        serial=dict(
+            type='dict',
+            options=dict(
+                type=dict(type='str', default='pty', choices=['pty', 'file', 'none']),
+                path=dict(type='str'),
+            ),
+            required_if=[('type', 'file', ['path'])],
+        ),
+        graphics=dict(type='str', choices=['none', 'vnc', 'spice']),
+        video=dict(type='str', choices=['none', 'virtio', 'qxl', 'vga', 'cirrus', 'bochs']),
+        rng=dict(type='bool'),
+        balloon=dict(type='bool'),
+        memory_backing=dict(type='dict', options=dict(hugepages=dict(type='bool'), nosharepages=dict(type='bool'))),
+        seclabel=dict(
+            type='dict',
+            options=dict(
+                type=dict(type='str', default='dynamic', choices=['dynamic', 'static', 'none']),
+                model=dict(type='str'),
+                label=dict(type='str'),
+                relabel=dict(type='bool'),
+            ),
+        ),
+        title=dict(type='str'),
+        description=dict(type='str'),
+        autostart=dict(type='bool'),
+        shutdown_timeout=dict(type='int', default=120),
+        force=dict(type='bool', default=False),
+        wait_for=dict(type='str', default='none', choices=['none', 'agent']),
+        wait_timeout=dict(type='int', default=300),
+        delete_volumes=dict(type='bool', default=False),
+    ),
+    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS],
+)
 
 
 def main():

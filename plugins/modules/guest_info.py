@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: guest_info
 short_description: Read libvirt guests, their devices, addresses and statistics
@@ -16,7 +16,7 @@ description:
     vCPUs, memory, disks, interfaces (with addresses of running guests) and statistics.
   - Uses libvirt's bulk statistics API (one call for all guests), so it stays fast with hundreds of guests.
 author:
-  - virtops.libvirt maintainers
+  - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
   - virtops.libvirt.connection
   - virtops.libvirt.connection.ACTIONGROUP
@@ -56,9 +56,9 @@ options:
     version_added: 0.1.0
 seealso:
   - module: virtops.libvirt.guest
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: All guests of this host
   virtops.libvirt.guest_info:
   register: all_guests
@@ -72,9 +72,9 @@ EXAMPLES = r'''
     name: web1
     address_source: agent
   register: web1
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 guests:
   description: One entry per guest, sorted by name.
   returned: always
@@ -130,18 +130,20 @@ guests:
       description: Domain XML.
       type: str
       returned: when O(include_xml=true)
-'''
+"""
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest_info import GuestInfo
 
-SPEC = ArgumentSpec(dict(
-    name=dict(type='str'),
-    address_source=dict(type='str', default='lease', choices=['none', 'lease', 'agent', 'arp', 'any']),
-    stats=dict(type='bool', default=True),
-    include_xml=dict(type='bool', default=False),
-))
+SPEC = ArgumentSpec(
+    dict(
+        name=dict(type='str'),
+        address_source=dict(type='str', default='lease', choices=['none', 'lease', 'agent', 'arp', 'any']),
+        stats=dict(type='bool', default=True),
+        include_xml=dict(type='bool', default=False),
+    )
+)
 
 
 def main():

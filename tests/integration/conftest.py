@@ -9,6 +9,7 @@
   the prefix is removed at session end, even when tests fail.
 * ``test_image`` / ``boot_spec`` - the cached direct-kernel-boot test guest image.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,11 +18,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import libvirt
 import pytest
-
 from virtops_helpers import IMAGE_DIR, PREFIX, ROOT
-
-import libvirt  # noqa: E402  (a missing binding must fail the suite, never skip it)
 
 _COUNTER = itertools.count()
 
@@ -40,8 +39,11 @@ def cleanup_prefix(conn, prefix):
             if dom.isActive():
                 _quiet(dom.destroy)
             if dom.isPersistent():
-                flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                         | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                flags = (
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                )
                 if _quiet(dom.undefineFlags, flags) is None:
                     _quiet(dom.undefine)
     for net in conn.listAllNetworks(0):
@@ -53,7 +55,7 @@ def cleanup_prefix(conn, prefix):
         owned = pool.name().startswith(prefix)
         if pool.isActive():
             _quiet(pool.refresh, 0)
-            for vol in (_quiet(pool.listAllVolumes, 0) or []):
+            for vol in _quiet(pool.listAllVolumes, 0) or []:
                 if owned or vol.name().startswith(prefix):
                     _quiet(vol.delete, 0)
         if owned:
@@ -104,7 +106,8 @@ def test_image():
 def boot_spec(test_image):
     """guest module options that boot the test image (TCG, user-mode NIC, agent channel)."""
     return dict(
-        memory='256MiB', vcpus=1,
+        memory='256MiB',
+        vcpus=1,
         boot=dict(kernel=test_image['kernel'], initrd=test_image['initrd'], cmdline='console=ttyS0 quiet'),
         interfaces=[dict(type='user')],
     )

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The collection as users get it: built tarball installs and its modules run through
 ansible-playbook, with module_defaults on the action group."""
+
 from __future__ import annotations
 
 import json
@@ -15,22 +16,34 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _run(cmd, env=None, cwd=None):
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False)
     assert proc.returncode == 0, 'command %s failed:\n%s\n%s' % (cmd, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
 
 def test_built_tarball_installs_and_modules_run(tmp_path, qemu):
-    _run([str(VENV_BIN / 'ansible-galaxy'), 'collection', 'build', '--force', '--output-path', str(tmp_path),
-          str(ROOT)], cwd=tmp_path)
+    _run(
+        [str(VENV_BIN / 'ansible-galaxy'), 'collection', 'build', '--force', '--output-path', str(tmp_path), str(ROOT)],
+        cwd=tmp_path,
+    )
     tarballs = list(tmp_path.glob('virtops-libvirt-*.tar.gz'))
     assert len(tarballs) == 1
     listing = _run(['tar', '-tzf', str(tarballs[0])]).stdout.split()
     assert 'plugins/modules/guest.py' in listing and 'meta/runtime.yml' in listing
     assert not any(p.startswith(('.venv', 'build/', '.git/')) for p in listing)
     install_dir = tmp_path / 'installed'
-    out = _run([str(VENV_BIN / 'ansible-galaxy'), 'collection', 'install', '--force', '-p', str(install_dir),
-                str(tarballs[0])], cwd=tmp_path)
+    out = _run(
+        [
+            str(VENV_BIN / 'ansible-galaxy'),
+            'collection',
+            'install',
+            '--force',
+            '-p',
+            str(install_dir),
+            str(tarballs[0]),
+        ],
+        cwd=tmp_path,
+    )
     assert (install_dir / 'ansible_collections/virtops/libvirt/meta/runtime.yml').exists(), out.stdout + out.stderr
     playbook = tmp_path / 'play.yml'
     playbook.write_text("""
@@ -51,8 +64,20 @@ def test_built_tarball_installs_and_modules_run(tmp_path, qemu):
 """)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(install_dir))
     env.pop('PYTHONPATH', None)
-    proc = _run([str(VENV_BIN / 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                 '-e', 'ansible_python_interpreter=%s' % sys.executable, str(playbook)], env=env, cwd=tmp_path)
+    proc = _run(
+        [
+            str(VENV_BIN / 'ansible-playbook'),
+            '-i',
+            'localhost,',
+            '-c',
+            'local',
+            '-e',
+            'ansible_python_interpreter=%s' % sys.executable,
+            str(playbook),
+        ],
+        env=env,
+        cwd=tmp_path,
+    )
     recap = proc.stdout.split('PLAY RECAP')[1]
     assert 'ok=2' in recap and 'failed=0' in recap, proc.stdout
     # the module really came from the installed tarball, not from the checkout

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """guest / guest_info against real libvirt: qemu:///system with a real TCG guest, and the test driver."""
+
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,6 @@ import time
 
 import libvirt
 import pytest
-
 from virtops_helpers import PREFIX, assert_valid, ok, run_module
 
 IMAGES = '/var/lib/libvirt/images'
@@ -61,12 +61,14 @@ def test_real_guest_lifecycle(qemu, uname, boot_spec):
     assert "type='qemu'" in xml.split('\n')[0] or 'type="qemu"' in xml.split('\n')[0]
     assert 'org.qemu.guest_agent.0' in xml
 
-    res = converge(dict(spec, state='running', wait_for='agent', wait_timeout=90), qemu, uname,
-                   libvirt.VIR_DOMAIN_RUNNING)
+    res = converge(
+        dict(spec, state='running', wait_for='agent', wait_timeout=90), qemu, uname, libvirt.VIR_DOMAIN_RUNNING
+    )
     assert res['guest']['state'] == 'running'
     assert res['agent_wait_seconds'] > 0
     dom = qemu.lookupByName(uname)
     import libvirt_qemu
+
     assert '"return"' in libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-ping"}', 5, 0)
 
     started = time.monotonic()
@@ -206,12 +208,16 @@ def test_xml_mode_is_idempotent_and_keeps_uuid_and_mac(qemu, uname, test_image):
 def test_absent_with_delete_volumes(qemu, uname, boot_spec):
     pool_dir = os.path.join(IMAGES, uname + '-pool')
     os.makedirs(pool_dir)
-    pool = qemu.storagePoolDefineXML("<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>"
-                                     % (uname, pool_dir), 0)
+    pool = qemu.storagePoolDefineXML(
+        "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (uname, pool_dir), 0
+    )
     pool.create(0)
     try:
-        pool.createXML("<volume><name>disk0.qcow2</name><capacity unit='MiB'>16</capacity>"
-                       "<target><format type='qcow2'/></target></volume>", 0)
+        pool.createXML(
+            "<volume><name>disk0.qcow2</name><capacity unit='MiB'>16</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
         spec = dict(boot_spec, name=uname, disks=[dict(target='vda', pool=uname, volume='disk0.qcow2')])
         res = converge(dict(spec, state='present'), qemu, uname)
         xml = xml_of(qemu, uname)
@@ -227,17 +233,20 @@ def test_absent_with_delete_volumes(qemu, uname, boot_spec):
         shutil.rmtree(pool_dir, ignore_errors=True)
 
 
-@pytest.mark.parametrize('bad, option, words', [
-    (dict(disks=[dict(target='vda', path='/x', bus='floppybus')]), 'bus', 'value of bus must be one of'),
-    (dict(memory='12 parsecs'), 'memory', 'unknown size unit'),
-    (dict(memory='lots'), 'memory', 'not a size'),
-    (dict(memory=-5), 'memory', 'negative'),
-    (dict(disks=[dict(target='vda', pool='default-nope', volume='x')]), 'disks[0].pool', 'does not exist'),
-    (dict(vcpus=3, max_vcpus=2), 'vcpus', 'must not exceed'),
-    (dict(domain_type='xen'), 'domain_type', 'not supported by this host'),
-    (dict(domain_type='kvm'), 'domain_type', 'hardware virtualization'),
-    (dict(interfaces=[dict(type='network', source='nonet-%s' % PREFIX)]), 'interfaces[0].source', 'does not exist'),
-])
+@pytest.mark.parametrize(
+    'bad, option, words',
+    [
+        (dict(disks=[dict(target='vda', path='/x', bus='floppybus')]), 'bus', 'value of bus must be one of'),
+        (dict(memory='12 parsecs'), 'memory', 'unknown size unit'),
+        (dict(memory='lots'), 'memory', 'not a size'),
+        (dict(memory=-5), 'memory', 'negative'),
+        (dict(disks=[dict(target='vda', pool='default-nope', volume='x')]), 'disks[0].pool', 'does not exist'),
+        (dict(vcpus=3, max_vcpus=2), 'vcpus', 'must not exceed'),
+        (dict(domain_type='xen'), 'domain_type', 'not supported by this host'),
+        (dict(domain_type='kvm'), 'domain_type', 'hardware virtualization'),
+        (dict(interfaces=[dict(type='network', source='nonet-%s' % PREFIX)]), 'interfaces[0].source', 'does not exist'),
+    ],
+)
 def test_bad_input_fails_clearly_and_changes_nothing(qemu, uname, bad, option, words):
     names_before = sorted(d.name() for d in qemu.listAllDomains(0))
     res = run_module('guest', dict(dict(name=uname), **bad))
@@ -274,8 +283,14 @@ def test_unreachable_daemon_and_missing_library(tmp_path):
 
 def test_test_driver_guest(testdrv, uname):
     uri = 'test+unix:///default'
-    spec = dict(name=uname, uri=uri, memory='64MiB', vcpus=2, disks=[dict(target='vda', path='/guest.img')],
-                interfaces=[dict(type='network', source='default')])
+    spec = dict(
+        name=uname,
+        uri=uri,
+        memory='64MiB',
+        vcpus=2,
+        disks=[dict(target='vda', path='/guest.img')],
+        interfaces=[dict(type='network', source='default')],
+    )
     res = converge(dict(spec, state='running'), testdrv, uname, libvirt.VIR_DOMAIN_RUNNING)
     assert res['guest']['state'] == 'running'
     assert "type='test'" in xml_of(testdrv, uname).split('\n')[0]
@@ -300,7 +315,7 @@ def test_guest_info(qemu, testdrv, uname, boot_spec):
         assert res['changed'] is False and len(res['guests']) == 1
         guest = res['guests'][0]
         assert guest['state'] == 'running' and guest['domain_type'] == 'qemu'
-        assert guest['memory'] == 256 * 1024 ** 2 and guest['vcpus'] == 1
+        assert guest['memory'] == 256 * 1024**2 and guest['vcpus'] == 1
         assert guest['stats']['cpu_time_ns'] > 0
         assert guest['interfaces'][0]['type'] == 'user' and 'addresses' in guest['interfaces'][0]
         assert 'xml' not in guest

@@ -1,14 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Guest spec -> XML, merge semantics, and schema validity of everything generated."""
+
 import copy
 
 import pytest
+from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
-
-from virtops_helpers import assert_valid
 
 
 def spec(**kw):
@@ -18,22 +18,46 @@ def spec(**kw):
 
 
 FULL = spec(
-    memory='1GiB', current_memory='768MiB', vcpus=2, max_vcpus=4,
+    memory='1GiB',
+    current_memory='768MiB',
+    vcpus=2,
+    max_vcpus=4,
     cpu=dict(mode='custom', model='qemu64', topology=dict(sockets=1, cores=2, threads=2)),
-    machine='pc', firmware='bios',
+    machine='pc',
+    firmware='bios',
     boot=dict(kernel='/k', initrd='/i', cmdline='console=ttyS0', order=['hd']),
     disks=[
-        dict(target='vda', pool='default', volume='g1.qcow2', format='qcow2', cache='none', io='native',
-             discard='unmap', serial='S1', iotune=dict(total_bytes_sec=1000000, read_iops_sec=100)),
+        dict(
+            target='vda',
+            pool='default',
+            volume='g1.qcow2',
+            format='qcow2',
+            cache='none',
+            io='native',
+            discard='unmap',
+            serial='S1',
+            iotune=dict(total_bytes_sec=1000000, read_iops_sec=100),
+        ),
         dict(target='sda', bus='scsi', path='/var/lib/libvirt/images/x.raw', format='raw', readonly=True),
         dict(target='hdc', device='cdrom', path='/iso/x.iso'),
         dict(target='sdb', bus='sata', path='/dev/loop7'),
     ],
-    interfaces=[dict(type='network', source='default'), dict(type='user', mac='52:54:00:aa:bb:cc'),
-                dict(type='bridge', source='br0', model='e1000'), dict(type='direct', source='eth9', mode='vepa')],
-    guest_agent=True, serial=dict(type='file', path='/var/log/g1.log'), graphics='vnc', video='virtio',
-    rng=True, balloon=True, memory_backing=dict(hugepages=True, nosharepages=True),
-    seclabel=dict(type='dynamic', model='dac', relabel=True), title='T', description='D',
+    interfaces=[
+        dict(type='network', source='default'),
+        dict(type='user', mac='52:54:00:aa:bb:cc'),
+        dict(type='bridge', source='br0', model='e1000'),
+        dict(type='direct', source='eth9', mode='vepa'),
+    ],
+    guest_agent=True,
+    serial=dict(type='file', path='/var/log/g1.log'),
+    graphics='vnc',
+    video='virtio',
+    rng=True,
+    balloon=True,
+    memory_backing=dict(hugepages=True, nosharepages=True),
+    seclabel=dict(type='dynamic', model='dac', relabel=True),
+    title='T',
+    description='D',
 )
 
 
@@ -47,7 +71,7 @@ def test_full_spec_builds_schema_valid_xml(domain_type):
     assert root.find('memory').text == str(1024 * 1024)
     assert root.find('currentMemory').text == str(768 * 1024)
     assert [c.get('model') for c in root.findall('devices/controller')] == ['virtio-scsi']
-    assert root.find("devices/channel/target").get('name') == 'org.qemu.guest_agent.0'
+    assert root.find('devices/channel/target').get('name') == 'org.qemu.guest_agent.0'
 
 
 def test_minimal_new_guest_defaults():
@@ -66,10 +90,14 @@ def test_minimal_new_guest_defaults():
 
 @pytest.mark.parametrize('os_type', ['xen', 'hvm'])
 def test_xen_pv_and_hvm_validate(os_type):
-    s = spec(os_type=os_type, memory=1024, vcpus=2,
-             boot=dict(kernel='/boot/vmlinuz', initrd='/boot/initrd', cmdline='root=/dev/xvda1'),
-             disks=[dict(target='xvda', path='/var/lib/xen/g1.img', format='raw')],
-             interfaces=[dict(type='bridge', source='xenbr0')])
+    s = spec(
+        os_type=os_type,
+        memory=1024,
+        vcpus=2,
+        boot=dict(kernel='/boot/vmlinuz', initrd='/boot/initrd', cmdline='root=/dev/xvda1'),
+        disks=[dict(target='xvda', path='/var/lib/xen/g1.img', format='raw')],
+        interfaces=[dict(type='bridge', source='xenbr0')],
+    )
     root = D.build_domain(s, 'xen')
     assert_valid(X.tostring(root), 'domain')
     assert root.get('type') == 'xen'
@@ -91,8 +119,7 @@ def _defined(s, domain_type='qemu'):
         if node.tag != 'graphics':
             X.sub(node, 'alias', name='ua-dev%d' % index)
         if node.tag in ('disk', 'interface'):
-            X.sub(node, 'address', type='pci', domain='0x0000', bus='0x00', slot='0x%02x' % (index + 3),
-                  function='0x0')
+            X.sub(node, 'address', type='pci', domain='0x0000', bus='0x00', slot='0x%02x' % (index + 3), function='0x0')
     for nic in devices.findall('interface'):
         if nic.find('mac') is None:
             nic.insert(0, X.element('mac', address='52:54:00:00:00:%02x' % len(nic)))
@@ -139,8 +166,9 @@ def test_iotune_change_is_live_and_source_change_is_not():
     assert [(c.message, c.live) for c in changes] == [('disk vda updated', True)]
     disk2 = copy.deepcopy(FULL['disks'][1])
     disk2['path'] = '/var/lib/libvirt/images/other.raw'
-    changes = D.apply_spec(copy.deepcopy(current), spec(disks=[copy.deepcopy(FULL['disks'][0]), disk2]
-                                                        + copy.deepcopy(FULL['disks'][2:])))
+    changes = D.apply_spec(
+        copy.deepcopy(current), spec(disks=[copy.deepcopy(FULL['disks'][0]), disk2] + copy.deepcopy(FULL['disks'][2:]))
+    )
     assert [(c.message, c.live) for c in changes] == [('disk sda updated', False)]
 
 
@@ -209,22 +237,25 @@ def test_boot_changes():
     assert [b.get('dev') for b in tree.findall('os/boot')] == ['network', 'hd']
 
 
-@pytest.mark.parametrize('bad, option', [
-    (dict(vcpus=4, max_vcpus=2), 'vcpus'),
-    (dict(vcpus=0), 'vcpus'),
-    (dict(memory='lots'), 'memory'),
-    (dict(memory='1KiB'), 'memory'),
-    (dict(memory='1GiB', current_memory='2GiB'), 'current_memory'),
-    (dict(disks=[dict(target='vda')]), 'disks[0]'),
-    (dict(disks=[dict(target='vda', path='/a'), dict(target='vda', path='/b')]), 'disks[1].target'),
-    (dict(disks=[dict(target='vda', pool='p')]), 'disks[0]'),
-    (dict(disks=[dict(target='vda', pool='p', volume='v', path='/x')]), 'disks[0]'),
-    (dict(disks=[dict(target='../vda', path='/x')]), 'disks[0].target'),
-    (dict(interfaces=[dict(type='network')]), 'interfaces[0].source'),
-    (dict(interfaces=[dict(type='user', mac='zz:00:00:00:00:00')]), 'interfaces[0].mac'),
-    (dict(interfaces=[dict(type='user', mac='01:00:00:00:00:00')]), 'interfaces[0].mac'),
-    (dict(boot=dict(initrd='/i')), 'boot.initrd'),
-])
+@pytest.mark.parametrize(
+    'bad, option',
+    [
+        (dict(vcpus=4, max_vcpus=2), 'vcpus'),
+        (dict(vcpus=0), 'vcpus'),
+        (dict(memory='lots'), 'memory'),
+        (dict(memory='1KiB'), 'memory'),
+        (dict(memory='1GiB', current_memory='2GiB'), 'current_memory'),
+        (dict(disks=[dict(target='vda')]), 'disks[0]'),
+        (dict(disks=[dict(target='vda', path='/a'), dict(target='vda', path='/b')]), 'disks[1].target'),
+        (dict(disks=[dict(target='vda', pool='p')]), 'disks[0]'),
+        (dict(disks=[dict(target='vda', pool='p', volume='v', path='/x')]), 'disks[0]'),
+        (dict(disks=[dict(target='../vda', path='/x')]), 'disks[0].target'),
+        (dict(interfaces=[dict(type='network')]), 'interfaces[0].source'),
+        (dict(interfaces=[dict(type='user', mac='zz:00:00:00:00:00')]), 'interfaces[0].mac'),
+        (dict(interfaces=[dict(type='user', mac='01:00:00:00:00:00')]), 'interfaces[0].mac'),
+        (dict(boot=dict(initrd='/i')), 'boot.initrd'),
+    ],
+)
 def test_bad_input_names_the_option(bad, option):
     with pytest.raises(InvalidParameter) as err:
         D.build_domain(spec(**bad), 'qemu')
@@ -234,7 +265,7 @@ def test_bad_input_names_the_option(bad, option):
 def test_summarize():
     info = D.summarize(_defined(FULL))
     assert info['vcpus'] == 2 and info['max_vcpus'] == 4
-    assert info['memory'] == 1024 ** 3
+    assert info['memory'] == 1024**3
     assert [d['target'] for d in info['disks']] == ['vda', 'sda', 'hdc', 'sdb']
     assert info['disks'][0]['pool'] == 'default'
     assert info['interfaces'][1]['mac'] == '52:54:00:aa:bb:cc'

@@ -23,13 +23,16 @@ class FakeError(Exception):
         return self.code
 
 
-@pytest.mark.parametrize('code, text, cls, words', [
-    (42, 'Domain not found', E.ObjectNotFound, ['not found']),
-    (45, 'auth failed', E.ConnectionFailed, ['username/password']),
-    (88, 'access denied', E.ConnectionFailed, ['permission denied']),
-    (27, 'bad xml', E.OperationFailed, ['rejected the configuration']),
-    (1, 'something', E.OperationFailed, ['something']),
-])
+@pytest.mark.parametrize(
+    'code, text, cls, words',
+    [
+        (42, 'Domain not found', E.ObjectNotFound, ['not found']),
+        (45, 'auth failed', E.ConnectionFailed, ['username/password']),
+        (88, 'access denied', E.ConnectionFailed, ['permission denied']),
+        (27, 'bad xml', E.OperationFailed, ['rejected the configuration']),
+        (1, 'something', E.OperationFailed, ['something']),
+    ],
+)
 def test_translate(code, text, cls, words):
     err = E.translate(FakeLibvirt, FakeError(code, text), what="guest 'x'", uri='qemu:///system')
     assert isinstance(err, cls)

@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The virtops.libvirt.libvirt inventory plugin through ``ansible-inventory``, against a real TCG
+guest on qemu:///system (address from its guest agent) and the test driver as a second URI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from virtops_helpers import COLLECTIONS, PREFIX, ensure_collection_link, ok, run_module
+
+VENV_BIN = Path(sys.executable).parent
+TEST_URI = 'test+unix:///default'
+
+
+def _plain(value):
+    """ansible-inventory marks strings from plugins as unsafe ({'__ansible_unsafe': 'x'}): unwrap."""
+    if isinstance(value, dict):
+        if set(value) == {'__ansible_unsafe'}:
+            return value['__ansible_unsafe']
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def inventory(tmp_path, config, *extra):
+    ensure_collection_link()
+    path = tmp_path / 'guests.libvirt.yml'
+    path.write_text(config)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_INVENTORY_UNPARSED_FAILED='true')
+    env.pop('LIBVIRT_DEFAULT_URI', None)
+    proc = subprocess.run(
+        [str(VENV_BIN / 'ansible-inventory'), '-i', str(path), '--list', *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    data = _plain(json.loads(proc.stdout))
+    return data, data['_meta']['hostvars']
+
+
+def members(data, group):
+    return set(data.get(group, {}).get('hosts', []))
+
+
+@pytest.fixture(scope='module')
+def running_guest(qemu, boot_spec):
+    """The test image booted under TCG, its guest agent answering (user NIC: 10.0.2.15)."""
+    name = PREFIX + 'inventory'
+    ok(run_module('guest', dict(boot_spec, name=name, state='running', wait_for='agent', wait_timeout=120)))
+    yield name
+    ok(run_module('guest', dict(name=name, state='absent', force=True, shutdown_timeout=1)))
+
+
+def _define_test_guest(testdrv, name):
+    testdrv.defineXML(
+        "<domain type='test'><name>%s</name><memory unit='MiB'>64</memory><vcpu>3</vcpu>"
+        '<os><type>hvm</type></os></domain>' % name
+    )
+
+
+def test_guests_of_two_uris_with_agent_addresses(tmp_path, qemu, testdrv, running_guest, uname):
+    stopped = uname + '-off'
+    _define_test_guest(testdrv, stopped)
+    data, hostvars = inventory(
+        tmp_path,
+        """
+plugin: virtops.libvirt.libvirt
+uris:
+  - qemu:///system
+  - %s
+address_source: any
+keyed_groups:
+  - key: libvirt_uri
+    prefix: uri
+groups:
+  small: libvirt_memory <= 256 * 1024 * 1024
+compose:
+  memory_mib: libvirt_memory // 1048576
+"""
+        % TEST_URI,
+    )
+    guest = hostvars[running_guest]
+    dom = qemu.lookupByName(running_guest)
+    assert guest['ansible_host'] == '10.0.2.15'  # reported by the guest agent; loopback skipped
+    assert guest['libvirt_address_source'] == 'agent'
+    assert guest['libvirt_uuid'] == dom.UUIDString()
+    assert guest['libvirt_state'] == 'running' and guest['libvirt_vcpus'] == 1
+    assert guest['libvirt_memory'] == 256 * 1024**2 and guest['memory_mib'] == 256
+    assert guest['libvirt_uri'] == 'qemu:///system' and guest['libvirt_persistent'] is True
+    assert any(a['address'] == '10.0.2.15' and a['interface'] == 'eth0' for a in guest['libvirt_addresses'])
+
+    # the test driver's own running guest 'test' and the stopped guest defined there
+    assert hostvars['test']['libvirt_uri'] == TEST_URI and hostvars['test']['libvirt_state'] == 'running'
+    assert (
+        hostvars['test']['ansible_host']
+        == testdrv.lookupByName('test').interfaceAddresses(0, 0)['testnet0']['addrs'][0]['addr']
+    )
+    assert hostvars[stopped]['libvirt_state'] == 'stopped' and 'ansible_host' not in hostvars[stopped]
+    assert hostvars[stopped]['libvirt_vcpus'] == 3 and hostvars[stopped]['libvirt_memory'] == 64 * 1024**2
+
+    # groups: by state, by libvirt host, keyed by URI, constructed
+    assert {running_guest, 'test'} <= members(data, 'libvirt_running')
+    assert stopped in members(data, 'libvirt_stopped') and stopped not in members(data, 'libvirt_running')
+    host_group = 'libvirt_host_' + qemu.getHostname().replace('-', '_').replace('.', '_')
+    assert {running_guest, 'test', stopped} <= members(data, host_group)
+    assert running_guest in members(data, 'uri_qemu____system')
+    assert {'test', stopped} <= members(data, 'uri_test_unix____default')
+    assert running_guest not in members(data, 'uri_test_unix____default')
+    assert {running_guest, stopped} <= members(data, 'small') and 'test' not in members(data, 'small')
+
+
+def test_lease_source_and_state_filter(tmp_path, testdrv, running_guest):
+    """address_source=lease: the user-mode NIC has no DHCP lease, so no ansible_host; only running guests."""
+    data, hostvars = inventory(
+        tmp_path,
+        """
+plugin: virtops.libvirt.libvirt
+uris: [qemu:///system, %s]
+address_source: lease
+states: [running]
+group_prefix: kvm_
+"""
+        % TEST_URI,
+    )
+    assert 'ansible_host' not in hostvars[running_guest] and hostvars[running_guest]['libvirt_addresses'] == []
+    assert hostvars['test']['libvirt_address_source'] == 'lease' and hostvars['test']['ansible_host']
+    assert all(h['libvirt_state'] == 'running' for h in hostvars.values())
+    assert {running_guest, 'test'} <= members(data, 'kvm_running') and 'libvirt_running' not in data
+
+
+def test_cache_is_used_until_flushed(tmp_path, testdrv, uname):
+    config = """
+plugin: virtops.libvirt.libvirt
+uris: [%s]
+address_source: none
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: %s
+cache_timeout: 3600
+""" % (TEST_URI, tmp_path / 'cache')
+    first, hostvars = inventory(tmp_path, config)
+    assert 'test' in hostvars and uname not in hostvars
+    assert list((tmp_path / 'cache').iterdir()), 'nothing was cached'
+    _define_test_guest(testdrv, uname)
+    cached, hostvars = inventory(tmp_path, config)
+    assert uname not in hostvars, 'the cache was not used'
+    assert cached == first
+    hostvars = inventory(tmp_path, config, '--flush-cache')[1]
+    assert hostvars[uname]['libvirt_state'] == 'stopped'
+    hostvars = inventory(tmp_path, config)[1]
+    assert uname in hostvars, 'the flushed read did not refresh the cache'
+
+
+def test_unreachable_uri_fails_clearly(tmp_path):
+    path = tmp_path / 'bad.libvirt.yml'
+    path.write_text('plugin: virtops.libvirt.libvirt\nuris: [qemu+unix:///system?socket=/nonexistent/sock]\n')
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_INVENTORY_UNPARSED_FAILED='true')
+    proc = subprocess.run(
+        [str(VENV_BIN / 'ansible-inventory'), '-i', str(path), '--list'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert 'Cannot connect to libvirt at qemu+unix:///system?socket=/nonexistent/sock' in proc.stderr
+    assert 'Traceback' not in proc.stderr
