@@ -17,6 +17,7 @@ import base64
 import binascii
 import datetime
 import hashlib
+import math
 import re
 import time
 
@@ -165,7 +166,7 @@ def parse_time(value, now_ns=None):
             return _parse_iso(value)
     else:
         raise InvalidParameter('time', 'must be epoch seconds or an ISO 8601 date and time')
-    if seconds != seconds or seconds < 0 or seconds > 2**33:
+    if math.isnan(seconds) or seconds < 0 or seconds > 2**33:
         raise InvalidParameter('time', '%r is out of range' % (value,))
     whole = int(seconds)
     return whole, round((seconds - whole) * 1e9) % 1000000000

@@ -25,7 +25,7 @@ description:
   - Every agent call is bounded by O(timeout). Actions other than V(ping) first wait up to
     O(timeout) for the agent to answer, so they also work right after the guest was started.
 author:
-  - virtops.libvirt maintainers
+  - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
   - virtops.libvirt.connection
   - virtops.libvirt.connection.ACTIONGROUP
