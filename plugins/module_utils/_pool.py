@@ -1,0 +1,595 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Service layer of ``storage_pool`` and ``storage_pool_info``: read current -> compare -> act
+unless check mode -> report.
+
+Also home of :func:`pool_is_shared`, which other modules (``migrate``) use to decide whether a
+guest's disks must be copied.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    InvalidParameter,
+    ObjectNotFound,
+    OperationFailed,
+    translate,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._volume import (
+    UploadRecords,
+    describe_volume,
+    guests_using,
+    pool_xml,
+)
+
+TYPED_OPTIONS = ('type', 'target', 'source', 'permissions')
+POOL_STATES = {0: 'inactive', 1: 'building', 2: 'active', 3: 'degraded', 4: 'inaccessible'}
+# build flags that never destroy data: dir/netfs builds only create the directory (and apply
+# permissions); fs/disk/logical builds format only an empty device with NO_OVERWRITE.
+_SAFE_BUILD = {
+    'dir': 'plain',
+    'netfs': 'plain',
+    'fs': 'no_overwrite',
+    'disk': 'no_overwrite',
+    'logical': 'no_overwrite',
+}
+
+
+def _has_inactive_xml(client, pool):
+    lv = client.libvirt
+    try:
+        pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
+        return True
+    except lv.libvirtError:
+        return False
+
+
+def pool_state(client, pool):
+    return POOL_STATES.get(client.call(pool.info, what="storage pool '%s'" % pool.name())[0], 'inactive')
+
+
+def pool_is_shared(client, pool):
+    """Whether the storage of ``pool`` (a virStoragePool or a pool name) is reachable from other
+    hosts too, so guests using it can live-migrate without copying their disks.
+
+    The ``shared`` override stored by the ``storage_pool`` module wins (see ``_storage``:
+    ``<vendor name='virtops.libvirt'/><product name='shared|local'/>`` in the pool source);
+    otherwise local pool types (dir, fs, disk, logical, zfs) are not shared and all others are.
+    Raises ObjectNotFound for an unknown pool name.
+    """
+    if isinstance(pool, str):
+        name = pool
+        pool = client.lookup('pool', name)
+        if pool is None:
+            raise ObjectNotFound("storage pool '%s' not found on %s" % (name, client.uri))
+    return S.is_shared(X.parse(pool_xml(client, pool)))
+
+
+def _resolve_user(name):
+    import pwd
+
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _resolve_group(name):
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _render(xml, state, autostart):
+    """Diff text: the run state and autostart as a comment line, then the definition."""
+    if xml is None:
+        return ''
+    return '<!-- state: %s, autostart: %s -->\n%s' % (state, 'yes' if autostart else 'no', S.diff_xml(xml))
+
+
+class PoolManager:
+    def __init__(self, client):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.params = client.params
+        self.name = self.params['name']
+        self.check_mode = client.check_mode
+        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+        self.what = "storage pool '%s'" % self.name
+        # what the pool looks like now (or will, in check mode): xml, state, autostart
+        self.model = dict(xml=None, state='absent', autostart=False)
+        # drivers without VIR_STORAGE_XML_INACTIVE (the test driver) only ever show the running
+        # definition: there every definition change of a running pool needs a restart to show
+        self.inactive_xml = True
+        self.stopped = False  # stopped already (to redefine it)
+
+    # ------------------------------------------------------------------------------------
+    def run(self):
+        check_object_name('name', self.name)
+        state = self.params['state']
+        desired_xml = self._parse_user_xml() if self.params.get('xml') else None
+        spec = None if desired_xml is not None else self._typed_spec()
+        pool = self.client.lookup('pool', self.name)
+        if pool is not None:
+            self.model = dict(
+                xml=pool_xml(self.client, pool),
+                state=pool_state(self.client, pool),
+                autostart=bool(self.client.call(pool.autostart, what=self.what)),
+            )
+            self.inactive_xml = _has_inactive_xml(self.client, pool)
+        before = _render(self.model['xml'], self.model['state'], self.model['autostart'])
+        if state == 'absent':
+            self._absent(pool)
+            self.result.set_diff(before, '', self.what, 'storage pool absent')
+            return self.result.build(pool=dict(name=self.name, state='absent'))
+        pool, restart = self._ensure_defined(pool, desired_xml, spec, state)
+        self._ensure_state(pool, state, restart)
+        if self.params.get('autostart') is not None:
+            self._ensure_autostart(pool, self.params['autostart'])
+        described = self._describe(pool)
+        after = _render(described['xml'], described['state'], described['autostart'])
+        self.result.set_diff(
+            before,
+            after,
+            self.what if pool is not None or not self.check_mode else 'storage pool absent',
+            self.what + ' (wanted)',
+        )
+        return self.result.build(pool=described)
+
+    # ------------------------------------------------------------------------------------
+    # desired definition
+    def _parse_user_xml(self):
+        try:
+            root = X.parse(self.params['xml'])
+        except X.XMLSyntaxError as exc:
+            raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
+        if root.tag != 'pool':
+            raise InvalidParameter('xml', 'root element must be <pool>, got <%s>' % root.tag)
+        if not root.get('type'):
+            raise InvalidParameter('xml', 'the <pool> element needs a type attribute')
+        xml_name = X.findtext(root, 'name')
+        if xml_name != self.name:
+            raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
+        for tag in ('capacity', 'allocation', 'available'):
+            for node in root.findall(tag):
+                root.remove(node)
+        if self.params.get('shared') is not None:
+            S.set_shared_marker(root, self.params['shared'])
+        return root
+
+    def _typed_spec(self):
+        params = self.params
+        spec = dict(
+            name=self.name,
+            type=params.get('type'),
+            target=params.get('target'),
+            source=copy.deepcopy(params.get('source')),
+            shared=params.get('shared'),
+        )
+        spec['permissions'] = S.normalize_permissions(
+            'permissions', params.get('permissions'), _resolve_user, _resolve_group
+        )
+        return spec
+
+    def _validated(self, spec, existing_type=None):
+        spec = dict(spec)
+        if spec.get('type') is None:
+            if existing_type is None:
+                raise InvalidParameter('type', "is required to create storage pool '%s' (or give xml)" % self.name)
+            if existing_type not in S.TYPED_POOL_TYPES:
+                # a pool of another type (rbd, gluster, ...): only shared/state/autostart apply
+                if any(spec.get(k) for k in ('target', 'source', 'permissions')):
+                    raise InvalidParameter(
+                        'type',
+                        "storage pool '%s' has type '%s', which the typed options do "
+                        'not support; manage its definition with xml' % (self.name, existing_type),
+                    )
+                return None
+            spec['type'] = existing_type
+        return S.validate_pool_spec(spec, creating=existing_type is None)
+
+    # ------------------------------------------------------------------------------------
+    def _ensure_defined(self, pool, desired_xml, spec, state):
+        if pool is None:
+            if desired_xml is not None:
+                tree = desired_xml
+            else:
+                tree = S.build_pool(self._validated(spec))
+            xml = X.tostring(tree)
+            self.result.change('%s defined' % self.what)
+            self.model = dict(xml=xml, state='inactive', autostart=False)
+            if self.check_mode:
+                return None, False
+            return self.client.call('storagePoolDefineXML', xml, 0, what=self.what), False
+        current = X.parse(self.model['xml'])
+        if desired_xml is not None:
+            new_tree, changes = self._merge_user_xml(current, desired_xml)
+        else:
+            new_tree = copy.deepcopy(current)
+            validated = self._validated(spec, existing_type=current.get('type'))
+            if validated is None:
+                changes = []
+                if spec.get('shared') is not None and S.set_shared_marker(new_tree, spec['shared']):
+                    changes.append(S.Change('shared', 'shared -> %s' % _yaml_bool(spec['shared'])))
+            else:
+                changes = S.apply_pool_spec(new_tree, validated)
+        restart = (
+            bool(changes)
+            and self._is_running()
+            and (any(change.restart for change in changes) or not self.inactive_xml)
+        )
+        stop = self._is_running() and (state == 'inactive' or (restart and state in ('active', 'present')))
+        if stop:
+            self._refuse_if_in_use(pool, 'apply the changed definition' if restart else 'stop it')
+        if not changes:
+            return pool, False
+        for change in changes:
+            self.result.change('%s: %s' % (self.what, change.message))
+        xml = X.tostring(new_tree)
+        self.model['xml'] = xml
+        if self.check_mode:
+            return pool, restart
+        if stop:
+            # stop first, then redefine: drivers differ in when a definition given to a running
+            # pool takes effect (the test driver never applies it)
+            self.client.call(pool.destroy, what=self.what)
+            self.stopped = True
+        try:
+            pool = self.client.call('storagePoolDefineXML', xml, 0, what=self.what)
+        except OperationFailed:
+            if self.stopped and state != 'inactive':
+                try:
+                    pool.create(0)  # back to the old definition, running as before
+                except self.libvirt.libvirtError:
+                    pass  # the define error below is what the user needs to see
+            raise
+        self.model['xml'] = pool_xml(self.client, pool)
+        return pool, restart
+
+    def _merge_user_xml(self, current, desired):
+        if desired.get('type') != current.get('type'):
+            raise InvalidParameter(
+                'xml',
+                "storage pool '%s' exists with type '%s'; the type of a pool cannot be "
+                'changed (remove it first with state=absent)' % (self.name, current.get('type')),
+            )
+        uuid = X.findtext(current, 'uuid')
+        want_uuid = X.findtext(desired, 'uuid')
+        if want_uuid and want_uuid != uuid:
+            raise InvalidParameter(
+                'xml', "the <uuid> in xml differs from the existing storage pool '%s' (%s)" % (self.name, uuid)
+            )
+        desired = copy.deepcopy(desired)
+        if (
+            self.params.get('shared') is None
+            and S.shared_override(current) is not None
+            and S.shared_override(desired) is None
+            and (desired.find('source') is None or desired.find('source/vendor') is None)
+        ):
+            S.set_shared_marker(desired, S.shared_override(current))
+        plain_want, plain_have = copy.deepcopy(desired), copy.deepcopy(current)
+        for tree in (plain_want, plain_have):
+            source = tree.find('source')
+            if source is not None:
+                S.strip_marker(source)
+        diffs = X.differences(plain_want, plain_have, strict_children=set())
+        marker_changed = S.shared_override(desired) != S.shared_override(current)
+        if not diffs and not marker_changed:
+            return current, []
+        if not want_uuid:
+            desired.find('name').addnext(X.element('uuid', uuid))
+        changes = []
+        if diffs:
+            changes.append(S.Change('xml', 'definition differs at %s' % ', '.join(diffs[:5]), restart=True))
+        if marker_changed:
+            changes.append(S.Change('shared', 'shared -> %s' % _yaml_bool(S.is_shared(desired))))
+        return desired, changes
+
+    def _is_running(self):
+        return self.model['state'] not in ('inactive', 'absent')
+
+    # ------------------------------------------------------------------------------------
+    # run state
+    def _ensure_state(self, pool, state, restart):
+        running = self._is_running()
+        if state == 'active':
+            if not running:
+                self._start(pool)
+            elif restart:
+                self._restart(pool)
+        elif state == 'inactive':
+            if running:
+                self.result.change('%s stopped' % self.what)
+                self.model['state'] = 'inactive'
+                if not self.check_mode and not self.stopped:
+                    self.client.call(pool.destroy, what=self.what)
+        elif state == 'present' and running and restart:
+            self._restart(pool)
+
+    def _start(self, pool):
+        self.model['state'] = 'active'
+        if not self.check_mode and pool is not None:
+            self._activate(pool)
+        self.result.change('%s started' % self.what)
+
+    def _restart(self, pool):
+        self.result.change('%s restarted to apply the new definition' % self.what)
+        if self.check_mode:
+            return
+        if not self.stopped:
+            self.client.call(pool.destroy, what=self.what)
+        self._activate(pool)
+
+    def _activate(self, pool):
+        """Build when needed (never overwriting data unless build_overwrite) and start."""
+        lv = self.libvirt
+        build_error = None
+        built_already = False
+        ptype = X.parse(self.model['xml']).get('type')
+        kind = _SAFE_BUILD.get(ptype)
+        if self.params['build'] and kind is not None:
+            flags = lv.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if kind == 'no_overwrite' else 0
+            try:
+                pool.build(flags)
+                if kind == 'no_overwrite':
+                    self.result.change('%s built (%s)' % (self.what, _built_what(ptype)))
+            except lv.libvirtError as exc:
+                # already built (device holds data) or a driver that cannot build: starting decides
+                built_already = self.client.is_error(exc, 'VIR_ERR_STORAGE_POOL_BUILT')
+                build_error = str(exc).strip()
+        try:
+            pool.create(0)
+            return
+        except lv.libvirtError as exc:
+            start_error = exc
+        if built_already and self.params['build_overwrite']:
+            self.result.change('%s built, overwriting what the device held (build_overwrite)' % self.what)
+            self.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=self.what + ' build')
+            self.client.call(pool.create, 0, what=self.what + ' start')
+            return
+        err = translate(lv, start_error, what=self.what + ' start', uri=self.client.uri)
+        hint = ''
+        if build_error and built_already:
+            hint = (
+                '. Building it without overwriting failed: %s. Set build_overwrite: true to let libvirt '
+                'overwrite the device' % build_error
+            )
+        elif build_error:
+            hint = '. Building it failed: %s' % build_error
+        elif not self.params['build'] and kind is not None:
+            hint = '. It may need building: set build: true'
+        raise OperationFailed(err.msg + hint, **err.details)
+
+    def _ensure_autostart(self, pool, wanted):
+        if self.model['autostart'] == wanted:
+            return
+        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
+        self.model['autostart'] = wanted
+        if not self.check_mode and pool is not None:
+            self.client.call(pool.setAutostart, int(wanted), what=self.what + ' autostart')
+
+    # ------------------------------------------------------------------------------------
+    # volumes in use
+    def _refuse_if_in_use(self, pool, why):
+        users = guests_using(self.client, pool, self.name, X.parse(self.model['xml']))
+        if users:
+            raise OperationFailed(
+                '%s cannot be stopped to %s: its volumes are in use by running guests (%s). '
+                'Stop those guests (or detach the disks) first.' % (self.what, why, '; '.join(users)),
+                in_use_by=users,
+            )
+
+    # ------------------------------------------------------------------------------------
+    # absent
+    def _absent(self, pool):
+        if pool is None:
+            return
+        lv = self.libvirt
+        was_running = self._is_running()
+        delete = self.params['delete_storage']
+        if was_running:
+            self._refuse_if_in_use(pool, 'remove it')
+        started = False
+        volumes = []
+        if delete:
+            if not was_running and not self.check_mode:
+                # the volumes of an inactive pool are only visible while it runs
+                try:
+                    pool.create(0)
+                    started = True
+                except lv.libvirtError:
+                    started = False
+            if was_running or started:
+                volumes = self.client.call(pool.listAllVolumes, 0, what=self.what + ' volumes')
+            for vol in volumes:
+                self.result.change("volume '%s' deleted" % vol.name())
+        if was_running:
+            self.result.change('%s stopped' % self.what)
+        if delete:
+            self.result.change('%s storage deleted' % self.what)
+        self.result.change('%s undefined' % self.what)
+        if self.check_mode:
+            return
+        records = UploadRecords(self.client.uri)
+        for vol in volumes:
+            key = vol.key()
+            self.client.call(vol.delete, 0, what="volume '%s'" % vol.name())
+            records.forget(key)
+        if was_running or started:
+            self.client.call(pool.destroy, what=self.what)
+        if delete:
+            try:
+                pool.delete(0)
+            except lv.libvirtError as exc:
+                if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                    self.client.warn('%s: this pool type has no storage to delete beyond its volumes' % self.what)
+                else:
+                    raise translate(lv, exc, what=self.what + ' delete', uri=self.client.uri) from None
+        try:
+            if pool.isPersistent():
+                pool.undefine()
+        except lv.libvirtError as exc:
+            if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
+                raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+
+    # ------------------------------------------------------------------------------------
+    def _describe(self, pool):
+        model = self.model
+        root = X.parse(model['xml'])
+        info = S.summarize_pool(root)
+        result = dict(
+            name=self.name,
+            uuid=info['uuid'],
+            type=info['type'],
+            target=info['target'],
+            shared=info['shared'],
+            state=model['state'],
+            autostart=model['autostart'],
+            persistent=True,
+            capacity=None,
+            allocation=None,
+            available=None,
+            xml=model['xml'],
+        )
+        if pool is None:
+            return result
+        try:
+            state, capacity, allocation, available = pool.info()
+            xml = pool_xml(self.client, pool)
+            result.update(
+                uuid=pool.UUIDString(), persistent=bool(pool.isPersistent()), autostart=bool(pool.autostart())
+            )
+        except self.libvirt.libvirtError as exc:
+            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
+        if not self.check_mode:
+            result.update(state=POOL_STATES.get(state, 'inactive'), xml=xml, shared=S.is_shared(X.parse(xml)))
+        else:
+            result['autostart'] = model['autostart']
+        if result['state'] != 'inactive' and POOL_STATES.get(state) != 'inactive':
+            result.update(capacity=capacity, allocation=allocation, available=available)
+        return result
+
+
+def _yaml_bool(value):
+    return 'true' if value else 'false'
+
+
+def _built_what(ptype):
+    return {'fs': 'file system created', 'disk': 'partition table written', 'logical': 'volume group created'}.get(
+        ptype, 'storage prepared'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# storage_pool_info
+
+
+class PoolInfo:
+    def __init__(self, client):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.params = client.params
+
+    def run(self):
+        name = self.params.get('name')
+        if name is not None:
+            check_object_name('name', name)
+            pool = self.client.lookup('pool', name)
+            if pool is None:
+                raise ObjectNotFound("storage pool '%s' not found on %s" % (name, self.client.uri))
+            pools = [pool]
+        else:
+            pools = self.client.call('listAllStoragePools', 0, what='storage pools')
+        described = [self._describe(pool) for pool in pools]
+        described = [d for d in described if d is not None]
+        described.sort(key=lambda p: p['name'])
+        capabilities = self._capabilities()
+        supported = None if capabilities is None else sorted(t for t, c in capabilities.items() if c['supported'])
+        return dict(changed=False, pools=described, supported_types=supported, capabilities=capabilities)
+
+    def _describe(self, pool):
+        lv = self.libvirt
+        what = "storage pool '%s'" % pool.name()
+        try:
+            if self.params['refresh'] and pool.isActive():
+                try:
+                    pool.refresh(0)
+                except lv.libvirtError as exc:
+                    # a running upload/build holds the pool: report what libvirt knows
+                    if not self.client.is_error(exc, 'VIR_ERR_OPERATION_INVALID', 'VIR_ERR_INTERNAL_ERROR'):
+                        raise
+            state, capacity, allocation, available = pool.info()
+            xml = pool_xml(self.client, pool)
+            autostart = bool(pool.autostart())
+            persistent = bool(pool.isPersistent())
+            uuid = pool.UUIDString()
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
+                return None  # removed while we looked
+            raise translate(lv, exc, what=what, uri=self.client.uri) from None
+        info = S.summarize_pool(X.parse(xml))
+        info.update(
+            uuid=uuid,
+            state=POOL_STATES.get(state, 'inactive'),
+            autostart=autostart,
+            persistent=persistent,
+            capacity=capacity,
+            allocation=allocation,
+            available=available,
+        )
+        if self.params['include_xml']:
+            info['xml'] = xml
+        info['volumes'] = []
+        if info['state'] == 'active' and self.params['volumes']:
+            try:
+                vols = pool.listAllVolumes(0)
+            except lv.libvirtError as exc:
+                raise translate(lv, exc, what=what + ' volumes', uri=self.client.uri) from None
+            for vol in vols:
+                entry = describe_volume(self.client, vol)
+                if entry is not None:
+                    info['volumes'].append(entry)
+            info['volumes'].sort(key=lambda v: v['name'])
+        return info
+
+    def _capabilities(self):
+        lv = self.libvirt
+        try:
+            text = self.client.conn.getStoragePoolCapabilities(0)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                return None  # e.g. the test driver
+            raise translate(lv, exc, what='storage pool capabilities', uri=self.client.uri) from None
+        except AttributeError:
+            return None  # libvirt-python older than 5.2
+        caps = {}
+        for node in X.parse(text).findall('pool'):
+            entry = dict(
+                supported=node.get('supported') == 'yes',
+                volume_formats=[],
+                source_formats=[],
+                default_volume_format=None,
+                default_source_format=None,
+            )
+            for section, key in (('volOptions', 'volume'), ('poolOptions', 'source')):
+                opts = node.find(section)
+                if opts is None:
+                    continue
+                default = opts.find('defaultFormat')
+                if default is not None:
+                    entry['default_%s_format' % key] = default.get('type')
+                for enum in opts.findall('enum'):
+                    entry['%s_formats' % key] = [v.text for v in enum.findall('value')]
+            caps[node.get('type')] = entry
+        return caps

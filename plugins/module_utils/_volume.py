@@ -1,0 +1,1007 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Service layer of the ``volume`` module, plus the storage helpers ``_pool`` shares:
+the pool definition reader, the "which running guests use this" check, sparse stream upload and
+comparison, and the upload records.
+
+Upload records
+--------------
+libvirt keeps no metadata for volumes, so after uploading ``src``/``url`` into a volume the module
+writes a small JSON record on the managed host: ``<state dir>/volume-uploads/<hash>.json`` where
+the hash is taken over the connection's host name and the volume key. ``<state dir>`` is
+``$VIRTOPS_LIBVIRT_STATE_DIR`` when set, else ``/var/lib/virtops-libvirt`` for root, else
+``$XDG_STATE_HOME/virtops-libvirt`` (``~/.local/state/virtops-libvirt``). The record holds the
+sha256 of what was uploaded (and the url + checksum for downloads) and, for file volumes on a local
+connection, the file's device and inode. A later run uploads again only when the source's content
+differs from the record, so what a guest wrote to the volume since is never overwritten for an
+unchanged source. A record whose file identity no longer matches (the volume was deleted and
+created again outside this module) is ignored. Without a usable record (another host, lost state)
+the volume is compared byte for byte with the source through a sparse download; equal content is
+adopted (record written), different content is uploaded. Deleting a volume with this module (or its
+pool with ``delete_storage``) removes its record.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import struct
+import tempfile
+import time
+from http.client import HTTPException
+from urllib.parse import urlsplit
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    InvalidParameter,
+    LibvirtModuleError,
+    OperationFailed,
+    translate,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
+
+CHUNK = 1024 * 1024
+# _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
+_FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
+_ZERO_CHUNK = bytes(CHUNK)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def pool_xml(client, pool, inactive=True):
+    """The pool's persistent definition (drivers without the INACTIVE flag: the current one)."""
+    lv = client.libvirt
+    what = "storage pool '%s'" % pool.name()
+    if inactive:
+        try:
+            return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
+        except lv.libvirtError as exc:
+            if not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+                raise translate(lv, exc, what=what, uri=client.uri) from None
+    return client.call(pool.XMLDesc, 0, what=what)
+
+
+def describe_volume(client, vol):
+    """Plain dict of a volume, or None when it vanished meanwhile."""
+    lv = client.libvirt
+    try:
+        root = X.parse(vol.XMLDesc(0))
+        _vtype, capacity, allocation = vol.info()
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+            return None
+        raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=client.uri) from None
+    info = S.summarize_volume(root)
+    info.update(capacity=capacity, allocation=allocation)
+    return info
+
+
+def disk_users(client, pool, pool_name, pool_root, vol=None):
+    """The running guests' disks that use ``pool`` (or only ``vol`` of it): a list of dicts with
+    ``guest`` (name), ``dom``, ``target`` (guest device, e.g. vda) and ``source``.
+
+    A disk counts when its source (or any source of its backing chain) names the pool/volume, is
+    one of the pool's volume paths, or - for file pools - lies under the pool's directory.
+    """
+    lv = client.libvirt
+    if vol is not None:
+        names = {vol.name()}
+        paths = {vol.path()}
+        prefix = None
+    else:
+        names = None
+        paths = set()
+        try:
+            if pool.isActive():
+                paths = {v.path() for v in pool.listAllVolumes(0)}
+        except lv.libvirtError as exc:
+            raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
+        target = X.findtext(pool_root, 'target/path')
+        prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
+    users = []
+    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
+        try:
+            root = X.parse(dom.XMLDesc(0))
+        except lv.libvirtError:
+            continue  # stopped or removed while we looked: not using anything
+        for disk in root.findall('devices/disk'):
+            target = disk.find('target')
+            dev = target.get('dev') if target is not None else '?'
+            for source in disk.iter('source'):
+                path = source.get('file') or source.get('dev') or source.get('dir')
+                hit = (source.get('pool') == pool_name and (names is None or source.get('volume') in names)) or (
+                    path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
+                )
+                if hit:
+                    shown = path or '%s/%s' % (source.get('pool'), source.get('volume'))
+                    users.append(
+                        dict(guest=dom.name(), dom=dom, target=dev, source=shown, top=source.getparent() is disk)
+                    )
+                    break
+    return users
+
+
+def describe_users(users):
+    return ["guest '%s' disk %s (%s)" % (u['guest'], u['target'], u['source']) for u in users]
+
+
+def guests_using(client, pool, pool_name, pool_root, vol=None):
+    """Descriptions (one line each) of the running guests' disks that use the pool or volume."""
+    return describe_users(disk_users(client, pool, pool_name, pool_root, vol))
+
+
+def state_dir():
+    env = os.environ.get('VIRTOPS_LIBVIRT_STATE_DIR')
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return '/var/lib/virtops-libvirt'
+    base = os.environ.get('XDG_STATE_HOME') or os.path.join(os.path.expanduser('~'), '.local', 'state')
+    return os.path.join(base, 'virtops-libvirt')
+
+
+class UploadRecords:
+    """What was uploaded into which volume (see the module docstring)."""
+
+    def __init__(self, uri):
+        self.host = urlsplit(uri or '').hostname or ''
+        self.directory = os.path.join(state_dir(), 'volume-uploads')
+
+    def path(self, key):
+        digest = hashlib.sha256(('%s\n%s' % (self.host, key)).encode('utf-8')).hexdigest()[:40]
+        return os.path.join(self.directory, digest + '.json')
+
+    def identity(self, path):
+        """``[device, inode, generation]`` of a file volume on a local connection: it changes when the
+        volume is deleted and created again (outside this module), but not when a guest writes to it.
+        The inode generation (FS_IOC_GETVERSION) tells a reused inode number apart; it is None on file
+        systems without it."""
+        if self.host or not path:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOATIME', 0))
+        except OSError:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            try:
+                buf = fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8))
+                generation = struct.unpack('=I', buf[:4])[0]
+            except OSError:
+                generation = None
+            return [info.st_dev, info.st_ino, generation]
+        finally:
+            os.close(fd)
+
+    def load(self, key, path=None):
+        """The record of volume ``key``; None when there is none or it belongs to a volume that was
+        replaced since (different file identity)."""
+        try:
+            with open(self.path(key), encoding='utf-8') as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get('volume_key') != key:
+            return None
+        if record.get('identity') is not None and record['identity'] != self.identity(path):
+            return None
+        return record
+
+    def save(self, key, record, path=None):
+        record = dict(record, volume_key=key, host=self.host, identity=self.identity(path))
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
+            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+                json.dump(record, handle, indent=1, sort_keys=True)
+            os.replace(tmp, self.path(key))
+        except OSError as exc:
+            raise OperationFailed(
+                'cannot write the upload record under %s: %s (set VIRTOPS_LIBVIRT_STATE_DIR to a '
+                'writable directory)' % (self.directory, exc)
+            ) from None
+
+    def forget(self, key):
+        try:
+            os.unlink(self.path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OperationFailed('cannot remove the upload record %s: %s' % (self.path(key), exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# files and streams
+
+
+def file_size(fd):
+    """Size of a regular file or block device."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return end
+
+
+def file_digest(path, algorithm='sha256'):
+    hasher = hashlib.new(algorithm)
+    with open(path, 'rb') as handle:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def read_header(path, size=512):
+    with open(path, 'rb') as handle:
+        return handle.read(size)
+
+
+class _SparseReader:
+    """Callbacks for ``virStream.sparseSendAll``: data sections are read, holes (SEEK_DATA /
+    SEEK_HOLE) are sent as holes without reading them."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.size = file_size(fd)
+
+    def read(self, _stream, nbytes, _opaque):
+        return os.read(self.fd, nbytes)
+
+    def section(self, _stream, _opaque):
+        fd, end = self.fd, self.size
+        cur = os.lseek(fd, 0, os.SEEK_CUR)
+        if cur >= end:
+            return [True, 0]
+        try:
+            data = os.lseek(fd, cur, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                data = end  # only a hole remains
+            elif exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                return [True, end - cur]  # no hole information (block device, old fs): all data
+            else:
+                raise
+        if data > cur:
+            os.lseek(fd, cur, os.SEEK_SET)
+            return [False, min(data, end) - cur]
+        try:
+            hole = os.lseek(fd, cur, os.SEEK_HOLE)
+        except OSError:
+            hole = end
+        os.lseek(fd, cur, os.SEEK_SET)
+        return [True, min(hole, end) - cur]
+
+    def skip(self, _stream, length, _opaque):
+        os.lseek(self.fd, length, os.SEEK_CUR)
+        return 0
+
+
+def _abort(stream, libvirt):
+    try:
+        stream.abort()
+    except libvirt.libvirtError:
+        pass  # the stream is already closed by the error that brought us here
+
+
+def _open_stream(client, start, what, sparse_flag):
+    """``start(stream, flags)`` with the sparse flag, falling back to a plain stream when the
+    driver cannot do sparse streams. Returns (stream, sparse)."""
+    lv = client.libvirt
+    flag = getattr(lv, sparse_flag, 0)
+    stream = client.call('newStream', 0, what=what)
+    try:
+        start(stream, flag)
+        return stream, bool(flag)
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        if not flag or not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+            raise translate(lv, exc, what=what, uri=client.uri) from None
+    stream = client.call('newStream', 0, what=what)
+    try:
+        start(stream, 0)
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        raise translate(lv, exc, what=what, uri=client.uri) from None
+    return stream, False
+
+
+def upload_file(client, vol, path, what):
+    """Upload ``path`` into ``vol`` through libvirt's stream API, keeping holes as holes."""
+    lv = client.libvirt
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+    try:
+        reader = _SparseReader(fd)
+        stream, sparse = _open_stream(
+            client, lambda st, flags: vol.upload(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM'
+        )
+        try:
+            if sparse:
+                stream.sparseSendAll(reader.read, reader.section, reader.skip, None)
+            else:
+                stream.sendAll(reader.read, None)
+            stream.finish()
+        except lv.libvirtError as exc:
+            _abort(stream, lv)
+            raise translate(lv, exc, what=what, uri=client.uri) from None
+        except OSError as exc:
+            _abort(stream, lv)
+            raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
+    finally:
+        os.close(fd)
+
+
+def volume_equals_file(client, vol, path, what):
+    """True when the volume's content is the file's content (zero-extended): a sparse download
+    compared as it arrives, stopping at the first difference."""
+    lv = client.libvirt
+    stream, sparse = _open_stream(
+        client, lambda st, flags: vol.download(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM'
+    )
+    equal = True
+    try:
+        with open(path, 'rb') as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            offset = 0
+            while True:
+                got = stream.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE) if sparse else stream.recv(CHUNK)
+                if got == -3:
+                    length = stream.recvHole()
+                    if not _region_is_zero(handle, offset, length, size):
+                        equal = False
+                        break
+                    offset += length
+                    continue
+                if isinstance(got, int):
+                    raise OperationFailed('%s: unexpected stream state %r' % (what, got))
+                if not got:
+                    break
+                handle.seek(offset)
+                want = handle.read(len(got)) if offset < size else b''
+                if want != got[: len(want)] or (len(want) < len(got) and any(got[len(want) :])):
+                    equal = False
+                    break
+                offset += len(got)
+            if equal and offset < size:
+                equal = False  # the file is longer than the volume
+        if equal:
+            stream.finish()
+        else:
+            _abort(stream, lv)
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        raise translate(lv, exc, what=what, uri=client.uri) from None
+    except OSError as exc:
+        _abort(stream, lv)
+        raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
+    return equal
+
+
+def _region_is_zero(handle, offset, length, size):
+    end = min(offset + length, size)
+    handle.seek(offset)
+    pos = offset
+    while pos < end:
+        chunk = handle.read(min(CHUNK, end - pos))
+        if not chunk:
+            break
+        if chunk != _ZERO_CHUNK[: len(chunk)]:
+            return False
+        pos += len(chunk)
+    return True
+
+
+def download_url(url, directory, checksum, validate_certs, timeout):
+    """Fetch ``url`` into a sparse temp file; verify ``checksum`` ((algo, hex) or None).
+
+    Returns ``(path, sha256 hex, size)``; raises InvalidParameter naming url/checksum.
+    """
+    # imported here: only downloads need it, and it costs every other task start-up time
+    from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+    from ansible.module_utils.urls import SSLValidationError, open_url
+
+    try:
+        response = open_url(url, validate_certs=validate_certs, timeout=timeout, http_agent='virtops.libvirt')
+    except (OSError, HTTPException, UrlConnectionError, SSLValidationError, ValueError) as exc:
+        code = getattr(exc, 'code', None)
+        reason = ('HTTP %s %s' % (code, getattr(exc, 'reason', ''))).strip() if code else str(exc)
+        raise InvalidParameter('url', 'cannot download %s: %s' % (url, reason)) from None
+    sha = hashlib.sha256()
+    extra = hashlib.new(checksum[0]) if checksum and checksum[0] != 'sha256' else None
+    fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
+    total = 0
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, HTTPException) as exc:
+                    raise InvalidParameter(
+                        'url', 'download of %s broke off after %d bytes: %s' % (url, total, exc)
+                    ) from None
+                if not chunk:
+                    break
+                sha.update(chunk)
+                if extra is not None:
+                    extra.update(chunk)
+                if chunk == _ZERO_CHUNK[: len(chunk)]:
+                    out.seek(len(chunk), os.SEEK_CUR)  # keep zeros as a hole
+                else:
+                    out.write(chunk)
+                total += len(chunk)
+            out.truncate(total)
+    except (InvalidParameter, OSError) as exc:
+        os.unlink(path)
+        if isinstance(exc, OSError):
+            raise OperationFailed('cannot store the download of %s: %s' % (url, exc)) from None
+        raise
+    finally:
+        response.close()
+    if checksum:
+        got = (extra or sha).hexdigest()
+        if got != checksum[1]:
+            os.unlink(path)
+            raise InvalidParameter(
+                'checksum', 'mismatch for %s: %s is %s, expected %s' % (url, checksum[0], got, checksum[1])
+            )
+    return path, sha.hexdigest(), total
+
+
+# ---------------------------------------------------------------------------------------------
+# the volume module
+
+
+def _render(xml, content=None):
+    if xml is None:
+        return ''
+    head = '<!-- content: %s -->\n' % content if content else ''
+    return head + S.diff_xml(xml)
+
+
+class VolumeManager:
+    def __init__(self, client):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.params = client.params
+        self.name = self.params['name']
+        self.pool_name = self.params['pool']
+        self.check_mode = client.check_mode
+        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+        self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
+        self.records = UploadRecords(client.uri)
+        self.pool = None
+        self.pool_root = None
+        self.ptype = None
+        self._tempfiles = []
+
+    def run(self):
+        try:
+            return self._run()
+        finally:
+            for path in self._tempfiles:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def _run(self):
+        check_object_name('name', self.name)
+        check_object_name('pool', self.pool_name)
+        self.pool = self.client.lookup('pool', self.pool_name)
+        if self.pool is None:
+            raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.client.uri))
+        if not self.client.call(self.pool.isActive, what="storage pool '%s'" % self.pool_name):
+            raise OperationFailed(
+                "storage pool '%s' is not active: start it (virtops.libvirt.storage_pool "
+                'state=active) before managing its volumes' % self.pool_name
+            )
+        self.pool_root = X.parse(pool_xml(self.client, self.pool))
+        self.ptype = self.pool_root.get('type')
+        vol = self._lookup()
+        before_xml = self.client.call(vol.XMLDesc, 0, what=self.what) if vol is not None else None
+        if self.params['state'] == 'absent':
+            record = self.records.load(vol.key(), vol.path()) if vol is not None else None
+            self.result.set_diff(
+                _render(before_xml, record and 'sha256:%s' % record.get('sha256')), '', self.what, 'volume absent'
+            )
+            self._absent(vol)
+            return self.result.build(volume=dict(name=self.name, pool=self.pool_name, state='absent'))
+        plan = self._plan(vol)
+        if vol is None:
+            vol, after_xml = self._create(plan)
+        else:
+            after_xml = self._update(vol, plan)
+        if vol is not None and not self.check_mode:
+            after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
+        content = 'sha256:%s' % plan['content']['sha256'] if plan.get('content') else None
+        before_content = plan.get('before_content')
+        self.result.set_diff(
+            _render(before_xml, before_content),
+            _render(after_xml, content),
+            self.what if before_xml else 'volume absent',
+            self.what + ' (wanted)',
+        )
+        return self.result.build(volume=self._describe(vol, after_xml))
+
+    # ------------------------------------------------------------------------------------
+    def _lookup(self, pool=None, name=None, refresh=True):
+        lv = self.libvirt
+        pool = pool or self.pool
+        name = name or self.name
+        for attempt in (0, 1):
+            try:
+                return pool.storageVolLookupByName(name)
+            except lv.libvirtError as exc:
+                if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                    raise translate(lv, exc, what="volume '%s'" % name, uri=self.client.uri) from None
+            if attempt or not refresh:
+                return None
+            try:
+                pool.refresh(0)  # a volume created outside libvirt shows up only after a refresh
+            except lv.libvirtError:
+                return None
+        return None
+
+    def _vol_summary(self, vol):
+        root = X.parse(self.client.call(vol.XMLDesc, 0, what="volume '%s'" % vol.name()))
+        return S.summarize_volume(root)
+
+    def _pool_formats(self):
+        """Volume formats libvirt accepts for this pool type, or None when it cannot say."""
+        lv = self.libvirt
+        try:
+            text = self.client.conn.getStoragePoolCapabilities(0)
+        except (lv.libvirtError, AttributeError):
+            return None
+        for node in X.parse(text).findall('pool'):
+            if node.get('type') == self.ptype:
+                values = [v.text for v in node.findall("volOptions/enum[@name='targetFormatType']/value")]
+                return values or None
+        return None
+
+    # ------------------------------------------------------------------------------------
+    # plan: validate everything and resolve the sources before touching anything
+    def _plan(self, vol):
+        params = self.params
+        file_pool = self.ptype in S.FILE_POOL_TYPES
+        plan = dict(
+            capacity=S.size_bytes('capacity', params.get('capacity')),
+            allocation=S.size_bytes('allocation', params.get('allocation')),
+            format=params.get('format'),
+            permissions=S.normalize_permissions('permissions', params.get('permissions')),
+            backing=None,
+            clone=None,
+            content=None,
+        )
+        if plan['capacity'] is not None and plan['capacity'] == 0 and not params.get('backing'):
+            raise InvalidParameter('capacity', 'must be larger than 0')
+        if plan['format']:
+            formats = self._pool_formats()
+            if formats is not None and plan['format'] not in formats:
+                raise InvalidParameter(
+                    'format',
+                    '%r is not a volume format of %s pools; choose from: %s'
+                    % (plan['format'], self.ptype, ', '.join(formats)),
+                )
+        if params.get('backing'):
+            plan['backing'] = self._resolve_backing(params['backing'])
+            fmt = plan['format'] or 'qcow2'
+            if fmt not in S.BACKING_CAPABLE:
+                raise InvalidParameter('format', '%r volumes cannot have a backing volume; use qcow2' % fmt)
+            plan['format'] = fmt
+            bcap = plan['backing'].get('capacity')
+            if plan['capacity'] is not None and bcap and plan['capacity'] < bcap:
+                raise InvalidParameter(
+                    'capacity',
+                    '%s is smaller than the backing volume (%s); an overlay must be '
+                    'at least as large' % (human(plan['capacity']), human(bcap)),
+                )
+        if params.get('clone_from'):
+            plan['clone'] = self._resolve_clone(params['clone_from'])
+            ccap = plan['clone']['capacity']
+            if plan['capacity'] is not None and plan['capacity'] < ccap:
+                raise InvalidParameter(
+                    'capacity',
+                    '%s is smaller than the volume cloned from (%s)' % (human(plan['capacity']), human(ccap)),
+                )
+            if not plan['format'] and file_pool:
+                plan['format'] = plan['clone']['format']
+        if params.get('src') or params.get('url'):
+            plan['content'] = self._resolve_content(vol, plan)
+        if vol is None:
+            if plan['capacity'] is None and not (plan['backing'] or plan['clone'] or plan['content']):
+                raise InvalidParameter(
+                    'capacity', 'is required to create %s (or give backing, clone_from, src or url)' % self.what
+                )
+            if not plan['format'] and file_pool:
+                plan['format'] = 'qcow2'
+        return plan
+
+    def _resolve_backing(self, backing):
+        lv = self.libvirt
+        bpool, bname, bpath = backing.get('pool'), backing.get('name'), backing.get('path')
+        if bpath and (bpool or bname):
+            raise InvalidParameter('backing', 'give either pool+name or path, not both')
+        if not bpath and not (bpool and bname):
+            raise InvalidParameter('backing', 'needs pool and name (a volume) or path')
+        vol = None
+        if bpath:
+            if not bpath.startswith('/'):
+                raise InvalidParameter('backing.path', 'must be an absolute path, got %r' % bpath)
+            try:
+                vol = self.client.conn.storageVolLookupByPath(bpath)
+            except lv.libvirtError:
+                vol = None
+            if vol is None and not os.path.exists(bpath):
+                raise InvalidParameter(
+                    'backing.path', '%s is neither a storage volume nor a file on the managed host' % bpath
+                )
+        else:
+            check_object_name('backing.pool', bpool)
+            check_object_name('backing.name', bname)
+            pool = self.client.lookup('pool', bpool)
+            if pool is None:
+                raise InvalidParameter('backing.pool', "storage pool '%s' does not exist" % bpool)
+            vol = self._lookup(pool, bname)
+            if vol is None:
+                raise InvalidParameter('backing.name', "volume '%s' not found in storage pool '%s'" % (bname, bpool))
+        info = describe_volume(self.client, vol) if vol is not None else None
+        fmt = backing.get('format') or (info and info['format'])
+        if fmt == 'iso':
+            fmt = 'raw'  # libvirt reports ISO images as 'iso'; qemu reads them as raw
+        if not fmt:
+            raise InvalidParameter(
+                'backing.format', 'the format of %s is unknown: give it (raw, qcow2, ...)' % (bpath or bname)
+            )
+        return dict(path=info['path'] if info else bpath, format=fmt, capacity=info['capacity'] if info else None)
+
+    def _resolve_clone(self, clone):
+        check_object_name('clone_from.pool', clone.get('pool') or '')
+        check_object_name('clone_from.name', clone.get('name') or '')
+        pool = self.client.lookup('pool', clone['pool'])
+        if pool is None:
+            raise InvalidParameter('clone_from.pool', "storage pool '%s' does not exist" % clone['pool'])
+        vol = self._lookup(pool, clone['name'])
+        if vol is None:
+            raise InvalidParameter(
+                'clone_from.name', "volume '%s' not found in storage pool '%s'" % (clone['name'], clone['pool'])
+            )
+        info = describe_volume(self.client, vol)
+        return dict(vol=vol, capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
+
+    def _resolve_content(self, vol, plan):
+        """Where the content comes from, its sha256, and whether it must be uploaded."""
+        params = self.params
+        file_pool = self.ptype in S.FILE_POOL_TYPES
+        record = self.records.load(vol.key(), vol.path()) if vol is not None else None
+        if record:
+            plan['before_content'] = 'sha256:%s' % record.get('sha256')
+        if params.get('url'):
+            checksum = S.parse_checksum(params.get('checksum'))
+            label = params['url']
+            if (
+                record
+                and checksum
+                and record.get('url') == params['url']
+                and record.get('checksum') == '%s:%s' % checksum
+            ):
+                return dict(label=label, path=None, sha256=record.get('sha256'), upload=False, record=None)
+            path, digest, _size = download_url(
+                params['url'], self.client.module.tmpdir, checksum, params['validate_certs'], params['url_timeout']
+            )
+            self._tempfiles.append(path)
+            extra = dict(url=params['url'], checksum='%s:%s' % checksum if checksum else None)
+        else:
+            path = params['src']
+            label = path
+            if not os.path.exists(path):
+                raise InvalidParameter('src', 'no such file on the managed host: %s' % path)
+            if os.path.isdir(path):
+                raise InvalidParameter('src', '%s is a directory, not an image file' % path)
+            try:
+                digest = file_digest(path)
+            except OSError as exc:
+                raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+            extra = dict(src=path)
+        header = read_header(path)
+        detected, virtual_size, has_backing = S.probe_image(header)
+        if has_backing:
+            raise InvalidParameter(
+                'url' if params.get('url') else 'src',
+                '%s is a qcow2 image that references a backing file; flatten it first '
+                '(qemu-img convert) or upload the backing image as its own volume' % label,
+            )
+        fmt = plan['format'] or (vol is not None and self._vol_summary(vol)['format']) or None
+        if file_pool:
+            if fmt and fmt != detected and (detected == 'qcow2' or fmt == 'qcow2'):
+                raise InvalidParameter('format', '%s holds a %s image but format is %s' % (label, detected, fmt))
+            if not plan['format'] and vol is None:
+                plan['format'] = detected
+        with open(path, 'rb') as handle:
+            size = handle.seek(0, os.SEEK_END)
+        content_capacity = virtual_size if detected == 'qcow2' and file_pool else size
+        if plan['capacity'] is not None and plan['capacity'] < content_capacity:
+            raise InvalidParameter(
+                'capacity',
+                '%s is smaller than the image to upload (%s)' % (human(plan['capacity']), human(content_capacity)),
+            )
+        content = dict(
+            label=label,
+            path=path,
+            sha256=digest,
+            size=size,
+            capacity=content_capacity,
+            record=dict(extra, sha256=digest, size=size),
+            upload=True,
+        )
+        if vol is not None:
+            if record and record.get('sha256') == digest:
+                content['upload'] = False
+                if params.get('url') and (record.get('url'), record.get('checksum')) != (
+                    extra.get('url'),
+                    extra.get('checksum'),
+                ):
+                    content['refresh_record'] = True
+            elif not record:
+                # no record of an upload: adopt the volume when it already holds this content
+                if volume_equals_file(self.client, vol, path, self.what + ' compare'):
+                    content['upload'] = False
+                    content['refresh_record'] = True
+        return content
+
+    # ------------------------------------------------------------------------------------
+    def _create(self, plan):
+        file_pool = self.ptype in S.FILE_POOL_TYPES
+        content = plan['content']
+        capacity = plan['capacity']
+        if content:
+            create_capacity = content['capacity']
+        elif plan['clone']:
+            create_capacity = plan['clone']['capacity']
+        elif plan['backing'] and capacity is None:
+            create_capacity = plan['backing']['capacity'] or 0
+        else:
+            create_capacity = capacity
+        allocation = plan['allocation']
+        if allocation is None:
+            allocation = 0 if file_pool else create_capacity
+        spec = dict(
+            name=self.name,
+            capacity=create_capacity,
+            allocation=allocation,
+            format=plan['format'],
+            permissions=plan['permissions'],
+            backing=plan['backing'],
+        )
+        tree = S.build_volume(spec)
+        xml = X.tostring(tree)
+        how = ''
+        if plan['clone']:
+            how = " as a clone of '%s/%s'" % (plan['clone']['pool'], plan['clone']['name'])
+        elif plan['backing']:
+            how = ' as an overlay of %s' % plan['backing']['path']
+        self.result.change('%s created%s' % (self.what, how))
+        if content:
+            self.result.change('%s uploaded from %s' % (self.what, content['label']))
+        resize = (
+            capacity is not None
+            and capacity > create_capacity
+            and not S.capacity_matches(capacity, create_capacity, self.ptype)
+        )
+        if resize:
+            self.result.change('%s resized to %s' % (self.what, human(capacity)))
+        if self.check_mode:
+            predicted = X.parse(xml)
+            size = capacity if resize else create_capacity
+            if plan['format'] == 'qcow2':
+                size = -(-size // 512) * 512  # qemu-img rounds qcow2 sizes up to whole sectors
+            predicted.find('capacity').text = str(size)
+            return None, X.tostring(predicted)
+        what = self.what
+        if plan['clone']:
+            vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
+        else:
+            vol = self.client.call(self.pool.createXML, xml, 0, what=what)
+        try:
+            if content:
+                upload_file(self.client, vol, content['path'], what + ' upload')
+                self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+            if resize:
+                self.client.call(vol.resize, capacity, 0, what=what + ' resize')
+        except LibvirtModuleError:
+            self._delete_quietly(vol)
+            raise
+        return vol, None
+
+    def _delete_quietly(self, vol):
+        """Remove a volume this run created when a later step failed: no half-made volume stays."""
+        lv = self.libvirt
+        try:
+            key = vol.key()
+            vol.delete(0)
+            self.records.forget(key)
+        except (lv.libvirtError, LibvirtModuleError) as exc:
+            self.client.warn('%s: could not remove the partly created volume: %s' % (self.what, exc))
+
+    def _update(self, vol, plan):
+        lv = self.libvirt
+        current = describe_volume(self.client, vol)
+        before_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
+        predicted = X.parse(before_xml)
+        want_fmt = plan['format'] if self.params.get('format') else None
+        if (
+            want_fmt
+            and current['format'] not in (want_fmt, None)
+            and not (want_fmt == 'raw' and current['format'] == 'iso')
+        ):
+            raise InvalidParameter(
+                'format',
+                '%s exists with format %s; the format of an existing volume cannot be '
+                'changed (convert it, or remove it first)' % (self.what, current['format']),
+            )
+        if plan['backing']:
+            have = (current.get('backing') or {}).get('path')
+            if have != plan['backing']['path']:
+                raise InvalidParameter(
+                    'backing',
+                    '%s exists with backing %s, not %s; the backing of an existing '
+                    'volume cannot be changed' % (self.what, have, plan['backing']['path']),
+                )
+        if plan['permissions']:
+            have = current.get('permissions') or {}
+            diff = [k for k, v in plan['permissions'].items() if v is not None and have.get(k) != v]
+            if diff:
+                self.client.warn(
+                    '%s: permissions (%s) differ, but libvirt can only set them when it creates a '
+                    'volume; left unchanged' % (self.what, ', '.join(diff))
+                )
+        capacity_now = current['capacity']
+        content = plan['content']
+        if content and content['upload']:
+            users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+            if users:
+                raise OperationFailed(
+                    '%s: its content source changed, but it is in use by running guests (%s); '
+                    'stop them first' % (self.what, '; '.join(users)),
+                    in_use_by=users,
+                )
+            self.result.change('%s content replaced from %s' % (self.what, content['label']))
+            capacity_now = content['capacity']
+        capacity = plan['capacity']
+        resize_flags = None
+        live = None
+        if capacity is not None and not S.capacity_matches(capacity, capacity_now, self.ptype):
+            if capacity > capacity_now:
+                resize_flags = 0
+                live = self._live_resizer(vol)
+                how = " (live, through guest '%s' disk %s)" % (live['guest'], live['target']) if live else ''
+                self.result.change('%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how))
+            elif not self.params['allow_shrink']:
+                raise InvalidParameter(
+                    'capacity',
+                    '%s is smaller than the current capacity of %s (%s); set '
+                    'allow_shrink: true to shrink it (data past the new end is lost)'
+                    % (human(capacity), self.what, human(capacity_now)),
+                )
+            else:
+                users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+                if users:
+                    raise OperationFailed(
+                        '%s cannot be shrunk while running guests use it (%s)' % (self.what, '; '.join(users)),
+                        in_use_by=users,
+                    )
+                resize_flags = lv.VIR_STORAGE_VOL_RESIZE_SHRINK
+                self.result.change('%s shrunk from %s to %s' % (self.what, human(capacity_now), human(capacity)))
+            predicted.find('capacity').text = str(capacity)
+            predicted.find('capacity').set('unit', 'bytes')
+        if self.check_mode:
+            return X.tostring(predicted)
+        if content and content['upload']:
+            upload_file(self.client, vol, content['path'], self.what + ' upload')
+            self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+        elif content and content.get('refresh_record'):
+            self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+        if resize_flags is not None and live is not None:
+            self.client.call(
+                live['dom'].blockResize,
+                live['target'],
+                capacity,
+                lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+                what="%s resize through guest '%s'" % (self.what, live['guest']),
+            )
+        elif resize_flags is not None:
+            self.client.call(vol.resize, capacity, resize_flags, what=self.what + ' resize')
+        return None
+
+    def _live_resizer(self, vol):
+        """The running guest disk to grow a volume through (QEMU holds the image), or None."""
+        users = disk_users(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        if not users:
+            return None
+        if len(users) > 1 or not users[0]['top']:
+            raise OperationFailed(
+                '%s cannot be grown while %s use it%s'
+                % (self.what, '; '.join(describe_users(users)), '' if len(users) > 1 else ' as a backing image'),
+                in_use_by=describe_users(users),
+            )
+        return users[0]
+
+    # ------------------------------------------------------------------------------------
+    def _absent(self, vol):
+        if vol is None:
+            return
+        lv = self.libvirt
+        users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        if users:
+            raise OperationFailed(
+                '%s is in use by running guests (%s); stop them or detach the disk first'
+                % (self.what, '; '.join(users)),
+                in_use_by=users,
+            )
+        wipe = self.params.get('wipe')
+        if wipe:
+            self.result.change('%s wiped (%s)' % (self.what, wipe))
+        self.result.change('%s deleted' % self.what)
+        if self.check_mode:
+            return
+        key = vol.key()
+        if wipe:
+            algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
+            self.client.call(vol.wipePattern, algorithm, 0, what=self.what + ' wipe')
+        try:
+            self.client.call(vol.delete, 0, what=self.what)
+        except OperationFailed as exc:
+            raise OperationFailed(exc.msg + self._partition_hint(), **exc.details) from None
+        self.records.forget(key)
+
+    def _partition_hint(self):
+        """libvirt finds a partition's number by cutting the pool device's name off the partition's
+        name, which fails for devices whose names end in a digit (loop0p1, nvme0n1p1)."""
+        if self.ptype != 'disk':
+            return ''
+        device = self.pool_root.find('source/device')
+        path = device.get('path') if device is not None else ''
+        if not path or not path[-1].isdigit():
+            return ''
+        return (
+            ". libvirt cannot delete partitions of devices whose names end in a digit: point the pool's "
+            'source device at a symlink named like the partitions without their number (for example '
+            '/dev/disk/pools/%sp -> %s)' % (os.path.basename(path), path)
+        )
+
+    # ------------------------------------------------------------------------------------
+    def _describe(self, vol, predicted_xml):
+        if vol is None:
+            info = S.summarize_volume(X.parse(predicted_xml))
+            info.update(key=None, path=None)
+        else:
+            info = describe_volume(self.client, vol)
+            if self.check_mode and predicted_xml:
+                info['capacity'] = S.summarize_volume(X.parse(predicted_xml))['capacity']
+        info['pool'] = self.pool_name
+        info.pop('permissions', None)
+        return info
+
+
+def _now():
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())

@@ -1,0 +1,355 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: volume
+short_description: Manage libvirt storage volumes - create, overlay, clone, upload, resize, wipe, delete
+version_added: 0.1.0
+description:
+  - Creates and deletes volumes in a libvirt storage pool. A volume can be empty, a copy-on-write overlay of a
+    backing volume (O(backing)), a clone of another volume (O(clone_from)), or filled from an image file on the
+    managed host (O(src)) or from a URL (O(url)).
+  - Uploads go through libvirt's stream API and keep holes as holes (sparse streams), so they also work on
+    remote connections and block-based pools.
+  - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when the
+    content of O(src)/O(url) differs from what was uploaded before. The module records each upload (the
+    sha256 of the data) in a small JSON file on the managed host, in C(/var/lib/virtops-libvirt/volume-uploads/)
+    (set E(VIRTOPS_LIBVIRT_STATE_DIR) to move it). libvirt keeps no metadata for volumes. A volume without a
+    record (or one deleted and created again outside this module) is compared byte for byte with the source
+    and adopted when equal.
+  - Growing O(capacity) resizes the volume. Shrinking needs O(allow_shrink=true).
+  - A volume that this module creates is deleted again when a later step of the same task (upload, resize)
+    fails, so no half-made volume stays behind.
+author:
+  - virtops.libvirt maintainers (@virtops)
+extends_documentation_fragment:
+  - virtops.libvirt.connection
+  - virtops.libvirt.connection.ACTIONGROUP
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target. To predict
+      an upload it reads O(src) (or downloads O(url) to a temporary file) and compares.
+    support: full
+  diff_mode:
+    description: Returns the volume XML before and after; uploads show the content's sha256 as a first comment line.
+    support: full
+  idempotent:
+    description: Running the same task twice changes nothing the second time.
+    support: full
+options:
+  pool:
+    description: Storage pool of the volume. Must exist and be active.
+    type: str
+    required: true
+    version_added: 0.1.0
+  name:
+    description:
+      - Volume name (the file name in file-based pools).
+      - In V(disk) pools libvirt names partitions after the device, for example V(sdb1) or V(loop0p1).
+    type: str
+    required: true
+    version_added: 0.1.0
+  state:
+    description: V(present) creates the volume (or updates its size or content); V(absent) deletes it.
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.1.0
+  capacity:
+    description:
+      - Size the guest sees. A size with unit (V(10GiB), V(512MiB), V(1G)) or an integer in bytes.
+      - Required to create a volume without O(backing), O(clone_from), O(src) or O(url). For those the default is
+        the size of the backing volume, of the cloned volume or of the image, and a smaller value is an error.
+      - A larger value than the current one grows the volume. A smaller one needs O(allow_shrink=true).
+        Values within the storage's rounding (512 bytes, partition alignment, LVM extents) count as equal.
+    type: raw
+    version_added: 0.1.0
+  allocation:
+    description:
+      - Space to allocate up front when the volume is created (V(0) gives a sparse, thin volume). Default is
+        V(0) in file-based pools and the full capacity in V(disk) and V(logical) pools.
+    type: raw
+    version_added: 0.1.0
+  format:
+    description:
+      - Volume format, for example V(qcow2), V(raw), V(vmdk) in file-based pools, or a partition type
+        (V(linux), V(none), ...) in V(disk) pools. Checked against the pool's capabilities.
+      - Default for a new volume in a file-based pool is V(qcow2). With O(src) or O(url) it is the image's
+        format (V(qcow2) when the image is one, else V(raw)). With O(clone_from) it is the source's format.
+      - Cannot be changed on an existing volume.
+    type: str
+    version_added: 0.1.0
+  backing:
+    description:
+      - Create the volume as a copy-on-write overlay of this backing volume (volume format qcow2).
+      - Either O(backing.pool) + O(backing.name), or O(backing.path).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      pool:
+        description: Pool of the backing volume.
+        type: str
+      name:
+        description: Name of the backing volume.
+        type: str
+      path:
+        description: Path of the backing image on the managed host.
+        type: str
+      format:
+        description: Format of the backing image. Default is the backing volume's format.
+        type: str
+  clone_from:
+    description: Create the volume as a full copy of another volume (applies only when the volume is created).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      pool:
+        description: Pool of the volume to copy.
+        type: str
+        required: true
+      name:
+        description: Name of the volume to copy.
+        type: str
+        required: true
+  src:
+    description:
+      - Image file on the managed host to upload into the volume. qcow2 images with a backing file are refused.
+    type: path
+    version_added: 0.1.0
+  url:
+    description:
+      - URL of an image to download on the managed host and upload into the volume.
+      - With O(checksum), a volume whose recorded upload has the same URL and checksum is not downloaded again.
+    type: str
+    version_added: 0.1.0
+  checksum:
+    description:
+      - Expected checksum of the download, C(<algorithm>:<hex digest>), for example
+        V(sha256:9f86d081884c7d65...). Algorithms md5, sha1, sha224, sha256, sha384, sha512. A mismatch fails
+        the task before anything changes.
+    type: str
+    version_added: 0.1.0
+  validate_certs:
+    description: Verify TLS certificates of O(url).
+    type: bool
+    default: true
+    version_added: 0.1.0
+  url_timeout:
+    description: Seconds to wait for the O(url) server.
+    type: int
+    default: 30
+    version_added: 0.1.0
+  permissions:
+    description:
+      - Owner, group, mode and label of a new volume. libvirt can set them only when it creates the volume; a
+        difference on an existing volume gives a warning.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      mode:
+        description: Octal mode. Quote it (V("0600")).
+        type: raw
+      owner:
+        description: User id.
+        type: raw
+      group:
+        description: Group id.
+        type: raw
+      label:
+        description: MAC security label.
+        type: str
+  wipe:
+    description:
+      - With O(state=absent), overwrite the volume's data with this algorithm before deleting it.
+    type: str
+    choices: [zero, nnsa, dod, bsi, gutmann, schneier, pfitzner7, pfitzner33, random, trim]
+    version_added: 0.1.0
+  allow_shrink:
+    description: Allow O(capacity) to shrink an existing volume. Data past the new end is lost.
+    type: bool
+    default: false
+    version_added: 0.1.0
+notes:
+  - A volume used by a running guest is not deleted, shrunk or given new content; the task fails and names the guests.
+seealso:
+  - module: virtops.libvirt.storage_pool
+  - module: virtops.libvirt.storage_pool_info
+  - name: libvirt storage volume XML format
+    description: Reference of the volume XML this module produces.
+    link: https://libvirt.org/formatstorage.html#storage-volume-xml
+"""
+
+EXAMPLES = r"""
+- name: An empty 10 GiB thin qcow2 disk
+  virtops.libvirt.volume:
+    pool: images
+    name: web1.qcow2
+    capacity: 10GiB
+
+- name: A raw volume, fully allocated
+  virtops.libvirt.volume:
+    pool: images
+    name: db1.raw
+    format: raw
+    capacity: 64MiB
+    allocation: 64MiB
+
+- name: Upload a base image from the managed host (sparse; uploaded again only when the file changes)
+  virtops.libvirt.volume:
+    pool: images
+    name: base.raw
+    src: /var/tmp/base.raw
+
+- name: Download an image, verify it and upload it
+  virtops.libvirt.volume:
+    pool: images
+    name: cloud.qcow2
+    url: https://images.example.com/cloud.qcow2
+    checksum: sha256:5f1d2e3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e
+    capacity: 20GiB
+
+- name: A copy-on-write overlay of the base image for one guest
+  virtops.libvirt.volume:
+    pool: images
+    name: web2.qcow2
+    backing:
+      pool: images
+      name: base.raw
+
+- name: A full copy of a volume
+  virtops.libvirt.volume:
+    pool: images
+    name: web3.raw
+    clone_from:
+      pool: images
+      name: base.raw
+
+- name: Grow a volume
+  virtops.libvirt.volume:
+    pool: images
+    name: web1.qcow2
+    capacity: 20GiB
+
+- name: Zero a volume's data, then delete it
+  virtops.libvirt.volume:
+    pool: images
+    name: db1.raw
+    state: absent
+    wipe: zero
+"""
+
+RETURN = r"""
+volume:
+  description: The volume after the task (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Volume name.
+      type: str
+      sample: web1.qcow2
+    pool:
+      description: Pool name.
+      type: str
+    key:
+      description: libvirt's unique key of the volume (null in check mode for a volume not yet created).
+      type: str
+    path:
+      description: Path of the volume on the host (null in check mode for a volume not yet created).
+      type: str
+      sample: /var/lib/libvirt/pools/images/web1.qcow2
+    type:
+      description: Volume type (V(file), V(block), ...).
+      type: str
+    format:
+      description: Volume format.
+      type: str
+      sample: qcow2
+    capacity:
+      description: Size in bytes.
+      type: int
+    allocation:
+      description: Bytes allocated on the host.
+      type: int
+    backing:
+      description: Backing image (path and format), or null.
+      type: dict
+    state:
+      description: V(absent) after O(state=absent).
+      type: str
+      returned: when O(state=absent)
+actions:
+  description: What was changed (or would be, in check mode), one line each.
+  returned: always
+  type: list
+  elements: str
+in_use_by:
+  description: Running guests' disks that kept the volume from being changed or deleted.
+  returned: when the module failed because the volume is in use
+  type: list
+  elements: str
+"""
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import WIPE_ALGORITHMS
+from ansible_collections.virtops.libvirt.plugins.module_utils._volume import VolumeManager
+
+SPEC = ArgumentSpec(
+    dict(
+        pool=dict(type='str', required=True),
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        capacity=dict(type='raw'),
+        allocation=dict(type='raw'),
+        format=dict(type='str'),
+        backing=dict(
+            type='dict',
+            options=dict(
+                pool=dict(type='str'),
+                name=dict(type='str'),
+                path=dict(type='str'),
+                format=dict(type='str'),
+            ),
+        ),
+        clone_from=dict(
+            type='dict',
+            options=dict(
+                pool=dict(type='str', required=True),
+                name=dict(type='str', required=True),
+            ),
+        ),
+        src=dict(type='path'),
+        url=dict(type='str'),
+        checksum=dict(type='str'),
+        validate_certs=dict(type='bool', default=True),
+        url_timeout=dict(type='int', default=30),
+        permissions=dict(
+            type='dict',
+            options=dict(
+                mode=dict(type='raw'),
+                owner=dict(type='raw'),
+                group=dict(type='raw'),
+                label=dict(type='str'),
+            ),
+        ),
+        wipe=dict(type='str', choices=list(WIPE_ALGORITHMS)),
+        allow_shrink=dict(type='bool', default=False),
+    ),
+    mutually_exclusive=[('backing', 'clone_from', 'src', 'url')],
+    required_by={'checksum': 'url'},
+)
+
+
+def main():
+    run_module(SPEC, VolumeManager)
+
+
+if __name__ == '__main__':
+    main()
