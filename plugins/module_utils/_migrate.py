@@ -29,20 +29,15 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     TimeoutExpired,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import state_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._pool import SHARED_MARKER, pool_is_shared
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
-# Pool types whose storage every host of a cluster reaches at the same place by design.
+# Pool types whose storage every host of a cluster reaches at the same place (for messages; the
+# decision itself is _pool.pool_is_shared, shared with the storage_pool module).
 SHARED_POOL_TYPES = frozenset(
     ('netfs', 'iscsi', 'iscsi-direct', 'scsi', 'rbd', 'gluster', 'mpath', 'sheepdog', 'vstorage')
 )
-# Pool types a user may declare shared (a cluster file system, an NFS mount made outside libvirt)
-# by putting SHARED_MARKER in the pool's target directory.
-MARKABLE_POOL_TYPES = frozenset(('dir', 'fs'))
-SHARED_MARKER = '.virtops-shared'
-# The override the storage_pool module stores in a pool's definition:
-# <source><vendor name='virtops.libvirt'/><product name='shared|local'/></source>
-OVERRIDE_VENDOR = 'virtops.libvirt'
 
 # Completed-job statistics reported in the result (libvirt's own key names and units).
 STAT_KEYS = (
@@ -251,56 +246,6 @@ def fc_adapter(pool_root):
 
 # ---------------------------------------------------------------------------------------------
 # Shared storage
-
-
-def shared_override(pool_root):
-    """True/False when the pool definition carries the storage_pool module's override, else None."""
-    vendor, product = pool_root.find('source/vendor'), pool_root.find('source/product')
-    if vendor is None or product is None or vendor.get('name') != OVERRIDE_VENDOR:
-        return None
-    return {'shared': True, 'local': False}.get(product.get('name'))
-
-
-def pool_is_shared(client, pool):
-    """True when every host of a cluster reaches ``pool``'s storage at the same place.
-
-    In this order: the override the storage_pool module stores in the pool definition
-    (:func:`shared_override`) wins; a pool of a networked or SAN type (:data:`SHARED_POOL_TYPES`)
-    is shared; a ``dir``/``fs`` pool is shared when its target directory holds a file named
-    :data:`SHARED_MARKER` (the convention for a cluster file system or an NFS mount made outside
-    libvirt). The marker is found through libvirt (a file of the pool is one of its volumes; the
-    pool is refreshed once when it is missing), so this works over remote URIs too. Every other
-    pool is local.
-    """
-    lv = client.libvirt
-    try:
-        root = X.parse(pool.XMLDesc(0))
-    except lv.libvirtError as exc:
-        raise errors.translate(lv, exc, what="storage pool '%s'" % pool.name()) from None
-    override = shared_override(root)
-    if override is not None:
-        return override
-    kind = root.get('type')
-    if kind in SHARED_POOL_TYPES:
-        return True
-    if kind not in MARKABLE_POOL_TYPES:
-        return False
-    try:
-        if not pool.isActive():
-            return False
-        try:
-            pool.storageVolLookupByName(SHARED_MARKER)
-            return True
-        except lv.libvirtError as exc:
-            if not errors.is_not_found(lv, exc):
-                raise
-        pool.refresh(0)
-        pool.storageVolLookupByName(SHARED_MARKER)
-        return True
-    except lv.libvirtError as exc:
-        if errors.is_not_found(lv, exc) or errors.is_code(lv, exc, 'VIR_ERR_OPERATION_INVALID'):
-            return False
-        raise errors.translate(lv, exc, what="storage pool '%s'" % pool.name()) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -412,9 +412,15 @@ def ok_failed(result):
 def test_pool_is_shared_rules(host_pair, pools):
     from types import SimpleNamespace
 
+    from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as E
     from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import pool_is_shared
 
-    client = SimpleNamespace(libvirt=libvirt)
+    client = SimpleNamespace(
+        libvirt=libvirt,
+        uri=host_pair.a.uri,
+        is_error=lambda exc, *names: E.is_code(libvirt, exc, *names),
+        call=lambda func, *args, what=None: func(*args),
+    )
     conn = host_pair.a.open()
     try:
         assert pool_is_shared(client, conn.storagePoolLookupByName(SHARED_POOL)) is True  # .virtops-shared
