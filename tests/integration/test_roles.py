@@ -1,0 +1,204 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The roles against this machine's real libvirtd.
+
+* ``molecule test`` of each role's ``default`` scenario (delegated driver): converge,
+  idempotence (a second converge changes nothing), verify (real state through libvirt and the
+  guest agent), destroy. Names start with the session PREFIX, so the ``qemu`` fixture removes
+  anything a failed run leaves behind.
+* ``playbooks/demo.yml`` as ``make demo`` runs it (with a unique prefix): the whole story from
+  nothing back to nothing, also when it is run twice with ``keep=true``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from virtops_helpers import PREFIX, ROOT, ensure_collection_link
+
+VENV_BIN = Path(sys.executable).parent
+ANSI = re.compile(r'\x1b\[[0-9;]*m|\x1b\]8;;[^\x1b]*\x1b\\')
+# The kvm_host scenario changes host-wide settings (KSM scan rate, /etc/tmpfiles.d, /etc/sysctl.d):
+# one run at a time on this machine, whoever starts it (`make molecule` takes the same lock).
+LOCK_DIR = Path('/run/lock') if Path('/run/lock').is_dir() else Path('/tmp')
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop('LIBVIRT_DEFAULT_URI', None)
+    env['ANSIBLE_COLLECTIONS_PATH'] = str(ensure_collection_link())
+    env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
+    env['ANSIBLE_NOCOLOR'] = '1'
+    env['ANSIBLE_FORCE_COLOR'] = '0'
+    env['NO_COLOR'] = '1'
+    env.update(extra)
+    return env
+
+
+def _names_with(conn, prefix):
+    names = [d.name() for d in conn.listAllDomains(0)]
+    names += [n.name() for n in conn.listAllNetworks(0)]
+    names += [p.name() for p in conn.listAllStoragePools(0)]
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+@pytest.mark.parametrize('role', ['kvm_host', 'kvm_guest'])
+def test_molecule_scenario(role, qemu, tmp_path):
+    prefix = '%smol-' % PREFIX
+    env = _env(VIRTOPS_MOLECULE_PREFIX=prefix, MOLECULE_EPHEMERAL_DIRECTORY=str(tmp_path / 'molecule'))
+    started = time.monotonic()
+    with open(LOCK_DIR / ('virtops-molecule-%s.lock' % role), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(
+            [str(VENV_BIN / 'molecule'), 'test'],
+            cwd=ROOT / 'roles' / role,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+    output = ANSI.sub('', proc.stdout + proc.stderr)
+    assert proc.returncode == 0, 'molecule test of %s failed (rc=%s) after %.0f s:\n%s' % (
+        role,
+        proc.returncode,
+        time.monotonic() - started,
+        output[-12000:],
+    )
+    # every step of the sequence ran and passed; idempotence means the second converge changed nothing
+    for step in ('syntax', 'prepare', 'converge', 'idempotence', 'verify', 'destroy'):
+        assert re.search(r'%s: Executed: Successful' % step, output), '%s step did not pass:\n%s' % (
+            step,
+            output[-6000:],
+        )
+    assert not re.search(r'Executed: Failed', output), output[-6000:]
+    # destroy removed everything the scenario created
+    assert _names_with(qemu, prefix) == []
+    assert not list(Path('/var/lib/libvirt/images').glob(prefix + '*'))
+
+
+def _demo(prefix, *extra):
+    return subprocess.run(
+        [
+            str(VENV_BIN / 'ansible-playbook'),
+            '-i',
+            'localhost,',
+            '-c',
+            'local',
+            '-e',
+            'ansible_python_interpreter=%s' % sys.executable,
+            '-e',
+            'demo_prefix=%s' % prefix,
+            *extra,
+            str(ROOT / 'playbooks' / 'demo.yml'),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+
+
+def _recap(output):
+    match = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', output)
+    assert match, output[-4000:]
+    return dict(zip(('ok', 'changed', 'unreachable', 'failed'), map(int, match.groups())))
+
+
+def test_demo_keep_rerun_and_teardown(qemu):
+    prefix = '%sdemo-' % PREFIX
+    # first run keeps everything: two running guests that ran their command through the agent
+    first = _demo(prefix, '-e', 'keep=true')
+    out = ANSI.sub('', first.stdout + first.stderr)
+    assert first.returncode == 0, out[-8000:]
+    for n in (1, 2):
+        assert re.search(r'%s%d: running \((kvm|qemu)\), kernel \S+' % (re.escape(prefix), n), out), out[-4000:]
+        assert 'command output: HELLO FROM %s%d' % (prefix.upper(), n) in out, out[-4000:]
+    running = {d.name() for d in qemu.listAllDomains(0) if d.isActive()}
+    assert {'%s1' % prefix, '%s2' % prefix} <= running
+    # a second run with keep=true changes nothing
+    second = _demo(prefix, '-e', 'keep=true')
+    out = ANSI.sub('', second.stdout + second.stderr)
+    assert second.returncode == 0, out[-8000:]
+    assert _recap(out)['changed'] == 0, out[-8000:]
+    assert '(already running)' in out
+    # a normal run tears everything down
+    third = _demo(prefix)
+    out = ANSI.sub('', third.stdout + third.stderr)
+    assert third.returncode == 0, out[-8000:]
+    assert 'removed everything' in out
+    assert _names_with(qemu, prefix) == []
+    assert not list(Path('/var/lib/libvirt/images').glob(prefix + '*'))
+
+
+def test_demo_cleans_up_when_a_step_fails(qemu):
+    prefix = '%sdemofail-' % PREFIX
+    proc = _demo(prefix, '-e', 'demo_image_dir=/nonexistent/virtops-test')
+    out = ANSI.sub('', proc.stdout + proc.stderr)
+    assert proc.returncode != 0, out[-4000:]
+    assert 'The demo failed (everything it created was removed)' in out, out[-4000:]
+    assert _names_with(qemu, prefix) == []
+    assert not list(Path('/var/lib/libvirt/images').glob(prefix + '*'))
+
+
+def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
+    """playbooks/kvm_host.yml, provision.yml and decommission.yml from one inventory."""
+    prefix = '%spb-' % PREFIX
+    pool, net, guest = prefix + 'pool', prefix + 'net', prefix + 'g1'
+    inventory = tmp_path / 'inventory.json'
+    host = {
+        'ansible_connection': 'local',
+        'ansible_python_interpreter': sys.executable,
+        'kvm_host_install_packages': False,
+        'kvm_host_pools': [{'name': pool, 'type': 'dir', 'target': '/var/lib/libvirt/images/' + pool}],
+        'kvm_host_networks': [{'name': net, 'forward': 'isolated'}],
+        'kvm_guest_default_pool': pool,
+        'kvm_guest_base_volumes': [{'name': prefix + 'base.img', 'src': test_image['data'], 'format': 'raw'}],
+        'kvm_guest_guests': [
+            {
+                'name': guest,
+                'memory': '256MiB',
+                'boot': {'kernel': test_image['kernel'], 'initrd': test_image['initrd'], 'cmdline': 'console=ttyS0'},
+                'interfaces': [{'type': 'network', 'source': net}],
+                'volumes': [
+                    {'name': guest + '.qcow2', 'backing': {'pool': pool, 'name': prefix + 'base.img'}, 'target': 'vda'}
+                ],
+                'commands': [['uname', '-r']],
+            }
+        ],
+    }
+    inventory.write_text(json.dumps({'hypervisors': {'hosts': {'localhost': host}}}))
+
+    def play(name, *extra):
+        proc = subprocess.run(
+            [str(VENV_BIN / 'ansible-playbook'), '-i', str(inventory), *extra, str(ROOT / 'playbooks' / name)],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        out = ANSI.sub('', proc.stdout + proc.stderr)
+        assert proc.returncode == 0, '%s failed:\n%s' % (name, out[-8000:])
+        return out
+
+    play('kvm_host.yml')
+    assert qemu.storagePoolLookupByName(pool).isActive()
+    assert qemu.networkLookupByName(net).isActive()
+    out = play('provision.yml')
+    assert re.search(r'%s: running \(started now\), kernel \S+, agent after' % re.escape(guest), out), out[-4000:]
+    assert qemu.lookupByName(guest).isActive()
+    assert _recap(play('provision.yml'))['changed'] == 0
+    play('decommission.yml', '-e', 'decommission_host=true', '-e', 'decommission_delete_storage=true')
+    assert _names_with(qemu, prefix) == []
+    assert not list(Path('/var/lib/libvirt/images').glob(prefix + '*'))
