@@ -195,7 +195,7 @@ def test_info_reports_kernel_filesystems_and_network(guest):
 
 def test_exec_returns_output_and_rc(guest):
     name, dom = guest
-    _, kernel = guest_run(dom, 'uname', '-r')
+    _rc, kernel = guest_run(dom, 'uname', '-r')
     result = ok(agent(name, action='exec', argv=['uname', '-r']))
     assert result['changed'] is True and result['rc'] == 0
     assert result['stdout'] == kernel.strip() and result['stdout_lines'] == [kernel.strip()]
@@ -236,7 +236,7 @@ def test_exec_timeout_kills_the_command(guest):
     start = time.monotonic()
     failed(agent(name, action='exec', cmd='sleep 300', timeout=2), 'did not exit within 2 seconds', 'killed')
     assert time.monotonic() - start < 30
-    _, processes = guest_run(dom, 'ps')
+    _rc, processes = guest_run(dom, 'ps')
     assert 'sleep 300' not in processes
 
 
@@ -264,12 +264,12 @@ def test_write_file_read_file_round_trip(guest):
     assert read['checksum'] == result['checksum']
 
     # only the mode differs: chmod, content untouched
-    result = ok(agent(name, **dict(args, mode='0600')))
+    result = ok(agent(name, **{**args, 'mode': '0600'}))
     assert result['actions'] == ['mode of %s set to 0600' % path]
     assert guest_run(dom, 'stat', '-c', '%a', path)[1].strip() == '600'
 
     # new content: rewritten, diff shows before and after
-    result = ok(agent(name, **dict(args, content='changed\n', mode=None)))
+    result = ok(agent(name, **{**args, 'content': 'changed\n', 'mode': None}))
     assert result['changed'] is True and result['diff']['before'] == text and result['diff']['after'] == 'changed\n'
     assert guest_read(dom, path) == b'changed\n'
 
@@ -295,7 +295,7 @@ def test_binary_file_from_src_and_base64(guest, tmp_path):
 
 
 def test_read_file_errors(guest):
-    name, _ = guest
+    name, _dom = guest
     failed(agent(name, action='read_file', path='/no/such/file'), 'path:', 'does not exist')
     failed(agent(name, action='write_file', path='/no/such/dir/file', content='x'), 'No such file or directory')
 

@@ -114,7 +114,7 @@ def testnet(request, uname, testdrv):
 
 def body(diff_text):
     """The XML part of a diff side (the first line is a state comment)."""
-    first, _, rest = diff_text.partition('\n')
+    first, _sep, rest = diff_text.partition('\n')
     assert first.startswith('<!-- network ') and first.endswith(' -->'), first
     return rest
 

@@ -31,7 +31,7 @@ def scsi_hosts(conn):
 
 
 def vhba_by_wwn(conn, wwnn, wwpn):
-    return [name for name, (_, nn, pn) in scsi_hosts(conn).items() if (nn, pn) == (wwnn, wwpn)]
+    return [name for name, (_parent, nn, pn) in scsi_hosts(conn).items() if (nn, pn) == (wwnn, wwpn)]
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def wwn_cleanup(testdrv):
     """Destroys, at teardown, vHBAs whose WWNN was registered (even when the test failed)."""
     created = set()
     yield created
-    for name, (_, wwnn, _) in scsi_hosts(testdrv).items():
+    for name, (_parent, wwnn, _wwpn) in scsi_hosts(testdrv).items():
         if wwnn in created:
             try:
                 testdrv.nodeDeviceLookupByName(name).destroy()

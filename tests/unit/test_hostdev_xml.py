@@ -269,7 +269,7 @@ def test_add_places_after_devices_of_earlier_classes_and_drop_removes():
     assert_valid(X.tostring(tree), 'domain')
     tree2, removed = H.drop_device(tree, H.source_key(src))
     assert removed == 1 and X.tostring(tree2) == X.tostring(root)
-    _, none = H.drop_device(root, H.source_key(src))
+    _root, none = H.drop_device(root, H.source_key(src))
     assert none == 0
 
 
@@ -565,7 +565,10 @@ def test_procfs_parsers(fake_host):
 
 def test_host_use_of_every_kind(fake_host):
     used = N.host_used_paths(fake_host, NETWORKS)
-    use = lambda path: N.host_use_of(path, used)  # noqa: E731
+
+    def use(path):
+        return N.host_use_of(path, used)
+
     assert use(SATA) == [
         'backs the filesystem mounted on / (/dev/mapper/vg-root)',
         'backs the filesystems mounted on /boot, /mnt/with space (/dev/sda1)',

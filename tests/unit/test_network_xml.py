@@ -260,7 +260,7 @@ def test_dhcp_order_and_mac_case_do_not_matter():
     shuffled['ranges'].reverse()
     shuffled['hosts'].reverse()
     shuffled['hosts'][1]['mac'] = '52:54:00:aa:bb:01'
-    assert N.apply_spec(copy.deepcopy(current), spec(**dict(FULL, dhcp=shuffled))) == []
+    assert N.apply_spec(copy.deepcopy(current), spec(**{**FULL, 'dhcp': shuffled})) == []
 
 
 def test_unspecified_options_are_kept():
@@ -418,13 +418,13 @@ def test_dhcp_plan_for_host_and_range_changes():
     wanted = copy.deepcopy(current)
     N.apply_spec(wanted, spec(dhcp=dhcp))
     plan = N.dhcp_update_plan(current, wanted)
-    assert [(c, s) for c, s, _, _ in plan] == [
+    assert [(c, s) for c, s, _i, _m in plan] == [
         ('delete', 'host'),
         ('delete', 'range'),
         ('add', 'range'),
         ('add', 'host'),
     ]
-    assert {i for _, _, i, _ in plan} == {0}
+    assert {i for _c, _s, i, _m in plan} == {0}
     assert X.parse(plan[0][3]).attrib == {'name': 'db1', 'ip': '198.51.100.11'}
     assert X.parse(plan[2][3]).attrib == {'start': '198.51.100.200', 'end': '198.51.100.220'}
     assert N.dhcp_update_plan(current, current) == []
