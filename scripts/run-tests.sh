@@ -42,6 +42,7 @@ run_step() {
 
 run_pytest unit tests/unit -q
 run_pytest integration tests/integration -q -ra --durations=15
+run_pytest reliability tests/reliability -q -ra --durations=10
 run_step sanity bash "$ROOT/scripts/sanity.sh"
 # the same targets as `make lint` (ruff check, ruff format --check, ansible-lint --profile production)
 run_step lint make -C "$ROOT" --no-print-directory -k ruff ansible-lint

@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import AnsibleModule
+import copy
+import re
+
+from ansible.module_utils.basic import AnsibleModule, _load_params
+from ansible.module_utils.common.validation import check_type_dict
 
 
 class ArgumentSpec:
@@ -40,8 +44,18 @@ class ArgumentSpec:
         return self
 
     def create_ansible_module(self, supports_check_mode=True):
-        return AnsibleModule(
-            argument_spec=self.argument_spec,
+        spec = self.argument_spec
+        problems = suboption_container_errors(spec, _load_params())
+        if problems:
+            # ansible-core cannot handle these (a traceback, or a message without the option's
+            # name and with the no_log scan aborted, so that the invocation it returns would show
+            # the connection password): validate everything else with the offending options
+            # taken as raw values - no_log values are collected then - and fail naming them.
+            spec = copy.deepcopy(spec)
+            for problem in problems:
+                spec[re.split(r'[.\[:]', problem, maxsplit=1)[0]] = dict(type='raw')
+        module = AnsibleModule(
+            argument_spec=spec,
             mutually_exclusive=self.mutually_exclusive or None,
             required_together=self.required_together or None,
             required_one_of=self.required_one_of or None,
@@ -49,6 +63,59 @@ class ArgumentSpec:
             required_by=self.required_by,
             supports_check_mode=supports_check_mode,
         )
+        if problems:
+            module.fail_json(msg='; '.join(problems))
+        return module
+
+
+def suboption_container_errors(spec, params, prefix=''):
+    """Options with suboptions (a dict, or a list of dicts) given something that is no dictionary.
+
+    Returns messages that start with the option's path (``disks[0].iotune: ...``). ansible-core
+    raises a TypeError for a scalar there and, for a string that is neither JSON nor key=value,
+    fails without naming the option - after aborting its no_log scan.
+    """
+    problems = []
+    if not isinstance(params, dict):
+        return problems
+    for name, opts in spec.items():
+        sub = opts.get('options')
+        if sub is None:
+            continue
+        keys = [name] + list(opts.get('aliases') or [])
+        value = next((params[key] for key in keys if params.get(key) is not None), None)
+        if value is None:
+            continue
+        path = prefix + name
+        if opts.get('type') == 'dict':
+            items = [(path, value)]
+        elif opts.get('type') == 'list' and opts.get('elements') == 'dict':
+            if isinstance(value, str):
+                value = [value]  # ansible-core's shorthand for a one-element list
+            if not isinstance(value, list):
+                problems.append('%s: must be a list of dictionaries, got %s' % (path, _kind(value)))
+                continue
+            items = [('%s[%d]' % (path, index), item) for index, item in enumerate(value)]
+        else:
+            continue
+        for where, given in items:
+            item = given
+            if isinstance(given, str):
+                try:
+                    item = check_type_dict(given)
+                except TypeError:
+                    item = None
+            if not isinstance(item, dict):
+                problems.append('%s: must be a dictionary of suboptions, got %s' % (where, _kind(item)))
+                continue
+            problems.extend(suboption_container_errors(sub, item, where + '.'))
+    return problems
+
+
+def _kind(value):
+    if value is None:
+        return 'a string that is neither JSON nor key=value'
+    return 'a value of type %s' % type(value).__name__
 
 
 _FORBIDDEN_NAME_CHARS = set('/\\\'"<>&')

@@ -148,6 +148,8 @@ class LibvirtClient:
                 'nodedev': 'nodeDeviceLookupByName',
             }[kind]
         )
+        if isinstance(name, str) and '\x00' in name:
+            return None  # no libvirt object has a NUL in its name (the C API cannot even take one)
         try:
             return getattr(self.conn, method)(name)
         except libvirt.libvirtError as exc:

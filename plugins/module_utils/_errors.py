@@ -70,7 +70,9 @@ _AGENT_CODES = (
     'VIR_ERR_AGENT_COMMAND_TIMEOUT',
     'VIR_ERR_AGENT_COMMAND_FAILED',
 )
-_GONE_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_RPC', 'VIR_ERR_SYSTEM_ERROR')
+# "internal error: client socket is closed" (every call after the first on a connection whose
+# daemon went away) comes as VIR_ERR_INTERNAL_ERROR; the message text decides in all cases.
+_GONE_CODES = ('VIR_ERR_NO_CONNECT', 'VIR_ERR_RPC', 'VIR_ERR_SYSTEM_ERROR', 'VIR_ERR_INTERNAL_ERROR')
 
 
 def _codes(libvirt, names):
@@ -123,6 +125,12 @@ def translate(libvirt, exc, what=None, uri=None):
     prefix = ('%s: ' % what) if what else ''
     if code in _codes(libvirt, _NOT_FOUND_CODES):
         return ObjectNotFound('%snot found (%s)' % (prefix, text), libvirt_code=code)
+    if is_connection_lost(libvirt, exc):
+        return ConnectionFailed(
+            '%slost the connection to libvirt%s (%s). Was libvirtd (or virtqemud) stopped or restarted? '
+            'Check the state and run the task again.' % (prefix, ' at %s' % uri if uri else '', text),
+            libvirt_code=code,
+        )
     if code in _codes(libvirt, _AUTH_CODES):
         return ConnectionFailed(
             '%sauthentication to %s failed: %s. Check username/password (SASL).' % (prefix, uri or 'libvirt', text),
@@ -159,7 +167,7 @@ def connect_error(libvirt, exc, uri):
             uri=uri,
         )
     return ConnectionFailed(
-        'Cannot connect to libvirt at %s: %s. Is libvirtd (or virtqemud) running on the '
+        'uri: cannot connect to libvirt at %s: %s. Is libvirtd (or virtqemud) running on the '
         'managed host, and is the URI right?' % (uri, text),
         libvirt_code=code,
         uri=uri,
