@@ -127,34 +127,92 @@ class GuestManager:
     # ------------------------------------------------------------------------------------
     def run(self):
         check_object_name('name', self.name)
+        self._check_run_options()
         params = self.params
         state = params['state']
         desired_xml = self._parse_user_xml() if params.get('xml') else None
+        if desired_xml is None:
+            self._typed_spec_checked()
         if state == 'running' and params.get('wait_for') == 'agent':
             self.client.enable_events()
         dom = self.client.lookup('guest', self.name)
         if state == 'absent':
             self._absent(dom)
             return self.result.build(guest=dict(name=self.name, state='absent'), reboot_required=False)
+        state_before = self._state(dom) if dom is not None else 'absent'
         dom = self._ensure_defined(dom, desired_xml)
         self._ensure_state(dom, state)
         if params.get('autostart') is not None:
             self._ensure_autostart(dom, params['autostart'])
-        return self.result.build(guest=self._describe(dom), reboot_required=self.reboot_required)
+        guest = self._describe(dom)
+        self._state_in_diff(state_before, guest)
+        return self.result.build(guest=guest, reboot_required=self.reboot_required)
+
+    def _typed_spec_checked(self):
+        """Option checks that need no libvirt: XML-safe strings, non-negative numbers."""
+        for key in TYPED_OPTIONS:
+            try:
+                X.check_xml_safe(key, self.params.get(key))
+            except ValueError as exc:
+                option, _sep, msg = str(exc).partition(': ')
+                raise InvalidParameter(option, msg) from None
+        for kind in ('disks', 'interfaces'):
+            for index, item in enumerate(self.params.get(kind) or []):
+                order = item.get('boot_order')
+                if order is not None and order < 1:
+                    raise InvalidParameter('%s[%d].boot_order' % (kind, index), 'must be 1 or more, got %d' % order)
+                for key, value in (item.get('iotune') or {}).items():
+                    if value is not None and value < 0:
+                        raise InvalidParameter('%s[%d].iotune.%s' % (kind, index, key), 'must not be negative')
+
+    def _state_in_diff(self, before, guest):
+        """Run-state changes show in the diff: each side starts with a comment naming the state."""
+        if not self.result.changed:
+            return
+        after = guest['state']
+        xml = guest.get('xml') or ''
+        before_xml = self.result.before if self.result.before is not None else ('' if before == 'absent' else xml)
+        after_xml = self.result.after if self.result.after is not None else xml
+        self.result.set_diff(
+            '<!-- state: %s -->\n%s' % (before, before_xml) if before != 'absent' else '',
+            '<!-- state: %s -->\n%s' % (after, after_xml),
+            self.result.before_header or "guest '%s'" % self.name,
+            self.result.after_header or "guest '%s' (wanted)" % self.name,
+        )
 
     # ------------------------------------------------------------------------------------
     # definition
     def _parse_user_xml(self):
         try:
+            X.check_xml_safe('xml', self.params['xml'])
             root = X.parse(self.params['xml'])
-        except X.XMLSyntaxError as exc:
+        except (X.XMLSyntaxError, ValueError) as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
+        if X.has_entities_or_dtd(root):
+            raise InvalidParameter('xml', 'DTDs and entity references are not allowed in a domain definition')
         if root.tag != 'domain':
             raise InvalidParameter('xml', 'root element must be <domain>, got <%s>' % root.tag)
-        xml_name = X.findtext(root, 'name')
-        if xml_name != self.name:
-            raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
+        names = [n.text for n in root.findall('name')]
+        if names != [self.name]:
+            raise InvalidParameter(
+                'xml',
+                'the <name> in xml (%s) differs from name (%r)'
+                % (', '.join(repr(n) for n in names) or 'none', self.name),
+            )
+        problems = X.schema_errors(root, 'domain')
+        if problems:
+            raise InvalidParameter(
+                'xml', "does not validate against libvirt's domain schema: %s" % '; '.join(problems[:3])
+            )
         return root
+
+    def _check_run_options(self):
+        for option in ('shutdown_timeout', 'wait_timeout'):
+            value = self.params.get(option)
+            if value is not None and value < 0:
+                raise InvalidParameter(option, 'must not be negative, got %d' % value)
+        if self.params.get('wait_timeout') == 0 and self.params.get('wait_for') == 'agent':
+            raise InvalidParameter('wait_timeout', 'must be at least 1 second with wait_for: agent')
 
     def _typed_spec(self):
         spec = {key: copy.deepcopy(self.params.get(key)) for key in TYPED_OPTIONS}

@@ -192,3 +192,65 @@ def strip_volatile(node, tags=('alias', 'address'), only_under=None):
             if only_under is None or found.getparent().tag in only_under:
                 found.getparent().remove(found)
     return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Input hygiene shared by every object kind
+
+SCHEMA_DIR = '/usr/share/libvirt/schemas'
+_SCHEMAS = {}
+
+
+def bad_xml_chars(value):
+    """Characters of ``value`` that XML 1.0 cannot carry (NUL, most control characters)."""
+    return sorted(
+        {
+            c
+            for c in value
+            if (ord(c) < 32 and c not in '\t\n\r') or 0xFFFE <= ord(c) <= 0xFFFF or 0xD800 <= ord(c) <= 0xDFFF
+        }
+    )
+
+
+def check_xml_safe(option, value):
+    """Raise ValueError naming ``option`` (path) when a string anywhere in ``value`` holds a
+    character XML cannot carry. Dicts and lists are walked (``disks[0].serial``)."""
+    if isinstance(value, str):
+        bad = bad_xml_chars(value)
+        if bad:
+            raise ValueError('%s: contains characters XML cannot carry: %s' % (option, ' '.join(repr(c) for c in bad)))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_xml_safe('%s.%s' % (option, key), item)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_xml_safe('%s[%d]' % (option, index), item)
+
+
+def has_entities_or_dtd(root):
+    """True when user XML declares a DTD or references entities (never needed by libvirt)."""
+    tree = root.getroottree()
+    if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
+        return True
+    return any(True for _node in root.iter(etree.Entity))
+
+
+def schema_errors(root, kind):
+    """Errors of ``root`` against libvirt's RelaxNG schema ``kind`` (domain, storagepool, ...).
+
+    None when the schema is not installed on the managed host (libvirt then validates itself).
+    """
+    import os
+
+    path = os.path.join(SCHEMA_DIR, '%s.rng' % kind)
+    if kind not in _SCHEMAS:
+        try:
+            _SCHEMAS[kind] = etree.RelaxNG(etree.parse(path))
+        except (etree.RelaxNGParseError, etree.XMLSyntaxError, OSError):
+            _SCHEMAS[kind] = None
+    schema = _SCHEMAS[kind]
+    if schema is None:
+        return None
+    if schema.validate(root):
+        return []
+    return ['line %s: %s' % (error.line, error.message) for error in schema.error_log]

@@ -202,7 +202,27 @@ def test_xml_mode_is_idempotent_and_keeps_uuid_and_mac(qemu, uname, test_image):
     bad = run_module('guest', dict(name=uname, xml=xml.replace('<name>%s' % uname, '<name>other')))
     assert bad['failed'] and bad['msg'].startswith('xml: ') and 'differs from name' in bad['msg']
     assert xml_of(qemu, uname) == before
+    # injected elements, a second <name> and entities are refused before libvirt sees them
+    for hostile, words in (
+        (xml.replace('</devices>', '</devices><evil/>'), "libvirt's domain schema"),
+        (xml.replace('</name>', '</name><name>%s-injected</name>' % uname), 'differs from name'),
+        ('<!DOCTYPE d [<!ENTITY e "x">]>' + xml.replace('<vcpu>1', '<vcpu>&e;1'), 'entity'),
+    ):
+        bad = run_module('guest', dict(name=uname, xml=hostile))
+        assert bad['failed'] and bad['msg'].startswith('xml: ') and words in bad['msg'], bad['msg']
+        assert xml_of(qemu, uname) == before
     ok(run_module('guest', dict(name=uname, state='absent')))
+
+
+def test_run_state_changes_show_in_diff(testdrv, uname):
+    uri = 'test+unix:///default'
+    ok(run_module('guest', dict(name=uname, uri=uri, memory='64MiB')))
+    res = ok(run_module('guest', dict(name=uname, uri=uri, state='running')))
+    assert res['diff']['before'].startswith('<!-- state: stopped -->')
+    assert res['diff']['after'].startswith('<!-- state: running -->')
+    res = ok(run_module('guest', dict(name=uname, uri=uri, state='paused'), check=True))
+    assert res['diff']['after'].startswith('<!-- state: paused -->')
+    ok(run_module('guest', dict(name=uname, uri=uri, state='absent', force=True, shutdown_timeout=0)))
 
 
 def test_absent_with_delete_volumes(qemu, uname, boot_spec):
@@ -245,15 +265,23 @@ def test_absent_with_delete_volumes(qemu, uname, boot_spec):
         (dict(domain_type='xen'), 'domain_type', 'not supported by this host'),
         (dict(domain_type='kvm'), 'domain_type', 'hardware virtualization'),
         (dict(interfaces=[dict(type='network', source='nonet-%s' % PREFIX)]), 'interfaces[0].source', 'does not exist'),
+        (dict(title='a\x00b'), 'title', 'XML cannot carry'),
+        (dict(boot=dict(cmdline='console=ttyS0\x07')), 'boot.cmdline', 'XML cannot carry'),
+        (dict(shutdown_timeout=-1, state='stopped'), 'shutdown_timeout', 'negative'),
+        (dict(wait_timeout=-1, state='running', wait_for='agent'), 'wait_timeout', 'negative'),
+        (dict(disks=[dict(target='vda', path='/x', boot_order=0)]), 'disks[0].boot_order', 'must be 1 or more'),
     ],
 )
 def test_bad_input_fails_clearly_and_changes_nothing(qemu, uname, bad, option, words):
-    names_before = sorted(d.name() for d in qemu.listAllDomains(0))
+    def ours():
+        return sorted(d.name() for d in qemu.listAllDomains(0) if d.name().startswith(PREFIX))
+
+    names_before = ours()
     res = run_module('guest', dict(dict(name=uname), **bad))
     assert res['failed'] is True
     assert option in res['msg'] and words in res['msg'], res['msg']
     assert 'Traceback' not in res['_stderr']
-    assert sorted(d.name() for d in qemu.listAllDomains(0)) == names_before
+    assert ours() == names_before
 
 
 def test_missing_pool_volume_on_existing_guest_changes_nothing(qemu, uname, boot_spec):
