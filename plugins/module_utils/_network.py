@@ -26,6 +26,8 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
+    LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
     translate,
 )
@@ -758,11 +760,7 @@ class NetworkManager:
                 )
         else:
             spec = validate_spec({key: self.params.get(key) for key in TYPED_OPTIONS + ('name',)})
-        net = self.client.lookup('network', self.name)
-        if net is not None:
-            self.before_run = self._run_state(net)
-            self.before_xml = self._xml(net)
-            self.active = self.before_run[0] == 'active'
+        net = self._read(self.client.lookup('network', self.name))
         if state == 'absent':
             self._absent(net)
             network = dict(
@@ -780,21 +778,41 @@ class NetworkManager:
                 self._check_host_bridge(spec['bridge'])
             if net is None:
                 net = self._create(desired, spec, state)
-            elif state == 'inactive':
-                # stop first: a definition saved while running is only pending until the stop
-                self._ensure_state(net, state)
-                self._update(net, desired, spec, state)
             else:
-                self._update(net, desired, spec, state)
-                self._ensure_state(net, state)
+                self._converge(net, desired, spec, state)
             if self.params.get('autostart') is not None:
                 self._ensure_autostart(net, self.params['autostart'])
             network = self._describe(net)
         self._set_diff()
         return self.result.build(network=network)
 
+    def _converge(self, net, desired, spec, state):
+        """Bring an existing network to the wanted definition and run state."""
+        if state == 'inactive':
+            # stop first: a definition saved while running is only pending until the stop
+            self._ensure_state(net, state)
+            self._update(net, desired, spec, state)
+        else:
+            self._update(net, desired, spec, state)
+            self._ensure_state(net, state)
+
     # ------------------------------------------------------------------------------------
     # reading
+    def _read(self, net):
+        """Record the state of ``net`` before the task; None when it is (or just went) absent."""
+        self.before_run, self.before_xml, self.active = None, '', False
+        if net is None:
+            return None
+        try:
+            self.before_run = self._run_state(net)
+            self.before_xml = self._xml(net)
+        except ObjectNotFound:
+            # removed by a concurrent run between the lookup and the read
+            self.before_run, self.before_xml = None, ''
+            return None
+        self.active = self.before_run[0] == 'active'
+        return net
+
     def _xml(self, net, inactive=True):
         lv = self.libvirt
         if inactive:
@@ -876,11 +894,24 @@ class NetworkManager:
             self.result.change('%s started' % self.what)
         if self.check_mode:
             return None
-        net = self._define(self.after_xml)
+        actions = len(self.result.actions)
+        try:
+            net = self._define(self.after_xml)
+        except LibvirtModuleError:
+            # Another run defined the same network a moment ago: converge onto that one.
+            raced = self._read(self.client.lookup('network', self.name))
+            if raced is None:
+                raise
+            del self.result.actions[actions - (2 if state == 'active' else 1) :]
+            self.after_xml = None
+            self._converge(raced, desired, spec, state)
+            return raced
         if state == 'active':
             try:
                 self.client.call(net.create, what=self.what + ' start')
             except OperationFailed as exc:
+                if self._is_active_now(net):
+                    return net  # started by a concurrent run: what we wanted
                 # the task failed: the network must not be left half-made
                 try:
                     net.undefine()
@@ -1013,14 +1044,31 @@ class NetworkManager:
         if state == 'active' and not self.active:
             self.result.change('%s started' % self.what)
             if not self.check_mode:
-                self.client.call(net.create, what=self.what + ' start')
+                try:
+                    self.client.call(net.create, what=self.what + ' start')
+                except OperationFailed:
+                    if not self._is_active_now(net):
+                        raise
+                    # started by a concurrent run: what we wanted
             self.active = True
         elif state == 'inactive' and self.active:
             self._warn_attached(net)
             self.result.change('%s stopped' % self.what)
             if not self.check_mode:
-                self.client.call(net.destroy, what=self.what + ' stop')
+                try:
+                    self.client.call(net.destroy, what=self.what + ' stop')
+                except OperationFailed:
+                    if self._is_active_now(net):
+                        raise
+                    # stopped by a concurrent run: what we wanted
             self.active = False
+
+    def _is_active_now(self, net):
+        """Whether ``net`` runs right now (after a failed start/stop that a concurrent run may explain)."""
+        try:
+            return bool(net.isActive())
+        except self.libvirt.libvirtError as exc:
+            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
 
     def _warn_attached(self, net):
         guests = self._attached_guests(X.parse(self._xml(net, inactive=False)))
@@ -1043,26 +1091,33 @@ class NetworkManager:
         if net is None:
             return
         active = self.active
-        persistent = self._persistent(net)
-        if active:
-            self._warn_attached(net)
-            self.result.change('%s stopped' % self.what)
-        if persistent:
-            self.result.change('%s undefined' % self.what)
+        try:
+            persistent = self._persistent(net)
+            if active:
+                self._warn_attached(net)
+        except ObjectNotFound:
+            return  # removed by a concurrent run meanwhile: the wanted state holds
         if self.check_mode:
+            if active:
+                self.result.change('%s stopped' % self.what)
+            if persistent:
+                self.result.change('%s undefined' % self.what)
             return
-        if active:
-            self._ignore_gone(net.destroy)
-        if persistent:
-            self._ignore_gone(net.undefine)
+        # report only what this run did (a concurrent run may have done it first)
+        if active and self._ignore_gone(net.destroy):
+            self.result.change('%s stopped' % self.what)
+        if persistent and self._ignore_gone(net.undefine):
+            self.result.change('%s undefined' % self.what)
 
     def _ignore_gone(self, func):
+        """Call ``func``; True when it did its work, False when a concurrent run already had."""
         try:
             func()
         except self.libvirt.libvirtError as exc:
             if self.client.is_error(exc, 'VIR_ERR_NO_NETWORK', 'VIR_ERR_OPERATION_INVALID'):
-                return  # removed or stopped concurrently: the wanted state holds
+                return False  # removed or stopped concurrently: the wanted state holds
             raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
+        return True
 
     # ------------------------------------------------------------------------------------
     # report

@@ -19,12 +19,27 @@ import os
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import ObjectNotFound
+from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, ObjectNotFound
 
 # Node-device capability types hostdev_info lists.
 LISTED_TYPES = ('pci', 'usb_device', 'scsi_host', 'scsi', 'net')
 # Host drivers that mean "not in use by the host" for members of an IOMMU group.
 FREE_DRIVERS = ('vfio-pci', 'pci-stub', 'pciback', 'xen-pciback')
+
+
+# Node-device names: pci_0000_00_02_0, usb_1_4, scsi_host3, net_eth0_52_54_00_12_34_56, ...
+_NODEDEV_NAME_RE = re.compile(r'^[A-Za-z0-9_:-]+$')
+
+
+def check_nodedev_name(option, value):
+    """Reject a node-device name before any lookup, naming ``option`` (InvalidParameter)."""
+    check_object_name(option, value)
+    if not _NODEDEV_NAME_RE.match(value):
+        raise InvalidParameter(
+            option, '%r is not a node device name (letters, digits, _ - and : only, like pci_0000_00_02_0)' % (value,)
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,8 +772,10 @@ class HostdevInfo:
         self.params = client.params
 
     def run(self):
-        devices = HostDevices(self.client)
         name = self.params.get('name')
+        if name is not None:
+            check_nodedev_name('name', name)
+        devices = HostDevices(self.client)
         types = self.params.get('types') or list(LISTED_TYPES)
         if name is not None:
             record = devices.get(name)
