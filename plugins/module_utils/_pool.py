@@ -18,6 +18,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
+    LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
     translate,
@@ -145,6 +146,7 @@ class PoolManager:
         # definition: there every definition change of a running pool needs a restart to show
         self.inactive_xml = True
         self.stopped = False  # stopped already (to redefine it)
+        self.define_flags = 0  # VIR_STORAGE_POOL_DEFINE_VALIDATE when the schema is not available here
 
     # ------------------------------------------------------------------------------------
     def run(self):
@@ -152,14 +154,7 @@ class PoolManager:
         state = self.params['state']
         desired_xml = self._parse_user_xml() if self.params.get('xml') else None
         spec = None if desired_xml is not None else self._typed_spec()
-        pool = self.client.lookup('pool', self.name)
-        if pool is not None:
-            self.model = dict(
-                xml=pool_xml(self.client, pool),
-                state=pool_state(self.client, pool),
-                autostart=bool(self.client.call(pool.autostart, what=self.what)),
-            )
-            self.inactive_xml = _has_inactive_xml(self.client, pool)
+        pool = self._load()
         before = _render(self.model['xml'], self.model['state'], self.model['autostart'])
         if state == 'absent':
             self._absent(pool)
@@ -179,6 +174,45 @@ class PoolManager:
         )
         return self.result.build(pool=described)
 
+    def _load(self):
+        """Look the pool up and read its model; None (model absent) when it does not exist or
+        vanished meanwhile (a concurrent removal)."""
+        self.model = dict(xml=None, state='absent', autostart=False)
+        pool = self.client.lookup('pool', self.name)
+        if pool is None:
+            return None
+        try:
+            self.model = dict(
+                xml=pool_xml(self.client, pool),
+                state=pool_state(self.client, pool),
+                autostart=bool(self.client.call(pool.autostart, what=self.what)),
+            )
+        except LibvirtModuleError:
+            if self.client.lookup('pool', self.name) is None:
+                self.model = dict(xml=None, state='absent', autostart=False)
+                return None
+            raise
+        self.inactive_xml = _has_inactive_xml(self.client, pool)
+        return pool
+
+    def _gone(self):
+        return self.client.lookup('pool', self.name) is None
+
+    def _define(self, xml):
+        lv = self.libvirt
+        if self.define_flags:
+            try:
+                return self.client.conn.storagePoolDefineXML(xml, self.define_flags)
+            except lv.libvirtError as exc:
+                if self.client.is_error(exc, 'VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL'):
+                    raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc) from None
+                if not self.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+                    raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+                raise InvalidParameter(
+                    'xml', "libvirt's storage pool schema is not available and libvirt cannot validate: %s" % exc
+                ) from None
+        return self.client.call('storagePoolDefineXML', xml, 0, what=self.what)
+
     # ------------------------------------------------------------------------------------
     # desired definition
     def _parse_user_xml(self):
@@ -186,6 +220,7 @@ class PoolManager:
             root = X.parse(self.params['xml'])
         except X.XMLSyntaxError as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
+        S.reject_dtd('xml', root)
         if root.tag != 'pool':
             raise InvalidParameter('xml', 'root element must be <pool>, got <%s>' % root.tag)
         if not root.get('type'):
@@ -193,6 +228,9 @@ class PoolManager:
         xml_name = X.findtext(root, 'name')
         if xml_name != self.name:
             raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
+        if not S.validate_user_xml('xml', root, 'storagepool', 'storage pool'):
+            # no schema on the managed host: let libvirt validate when defining
+            self.define_flags = getattr(self.libvirt, 'VIR_STORAGE_POOL_DEFINE_VALIDATE', 0)
         for tag in ('capacity', 'allocation', 'available'):
             for node in root.findall(tag):
                 root.remove(node)
@@ -239,11 +277,21 @@ class PoolManager:
             else:
                 tree = S.build_pool(self._validated(spec))
             xml = X.tostring(tree)
+            if self.check_mode:
+                self.result.change('%s defined' % self.what)
+                self.model = dict(xml=xml, state='inactive', autostart=False)
+                return None, False
+            try:
+                pool = self._define(xml)
+            except OperationFailed:
+                # defined meanwhile by a concurrent run ("already exists with uuid"): update it
+                pool = self._load()
+                if pool is None:
+                    raise
+                return self._ensure_defined(pool, desired_xml, spec, state)
             self.result.change('%s defined' % self.what)
             self.model = dict(xml=xml, state='inactive', autostart=False)
-            if self.check_mode:
-                return None, False
-            return self.client.call('storagePoolDefineXML', xml, 0, what=self.what), False
+            return pool, False
         current = X.parse(self.model['xml'])
         if desired_xml is not None:
             new_tree, changes = self._merge_user_xml(current, desired_xml)
@@ -278,7 +326,7 @@ class PoolManager:
             self.client.call(pool.destroy, what=self.what)
             self.stopped = True
         try:
-            pool = self.client.call('storagePoolDefineXML', xml, 0, what=self.what)
+            pool = self._define(xml)
         except OperationFailed:
             if self.stopped and state != 'inactive':
                 try:
@@ -345,7 +393,12 @@ class PoolManager:
                 self.result.change('%s stopped' % self.what)
                 self.model['state'] = 'inactive'
                 if not self.check_mode and not self.stopped:
-                    self.client.call(pool.destroy, what=self.what)
+                    try:
+                        pool.destroy()
+                    except self.libvirt.libvirtError as exc:
+                        # stopped meanwhile by a concurrent run: that is what we want
+                        if self._pool_active(pool) is not False:
+                            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
         elif state == 'present' and running and restart:
             self._restart(pool)
 
@@ -385,6 +438,8 @@ class PoolManager:
             return
         except lv.libvirtError as exc:
             start_error = exc
+        if self._pool_active(pool):
+            return  # started meanwhile by a concurrent run ("storage pool is active")
         if built_already and self.params['build_overwrite']:
             self.result.change('%s built, overwriting what the device held (build_overwrite)' % self.what)
             self.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=self.what + ' build')
@@ -402,6 +457,13 @@ class PoolManager:
         elif not self.params['build'] and kind is not None:
             hint = '. It may need building: set build: true'
         raise OperationFailed(err.msg + hint, **err.details)
+
+    def _pool_active(self, pool):
+        """Whether the pool runs now; None when that cannot be told (or the pool is gone)."""
+        try:
+            return bool(pool.isActive())
+        except self.libvirt.libvirtError:
+            return None
 
     def _ensure_autostart(self, pool, wanted):
         if self.model['autostart'] == wanted:
@@ -431,7 +493,12 @@ class PoolManager:
         was_running = self._is_running()
         delete = self.params['delete_storage']
         if was_running:
-            self._refuse_if_in_use(pool, 'remove it')
+            try:
+                self._refuse_if_in_use(pool, 'remove it')
+            except (ObjectNotFound, OperationFailed):
+                if self._gone():
+                    return  # removed meanwhile by a concurrent run
+                raise
         started = False
         volumes = []
         if delete:
@@ -443,7 +510,12 @@ class PoolManager:
                 except lv.libvirtError:
                     started = False
             if was_running or started:
-                volumes = self.client.call(pool.listAllVolumes, 0, what=self.what + ' volumes')
+                try:
+                    volumes = pool.listAllVolumes(0)
+                except lv.libvirtError as exc:
+                    # stopped or removed meanwhile by a concurrent run: its volumes are going
+                    if not self._tolerable(exc, pool):
+                        raise translate(lv, exc, what=self.what + ' volumes', uri=self.client.uri) from None
             for vol in volumes:
                 self.result.change("volume '%s' deleted" % vol.name())
         if was_running:
@@ -455,25 +527,46 @@ class PoolManager:
             return
         records = UploadRecords(self.client.uri)
         for vol in volumes:
-            key = vol.key()
-            self.client.call(vol.delete, 0, what="volume '%s'" % vol.name())
+            try:
+                key = vol.key()
+                vol.delete(0)
+            except lv.libvirtError as exc:
+                if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL') and not self._tolerable(exc, pool):
+                    raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=self.client.uri) from None
+                continue
             records.forget(key)
         if was_running or started:
-            self.client.call(pool.destroy, what=self.what)
+            try:
+                pool.destroy()
+            except lv.libvirtError as exc:
+                if not self._tolerable(exc, pool):
+                    raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
         if delete:
             try:
                 pool.delete(0)
             except lv.libvirtError as exc:
                 if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
                     self.client.warn('%s: this pool type has no storage to delete beyond its volumes' % self.what)
-                else:
+                elif not (
+                    self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL')
+                    or 'No such file or directory' in str(exc)  # deleted by a concurrent run
+                    or self._gone()
+                ):
                     raise translate(lv, exc, what=self.what + ' delete', uri=self.client.uri) from None
         try:
             if pool.isPersistent():
                 pool.undefine()
         except lv.libvirtError as exc:
-            if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
+            if not (self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or self._gone()):
                 raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+
+    def _tolerable(self, exc, pool):
+        """A concurrent removal got there first: the pool is gone, or no longer running."""
+        if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
+            return True
+        if self._gone():
+            return True
+        return self._pool_active(pool) is False
 
     # ------------------------------------------------------------------------------------
     def _describe(self, pool):

@@ -43,7 +43,9 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ch
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
+    is_connection_lost,
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
@@ -260,9 +262,15 @@ class _SparseReader:
     def __init__(self, fd):
         self.fd = fd
         self.size = file_size(fd)
+        # what was actually sent (data and holes, holes hashed as zeros)
+        self.sent = 0
+        self.hasher = hashlib.sha256()
 
     def read(self, _stream, nbytes, _opaque):
-        return os.read(self.fd, nbytes)
+        data = os.read(self.fd, nbytes)
+        self.sent += len(data)
+        self.hasher.update(data)
+        return data
 
     def section(self, _stream, _opaque):
         fd, end = self.fd, self.size
@@ -290,6 +298,12 @@ class _SparseReader:
 
     def skip(self, _stream, length, _opaque):
         os.lseek(self.fd, length, os.SEEK_CUR)
+        self.sent += length
+        remaining = length
+        while remaining > 0:
+            step = min(remaining, CHUNK)
+            self.hasher.update(_ZERO_CHUNK[:step])
+            remaining -= step
         return 0
 
 
@@ -322,14 +336,18 @@ def _open_stream(client, start, what, sparse_flag):
     return stream, False
 
 
-def upload_file(client, vol, path, what):
-    """Upload ``path`` into ``vol`` through libvirt's stream API, keeping holes as holes."""
+def upload_file(client, vol, path, what, expected=None):
+    """Upload ``path`` into ``vol`` through libvirt's stream API, keeping holes as holes.
+
+    ``expected``: ``(size, sha256)`` measured before; InvalidParameter('src', 'changed while
+    uploading') when what was sent differs from it, or the file changed (size/mtime) meanwhile."""
     lv = client.libvirt
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
     try:
+        before = os.fstat(fd)
         reader = _SparseReader(fd)
         stream, sparse = _open_stream(
             client, lambda st, flags: vol.upload(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM'
@@ -346,8 +364,24 @@ def upload_file(client, vol, path, what):
         except OSError as exc:
             _abort(stream, lv)
             raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
+        after = os.fstat(fd)
     finally:
         os.close(fd)
+    problems = []
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        problems.append('size/modification time changed')
+    if reader.sent != reader.size:
+        problems.append('%d of %d bytes sent' % (reader.sent, reader.size))
+    if expected is not None:
+        size, digest = expected
+        if size is not None and reader.sent != size:
+            problems.append('%d bytes sent, %d measured before' % (reader.sent, size))
+        if digest is not None and reader.hasher.hexdigest() != digest:
+            problems.append('sha256 of what was sent differs from the one measured before')
+    if problems:
+        raise InvalidParameter(
+            'src', 'changed while uploading %s (%s); the upload is incomplete' % (path, '; '.join(problems))
+        )
 
 
 def volume_equals_file(client, vol, path, what):
@@ -517,10 +551,8 @@ class VolumeManager:
             )
         self.pool_root = X.parse(pool_xml(self.client, self.pool))
         self.ptype = self.pool_root.get('type')
-        vol = self._lookup()
-        before_xml = self.client.call(vol.XMLDesc, 0, what=self.what) if vol is not None else None
+        vol, before_xml, record = self._current()
         if self.params['state'] == 'absent':
-            record = self.records.load(vol.key(), vol.path()) if vol is not None else None
             self.result.set_diff(
                 _render(before_xml, record and 'sha256:%s' % record.get('sha256')), '', self.what, 'volume absent'
             )
@@ -528,7 +560,16 @@ class VolumeManager:
             return self.result.build(volume=dict(name=self.name, pool=self.pool_name, state='absent'))
         plan = self._plan(vol)
         if vol is None:
-            vol, after_xml = self._create(plan)
+            try:
+                vol, after_xml = self._create(plan)
+            except _CreatedMeanwhile:
+                # a concurrent run created it ("storage vol already exists"): continue as existing
+                self.result = Result(diff_mode=self.client.diff_mode, check_mode=self.client.check_mode)
+                vol, before_xml, _record = self._current()
+                if vol is None:
+                    raise OperationFailed('%s: removed again by another run meanwhile' % self.what) from None
+                plan = self._plan(vol)
+                after_xml = self._update(vol, plan)
         else:
             after_xml = self._update(vol, plan)
         if vol is not None and not self.check_mode:
@@ -542,6 +583,22 @@ class VolumeManager:
             self.what + ' (wanted)',
         )
         return self.result.build(volume=self._describe(vol, after_xml))
+
+    def _current(self):
+        """``(vol, xml, upload record)`` of the volume; ``(None, None, None)`` when it does not
+        exist or vanished meanwhile (a concurrent removal)."""
+        lv = self.libvirt
+        vol = self._lookup()
+        if vol is None:
+            return None, None, None
+        try:
+            xml = vol.XMLDesc(0)
+            key, path = vol.key(), vol.path()
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                return None, None, None
+            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+        return vol, xml, self.records.load(key, path)
 
     # ------------------------------------------------------------------------------------
     def _lookup(self, pool=None, name=None, refresh=True):
@@ -818,30 +875,77 @@ class VolumeManager:
             predicted.find('capacity').text = str(size)
             return None, X.tostring(predicted)
         what = self.what
-        if plan['clone']:
-            vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
-        else:
-            vol = self.client.call(self.pool.createXML, xml, 0, what=what)
+        try:
+            if plan['clone']:
+                vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
+            else:
+                vol = self.client.call(self.pool.createXML, xml, 0, what=what)
+        except OperationFailed:
+            if self._lookup(refresh=False) is not None:
+                raise _CreatedMeanwhile() from None
+            raise
         try:
             if content:
-                upload_file(self.client, vol, content['path'], what + ' upload')
+                upload_file(self.client, vol, content['path'], what + ' upload', (content['size'], content['sha256']))
                 self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
             if resize:
                 self.client.call(vol.resize, capacity, 0, what=what + ' resize')
-        except LibvirtModuleError:
-            self._delete_quietly(vol)
+        except LibvirtModuleError as exc:
+            problem = self._delete_quietly(vol)
+            if problem:
+                exc.msg = '%s; the partly created volume could not be removed: %s' % (exc.msg, problem)
+                exc.args = (exc.msg,)
             raise
         return vol, None
 
-    def _delete_quietly(self, vol):
-        """Remove a volume this run created when a later step failed: no half-made volume stays."""
+    def _delete_quietly(self, vol, patience=8.0):
+        """Remove a volume this run created when a later step failed: no half-made volume stays.
+        When the connection was lost (daemon restarted), reconnect, look the volume up again by
+        pool and name and delete it, retrying for up to ``patience`` seconds. Returns None when
+        done, else what went wrong."""
         lv = self.libvirt
+        key = vol.key()  # kept in the object: no daemon call
+        deadline = time.monotonic() + patience
+        problem = None
+        fresh = False  # vol comes from a connection this loop opened (the first may be dead)
+        while True:
+            if vol is not None:
+                try:
+                    vol.delete(0)
+                    problem = None
+                    break
+                except lv.libvirtError as exc:
+                    if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                        problem = None
+                        break
+                    problem = str(exc).strip()
+                    if fresh and not is_connection_lost(lv, exc):
+                        break
+            if time.monotonic() >= deadline:
+                problem = '%s (gave up after %d seconds)' % (problem or 'libvirt is not reachable', patience)
+                break
+            time.sleep(0.5)
+            try:
+                conn = self.client.reconnect()
+                pool = conn.storagePoolLookupByName(self.pool_name)
+                vol = self._lookup(pool, self.name)
+                fresh = True
+            except lv.libvirtError as exc:
+                vol, problem = None, str(exc).strip()
+                continue
+            except LibvirtModuleError as exc:
+                vol, problem = None, exc.msg
+                continue
+            if vol is None:
+                problem = None  # it is gone
+                break
         try:
-            key = vol.key()
-            vol.delete(0)
             self.records.forget(key)
-        except (lv.libvirtError, LibvirtModuleError) as exc:
-            self.client.warn('%s: could not remove the partly created volume: %s' % (self.what, exc))
+        except LibvirtModuleError as exc:
+            problem = problem or exc.msg
+        if problem:
+            self.client.warn('%s: could not remove the partly created volume: %s' % (self.what, problem))
+        return problem
 
     def _update(self, vol, plan):
         lv = self.libvirt
@@ -917,7 +1021,7 @@ class VolumeManager:
         if self.check_mode:
             return X.tostring(predicted)
         if content and content['upload']:
-            upload_file(self.client, vol, content['path'], self.what + ' upload')
+            upload_file(self.client, vol, content['path'], self.what + ' upload', (content['size'], content['sha256']))
             self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
         elif content and content.get('refresh_record'):
             self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
@@ -951,7 +1055,12 @@ class VolumeManager:
         if vol is None:
             return
         lv = self.libvirt
-        users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        try:
+            users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                return  # removed meanwhile by a concurrent run
+            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
         if users:
             raise OperationFailed(
                 '%s is in use by running guests (%s); stop them or detach the disk first'
@@ -970,8 +1079,13 @@ class VolumeManager:
             self.client.call(vol.wipePattern, algorithm, 0, what=self.what + ' wipe')
         try:
             self.client.call(vol.delete, 0, what=self.what)
+        except ObjectNotFound:
+            pass  # deleted meanwhile by a concurrent run
         except OperationFailed as exc:
-            raise OperationFailed(exc.msg + self._partition_hint(), **exc.details) from None
+            if self._lookup(refresh=False) is None:
+                pass  # deleted meanwhile by a concurrent run
+            else:
+                raise OperationFailed(exc.msg + self._partition_hint(), **exc.details) from None
         self.records.forget(key)
 
     def _partition_hint(self):
@@ -1001,6 +1115,10 @@ class VolumeManager:
         info['pool'] = self.pool_name
         info.pop('permissions', None)
         return info
+
+
+class _CreatedMeanwhile(Exception):
+    """Internal: the volume was created by a concurrent run between the lookup and the create."""
 
 
 def _now():
