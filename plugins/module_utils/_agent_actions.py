@@ -31,13 +31,13 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._agent import (
     remaining,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 
 ACTIONS = ('wait', 'ping', 'info', 'exec', 'read_file', 'write_file', 'freeze', 'thaw', 'set_time', 'set_password')

@@ -9,8 +9,8 @@ from __future__ import annotations
 from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import ObjectNotFound
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import state_name
 
 
 def parse_stats(raw):

@@ -15,8 +15,8 @@ import os
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import domain_types_available, host_domain_type
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import translate
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import domain_types_available, host_domain_type
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
 
 KSM_KEYS = ('run', 'pages_shared', 'pages_sharing', 'pages_to_scan', 'sleep_millisecs', 'merge_across_nodes')

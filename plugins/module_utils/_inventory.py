@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import is_not_found
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import state_name
 
 ADDRESS_SOURCES = ('none', 'agent', 'lease', 'arp', 'any')
 STATES = ('running', 'paused', 'stopped', 'shutting_down', 'crashed', 'pmsuspended', 'unknown')

@@ -21,6 +21,7 @@ import time
 from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as errors
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     ConnectionFailed,
     InvalidParameter,
@@ -28,7 +29,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._pool import SHARED_MARKER, pool_is_shared
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human

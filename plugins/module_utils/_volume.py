@@ -34,7 +34,6 @@ import stat
 import struct
 import tempfile
 import time
-from http.client import HTTPException
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
@@ -450,7 +449,10 @@ def download_url(url, directory, checksum, validate_certs, timeout):
 
     Returns ``(path, sha256 hex, size)``; raises InvalidParameter naming url/checksum.
     """
-    # imported here: only downloads need it, and it costs every other task start-up time
+    # imported here: only downloads need them (http.client pulls in the email package), and
+    # import time counts on every task
+    from http.client import HTTPException
+
     from ansible.module_utils.urls import ConnectionError as UrlConnectionError
     from ansible.module_utils.urls import SSLValidationError, open_url
 
