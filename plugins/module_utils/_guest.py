@@ -12,8 +12,7 @@ import time
 from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._caps import (  # noqa: F401 - re-exported
-    STATE_NAMES,
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import (
     domain_types_available,
     host_domain_type,
     state_name,
