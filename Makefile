@@ -118,7 +118,7 @@ demo: setup
 
 # benchmark suite (not part of `make test`): P1-P5 side by side with the Ansible floor and
 # community.libvirt, from its own venv (bench/requirements.txt: the `ansible` package brings
-# community.libvirt); writes docs/performance.md + docs/performance-p2.png (~20 min).
+# community.libvirt); writes docs/performance.md + docs/performance-p2.png (30-60 min: ~7,000 task items).
 # `make bench BENCH_QUICK=1`: fast smoke, report in bench/results/. BENCH_ARGS: e.g. --parts P1,P3
 BENCH_VENV  ?= $(CACHE)/bench-venv
 BENCH_ARGS  ?=

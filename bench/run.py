@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The benchmark suite of virtops.libvirt (``make bench``; ``make bench BENCH_QUICK=1`` for a smoke).
+
+Runs P1-P5 (see docs/performance.md and the p*_*.py files) against qemu:///system with the bench
+virtualenv (bench/requirements.txt), writes the report (docs/performance.md, the P2 plot
+docs/performance-p2.png) and the raw numbers (bench/results/*.json). Everything it creates is
+named ``vbench-<id>-*`` (libvirt objects) or lives in /var/lib/libvirt/images/vbench-<id>/, and is
+removed at the end, also on failure or Ctrl-C.
+
+Not part of ``make test``: timings depend on the machine, nothing here asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C
+import report
+
+PROFILES = {
+    'full': dict(
+        p1=dict(rounds=5, n=30),
+        modprof=dict(import_reps=5, process_reps=7),
+        p2=dict(table_size=100, sizes=(10, 50, 100, 200), reps=5, plot_reps=1),
+        p3=dict(rounds=6),
+        p4=dict(size=4 << 30, data=64 << 20, reps=5),
+        p5=dict(count=500, reps=5),
+    ),
+    'quick': dict(
+        p1=dict(rounds=2, n=5),
+        modprof=dict(import_reps=2, process_reps=2),
+        p2=dict(table_size=10, sizes=(5, 10, 20), reps=2, plot_reps=1),
+        p3=dict(rounds=2),
+        p4=dict(size=1 << 30, data=16 << 20, reps=2),
+        p5=dict(count=50, reps=2),
+    ),
+}
+PARTS = ('P1', 'P5', 'P4', 'P3', 'P2')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--quick', action='store_true', help='fast smoke: fewer runs and sizes')
+    parser.add_argument('--parts', default=','.join(PARTS), help='comma-separated subset of %s' % ','.join(PARTS))
+    parser.add_argument('--out', help='report path (default docs/performance.md; quick: bench/results/)')
+    parser.add_argument('--plot', help='P2 plot path (default docs/performance-p2.png; quick: bench/results/)')
+    parser.add_argument('--render', metavar='RAW_JSON', help='only re-render the report from a saved run')
+    parser.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='PART.KEY=INT',
+        help='override a profile value, e.g. --set p2.reps=3 --set p1.n=40',
+    )
+    args = parser.parse_args()
+    profile = 'quick' if args.quick else 'full'
+    conf = {part: dict(values) for part, values in PROFILES[profile].items()}
+    for item in args.set:
+        name, _sep, value = item.partition('=')
+        part, _sep, key = name.partition('.')
+        if part not in conf or key not in conf[part]:
+            parser.error(
+                '--set %s: unknown setting (known: %s)'
+                % (item, ', '.join('%s.%s' % (p, k) for p, values in conf.items() for k in values))
+            )
+        conf[part][key] = tuple(int(v) for v in value.split(',')) if ',' in value else int(value)
+    parts = [p.strip().upper() for p in args.parts.split(',') if p.strip()]
+    results_dir = C.BENCH / 'results'
+    results_dir.mkdir(exist_ok=True)
+    if args.quick or (args.render and 'quick' in Path(args.render).name):
+        out = Path(args.out or results_dir / 'performance-quick.md')
+        plot = Path(args.plot or results_dir / 'performance-quick-p2.png')
+    else:
+        out = Path(args.out or C.ROOT / 'docs' / 'performance.md')
+        plot = Path(args.plot or C.ROOT / 'docs' / 'performance-p2.png')
+
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        if 'p2' in results:
+            import p2_fleet
+
+            results['p2']['sizes'] = {int(k): v for k, v in results['p2']['sizes'].items()}
+            p2_fleet.plot(results['p2'], plot, results['facts'])
+        out.write_text(report.render(results, plot_name=plot.name, raw_name=Path(args.render).name))
+        print(report.summary_text(results))
+        return
+
+    started = time.monotonic()
+    bench = C.Bench()
+    C.log('bench %s (%s profile), objects named %s*, work dir %s' % (bench.id, profile, bench.prefix, bench.work))
+    results = dict(profile=profile, conf=conf, parts=parts, facts=C.machine_facts(bench.conn))
+    try:
+        if 'P1' in parts:
+            import modprof
+            import p1_tasks
+
+            results['p1'] = p1_tasks.run(bench, **conf['p1'])
+            C.log('P1: module payloads (import and process times)')
+            results['modprof'] = modprof.run(bench, bench.p1_tasks, **conf['modprof'])
+        if 'P5' in parts:
+            import p5_guest_info
+
+            results['p5'] = p5_guest_info.run(bench, **conf['p5'])
+        if 'P4' in parts:
+            import p4_upload
+
+            results['p4'] = p4_upload.run(bench, **conf['p4'])
+        if 'P3' in parts:
+            import p3_agent
+
+            results['p3'] = p3_agent.run(bench, **conf['p3'])
+        if 'P2' in parts:
+            import p2_fleet
+
+            results['p2'] = p2_fleet.run(bench, **conf['p2'])
+    finally:
+        C.log('cleaning up %s*' % bench.prefix)
+        bench.cleanup()
+        left = bench.leftovers()
+        if left:
+            C.log('WARNING: left behind: %s' % ', '.join(left))
+    results['facts']['load_end'] = ' / '.join('%.2f' % x for x in __import__('os').getloadavg())
+    results['seconds'] = time.monotonic() - started
+    raw = results_dir / ('bench-%s-%s.json' % (time.strftime('%Y%m%d-%H%M%S'), profile))
+    raw.write_text(json.dumps(results, indent=1, default=str))
+    if 'p2' in results:
+        import p2_fleet
+
+        p2_fleet.plot(results['p2'], plot, results['facts'])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(results, plot_name=plot.name, raw_name=raw.name))
+    C.log('report: %s, plot: %s, raw numbers: %s (%.0f s in all)' % (out, plot, raw, results['seconds']))
+    print(report.summary_text(results))
+
+
+if __name__ == '__main__':
+    main()
