@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,27 @@ PROFILES = {
 PARTS = ('P1', 'P5', 'P4', 'P3', 'P2')
 
 
+def _terminate(signum, _frame):
+    raise SystemExit('bench: terminated by signal %d, cleaning up' % signum)
+
+
+def _merge(results, other_path):
+    """Take the parts missing from ``results`` from another saved run, marked as such."""
+    other = json.loads(Path(other_path).read_text())
+    for part in ('p1', 'modprof', 'p2', 'p3', 'p4', 'p5'):
+        if part not in results and part in other:
+            results[part] = other[part]
+            results.setdefault('merged', {})[part] = dict(
+                date=other['facts']['date'],
+                commit=other['facts']['commit'],
+                profile=other['profile'],
+                raw=Path(other_path).name,
+                load=other['facts'].get('load'),
+                seconds=other.get('seconds'),
+            )
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--quick', action='store_true', help='fast smoke: fewer runs and sizes')
@@ -52,6 +74,7 @@ def main():
     parser.add_argument('--out', help='report path (default docs/performance.md; quick: bench/results/)')
     parser.add_argument('--plot', help='P2 plot path (default docs/performance-p2.png; quick: bench/results/)')
     parser.add_argument('--render', metavar='RAW_JSON', help='only re-render the report from a saved run')
+    parser.add_argument('--merge', metavar='RAW_JSON', help='with --render: parts missing there come from this run')
     parser.add_argument(
         '--set',
         action='append',
@@ -83,6 +106,8 @@ def main():
 
     if args.render:
         results = json.loads(Path(args.render).read_text())
+        if args.merge:
+            results = _merge(results, args.merge)
         if 'p2' in results:
             import p2_fleet
 
@@ -92,6 +117,8 @@ def main():
         print(report.summary_text(results))
         return
 
+    # a SIGTERM (a killed make, a timeout) must still run the clean-up below
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     bench = C.Bench()
     C.log('bench %s (%s profile), objects named %s*, work dir %s' % (bench.id, profile, bench.prefix, bench.work))
