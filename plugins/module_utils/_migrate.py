@@ -833,6 +833,7 @@ class MigrationManager:
         thread = threading.Thread(target=worker, name='libvirt-migrate', daemon=True)
         thread.start()
         taken = None
+        refusal = None
         sample = {}
         while True:
             thread.join(POLL_SECONDS)
@@ -840,8 +841,18 @@ class MigrationManager:
                 break
             if active:
                 sample = self._progress(src) or sample
-            if timeout and taken is None and time.monotonic() - start >= timeout:
-                taken = self._on_timeout(src)
+            if timeout and time.monotonic() - start >= timeout:
+                # Right after the start the job may not be abortable yet, and an abort that lands
+                # while libvirt still prepares the destination can be lost: an abort is repeated at
+                # every poll until the migration ends; suspend and post-copy are applied once.
+                if taken is None or taken == 'abort':
+                    applied, refusal = self._on_timeout(src)
+                    taken = taken or applied
+        if refusal is not None and taken is None:
+            self.client.warn(
+                "timeout_action=%s could not be applied to guest '%s' before the migration ended: %s"
+                % (self.params['timeout_action'], self.name, refusal)
+            )
         wall = round(time.monotonic() - start, 3)
         error = outcome.get('error')
         if error is not None:
@@ -880,6 +891,7 @@ class MigrationManager:
         return {key: raw[key] for key in STAT_KEYS if key in raw}
 
     def _on_timeout(self, src):
+        """Apply timeout_action; return (action taken or None, libvirt's refusal or None)."""
         action = self.params['timeout_action']
         try:
             if action == 'abort':
@@ -889,11 +901,8 @@ class MigrationManager:
             else:
                 src.migrateStartPostCopy(0)
         except self.libvirt.libvirtError as exc:
-            self.client.warn(
-                "timeout_action=%s could not be applied to guest '%s' (the migration may just have "
-                'finished): %s' % (action, self.name, str(exc).strip())
-            )
-        return action
+            return None, str(exc).strip()
+        return action, None
 
     def _still_on_source(self, src):
         try:
