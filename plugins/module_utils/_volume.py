@@ -40,6 +40,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    ConnectionFailed,
     InvalidParameter,
     LibvirtModuleError,
     ObjectNotFound,
@@ -51,6 +52,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._result import Res
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
 CHUNK = 1024 * 1024
+RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
 _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
 _ZERO_CHUNK = bytes(CHUNK)
@@ -882,25 +884,79 @@ class VolumeManager:
                 vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
             else:
                 vol = self.client.call(self.pool.createXML, xml, 0, what=what)
+        except ConnectionFailed as exc:
+            # libvirtd died while creating: once it is back the volume may or may not exist
+            try:
+                vol = self._reattach(exc)
+            except ConnectionFailed:
+                exc.msg = (
+                    '%s; the volume may exist partly created: once libvirtd is back, run the task '
+                    'again to complete it' % exc.msg
+                )
+                exc.args = (exc.msg,)
+                raise exc from None
+            if plan['clone']:
+                if vol is not None:
+                    self._delete_quietly(vol)  # a clone cut short is not worth keeping
+                raise
+            if vol is None:
+                vol = self.client.call(self.pool.createXML, xml, 0, what=what)
+            self.client.warn('%s: libvirtd restarted while the volume was created; reconnected' % what)
         except OperationFailed:
             if self._lookup(refresh=False) is not None:
                 raise _CreatedMeanwhile() from None
             raise
         try:
             if content:
-                upload_file(self.client, vol, content['path'], what + ' upload', (content['size'], content['sha256']))
-                self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+                vol = self._upload(vol, content)
             if resize:
                 self.client.call(vol.resize, capacity, 0, what=what + ' resize')
         except LibvirtModuleError as exc:
-            problem = self._delete_quietly(vol)
+            # after a lost connection _upload already waited for the daemon: do not wait again
+            problem = self._delete_quietly(vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
             if problem:
                 exc.msg = '%s; the partly created volume could not be removed: %s' % (exc.msg, problem)
                 exc.args = (exc.msg,)
             raise
         return vol, None
 
-    def _delete_quietly(self, vol, patience=8.0):
+    def _upload(self, vol, content, patience=RESTART_PATIENCE):
+        """Upload the content into ``vol`` and record it. When libvirtd restarts underneath (the
+        connection is lost mid-stream), wait up to ``patience`` seconds for it to come back,
+        reconnect once, look the volume up again and upload from the start: a service manager
+        restarting the daemon does not leave a half-written volume or fail the task. Returns the
+        volume object (of the new connection after a reconnect)."""
+        what = self.what + ' upload'
+        expected = (content['size'], content['sha256'])
+        try:
+            upload_file(self.client, vol, content['path'], what, expected)
+        except ConnectionFailed as exc:
+            fresh = self._reattach(exc, patience)
+            if fresh is None:
+                raise OperationFailed('%s: gone after libvirtd restarted during the upload' % self.what) from None
+            self.client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (self.what, exc.msg))
+            vol = fresh
+            upload_file(self.client, vol, content['path'], what, expected)
+        self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+        return vol
+
+    def _reattach(self, lost, patience=RESTART_PATIENCE):
+        """Reconnect after the daemon went away (``lost``, the ConnectionFailed raised) and
+        return this volume from the new connection, None when it does not exist. Raises ``lost``
+        when the daemon is not back within ``patience`` seconds."""
+        lv = self.libvirt
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                conn = self.client.reconnect()
+                self.pool = conn.storagePoolLookupByName(self.pool_name)
+            except (lv.libvirtError, ConnectionFailed):
+                continue  # not back yet
+            return self._lookup(self.pool, self.name)
+        raise lost
+
+    def _delete_quietly(self, vol, patience=RESTART_PATIENCE):
         """Remove a volume this run created when a later step failed: no half-made volume stays.
         When the connection was lost (daemon restarted), reconnect, look the volume up again by
         pool and name and delete it, retrying for up to ``patience`` seconds. Returns None when
@@ -1023,8 +1079,7 @@ class VolumeManager:
         if self.check_mode:
             return X.tostring(predicted)
         if content and content['upload']:
-            upload_file(self.client, vol, content['path'], self.what + ' upload', (content['size'], content['sha256']))
-            self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+            vol = self._upload(vol, content)
         elif content and content.get('refresh_record'):
             self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
         if resize_flags is not None and live is not None:
