@@ -545,6 +545,15 @@ def _p4(w, p4):
             % (_st(p4['virsh']), _x(p4['virsh']['median'] / cp))
         )
     w('| `virtops.libvirt.volume src=…` | %s | %s |' % (_st(p4['module']), _x(p4['ratio'])))
+    if p4.get('rerun'):
+        w(
+            '| the same task re-run (nothing to upload: start, connection, digest of the source) | %s | %s |'
+            % (_st(p4['rerun']), _x(p4['rerun']['median'] / cp))
+        )
+        w(
+            '| the upload itself (first run − re-run, per repetition) | %s | %s |'
+            % (_st(p4['transfer']), _x(p4['transfer_ratio']))
+        )
     w('')
 
 

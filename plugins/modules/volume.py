@@ -18,9 +18,10 @@ description:
   - Uploads go through libvirt's stream API and keep holes as holes (sparse streams), so they also work on
     remote connections and block-based pools.
   - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when the
-    content of O(src)/O(url) differs from what was uploaded before. The module records each upload (the
-    sha256 of the data) in a small JSON file on the managed host, in C(/var/lib/virtops-libvirt/volume-uploads/)
-    (set E(VIRTOPS_LIBVIRT_STATE_DIR) to move it). libvirt keeps no metadata for volumes. A volume without a
+    content of O(src)/O(url) differs from what was uploaded before. The module records each upload (a
+    digest of the content that skips holes, so a sparse image is hashed without reading them) in a small
+    JSON file on the managed host, in C(/var/lib/virtops-libvirt/volume-uploads/) (set
+    E(VIRTOPS_LIBVIRT_STATE_DIR) to move it). libvirt keeps no metadata for volumes. A volume without a
     record (or one deleted and created again outside this module) is compared byte for byte with the source
     and adopted when equal.
   - Growing O(capacity) resizes the volume. Shrinking needs O(allow_shrink=true).
@@ -37,7 +38,7 @@ attributes:
       an upload it reads O(src) (or downloads O(url) to a temporary file) and compares.
     support: full
   diff_mode:
-    description: Returns the volume XML before and after; uploads show the content's sha256 as a first comment line.
+    description: Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256:...)) as a first comment line.
     support: full
   idempotent:
     description: Running the same task twice changes nothing the second time.
