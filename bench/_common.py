@@ -34,7 +34,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / 'tests'))
 
 import libvirt  # noqa: E402
-from virtops_helpers import IMAGE_DIR, ensure_collection_link, module_env  # noqa: E402
+from virtops_helpers import IMAGE_DIR, cleanup_prefix, ensure_collection_link, module_env  # noqa: E402
 
 COLLECTIONS = ensure_collection_link()
 URI = 'qemu:///system'
@@ -205,35 +205,6 @@ def _run_group(cmd, env):
         proc.wait()
         raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def cleanup_prefix(conn, prefix):
-    doms = [d for d in conn.listAllDomains(0) if d.name().startswith(prefix)]
-    for dom in doms:
-        if dom.isActive():
-            _quiet(dom.destroy)
-        if dom.isPersistent():
-            flags = (
-                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-            )
-            if _quiet(dom.undefineFlags, flags) is None:
-                _quiet(dom.undefine)
-    for net in conn.listAllNetworks(0):
-        if net.name().startswith(prefix):
-            if net.isActive():
-                _quiet(net.destroy)
-            _quiet(net.undefine)
-    for pool in conn.listAllStoragePools(0):
-        if not pool.name().startswith(prefix):
-            continue
-        if pool.isActive():
-            _quiet(pool.refresh, 0)
-            for vol in _quiet(pool.listAllVolumes, 0) or []:
-                _quiet(vol.delete, 0)
-            _quiet(pool.destroy)
-        _quiet(pool.undefine)
 
 
 # -- playbook building ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -134,3 +135,105 @@ def content_digest(data):
             digest.update(struct.pack('>QQ', offset, len(chunk)) + chunk)
     digest.update(struct.pack('>Q', len(data)))
     return 'sparse-sha256:' + digest.hexdigest()
+
+
+def _quiet(func, *args):
+    import libvirt
+
+    try:
+        return func(*args)
+    except libvirt.libvirtError:
+        return None
+
+
+def cleanup_prefix(conn, prefix):
+    """Remove every guest, network, pool and volume whose name starts with ``prefix`` (volumes
+    also from pools of other names), quietly: used after tests and benchmarks, also on failure."""
+    import libvirt
+
+    for dom in conn.listAllDomains(0):
+        if dom.name().startswith(prefix):
+            if dom.isActive():
+                _quiet(dom.destroy)
+            if dom.isPersistent():
+                flags = (
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                )
+                if _quiet(dom.undefineFlags, flags) is None:
+                    _quiet(dom.undefine)
+    for net in conn.listAllNetworks(0):
+        if net.name().startswith(prefix):
+            if net.isActive():
+                _quiet(net.destroy)
+            _quiet(net.undefine)
+    for pool in conn.listAllStoragePools(0):
+        owned = pool.name().startswith(prefix)
+        if pool.isActive():
+            _quiet(pool.refresh, 0)
+            for vol in _quiet(pool.listAllVolumes, 0) or []:
+                if owned or vol.name().startswith(prefix):
+                    _quiet(vol.delete, 0)
+        if owned:
+            if pool.isActive():
+                _quiet(pool.destroy)
+            _quiet(pool.undefine)
+
+
+# ---------------------------------------------------------------------------------------------
+# this machine's own PCI devices, found from sysfs independently of the modules (which read
+# /proc/mounts and /proc/net/route): the hostdev tests check that they are refused
+
+
+PCI_ADDR = re.compile(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
+
+
+def _pci_in_path(path):
+    found = [part for part in path.split('/') if PCI_ADDR.match(part)]
+    return found[-1] if found else None
+
+
+def _block_pci(sys_path):
+    real = os.path.realpath(sys_path)
+    pci = _pci_in_path(real)
+    if pci:
+        return pci
+    slaves = os.path.join(real, 'slaves')
+    for slave in sorted(os.listdir(slaves)) if os.path.isdir(slaves) else []:
+        pci = _block_pci(os.path.join(slaves, slave))
+        if pci:
+            return pci
+    return None
+
+
+def root_disk_pci():
+    """PCI device behind / - from the device number of / (through dm/md slaves)."""
+    dev = os.stat('/').st_dev
+    return _block_pci('/sys/dev/block/%d:%d' % (os.major(dev), os.minor(dev)))
+
+
+def default_route_pci():
+    """PCI device of the default route's interface - from `ip route` (through bond/vlan lowers)."""
+    out = subprocess.run(['ip', '-4', 'route', 'show', 'default'], capture_output=True, text=True, check=True).stdout
+    pending, seen = [re.search(r'\bdev (\S+)', out).group(1)], set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        real = os.path.realpath('/sys/class/net/%s' % name)
+        pci = _pci_in_path(real)
+        if pci:
+            return pci
+        pending.extend(e[len('lower_') :] for e in sorted(os.listdir(real)) if e.startswith('lower_'))
+    return None
+
+
+def pci_driver_bindings():
+    """``{address: driver path or None}`` of every PCI device: compared before and after."""
+    bindings = {}
+    for addr in sorted(os.listdir('/sys/bus/pci/devices')):
+        link = '/sys/bus/pci/devices/%s/driver' % addr
+        bindings[addr] = os.readlink(link) if os.path.islink(link) else None
+    return bindings

@@ -20,48 +20,9 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, ROOT
+from virtops_helpers import IMAGE_DIR, PREFIX, ROOT, cleanup_prefix
 
 _COUNTER = itertools.count()
-
-
-def _quiet(func, *args):
-    try:
-        return func(*args)
-    except libvirt.libvirtError:
-        return None
-
-
-def cleanup_prefix(conn, prefix):
-    """Remove every guest, network, pool and volume whose name starts with ``prefix``."""
-    for dom in conn.listAllDomains(0):
-        if dom.name().startswith(prefix):
-            if dom.isActive():
-                _quiet(dom.destroy)
-            if dom.isPersistent():
-                flags = (
-                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-                )
-                if _quiet(dom.undefineFlags, flags) is None:
-                    _quiet(dom.undefine)
-    for net in conn.listAllNetworks(0):
-        if net.name().startswith(prefix):
-            if net.isActive():
-                _quiet(net.destroy)
-            _quiet(net.undefine)
-    for pool in conn.listAllStoragePools(0):
-        owned = pool.name().startswith(prefix)
-        if pool.isActive():
-            _quiet(pool.refresh, 0)
-            for vol in _quiet(pool.listAllVolumes, 0) or []:
-                if owned or vol.name().startswith(prefix):
-                    _quiet(vol.delete, 0)
-        if owned:
-            if pool.isActive():
-                _quiet(pool.destroy)
-            _quiet(pool.undefine)
 
 
 def _open(uri):

@@ -9,15 +9,12 @@
 """
 
 import os
-import re
-import subprocess
 
 import libvirt
 import pytest
-from virtops_helpers import ok, run_module
+from virtops_helpers import default_route_pci, ok, pci_driver_bindings, root_disk_pci, run_module
 
 TEST_URI = 'test+unix:///default'
-PCI_ADDR = re.compile(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
@@ -234,60 +231,9 @@ def test_missing_options_rejected_by_argspec(testdrv, uname):
 # qemu:///system - this machine's own devices
 
 
-def _pci_in_path(path):
-    found = [part for part in path.split('/') if PCI_ADDR.match(part)]
-    return found[-1] if found else None
-
-
-def _sysfs_pci_for_block(sys_path):
-    real = os.path.realpath(sys_path)
-    pci = _pci_in_path(real)
-    if pci:
-        return pci
-    for slave in sorted(
-        os.listdir(os.path.join(real, 'slaves')) if os.path.isdir(os.path.join(real, 'slaves')) else []
-    ):
-        pci = _sysfs_pci_for_block(os.path.join(real, 'slaves', slave))
-        if pci:
-            return pci
-    return None
-
-
-def root_fs_pci():
-    """PCI device behind / - from the device number of / (not from /proc/mounts, as the module does)."""
-    dev = os.stat('/').st_dev
-    return _sysfs_pci_for_block('/sys/dev/block/%d:%d' % (os.major(dev), os.minor(dev)))
-
-
-def default_route_pci():
-    """PCI device of the default route's interface - from `ip route` (not /proc/net/route)."""
-    out = subprocess.run(['ip', '-4', 'route', 'show', 'default'], capture_output=True, text=True, check=True).stdout
-    ifname = re.search(r'\bdev (\S+)', out).group(1)
-    pending, seen = [ifname], set()
-    while pending:
-        name = pending.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        real = os.path.realpath('/sys/class/net/%s' % name)
-        pci = _pci_in_path(real)
-        if pci:
-            return pci
-        pending.extend(e[len('lower_') :] for e in sorted(os.listdir(real)) if e.startswith('lower_'))
-    return None
-
-
-def pci_driver_bindings():
-    bindings = {}
-    for addr in sorted(os.listdir('/sys/bus/pci/devices')):
-        link = '/sys/bus/pci/devices/%s/driver' % addr
-        bindings[addr] = os.readlink(link) if os.path.islink(link) else None
-    return bindings
-
-
 @pytest.fixture(scope='module')
 def host_pci():
-    root, route = root_fs_pci(), default_route_pci()
+    root, route = root_disk_pci(), default_route_pci()
     assert root and route, 'cannot find the root disk / default route PCI devices from sysfs'
     return dict(root=root, route=route)
 

@@ -204,14 +204,6 @@ def not_foreign(name):
     return name.startswith(PREFIX) or not name.startswith('vtest-')
 
 
-def pci_driver_bindings():
-    bindings = {}
-    for addr in sorted(os.listdir('/sys/bus/pci/devices')):
-        link = '/sys/bus/pci/devices/%s/driver' % addr
-        bindings[addr] = os.readlink(link) if os.path.islink(link) else None
-    return bindings
-
-
 # ---------------------------------------------------------------------------------------------
 # the namespaced libvirtd of a HostPair host: kill, stop, continue, restart
 

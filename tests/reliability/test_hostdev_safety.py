@@ -9,54 +9,11 @@ qemu:///system, never started) keeps its definition.
 from __future__ import annotations
 
 import itertools
-import os
-import re
-import subprocess
 import time
 
 import libvirt
-from reliability_lib import FIGURES, parallel, pci_driver_bindings, run
-
-PCI_ADDR = re.compile(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
-
-
-def _pci_in_path(path):
-    found = [part for part in path.split('/') if PCI_ADDR.match(part)]
-    return found[-1] if found else None
-
-
-def _block_pci(sys_path):
-    real = os.path.realpath(sys_path)
-    pci = _pci_in_path(real)
-    if pci:
-        return pci
-    slaves = os.path.join(real, 'slaves')
-    for slave in sorted(os.listdir(slaves)) if os.path.isdir(slaves) else []:
-        pci = _block_pci(os.path.join(slaves, slave))
-        if pci:
-            return pci
-    return None
-
-
-def root_disk_pci():
-    dev = os.stat('/').st_dev
-    return _block_pci('/sys/dev/block/%d:%d' % (os.major(dev), os.minor(dev)))
-
-
-def default_route_pci():
-    out = subprocess.run(['ip', '-4', 'route', 'show', 'default'], capture_output=True, text=True, check=True).stdout
-    pending, seen = [re.search(r'\bdev (\S+)', out).group(1)], set()
-    while pending:
-        name = pending.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        real = os.path.realpath('/sys/class/net/%s' % name)
-        pci = _pci_in_path(real)
-        if pci:
-            return pci
-        pending.extend(e[len('lower_') :] for e in sorted(os.listdir(real)) if e.startswith('lower_'))
-    return None
+from reliability_lib import FIGURES, parallel, run
+from virtops_helpers import default_route_pci, pci_driver_bindings, root_disk_pci
 
 
 def spellings(addr):
