@@ -52,6 +52,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._result import Res
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
 CHUNK = 1024 * 1024
+PARTIAL_REMOVED = 'an earlier run left it partly written'
 RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
 _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
@@ -227,6 +228,67 @@ class UploadRecords:
             pass
         except OSError as exc:
             raise OperationFailed('cannot remove the upload record %s: %s' % (self.path(key), exc)) from None
+
+
+class PartialVolumes:
+    """Volumes this module created and could not remove again because libvirtd went away (see
+    ``VolumeManager._sweep_partial``): ``<state dir>/volume-partial/<hash>.json`` per volume, for
+    the connection URI that created it. A run claims an entry by renaming it, so two runs never
+    sweep the same volume."""
+
+    def __init__(self, uri, records):
+        self.uri = uri or ''
+        self.records = records
+        self.directory = os.path.join(state_dir(), 'volume-partial')
+
+    def remember(self, pool, name, key):
+        path = key if key.startswith('/') else None  # file volumes: the key is the path
+        entry = dict(uri=self.uri, pool=pool, name=name, volume_key=key, identity=self.records.identity(path))
+        digest = hashlib.sha256(('%s\n%s' % (self.uri, key)).encode('utf-8')).hexdigest()[:40]
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
+            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+                json.dump(entry, handle, indent=1, sort_keys=True)
+            os.replace(tmp, os.path.join(self.directory, digest + '.json'))
+        except OSError as exc:
+            return 'cannot note it under %s: %s' % (self.directory, exc)
+        return None
+
+    def claim(self):
+        """``[(entry, claimed path)]`` of this URI; the entries are taken away from other runs."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith('.json'))
+        except OSError:
+            return []  # the usual case: nothing was ever left behind
+        claimed = []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, encoding='utf-8') as handle:
+                    entry = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(entry, dict) or entry.get('uri') != self.uri:
+                continue
+            taken = '%s.claimed-%d' % (path, os.getpid())
+            try:
+                os.rename(path, taken)
+            except OSError:
+                continue  # another run took it
+            claimed.append((entry, taken))
+        return claimed
+
+    @staticmethod
+    def release(taken, keep):
+        """Put a claimed entry back (``keep``) or drop it."""
+        try:
+            if keep:
+                os.rename(taken, taken.rsplit('.claimed-', 1)[0])
+            else:
+                os.unlink(taken)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,6 +671,7 @@ class VolumeManager:
         self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
         self.records = UploadRecords(client.uri)
+        self.partial = PartialVolumes(client.uri, self.records)
         self.pool = None
         self.pool_root = None
         self.ptype = None
@@ -637,6 +700,7 @@ class VolumeManager:
             )
         self.pool_root = X.parse(pool_xml(self.client, self.pool))
         self.ptype = self.pool_root.get('type')
+        self._sweep_partial()
         vol, before_xml, record = self._current()
         if self.params['state'] == 'absent':
             self.result.set_diff(_render(before_xml, record and record.get('content')), '', self.what, 'volume absent')
@@ -648,7 +712,9 @@ class VolumeManager:
                 vol, after_xml = self._create(plan)
             except _CreatedMeanwhile:
                 # a concurrent run created it ("storage vol already exists"): continue as existing
+                swept = [a for a in self.result.actions if a.endswith(PARTIAL_REMOVED)]
                 self.result = Result(diff_mode=self.client.diff_mode, check_mode=self.client.check_mode)
+                self.result.actions.extend(swept)
                 vol, before_xml, _record = self._current()
                 if vol is None:
                     raise OperationFailed('%s: removed again by another run meanwhile' % self.what) from None
@@ -667,6 +733,43 @@ class VolumeManager:
             self.what + ' (wanted)',
         )
         return self.result.build(volume=self._describe(vol, after_xml))
+
+    def _sweep_partial(self):
+        """Remove the volumes earlier runs created and had to leave partly written (libvirtd went
+        away and stayed away). A volume is removed only when it is still that volume (same key
+        and file identity), no upload completed it since (no upload record), and no running
+        guest uses it; otherwise the note is dropped and the volume left alone."""
+        lv = self.libvirt
+        for entry, taken in self.partial.claim():
+            keep = False
+            what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
+            try:
+                pool = self.client.conn.storagePoolLookupByName(entry['pool'])
+                vol = self._lookup(pool, entry['name'])
+                key = vol.key() if vol is not None else None
+                path = key if key and key.startswith('/') else None
+                if (
+                    key != entry.get('volume_key')
+                    or (entry.get('identity') is not None and entry['identity'] != self.records.identity(path))
+                    or self.records.load(key, path) is not None
+                ):
+                    continue  # gone, replaced or completed since
+                if guests_using(self.client, pool, entry['pool'], X.parse(pool_xml(self.client, pool)), vol):
+                    keep = True  # in use: not ours to remove now
+                    continue
+                self.result.change('%s removed: %s' % (what, PARTIAL_REMOVED))
+                if self.check_mode:
+                    keep = True
+                    continue
+                vol.delete(0)
+            except lv.libvirtError as exc:
+                keep = not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL')
+            except LibvirtModuleError:
+                keep = True  # could not tell: try again next time
+            except (KeyError, TypeError, AttributeError):
+                pass  # a damaged note: drop it
+            finally:
+                self.partial.release(taken, keep)
 
     def _current(self):
         """``(vol, xml, upload record)`` of the volume; ``(None, None, None)`` when it does not
@@ -996,7 +1099,12 @@ class VolumeManager:
             # after a lost connection _upload already waited for the daemon: do not wait again
             problem = self._delete_quietly(vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
             if problem:
-                exc.msg = '%s; the partly created volume could not be removed: %s' % (exc.msg, problem)
+                noted = self.partial.remember(self.pool_name, self.name, vol.key())
+                exc.msg = '%s; the partly created volume could not be removed: %s; %s' % (
+                    exc.msg,
+                    problem,
+                    noted or 'the next volume task on this host removes it',
+                )
                 exc.args = (exc.msg,)
             raise
         return vol, None

@@ -180,8 +180,9 @@ notes:
   - A volume used by a running guest is not deleted, shrunk or given new content; the task fails and names the guests.
   - When libvirtd restarts while a volume is created or uploaded (a service manager restarting it within a few seconds),
     the module reconnects once, uploads again from the start and warns. When the daemon stays down longer (8 seconds),
-    the task fails; a volume this run created is removed when possible, otherwise the message says it may exist
-    partly written, and running the task again once the daemon is back completes it.
+    the task fails. A volume this run created and could not remove is noted in
+    C(/var/lib/virtops-libvirt/volume-partial/); the next volume task for the same URI removes it (reported as a
+    change), unless a running guest uses it or an upload completed it since.
 seealso:
   - module: virtops.libvirt.storage_pool
   - module: virtops.libvirt.storage_pool_info

@@ -226,9 +226,10 @@ def test_libvirtd_killed_during_upload(fpair, uname, tmp_path, restart):
     - Restarted ~1 s later (what systemd's Restart= does): the module reconnects once, uploads
       again and succeeds; the volume holds exactly the source's bytes and an upload record.
     - Down for longer than the module waits: a clean failure naming the partly written volume and
-      no upload record; nothing can delete the volume through a dead daemon, so once it is back
-      the same task, run again, completes it (it re-uploads, since no upload was recorded).
-    Either way no half-written volume survives the task or its re-run."""
+      no upload record. Nothing can delete the volume through a dead daemon, so the module notes
+      it; once the daemon is back, the next volume task on that host (here: another volume in
+      the pool) removes it, and the first task, run again, creates and uploads it in full.
+    Either way no half-written volume survives the next task."""
     started = time.monotonic()
     prompt = restart == 'service manager restarts it'
     host = fpair.a
@@ -290,18 +291,34 @@ def test_libvirtd_killed_during_upload(fpair, uname, tmp_path, restart):
             len(records_left),
         )
     else:
-        expected = 'clean failure naming the partial volume, no upload record; the re-run completes it'
+        expected = (
+            'clean failure naming the partial volume, no upload record; the next volume task removes it; '
+            'the re-run uploads it in full'
+        )
         named = result.get('failed') and 'partly created' in result.get('msg', '')
-        completed = None
-        if 'up.raw' in left:
-            rerun = run('volume', task)
-            completed = not rerun.get('failed') and rerun.get('changed') and holds_source()
-        passed = hit and named and clean(result) and not records_left and completed is not False
-        outcome = '%s; volumes after the restart: %s; upload records: %d; re-run: %s' % (
-            classify(result),
-            left,
-            len(records_left),
-            {None: 'not needed', True: 'completed the volume', False: 'left it partial'}[completed],
+        other = run('volume', dict(uri=host.uri, pool=pool_name, name='other.raw', capacity='1MiB'))
+        swept = not other.get('failed') and any('partly written' in a for a in other.get('actions', []))
+        after_next = volumes()
+        rerun = run('volume', task)
+        completed = not rerun.get('failed') and rerun.get('changed') and holds_source()
+        passed = (
+            hit
+            and named
+            and clean(result)
+            and not records_left
+            and (swept or 'up.raw' not in left)
+            and 'up.raw' not in after_next
+            and completed
+        )
+        outcome = (
+            '%s; volumes after the restart: %s; after the next volume task: %s; upload records: %d; re-run: %s'
+            % (
+                classify(result),
+                left,
+                after_next,
+                len(records_left),
+                'uploaded it in full' if completed else 'did not complete it',
+            )
         )
     FIGURES.add_fault(
         'libvirtd killed during a volume upload (%s)' % restart,
