@@ -236,8 +236,8 @@ class PartialVolumes:
     the connection URI that created it. A run claims an entry by renaming it, so two runs never
     sweep the same volume."""
 
-    def __init__(self, uri, records):
-        self.uri = uri or ''
+    def __init__(self, records):
+        self.uri = None  # the connection's canonical URI (set by the sweep, before any change)
         self.records = records
         self.directory = os.path.join(state_dir(), 'volume-partial')
 
@@ -671,7 +671,7 @@ class VolumeManager:
         self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
         self.records = UploadRecords(client.uri)
-        self.partial = PartialVolumes(client.uri, self.records)
+        self.partial = PartialVolumes(self.records)
         self.pool = None
         self.pool_root = None
         self.ptype = None
@@ -740,10 +740,17 @@ class VolumeManager:
         and file identity), no upload completed it since (no upload record), and no running
         guest uses it; otherwise the note is dropped and the volume left alone."""
         lv = self.libvirt
+        # the canonical URI: "qemu:///system" given or defaulted name the same host
+        self.partial.uri = self.client.call('getURI', what='the connection URI')
         for entry, taken in self.partial.claim():
             keep = False
             what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
             try:
+                if entry.get('identity') is None and (entry['pool'], entry['name']) != (self.pool_name, self.name):
+                    # without a file identity a volume created again since cannot be told apart:
+                    # only the task for that very volume (about to fill it anyway) removes it
+                    keep = True
+                    continue
                 pool = self.client.conn.storagePoolLookupByName(entry['pool'])
                 vol = self._lookup(pool, entry['name'])
                 key = vol.key() if vol is not None else None
@@ -1073,9 +1080,17 @@ class VolumeManager:
             try:
                 vol = self._reattach(exc)
             except ConnectionFailed:
-                exc.msg = (
-                    '%s; the volume may exist partly created: once libvirtd is back, run the task '
-                    'again to complete it' % exc.msg
+                # a file volume is known by its path: note it when the daemon got to create it
+                target = X.findtext(self.pool_root, 'target/path')
+                path = os.path.join(target, self.name) if target and self.ptype in S.FILE_POOL_TYPES else None
+                noted = None
+                if path and os.path.isfile(path):
+                    noted = self.partial.remember(self.pool_name, self.name, path) or (
+                        'the next volume task on this host removes it'
+                    )
+                exc.msg = '%s; the volume may exist partly created: %s' % (
+                    exc.msg,
+                    noted or 'once libvirtd is back, run the task again to complete it',
                 )
                 exc.args = (exc.msg,)
                 raise exc from None

@@ -227,9 +227,11 @@ def test_libvirtd_killed_during_upload(fpair, uname, tmp_path, restart):
       again and succeeds; the volume holds exactly the source's bytes and an upload record.
     - Down for longer than the module waits: a clean failure naming the partly written volume and
       no upload record. Nothing can delete the volume through a dead daemon, so the module notes
-      it; once the daemon is back, the next volume task on that host (here: another volume in
-      the pool) removes it, and the first task, run again, creates and uploads it in full.
-    Either way no half-written volume survives the next task."""
+      it. This host's files live in another mount namespace, so the module cannot see the file's
+      identity (as with a remote host): the note is acted on by the task for that very volume,
+      which, run again once the daemon is back, removes it and uploads it in full (the sweep by
+      other tasks, with a local file identity, is tested in tests/integration/test_volume.py).
+    Either way no half-written volume survives the task's next run."""
     started = time.monotonic()
     prompt = restart == 'service manager restarts it'
     host = fpair.a
@@ -292,33 +294,20 @@ def test_libvirtd_killed_during_upload(fpair, uname, tmp_path, restart):
         )
     else:
         expected = (
-            'clean failure naming the partial volume, no upload record; the next volume task removes it; '
-            'the re-run uploads it in full'
+            'clean failure naming the partial volume, no upload record; run again, the task removes or '
+            'completes it and the volume holds the source; no note left'
         )
         named = result.get('failed') and 'partly created' in result.get('msg', '')
-        other = run('volume', dict(uri=host.uri, pool=pool_name, name='other.raw', capacity='1MiB'))
-        swept = not other.get('failed') and any('partly written' in a for a in other.get('actions', []))
-        after_next = volumes()
         rerun = run('volume', task)
         completed = not rerun.get('failed') and rerun.get('changed') and holds_source()
-        passed = (
-            hit
-            and named
-            and clean(result)
-            and not records_left
-            and (swept or 'up.raw' not in left)
-            and 'up.raw' not in after_next
-            and completed
-        )
-        outcome = (
-            '%s; volumes after the restart: %s; after the next volume task: %s; upload records: %d; re-run: %s'
-            % (
-                classify(result),
-                left,
-                after_next,
-                len(records_left),
-                'uploaded it in full' if completed else 'did not complete it',
-            )
+        notes = list((STATE_DIR / 'volume-partial').glob('*.json'))
+        passed = hit and named and clean(result) and not records_left and completed and not notes
+        outcome = '%s; volumes after the restart: %s; upload records: %d; re-run: %s; notes left: %d' % (
+            classify(result),
+            left,
+            len(records_left),
+            'ok: %s' % '; '.join(a.split(': ', 1)[-1] for a in rerun.get('actions', [])) if completed else 'incomplete',
+            len(notes),
         )
     FIGURES.add_fault(
         'libvirtd killed during a volume upload (%s)' % restart,
