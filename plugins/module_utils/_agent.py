@@ -26,7 +26,7 @@ import threading
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as errors
-from ansible_collections.virtops.libvirt.plugins.module_utils._domain import AGENT_CHANNEL
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import AGENT_CHANNEL
 
 try:
     import libvirt_qemu  # pylint: disable=import-error

@@ -4,14 +4,17 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Guest (domain) spec <-> XML.
 
-* :func:`build_domain` creates the XML of a new guest from the module's typed options, filling
-  sensible defaults for what the user left out.
+* :func:`validate_spec` checks the typed options; the device builders (:func:`disk_element`,
+  :func:`interface_element`, ...) turn them into XML elements.
 * :func:`apply_spec` merges the typed options into an existing domain XML tree *in place* and
   returns the list of :class:`Change` it made. Only what the user gave is touched; a device class
   given as a list (``disks``, ``interfaces``) is the full list of that class. A device that already
   matches (subset comparison) is kept verbatim, so libvirt's own additions (addresses, aliases,
   MACs) survive and an unchanged spec produces no change.
-* :func:`summarize` turns a domain XML into the plain dict used in results and ``guest_info``.
+
+Split off, so that the modules compile only what they use on every run: the XML of a new guest
+(``build_domain``) is in ``_domain_build``, the agent channel name, the device order and
+``summarize`` (the plain dict ``guest_info`` returns) are in ``_domain_base``.
 
 Pure functions over lxml trees: no libvirt calls here (volume formats are resolved by the caller
 and passed in ``spec``), which keeps this layer unit-testable and schema-validated in tests.
@@ -22,10 +25,15 @@ from __future__ import annotations
 import copy
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import (
+    AGENT_CHANNEL,
+    agent_channels,
+    kib,
+    place,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import parse_size, to_unit
 
-AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 DISK_BUSES = ('virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc')
 DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd', 'usb': 'sd', 'ide': 'hd', 'xen': 'xvd', 'fdc': 'fd'}
 BOOT_DEVS = ('hd', 'cdrom', 'network', 'fd')
@@ -117,7 +125,7 @@ def validate_spec(spec):
 def disk_element(disk, domain_type='kvm'):
     device = disk.get('device') or 'disk'
     target = disk['target']
-    bus = disk.get('bus') or _guess_bus(target, domain_type)
+    bus = disk.get('bus') or guess_bus(target, domain_type)
     if disk.get('pool'):
         node = X.element('disk', type='volume', device=device)
     elif disk.get('path', '').startswith('/dev/'):
@@ -167,7 +175,7 @@ IOTUNE_KEYS = (
 )
 
 
-def _guess_bus(target, domain_type):
+def guess_bus(target, domain_type):
     for bus, prefix in (('xen', 'xvd'), ('virtio', 'vd'), ('ide', 'hd'), ('fdc', 'fd'), ('scsi', 'sd')):
         if target.startswith(prefix):
             return bus
@@ -249,93 +257,6 @@ def scsi_controller():
     return X.element('controller', type='scsi', model='virtio-scsi')
 
 
-# ---------------------------------------------------------------------------------------------
-# Whole-domain build
-
-
-def build_domain(spec, domain_type, arch='x86_64'):
-    """XML tree for a new guest from the typed options (``spec`` = module params)."""
-    validate_spec(spec)
-    is_xen = domain_type == 'xen'
-    root = X.element('domain', type=domain_type)
-    X.sub(root, 'name', spec['name'])
-    if spec.get('title'):
-        X.sub(root, 'title', spec['title'])
-    if spec.get('description'):
-        X.sub(root, 'description', spec['description'])
-    mem = memory_kib(spec.get('memory') or '512MiB', 'memory')
-    cur = memory_kib(spec.get('current_memory'), 'current_memory') or mem
-    X.sub(root, 'memory', mem, unit='KiB')
-    X.sub(root, 'currentMemory', cur, unit='KiB')
-    backing = spec.get('memory_backing') or {}
-    if backing.get('hugepages') or backing.get('nosharepages'):
-        mb = X.sub(root, 'memoryBacking')
-        if backing.get('hugepages'):
-            X.sub(mb, 'hugepages')
-        if backing.get('nosharepages'):
-            X.sub(mb, 'nosharepages')
-    vcpus = spec.get('vcpus') or 1
-    max_vcpus = spec.get('max_vcpus') or vcpus
-    vcpu = X.sub(root, 'vcpu', max_vcpus, placement='static')
-    if vcpus != max_vcpus:
-        vcpu.set('current', str(vcpus))
-    os_node = X.sub(root, 'os')
-    os_type = spec.get('os_type') or 'hvm'
-    machine = spec.get('machine')
-    if is_xen and os_type in ('xen', 'linux') and not machine:
-        machine = 'xenpv'
-    X.sub(os_node, 'type', os_type, arch=spec.get('arch') or arch, machine=machine)
-    if spec.get('firmware') == 'efi':
-        os_node.set('firmware', 'efi')
-    _apply_boot(os_node, spec.get('boot') or {}, [])
-    if os_type == 'hvm':
-        features = X.sub(root, 'features')
-        X.sub(features, 'acpi')
-        X.sub(features, 'apic')
-        if is_xen:
-            X.sub(features, 'pae')
-    cpu = spec.get('cpu')
-    if cpu:
-        root.append(cpu_element(cpu))
-    elif domain_type == 'kvm':
-        X.sub(root, 'cpu', mode='host-model')
-    X.sub(root, 'clock', offset='utc')
-    X.sub(root, 'on_poweroff', 'destroy')
-    X.sub(root, 'on_reboot', 'restart')
-    X.sub(root, 'on_crash', 'destroy')
-    devices = X.sub(root, 'devices')
-    disks = spec.get('disks') or []
-    for disk in disks:
-        devices.append(disk_element(disk, domain_type))
-    if any((d.get('bus') or _guess_bus(d['target'], domain_type)) == 'scsi' for d in disks):
-        devices.append(scsi_controller())
-    for nic in spec.get('interfaces') or []:
-        devices.append(interface_element(nic, domain_type))
-    for node in serial_elements(spec.get('serial')):
-        devices.append(node)
-    agent = spec.get('guest_agent')
-    if agent is None:
-        agent = not is_xen
-    if agent:
-        devices.append(agent_channel())
-    graphics = graphics_element(spec.get('graphics'))
-    if graphics is not None:
-        devices.append(graphics)
-    video = spec.get('video')
-    if video is None:
-        video = 'none' if graphics is None else ('virtio' if not is_xen else None)
-    if video and not is_xen:
-        devices.append(video_element(video))
-    rng = spec.get('rng')
-    if rng or (rng is None and not is_xen):
-        devices.append(rng_element())
-    balloon = spec.get('balloon')
-    if not is_xen:
-        devices.append(balloon_element(True if balloon is None else balloon))
-    _apply_seclabel(root, spec.get('seclabel'), [])
-    return root
-
-
 def cpu_element(cpu):
     mode = cpu.get('mode') or ('custom' if cpu.get('model') else 'host-model')
     node = X.element('cpu', mode=mode)
@@ -403,7 +324,7 @@ def apply_spec(root, spec, domain_type=None):
                         os_node.remove(node)
             changes.append(Change('firmware', 'firmware -> %s' % spec['firmware']))
     if spec.get('boot'):
-        _apply_boot(os_node, spec['boot'], changes)
+        apply_boot(os_node, spec['boot'], changes)
     if spec.get('cpu'):
         want = cpu_element(spec['cpu'])
         have = root.find('cpu')
@@ -437,7 +358,7 @@ def apply_spec(root, spec, domain_type=None):
             devices, 'memballoon', balloon_element(spec['balloon']), changes, match_attr='model', keep_missing=False
         )
     if spec.get('seclabel') is not None:
-        _apply_seclabel(root, spec['seclabel'], changes)
+        apply_seclabel(root, spec['seclabel'], changes)
     for option, tag in (('title', 'title'), ('description', 'description')):
         if spec.get(option) is not None and X.findtext(root, tag, '') != spec[option]:
             node = root.find(tag)
@@ -465,8 +386,8 @@ def _insert_after(root, node, after_tags):
 def _apply_memory(root, spec, changes):
     mem = memory_kib(spec.get('memory'), 'memory')
     cur = memory_kib(spec.get('current_memory'), 'current_memory')
-    have_mem = _kib(root.find('memory'))
-    have_cur = _kib(root.find('currentMemory')) or have_mem
+    have_mem = kib(root.find('memory'))
+    have_cur = kib(root.find('currentMemory')) or have_mem
     if mem is not None and mem != have_mem:
         _set_text(
             root, 'memory', mem, changes, 'memory', 'memory %s KiB -> %s KiB' % (have_mem, mem), attrs={'unit': 'KiB'}
@@ -487,14 +408,6 @@ def _apply_memory(root, spec, changes):
             live=True,
             attrs={'unit': 'KiB'},
         )
-
-
-def _kib(node):
-    if node is None or not (node.text or '').strip():
-        return None
-    from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
-
-    return int(node.text.strip()) * unit_factor(node.get('unit', 'KiB')) // 1024
 
 
 def _apply_vcpus(root, spec, changes):
@@ -525,7 +438,7 @@ def _apply_vcpus(root, spec, changes):
         changes.append(Change('vcpus', 'vCPUs %d -> %d' % (have_cur, new_cur), live=new_max == have_max))
 
 
-def _apply_boot(os_node, boot, changes):
+def apply_boot(os_node, boot, changes):
     before = copy.deepcopy(os_node)
     if boot.get('order') is not None:
         for node in os_node.findall('boot'):
@@ -626,7 +539,7 @@ def _apply_disks(devices, disks, domain_type, changes):
     needs_scsi = any(n.find('target').get('bus') == 'scsi' for n in wanted)
     has_scsi = any(c.get('type') == 'scsi' for c in devices.findall('controller'))
     if needs_scsi and not has_scsi:
-        _place(devices, scsi_controller(), 'controller')
+        place(devices, scsi_controller(), 'controller')
         changes.append(Change('disks', 'virtio-scsi controller added'))
 
 
@@ -642,54 +555,6 @@ def _only_iotune_differs(want, have):
     return not X.differences(want_c, have_c)
 
 
-_DEVICE_ORDER = (
-    'emulator',
-    'disk',
-    'controller',
-    'lease',
-    'filesystem',
-    'interface',
-    'smartcard',
-    'serial',
-    'parallel',
-    'console',
-    'channel',
-    'input',
-    'tpm',
-    'graphics',
-    'sound',
-    'audio',
-    'video',
-    'hostdev',
-    'redirdev',
-    'redirfilter',
-    'hub',
-    'watchdog',
-    'memballoon',
-    'rng',
-    'panic',
-    'shmem',
-    'memory',
-    'iommu',
-    'vsock',
-)
-
-
-def _place(devices, node, tag):
-    """Insert ``node`` after the last device of ``tag`` or of the tags that precede it."""
-    rank = _DEVICE_ORDER.index(tag) if tag in _DEVICE_ORDER else len(_DEVICE_ORDER)
-    anchor = None
-    for child in devices:
-        ctag = child.tag if isinstance(child.tag, str) else ''
-        crank = _DEVICE_ORDER.index(ctag) if ctag in _DEVICE_ORDER else len(_DEVICE_ORDER)
-        if crank <= rank:
-            anchor = child
-    if anchor is None:
-        devices.insert(0, node)
-    else:
-        anchor.addnext(node)
-
-
 def _replace_class(devices, tag, nodes, keep=None):
     """Replace all ``tag`` children (except those ``keep`` accepts) by ``nodes`` in place."""
     existing = [n for n in devices.findall(tag) if keep is None or not keep(n)]
@@ -700,7 +565,7 @@ def _replace_class(devices, tag, nodes, keep=None):
         devices.remove(node)
     if anchor_index is None:
         for node in nodes:
-            _place(devices, node, tag)
+            place(devices, node, tag)
         return
     for offset, node in enumerate(nodes):
         devices.insert(anchor_index + offset, node)
@@ -756,18 +621,10 @@ def _apply_interfaces(devices, nics, domain_type, changes):
     _replace_class(devices, 'interface', wanted, keep=_is_hostdev_interface)
 
 
-def _agent_channels(devices):
-    return [
-        c
-        for c in devices.findall('channel')
-        if c.find('target') is not None and c.find('target').get('name') == AGENT_CHANNEL
-    ]
-
-
 def _apply_agent(devices, enabled, changes):
-    present = _agent_channels(devices)
+    present = agent_channels(devices)
     if enabled and not present:
-        _place(devices, agent_channel(), 'channel')
+        place(devices, agent_channel(), 'channel')
         changes.append(Change('guest_agent', 'guest agent channel added'))
     elif not enabled and present:
         for node in present:
@@ -793,8 +650,8 @@ def _apply_serial(devices, serial, changes):
         return
     for node in have_serial + have_console:
         devices.remove(node)
-    _place(devices, want[0], 'serial')
-    _place(devices, want[1], 'console')
+    place(devices, want[0], 'serial')
+    place(devices, want[1], 'console')
     changes.append(Change('serial', 'serial console -> %s' % want[0].get('type')))
 
 
@@ -817,7 +674,7 @@ def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None
             want.append(copy.deepcopy(address))
     for node in have:
         devices.remove(node)
-    _place(devices, want, tag)
+    place(devices, want, tag)
     changes.append(
         Change(
             tag,
@@ -832,7 +689,7 @@ def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None
     )
 
 
-def _apply_seclabel(root, seclabel, changes):
+def apply_seclabel(root, seclabel, changes):
     if not seclabel:
         return
     stype = seclabel.get('type') or 'dynamic'
@@ -857,65 +714,3 @@ def _apply_seclabel(root, seclabel, changes):
     else:
         root.append(want)
     changes.append(Change('seclabel', 'seclabel -> %s' % stype))
-
-
-# ---------------------------------------------------------------------------------------------
-# XML -> plain data
-
-
-def summarize(root):
-    """Plain dict of a domain definition (for results and guest_info)."""
-    os_type = root.find('os/type')
-    vcpu = root.find('vcpu')
-    info = dict(
-        name=X.findtext(root, 'name'),
-        uuid=X.findtext(root, 'uuid'),
-        domain_type=root.get('type'),
-        memory=(_kib(root.find('memory')) or 0) * 1024,
-        current_memory=(_kib(root.find('currentMemory')) or _kib(root.find('memory')) or 0) * 1024,
-        max_vcpus=int(vcpu.text) if vcpu is not None and vcpu.text else None,
-        vcpus=int(vcpu.get('current', vcpu.text)) if vcpu is not None and vcpu.text else None,
-        os_type=os_type.text if os_type is not None else None,
-        arch=os_type.get('arch') if os_type is not None else None,
-        machine=os_type.get('machine') if os_type is not None else None,
-        disks=[],
-        interfaces=[],
-        guest_agent=False,
-    )
-    devices = root.find('devices')
-    if devices is None:
-        return info
-    for disk in devices.findall('disk'):
-        source = disk.find('source')
-        target = disk.find('target')
-        driver = disk.find('driver')
-        entry = dict(
-            target=target.get('dev') if target is not None else None,
-            bus=target.get('bus') if target is not None else None,
-            device=disk.get('device', 'disk'),
-            type=disk.get('type'),
-            format=driver.get('type') if driver is not None else None,
-            readonly=disk.find('readonly') is not None,
-        )
-        if source is not None:
-            for key in ('file', 'dev', 'pool', 'volume', 'name'):
-                if source.get(key):
-                    entry['path' if key in ('file', 'dev') else key] = source.get(key)
-        info['disks'].append(entry)
-    for nic in devices.findall('interface'):
-        source = nic.find('source')
-        mac = nic.find('mac')
-        model = nic.find('model')
-        src = None
-        if source is not None:
-            src = source.get('network') or source.get('bridge') or source.get('dev')
-        info['interfaces'].append(
-            dict(
-                type=nic.get('type'),
-                source=src,
-                mac=mac.get('address') if mac is not None else None,
-                model=model.get('type') if model is not None else None,
-            )
-        )
-    info['guest_agent'] = bool(_agent_channels(devices))
-    return info

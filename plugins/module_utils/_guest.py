@@ -2,26 +2,24 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``guest`` module: read current -> compare -> act unless check mode."""
+"""Service layer of the ``guest`` module: read current -> compare -> act unless check mode.
+
+What only a change needs (a new guest's definition, live changes, stopping, removing) is in
+``_guest_change``, imported when a change is made: a run that changes nothing does not compile it.
+"""
 
 from __future__ import annotations
 
 import copy
-import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._caps import (
-    domain_types_available,
-    host_domain_type,
-    state_name,
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     ObjectNotFound,
     OperationFailed,
-    TimeoutExpired,
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
@@ -195,28 +193,12 @@ class GuestManager:
         except self.libvirt.libvirtError:
             return None
 
-    def _pick_domain_type(self, spec):
-        arch = spec.get('arch') or None
-        wanted = spec.get('domain_type')
-        if wanted is None:
-            return host_domain_type(self.client, arch)
-        available = domain_types_available(self.client, arch)
-        if wanted not in available:
-            hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
-            raise InvalidParameter(
-                'domain_type',
-                "'%s' is not supported by this host%s; available: %s"
-                % (wanted, hint, ', '.join(sorted(available)) or 'none'),
-            )
-        return wanted
-
-    def _host_arch(self):
-        caps = X.parse(self.client.call('getCapabilities', what='host capabilities'))
-        return X.findtext(caps, 'host/cpu/arch') or 'x86_64'
-
     def _ensure_defined(self, dom, desired_xml):
         if dom is None:
-            return self._define_new(desired_xml)
+            # imported here: only a change needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils import _guest_change as C
+
+            return C.define_new(self, desired_xml)
         before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
         current = X.parse(before)
         if desired_xml is not None:
@@ -244,7 +226,10 @@ class GuestManager:
             return dom
         new = self.client.call('defineXML', after, what="guest '%s'" % self.name)
         if running:
-            self._apply_live(new, changes)
+            # imported here: only a change needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils import _guest_change as C
+
+            C.apply_live(self, new, changes)
         return new
 
     def _merge_user_xml(self, current, desired):
@@ -268,29 +253,6 @@ class GuestManager:
                 nic.insert(0, copy.deepcopy(have_nics[index].find('mac')))
         return new_tree, [D.Change('xml', 'definition differs at %s' % ', '.join(diffs[:5]))]
 
-    def _define_new(self, desired_xml):
-        if desired_xml is not None:
-            tree = desired_xml
-        else:
-            spec = self._typed_spec()
-            domain_type = self._pick_domain_type(spec)
-            tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
-        xml = X.tostring(tree)
-        self.result.change("guest '%s' defined" % self.name)
-        self.result.set_diff('', xml, 'guest absent', "guest '%s' (wanted)" % self.name)
-        if self.check_mode:
-            self.predicted_state = 'stopped'
-            return None
-        try:
-            return self.client.conn.defineXML(xml)
-        except self.libvirt.libvirtError as exc:
-            # Another run defined the same guest a moment ago: converge onto that one.
-            raced = self.client.lookup('guest', self.name)
-            if raced is None:
-                raise self._translate(exc) from None
-        self.result.actions.pop()
-        return self._ensure_defined(raced, desired_xml)
-
     # live changes -------------------------------------------------------------------------
     def _plan_live(self, dom, desired_xml, changes):
         if desired_xml is not None:
@@ -299,24 +261,6 @@ class GuestManager:
         live = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
         pending = D.apply_spec(live, self._typed_spec())
         self.reboot_required = any(not change.live for change in pending)
-
-    def _apply_live(self, dom, changes):
-        flags = self.libvirt.VIR_DOMAIN_AFFECT_LIVE
-        spec = self.params
-        for change in changes:
-            if not change.live:
-                continue
-            what = "guest '%s'" % self.name
-            if change.section == 'vcpus':
-                self.client.call(dom.setVcpusFlags, spec['vcpus'], flags, what=what + ' live vCPUs')
-            elif change.section == 'current_memory':
-                kib = D.memory_kib(spec.get('current_memory') or spec.get('memory'), 'current_memory')
-                self.client.call(dom.setMemoryFlags, kib, flags, what=what + ' live memory')
-            elif change.section == 'disks':
-                for disk in spec.get('disks') or []:
-                    tune = {k: v for k, v in (disk.get('iotune') or {}).items() if v is not None}
-                    if tune:
-                        self.client.call(dom.setBlockIoTune, disk['target'], tune, flags, what=what + ' live iotune')
 
     # ------------------------------------------------------------------------------------
     # run state
@@ -354,7 +298,10 @@ class GuestManager:
                 )
         elif wanted == 'stopped':
             if current not in ('stopped',):
-                self._stop(dom, current)
+                # imported here: only a change needs it, and module start-up time counts
+                from ansible_collections.virtops.libvirt.plugins.module_utils import _guest_change as C
+
+                C.stop(self, dom, current)
 
     def _act(self, message, func, dom=None, done_states=()):
         self.result.change("guest '%s' %s" % (self.name, message))
@@ -366,61 +313,6 @@ class GuestManager:
             # a concurrent run got there first: fine when the guest is now where we wanted it
             if dom is not None and done_states and self._state(dom) in done_states:
                 return
-            raise self._translate(exc) from None
-
-    def _stop(self, dom, current):
-        """Graceful shutdown that waits until shut off; destroy after the timeout only with force."""
-        timeout = self.params.get('shutdown_timeout')
-        force = self.params.get('force')
-        self.result.change("guest '%s' stopped" % self.name)
-        if self.check_mode or dom is None:
-            return
-        what = "guest '%s'" % self.name
-        if current == 'crashed':
-            self._destroy(dom)
-            return
-        if current == 'paused':
-            self.client.call(dom.resume, what=what)
-        if timeout == 0 and force:
-            self._destroy(dom)
-            return
-        try:
-            self.client.call(dom.shutdown, what=what)
-        except OperationFailed:
-            if self._state(dom) == 'stopped':
-                return
-            raise
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while time.monotonic() < deadline:
-            if self._state(dom) == 'stopped':
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-            if self._state(dom) == 'running' and delay == 0.5:
-                # re-send the ACPI request: a guest still booting can miss the first one
-                try:
-                    dom.shutdown()
-                except self.libvirt.libvirtError:
-                    pass
-        if self._state(dom) == 'stopped':
-            return
-        if force:
-            self.result.change("guest '%s' forced off after %ss" % (self.name, timeout))
-            self._destroy(dom)
-            return
-        raise TimeoutExpired(
-            "guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
-            'ignored?). Set force: true to power it off after the timeout.' % (self.name, timeout),
-            timeout=timeout,
-        )
-
-    def _destroy(self, dom):
-        try:
-            dom.destroy()
-        except self.libvirt.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN') or self._state(dom) == 'stopped':
-                return  # already off (or gone): what we wanted
             raise self._translate(exc) from None
 
     def _wait_agent(self, dom):
@@ -451,78 +343,17 @@ class GuestManager:
     def _absent(self, dom):
         if dom is None:
             return
+        # imported here: only a change needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _guest_change as C
+
         try:
-            self._remove(dom)
+            C.remove(self, dom)
         except ObjectNotFound:
             # removed by a concurrent run while we worked on it: the wanted state holds
             self.client.warn("guest '%s' disappeared while being removed (removed concurrently?)" % self.name)
 
-    def _remove(self, dom):
-        current = self._state(dom)
-        volumes = self._disk_volumes(dom) if self.params.get('delete_volumes') else []
-        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
-        self.result.set_diff(before, '', "guest '%s' (defined)" % self.name, 'guest absent')
-        if current != 'stopped':
-            self._stop(dom, current)
-        self.result.change("guest '%s' undefined" % self.name)
-        for vol in volumes:
-            self.result.change('volume %s deleted' % vol.path())
-        if self.check_mode:
-            return
-        self._undefine(dom)
-        for vol in volumes:
-            self.client.call(vol.delete, 0, what='volume %s' % vol.path())
-
-    def _undefine(self, dom):
-        lv = self.libvirt
-        flags = 0
-        for name in (
-            'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE',
-            'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
-            'VIR_DOMAIN_UNDEFINE_NVRAM',
-            'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
-        ):
-            flags |= getattr(lv, name, 0)
-        try:
-            dom.undefineFlags(flags)
-        except lv.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_INVALID_ARG'):
-                self.client.call(dom.undefine, what="guest '%s'" % self.name)
-            elif self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN'):
-                return  # removed concurrently: the wanted state holds
-            else:
-                raise self._translate(exc) from None
-
     def _translate(self, exc):
         return translate(self.libvirt, exc, what="guest '%s'" % self.name, uri=self.client.uri)
-
-    def _disk_volumes(self, dom):
-        root = X.parse(self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE))
-        volumes = []
-        for disk in root.findall('devices/disk'):
-            if disk.get('device', 'disk') not in ('disk', 'lun'):
-                continue
-            source = disk.find('source')
-            if source is None:
-                continue
-            vol = None
-            if source.get('pool') and source.get('volume'):
-                pool = self.client.lookup('pool', source.get('pool'))
-                if pool is not None:
-                    try:
-                        vol = pool.storageVolLookupByName(source.get('volume'))
-                    except self.libvirt.libvirtError:
-                        vol = None
-            elif source.get('file') or source.get('dev'):
-                vol = self._vol_by_path(source.get('file') or source.get('dev'))
-            if vol is None:
-                self.client.warn(
-                    "disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
-                    % (disk.find('target').get('dev'), self.name)
-                )
-            else:
-                volumes.append(vol)
-        return volumes
 
     # ------------------------------------------------------------------------------------
     def _describe(self, dom):

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._caps import state_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import summarize
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import ObjectNotFound
 
 
@@ -108,7 +108,7 @@ class GuestInfo:
                     interfaces=[],
                 )
             raise self._translate(exc) from None
-        info = D.summarize(X.parse(xml))
+        info = summarize(X.parse(xml))
         info.update(state=state, autostart=autostart, persistent=persistent)
         if 'vcpu.current' in raw:
             info['vcpus'] = raw['vcpu.current']

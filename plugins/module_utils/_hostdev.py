@@ -16,10 +16,10 @@ import copy
 import re
 import time
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _nodedev as N
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import place
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     OperationFailed,
@@ -332,7 +332,7 @@ def put_device(domain_root, want, key):
         for extra in matches[1:]:
             devices.remove(extra)
         return tree, 'updated'
-    D._place(devices, copy.deepcopy(want), want.tag)  # pylint: disable=protected-access
+    place(devices, copy.deepcopy(want), want.tag)
     return tree, 'added'
 
 

@@ -29,7 +29,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import SHARED_MARKER, pool_is_shared
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
@@ -573,6 +572,10 @@ class MigrationManager:
     # storage ------------------------------------------------------------------------------
     def _check_storage(self, root, active):
         """Return the targets of the disks libvirt must copy; fail when a disk cannot follow."""
+        # imported here: a re-run (the guest is on the destination already) checks no storage, and
+        # module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._pool import SHARED_MARKER, pool_is_shared
+
         mode = self.params['copy_storage']
         problems, copy = [], []
         disks = disk_sources(root)
@@ -866,6 +869,9 @@ class MigrationManager:
                 )
             hint = ''
             if errors.is_code(self.libvirt, error, 'VIR_ERR_MIGRATE_UNSAFE'):
+                # not at the top: see _check_storage (which imported it already)
+                from ansible_collections.virtops.libvirt.plugins.module_utils._pool import SHARED_MARKER
+
                 hint = (
                     '. libvirt refuses disks on a file system it does not know as shared (it knows NFS, '
                     'GlusterFS, CephFS, GPFS, OCFS2, GFS2 and a few more), and host-cached disks (cache mode '

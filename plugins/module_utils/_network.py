@@ -11,8 +11,11 @@ ranges and hosts inside the subnet) run after the merge, against the effective a
 
 Comparison side: :func:`same_definition` compares two definitions after :func:`canonical` removed
 what libvirt fills in by itself (stp/delay defaults, the NAT port range, ``connections`` counters,
-netmask vs prefix, DHCP entry order, MAC case). :func:`dhcp_update_plan` tells whether two
-definitions differ only in DHCP ranges/hosts, which libvirt can change on a running network.
+netmask vs prefix, DHCP entry order, MAC case).
+
+What only a change needs (defining, restarting, live DHCP updates with ``dhcp_update_plan``, the
+guests attached to a network) is in ``_network_change``, imported when a change is made: a run
+that changes nothing does not compile it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
-    LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
     translate,
@@ -51,15 +53,6 @@ _ORDER = ('name', 'uuid', 'metadata', 'forward', 'bridge', 'mtu', 'mac', 'domain
 
 # libvirt's own schema (what VIR_NETWORK_DEFINE_VALIDATE uses), when installed on the managed host
 SCHEMA_PATH = '/usr/share/libvirt/schemas/network.rng'
-
-_XML_ERROR_CODES = (
-    'VIR_ERR_XML_ERROR',
-    'VIR_ERR_XML_DETAIL',
-    'VIR_ERR_XML_INVALID_SCHEMA',
-    'VIR_ERR_CONFIG_UNSUPPORTED',
-    'VIR_ERR_INTERNAL_ERROR',
-    'VIR_ERR_INVALID_ARG',
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +251,7 @@ def forward_mode(root):
     return node.get('mode') or 'nat'
 
 
-def _ipv4_nodes(root):
+def ipv4_nodes(root):
     out = []
     for node in root.findall('ip'):
         family = node.get('family')
@@ -284,7 +277,7 @@ def ip_interface(node):
 
 def summarize(root):
     """Plain facts of a network definition (used in the module result)."""
-    ip_node = next(iter(_ipv4_nodes(root)), None)
+    ip_node = next(iter(ipv4_nodes(root)), None)
     iface = ip_interface(ip_node)
     bridge = root.find('bridge')
     dhcp = ip_node.find('dhcp') if ip_node is not None else None
@@ -424,7 +417,7 @@ def _apply_domain(root, want, changes, new):
 
 
 def _apply_ip(root, spec, changes, new):
-    nodes = _ipv4_nodes(root)
+    nodes = ipv4_nodes(root)
     node = nodes[0] if nodes else None
     want = spec.get('_iface')
     if want is None:
@@ -505,7 +498,7 @@ def _describe_host(key):
 
 
 def _check_consistency(root, fwd, spec):
-    ip_node = next(iter(_ipv4_nodes(root)), None)
+    ip_node = next(iter(ipv4_nodes(root)), None)
     iface = ip_interface(ip_node)
     if fwd in ROUTED_MODES and not root.findall('ip'):
         raise InvalidParameter('ip', 'forward %s needs an address for the host side of the network' % fwd)
@@ -675,57 +668,6 @@ def same_definition(a, b):
     return not definition_differences(a, b)
 
 
-def _dhcp_ip_index(root):
-    """Index (among all <ip> elements) of the single IPv4 <ip> carrying DHCP entries, else None."""
-    found = [
-        index
-        for index, node in enumerate(root.findall('ip'))
-        if node.find('dhcp') is not None and len(node.find('dhcp'))
-    ]
-    if len(found) != 1:
-        return None
-    node = root.findall('ip')[found[0]]
-    return found[0] if node in _ipv4_nodes(root) else None
-
-
-def _without_dhcp_entries(root):
-    tree = copy.deepcopy(root)
-    for dhcp in tree.iter('dhcp'):
-        for node in dhcp.findall('range') + dhcp.findall('host'):
-            dhcp.remove(node)
-    return tree
-
-
-def dhcp_update_plan(current, new):
-    """networkUpdate operations turning ``current`` into ``new`` when they differ only in DHCP
-    ranges/hosts (of one IPv4 address that has DHCP on both sides); None otherwise.
-
-    Each operation is ``(command, section, parent_index, xml)`` with command ``delete``/``add`` and
-    section ``range``/``host``; deletions come first so a host can move to another address.
-    """
-    cur, want = canonical(current), canonical(new)
-    index = _dhcp_ip_index(cur)
-    if index is None or index != _dhcp_ip_index(want):
-        return None
-    if not same_definition(_without_dhcp_entries(cur), _without_dhcp_entries(want)):
-        return None
-    cur_dhcp = cur.findall('ip')[index].find('dhcp')
-    want_dhcp = want.findall('ip')[index].find('dhcp')
-    ops = []
-    for section in ('host', 'range'):
-        have = {X.tostring(n).strip(): n for n in cur_dhcp.findall(section)}
-        wanted = {X.tostring(n).strip(): n for n in want_dhcp.findall(section)}
-        ops.extend(('delete', section, index, text) for text in have if text not in wanted)
-    for section in ('range', 'host'):
-        have = {X.tostring(n).strip() for n in cur_dhcp.findall(section)}
-        ops.extend(
-            ('add', section, index, X.tostring(n).strip())
-            for n in want_dhcp.findall(section)
-            if X.tostring(n).strip() not in have
-        )
-    return ops
-
-
 # ---------------------------------------------------------------------------------------------
 # Service: read current -> compare -> act unless check mode -> report
 
@@ -777,7 +719,10 @@ class NetworkManager:
             if spec is not None and spec.get('forward') == 'bridge':
                 self._check_host_bridge(spec['bridge'])
             if net is None:
-                net = self._create(desired, spec, state)
+                # imported here: only a change needs it, and module start-up time counts
+                from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
+
+                net = C.create(self, desired, spec, state)
             else:
                 self._converge(net, desired, spec, state)
             if self.params.get('autostart') is not None:
@@ -868,60 +813,6 @@ class NetworkManager:
 
     # ------------------------------------------------------------------------------------
     # definition
-    def _define(self, xml):
-        """Define (or redefine) the network; libvirt validates it against its schema."""
-        lv = self.libvirt
-        conn = self.client.conn
-        try:
-            flags = getattr(lv, 'VIR_NETWORK_DEFINE_VALIDATE', 0)
-            if flags and hasattr(conn, 'networkDefineXMLFlags'):
-                try:
-                    return conn.networkDefineXMLFlags(xml, flags)
-                except lv.libvirtError as exc:
-                    if not self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                        raise
-            return conn.networkDefineXML(xml)
-        except lv.libvirtError as exc:
-            if self.params.get('xml') and self.client.is_error(exc, *_XML_ERROR_CODES):
-                raise InvalidParameter('xml', 'libvirt rejected the network definition: %s' % exc) from None
-            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
-
-    def _create(self, desired, spec, state):
-        tree = desired if desired is not None else build_network(spec)
-        self.after_xml = X.tostring(tree)
-        self.result.change('%s defined' % self.what)
-        if state == 'active':
-            self.result.change('%s started' % self.what)
-        if self.check_mode:
-            return None
-        actions = len(self.result.actions)
-        try:
-            net = self._define(self.after_xml)
-        except LibvirtModuleError:
-            # Another run defined the same network a moment ago: converge onto that one.
-            raced = self._read(self.client.lookup('network', self.name))
-            if raced is None:
-                raise
-            del self.result.actions[actions - (2 if state == 'active' else 1) :]
-            self.after_xml = None
-            self._converge(raced, desired, spec, state)
-            return raced
-        if state == 'active':
-            try:
-                self.client.call(net.create, what=self.what + ' start')
-            except OperationFailed as exc:
-                if self._is_active_now(net):
-                    return net  # started by a concurrent run: what we wanted
-                # the task failed: the network must not be left half-made
-                try:
-                    net.undefine()
-                except self.libvirt.libvirtError:
-                    pass  # already gone
-                raise OperationFailed(
-                    '%s could not be started, so it was not kept: %s' % (self.what, exc.msg), **exc.details
-                ) from None
-        return net
-
     def _update(self, net, desired, spec, state):
         current = X.parse(self.before_xml)
         active = self.active
@@ -943,6 +834,9 @@ class NetworkManager:
         live_differs = keep_running and not same_definition(new, live)
         if not config_differs and not live_differs:
             return
+        # imported here: only a change needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
+
         self.after_xml = X.tostring(new)
         for message in messages:
             self.result.change('%s: %s' % (self.what, message))
@@ -950,15 +844,15 @@ class NetworkManager:
             self.result.change('%s made persistent' % self.what)
         if not keep_running:
             if not self.check_mode:
-                self._define(self.after_xml)
+                C.define(self, self.after_xml)
             return
-        plan = dhcp_update_plan(current, new) if persistent and same_definition(current, live) else None
+        plan = C.dhcp_update_plan(current, new) if persistent and same_definition(current, live) else None
         if plan is not None:
             self.result.change('%s: DHCP changes applied live' % self.what)
             if not self.check_mode:
-                self._apply_dhcp_plan(net, plan)
+                C.apply_dhcp_plan(self, net, plan)
             return
-        guests = self._attached_guests(live)
+        guests = C.attached_guests(self, live)
         if guests:
             raise OperationFailed(
                 '%s must be restarted to apply this change (%s), but running guest(s) are attached: %s. Stop them '
@@ -969,74 +863,7 @@ class NetworkManager:
         self.result.change('%s restarted to apply the new definition' % self.what)
         if self.check_mode:
             return
-        self._restart(net, self.after_xml if config_differs else None)
-
-    def _apply_dhcp_plan(self, net, plan):
-        lv = self.libvirt
-        flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        commands = {'add': lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, 'delete': lv.VIR_NETWORK_UPDATE_COMMAND_DELETE}
-        sections = {'host': lv.VIR_NETWORK_SECTION_IP_DHCP_HOST, 'range': lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE}
-        for command, section, index, xml in plan:
-            self.client.call(
-                net.update,
-                commands[command],
-                sections[section],
-                index,
-                xml,
-                flags,
-                what='%s: DHCP %s %s' % (self.what, section, command),
-            )
-
-    def _restart(self, net, new_xml):
-        """Stop, redefine (while stopped, where every driver applies it) and start again. On failure
-        the previous definition is put back and started."""
-        self.client.call(net.destroy, what=self.what + ' stop')
-        try:
-            if new_xml is not None:
-                self._define(new_xml)
-            self.client.call(net.create, what=self.what + ' start')
-        except InvalidParameter as exc:
-            raise InvalidParameter(
-                exc.option, '%s; %s' % (exc.msg[len(exc.option) + 2 :], self._restore(net))
-            ) from None
-        except OperationFailed as exc:
-            raise OperationFailed(
-                '%s did not start with the new definition: %s; %s' % (self.what, exc.msg, self._restore(net)),
-                **exc.details,
-            ) from None
-
-    def _restore(self, net):
-        try:
-            self.client.conn.networkDefineXML(self.before_xml)
-            net.create()
-        except self.libvirt.libvirtError as exc:
-            return 'the previous definition was restored but did not start: %s' % exc
-        return 'the previous definition was restored and started'
-
-    def _attached_guests(self, live):
-        """Names of running guests with an interface on this network (or on its libvirt-made bridge)."""
-        lv = self.libvirt
-        bridge_node = live.find('bridge') if live is not None else None
-        bridge = bridge_node.get('name') if bridge_node is not None else None
-        if live is not None and forward_mode(live) == 'bridge':
-            bridge = None  # a host bridge survives a network restart
-        names = set()
-        for dom in self.client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='guests'):
-            try:
-                root = X.parse(dom.XMLDesc(0))
-            except lv.libvirtError as exc:
-                if self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN'):
-                    continue  # stopped meanwhile
-                raise translate(lv, exc, what="guest '%s'" % dom.name(), uri=self.client.uri) from None
-            for nic in root.findall('devices/interface'):
-                source = nic.find('source')
-                if source is None:
-                    continue
-                if (nic.get('type') == 'network' and source.get('network') == self.name) or (
-                    bridge and nic.get('type') == 'bridge' and source.get('bridge') == bridge
-                ):
-                    names.add(dom.name())
-        return names
+        C.restart(self, net, self.after_xml if config_differs else None)
 
     # ------------------------------------------------------------------------------------
     # run state
@@ -1071,7 +898,10 @@ class NetworkManager:
             raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
 
     def _warn_attached(self, net):
-        guests = self._attached_guests(X.parse(self._xml(net, inactive=False)))
+        # imported here: only stopping or removing a network needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
+
+        guests = C.attached_guests(self, X.parse(self._xml(net, inactive=False)))
         if guests:
             self.client.warn('stopping %s disconnects running guest(s): %s' % (self.what, ', '.join(sorted(guests))))
 

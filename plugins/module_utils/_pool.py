@@ -2,8 +2,9 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of ``storage_pool`` and ``storage_pool_info``: read current -> compare -> act
-unless check mode -> report.
+"""Service layer of ``storage_pool``: read current -> compare -> act unless check mode -> report
+(the read-only ``storage_pool_info`` has its own, ``_pool_info``). What only a change needs
+(define, build and start, remove) is in ``_pool_change``, imported when a change is made.
 
 Also home of :func:`pool_is_shared`, which other modules (``migrate``) use to decide whether a
 guest's disks must be copied.
@@ -24,24 +25,9 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume import (
-    UploadRecords,
-    describe_volume,
-    guests_using,
-    pool_xml,
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import POOL_STATES, pool_xml
 
 TYPED_OPTIONS = ('type', 'target', 'source', 'permissions')
-POOL_STATES = {0: 'inactive', 1: 'building', 2: 'active', 3: 'degraded', 4: 'inaccessible'}
-# build flags that never destroy data: dir/netfs builds only create the directory (and apply
-# permissions); fs/disk/logical builds format only an empty device with NO_OVERWRITE.
-_SAFE_BUILD = {
-    'dir': 'plain',
-    'netfs': 'plain',
-    'fs': 'no_overwrite',
-    'disk': 'no_overwrite',
-    'logical': 'no_overwrite',
-}
 
 
 def _has_inactive_xml(client, pool):
@@ -197,21 +183,6 @@ class PoolManager:
 
     def _gone(self):
         return self.client.lookup('pool', self.name) is None
-
-    def _define(self, xml):
-        lv = self.libvirt
-        if self.define_flags:
-            try:
-                return self.client.conn.storagePoolDefineXML(xml, self.define_flags)
-            except lv.libvirtError as exc:
-                if self.client.is_error(exc, 'VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL'):
-                    raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc) from None
-                if not self.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                    raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
-                raise InvalidParameter(
-                    'xml', "libvirt's storage pool schema is not available and libvirt cannot validate: %s" % exc
-                ) from None
-        return self.client.call('storagePoolDefineXML', xml, 0, what=self.what)
 
     # ------------------------------------------------------------------------------------
     # desired definition
@@ -416,48 +387,6 @@ class PoolManager:
             self.client.call(pool.destroy, what=self.what)
         self._activate(pool)
 
-    def _activate(self, pool):
-        """Build when needed (never overwriting data unless build_overwrite) and start."""
-        lv = self.libvirt
-        build_error = None
-        built_already = False
-        ptype = X.parse(self.model['xml']).get('type')
-        kind = _SAFE_BUILD.get(ptype)
-        if self.params['build'] and kind is not None:
-            flags = lv.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if kind == 'no_overwrite' else 0
-            try:
-                pool.build(flags)
-                if kind == 'no_overwrite':
-                    self.result.change('%s built (%s)' % (self.what, _built_what(ptype)))
-            except lv.libvirtError as exc:
-                # already built (device holds data) or a driver that cannot build: starting decides
-                built_already = self.client.is_error(exc, 'VIR_ERR_STORAGE_POOL_BUILT')
-                build_error = str(exc).strip()
-        try:
-            pool.create(0)
-            return
-        except lv.libvirtError as exc:
-            start_error = exc
-        if self._pool_active(pool):
-            return  # started meanwhile by a concurrent run ("storage pool is active")
-        if built_already and self.params['build_overwrite']:
-            self.result.change('%s built, overwriting what the device held (build_overwrite)' % self.what)
-            self.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=self.what + ' build')
-            self.client.call(pool.create, 0, what=self.what + ' start')
-            return
-        err = translate(lv, start_error, what=self.what + ' start', uri=self.client.uri)
-        hint = ''
-        if build_error and built_already:
-            hint = (
-                '. Building it without overwriting failed: %s. Set build_overwrite: true to let libvirt '
-                'overwrite the device' % build_error
-            )
-        elif build_error:
-            hint = '. Building it failed: %s' % build_error
-        elif not self.params['build'] and kind is not None:
-            hint = '. It may need building: set build: true'
-        raise OperationFailed(err.msg + hint, **err.details)
-
     def _pool_active(self, pool):
         """Whether the pool runs now; None when that cannot be told (or the pool is gone)."""
         try:
@@ -476,6 +405,9 @@ class PoolManager:
     # ------------------------------------------------------------------------------------
     # volumes in use
     def _refuse_if_in_use(self, pool, why):
+        # imported here: only stopping or removing a pool needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._volume import guests_using
+
         users = guests_using(self.client, pool, self.name, X.parse(self.model['xml']))
         if users:
             raise OperationFailed(
@@ -485,88 +417,24 @@ class PoolManager:
             )
 
     # ------------------------------------------------------------------------------------
-    # absent
+    # define, start, remove: in _pool_change, imported here when a change is made, because module
+    # start-up time counts (a run that changes nothing does not compile it)
+    def _define(self, xml):
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change
+
+        return _pool_change.define(self, xml)
+
+    def _activate(self, pool):
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change
+
+        _pool_change.activate(self, pool)
+
     def _absent(self, pool):
         if pool is None:
             return
-        lv = self.libvirt
-        was_running = self._is_running()
-        delete = self.params['delete_storage']
-        if was_running:
-            try:
-                self._refuse_if_in_use(pool, 'remove it')
-            except (ObjectNotFound, OperationFailed):
-                if self._gone():
-                    return  # removed meanwhile by a concurrent run
-                raise
-        started = False
-        volumes = []
-        if delete:
-            if not was_running and not self.check_mode:
-                # the volumes of an inactive pool are only visible while it runs
-                try:
-                    pool.create(0)
-                    started = True
-                except lv.libvirtError:
-                    started = False
-            if was_running or started:
-                try:
-                    volumes = pool.listAllVolumes(0)
-                except lv.libvirtError as exc:
-                    # stopped or removed meanwhile by a concurrent run: its volumes are going
-                    if not self._tolerable(exc, pool):
-                        raise translate(lv, exc, what=self.what + ' volumes', uri=self.client.uri) from None
-            for vol in volumes:
-                self.result.change("volume '%s' deleted" % vol.name())
-        if was_running:
-            self.result.change('%s stopped' % self.what)
-        if delete:
-            self.result.change('%s storage deleted' % self.what)
-        self.result.change('%s undefined' % self.what)
-        if self.check_mode:
-            return
-        records = UploadRecords(self.client.uri)
-        for vol in volumes:
-            try:
-                key = vol.key()
-                vol.delete(0)
-            except lv.libvirtError as exc:
-                if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL') and not self._tolerable(exc, pool):
-                    raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=self.client.uri) from None
-                continue
-            records.forget(key)
-        if was_running or started:
-            try:
-                pool.destroy()
-            except lv.libvirtError as exc:
-                if not self._tolerable(exc, pool):
-                    raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
-        if delete:
-            try:
-                pool.delete(0)
-            except lv.libvirtError as exc:
-                if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                    self.client.warn('%s: this pool type has no storage to delete beyond its volumes' % self.what)
-                elif not (
-                    self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL')
-                    or 'No such file or directory' in str(exc)  # deleted by a concurrent run
-                    or self._gone()
-                ):
-                    raise translate(lv, exc, what=self.what + ' delete', uri=self.client.uri) from None
-        try:
-            if pool.isPersistent():
-                pool.undefine()
-        except lv.libvirtError as exc:
-            if not (self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or self._gone()):
-                raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change
 
-    def _tolerable(self, exc, pool):
-        """A concurrent removal got there first: the pool is gone, or no longer running."""
-        if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
-            return True
-        if self._gone():
-            return True
-        return self._pool_active(pool) is False
+        _pool_change.absent(self, pool)
 
     # ------------------------------------------------------------------------------------
     def _describe(self, pool):
@@ -608,113 +476,3 @@ class PoolManager:
 
 def _yaml_bool(value):
     return 'true' if value else 'false'
-
-
-def _built_what(ptype):
-    return {'fs': 'file system created', 'disk': 'partition table written', 'logical': 'volume group created'}.get(
-        ptype, 'storage prepared'
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# storage_pool_info
-
-
-class PoolInfo:
-    def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
-
-    def run(self):
-        name = self.params.get('name')
-        if name is not None:
-            check_object_name('name', name)
-            pool = self.client.lookup('pool', name)
-            if pool is None:
-                raise ObjectNotFound("storage pool '%s' not found on %s" % (name, self.client.uri))
-            pools = [pool]
-        else:
-            pools = self.client.call('listAllStoragePools', 0, what='storage pools')
-        described = [self._describe(pool) for pool in pools]
-        described = [d for d in described if d is not None]
-        described.sort(key=lambda p: p['name'])
-        capabilities = self._capabilities()
-        supported = None if capabilities is None else sorted(t for t, c in capabilities.items() if c['supported'])
-        return dict(changed=False, pools=described, supported_types=supported, capabilities=capabilities)
-
-    def _describe(self, pool):
-        lv = self.libvirt
-        what = "storage pool '%s'" % pool.name()
-        try:
-            if self.params['refresh'] and pool.isActive():
-                try:
-                    pool.refresh(0)
-                except lv.libvirtError as exc:
-                    # a running upload/build holds the pool: report what libvirt knows
-                    if not self.client.is_error(exc, 'VIR_ERR_OPERATION_INVALID', 'VIR_ERR_INTERNAL_ERROR'):
-                        raise
-            state, capacity, allocation, available = pool.info()
-            xml = pool_xml(self.client, pool)
-            autostart = bool(pool.autostart())
-            persistent = bool(pool.isPersistent())
-            uuid = pool.UUIDString()
-        except lv.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
-                return None  # removed while we looked
-            raise translate(lv, exc, what=what, uri=self.client.uri) from None
-        info = S.summarize_pool(X.parse(xml))
-        info.update(
-            uuid=uuid,
-            state=POOL_STATES.get(state, 'inactive'),
-            autostart=autostart,
-            persistent=persistent,
-            capacity=capacity,
-            allocation=allocation,
-            available=available,
-        )
-        if self.params['include_xml']:
-            info['xml'] = xml
-        info['volumes'] = []
-        if info['state'] == 'active' and self.params['volumes']:
-            try:
-                vols = pool.listAllVolumes(0)
-            except lv.libvirtError as exc:
-                raise translate(lv, exc, what=what + ' volumes', uri=self.client.uri) from None
-            for vol in vols:
-                entry = describe_volume(self.client, vol)
-                if entry is not None:
-                    info['volumes'].append(entry)
-            info['volumes'].sort(key=lambda v: v['name'])
-        return info
-
-    def _capabilities(self):
-        lv = self.libvirt
-        try:
-            text = self.client.conn.getStoragePoolCapabilities(0)
-        except lv.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                return None  # e.g. the test driver
-            raise translate(lv, exc, what='storage pool capabilities', uri=self.client.uri) from None
-        except AttributeError:
-            return None  # libvirt-python older than 5.2
-        caps = {}
-        for node in X.parse(text).findall('pool'):
-            entry = dict(
-                supported=node.get('supported') == 'yes',
-                volume_formats=[],
-                source_formats=[],
-                default_volume_format=None,
-                default_source_format=None,
-            )
-            for section, key in (('volOptions', 'volume'), ('poolOptions', 'source')):
-                opts = node.find(section)
-                if opts is None:
-                    continue
-                default = opts.find('defaultFormat')
-                if default is not None:
-                    entry['default_%s_format' % key] = default.get('type')
-                for enum in opts.findall('enum'):
-                    entry['%s_formats' % key] = [v.text for v in enum.findall('value')]
-            caps[node.get('type')] = entry
-        return caps

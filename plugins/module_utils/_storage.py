@@ -14,6 +14,9 @@ Pure functions over lxml trees (no libvirt calls), unit-tested and validated aga
   :func:`shared_override`, :func:`set_shared_marker` and :func:`is_shared`.
 * :func:`build_volume`, :func:`summarize_volume` for volumes; :func:`probe_image` reads an
   image header (qcow2 or not); :func:`parse_checksum`; :func:`capacity_matches`.
+* Two small readers that do call libvirt, :func:`pool_xml` and :func:`describe_volume`: they
+  are here, not in ``_volume``, so that ``storage_pool`` and ``storage_pool_info`` (and
+  ``migrate``) need not compile ``_volume`` on every run.
 
 The shared-storage convention
 -----------------------------
@@ -34,7 +37,7 @@ import re
 import struct
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, translate
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import parse_size
 
 # ---------------------------------------------------------------------------------------------
@@ -51,6 +54,8 @@ MARKER_POOL_TYPES = frozenset(('dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi',
 MARKER_VENDOR = 'virtops.libvirt'
 MARKER_SHARED = 'shared'
 MARKER_LOCAL = 'local'
+# libvirt's pool run states (virStoragePoolInfo.state)
+POOL_STATES = {0: 'inactive', 1: 'building', 2: 'active', 3: 'degraded', 4: 'inaccessible'}
 
 TARGET_DEFAULTS = {'disk': '/dev', 'iscsi': '/dev/disk/by-path', 'scsi': '/dev/disk/by-path', 'mpath': '/dev/mapper'}
 TARGET_REQUIRED = frozenset(('dir', 'fs', 'netfs'))
@@ -667,6 +672,19 @@ def diff_xml(text):
     return X.tostring(root)
 
 
+def pool_xml(client, pool, inactive=True):
+    """The pool's persistent definition (drivers without the INACTIVE flag: the current one)."""
+    lv = client.libvirt
+    what = "storage pool '%s'" % pool.name()
+    if inactive:
+        try:
+            return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
+        except lv.libvirtError as exc:
+            if not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+                raise translate(lv, exc, what=what, uri=client.uri) from None
+    return client.call(pool.XMLDesc, 0, what=what)
+
+
 # ---------------------------------------------------------------------------------------------
 # Volumes
 
@@ -753,6 +771,21 @@ def summarize_volume(root):
         backing=back,
         permissions=None if perms is None else {c.tag: (c.text or '').strip() for c in perms if isinstance(c.tag, str)},
     )
+
+
+def describe_volume(client, vol):
+    """Plain dict of a volume, or None when it vanished meanwhile."""
+    lv = client.libvirt
+    try:
+        root = X.parse(vol.XMLDesc(0))
+        _vtype, capacity, allocation = vol.info()
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+            return None
+        raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=client.uri) from None
+    info = summarize_volume(root)
+    info.update(capacity=capacity, allocation=allocation)
+    return info
 
 
 def capacity_granularity(ptype):

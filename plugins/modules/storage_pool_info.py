@@ -178,7 +178,7 @@ capabilities:
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import PoolInfo
+from ansible_collections.virtops.libvirt.plugins.module_utils._pool_info import PoolInfo
 
 SPEC = ArgumentSpec(
     dict(

@@ -38,7 +38,9 @@ attributes:
       an upload it reads O(src) (or downloads O(url) to a temporary file) and compares.
     support: full
   diff_mode:
-    description: Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256:...)) as a first comment line.
+    description: >-
+      Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256:...)) as a first
+      comment line.
     support: full
   idempotent:
     description: Running the same task twice changes nothing the second time.

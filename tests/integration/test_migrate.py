@@ -413,7 +413,7 @@ def test_pool_is_shared_rules(host_pair, pools):
     from types import SimpleNamespace
 
     from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as E
-    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import pool_is_shared
+    from ansible_collections.virtops.libvirt.plugins.module_utils._pool import pool_is_shared
 
     client = SimpleNamespace(
         libvirt=libvirt,

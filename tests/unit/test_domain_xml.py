@@ -8,6 +8,8 @@ from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import summarize
+from ansible_collections.virtops.libvirt.plugins.module_utils._domain_build import build_domain
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
 
 
@@ -63,7 +65,7 @@ FULL = spec(
 
 @pytest.mark.parametrize('domain_type', ['kvm', 'qemu', 'test'])
 def test_full_spec_builds_schema_valid_xml(domain_type):
-    root = D.build_domain(copy.deepcopy(FULL), domain_type)
+    root = build_domain(copy.deepcopy(FULL), domain_type)
     xml = X.tostring(root)
     assert_valid(xml, 'domain')
     assert root.get('type') == domain_type
@@ -75,7 +77,7 @@ def test_full_spec_builds_schema_valid_xml(domain_type):
 
 
 def test_minimal_new_guest_defaults():
-    root = D.build_domain(spec(), 'qemu')
+    root = build_domain(spec(), 'qemu')
     assert_valid(X.tostring(root), 'domain')
     assert root.find('memory').text == str(512 * 1024)
     assert root.find('cpu') is None  # TCG: hypervisor default CPU
@@ -85,7 +87,7 @@ def test_minimal_new_guest_defaults():
     assert devices.find('serial').get('type') == 'pty'
     assert devices.find('graphics') is None
     assert devices.find('video/model').get('type') == 'none'
-    assert D.build_domain(spec(), 'kvm').find('cpu').get('mode') == 'host-model'
+    assert build_domain(spec(), 'kvm').find('cpu').get('mode') == 'host-model'
 
 
 @pytest.mark.parametrize('os_type', ['xen', 'hvm'])
@@ -98,7 +100,7 @@ def test_xen_pv_and_hvm_validate(os_type):
         disks=[dict(target='xvda', path='/var/lib/xen/g1.img', format='raw')],
         interfaces=[dict(type='bridge', source='xenbr0')],
     )
-    root = D.build_domain(s, 'xen')
+    root = build_domain(s, 'xen')
     assert_valid(X.tostring(root), 'domain')
     assert root.get('type') == 'xen'
     assert root.find('os/type').text == os_type
@@ -112,7 +114,7 @@ def test_xen_pv_and_hvm_validate(os_type):
 
 def _defined(s, domain_type='qemu'):
     """Simulate what libvirt hands back: add addresses, aliases, MACs, controllers."""
-    root = D.build_domain(copy.deepcopy(s), domain_type)
+    root = build_domain(copy.deepcopy(s), domain_type)
     X.sub(root, 'uuid', '8f0e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b')
     devices = root.find('devices')
     for index, node in enumerate(devices):
@@ -258,12 +260,12 @@ def test_boot_changes():
 )
 def test_bad_input_names_the_option(bad, option):
     with pytest.raises(InvalidParameter) as err:
-        D.build_domain(spec(**bad), 'qemu')
+        build_domain(spec(**bad), 'qemu')
     assert err.value.option == option
 
 
 def test_summarize():
-    info = D.summarize(_defined(FULL))
+    info = summarize(_defined(FULL))
     assert info['vcpus'] == 2 and info['max_vcpus'] == 4
     assert info['memory'] == 1024**3
     assert [d['target'] for d in info['disks']] == ['vda', 'sda', 'hdc', 'sdb']

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from virtops_helpers import assert_valid
 
+from ansible_collections.virtops.libvirt.plugins.module_utils import _host_use as HU
 from ansible_collections.virtops.libvirt.plugins.module_utils import _hostdev as H
 from ansible_collections.virtops.libvirt.plugins.module_utils import _nodedev as N
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
@@ -414,9 +415,9 @@ def test_uri_is_local(uri, local):
 
 
 def test_iommu_advice_names_the_kernel_option():
-    assert 'intel_iommu=on' in N.iommu_advice('Intel') and 'VT-d' in N.iommu_advice('Intel')
-    assert 'amd_iommu=on' in N.iommu_advice('AMD')
-    generic = N.iommu_advice(None)
+    assert 'intel_iommu=on' in HU.iommu_advice('Intel') and 'VT-d' in HU.iommu_advice('Intel')
+    assert 'amd_iommu=on' in HU.iommu_advice('AMD')
+    generic = HU.iommu_advice(None)
     assert 'intel_iommu=on' in generic and 'amd_iommu=on' in generic
 
 
@@ -551,23 +552,23 @@ NETWORKS = [
 
 
 def test_procfs_parsers(fake_host):
-    assert N.mounted_block_sources(fake_host) == [
+    assert HU.mounted_block_sources(fake_host) == [
         ('/dev/mapper/vg-root', '/'),
         ('/dev/sda1', '/boot'),
         ('/dev/sda1', '/mnt/with space'),
         ('/dev/loop0', '/snap/x'),
     ]
-    assert N.swap_block_sources(fake_host) == ['/dev/nvme0n1p1']
-    assert N.default_route_interfaces(fake_host) == ['br0', 'eno3']
-    assert N.block_device_name(fake_host, '/dev/mapper/vg-root') == 'dm-0'
-    assert N.block_device_name(fake_host, '/dev/nosuch') is None
+    assert HU.swap_block_sources(fake_host) == ['/dev/nvme0n1p1']
+    assert HU.default_route_interfaces(fake_host) == ['br0', 'eno3']
+    assert HU.block_device_name(fake_host, '/dev/mapper/vg-root') == 'dm-0'
+    assert HU.block_device_name(fake_host, '/dev/nosuch') is None
 
 
 def test_host_use_of_every_kind(fake_host):
-    used = N.host_used_paths(fake_host, NETWORKS)
+    used = HU.host_used_paths(fake_host, NETWORKS)
 
     def use(path):
-        return N.host_use_of(path, used)
+        return HU.host_use_of(path, used)
 
     assert use(SATA) == [
         'backs the filesystem mounted on / (/dev/mapper/vg-root)',
@@ -587,7 +588,7 @@ def test_host_use_of_every_kind(fake_host):
 
 
 def test_host_use_of_an_empty_tree(tmp_path):
-    assert N.host_used_paths(str(tmp_path), NETWORKS) == []
+    assert HU.host_used_paths(str(tmp_path), NETWORKS) == []
 
 
 def test_pci_sysfs_helpers_and_iommu(fake_host):
@@ -596,6 +597,6 @@ def test_pci_sysfs_helpers_and_iommu(fake_host):
     assert N.pci_driver(fake_host, '0000:00:1f.2') == 'ahci'
     assert N.pci_driver(fake_host, '0000:07:00.0') == 'vfio-pci'
     assert N.pci_driver(fake_host, '0000:00:03.0') is None
-    assert N.iommu_groups_present(fake_host) is False
+    assert HU.iommu_groups_present(fake_host) is False
     _mkdir(fake_host, '/sys/kernel/iommu_groups/0/devices')
-    assert N.iommu_groups_present(fake_host) is True
+    assert HU.iommu_groups_present(fake_host) is True

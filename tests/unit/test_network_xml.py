@@ -8,6 +8,7 @@ import pytest
 from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _network as N
+from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
 
@@ -417,7 +418,7 @@ def test_dhcp_plan_for_host_and_range_changes():
     dhcp['ranges'] = dhcp['ranges'][:1] + [dict(start='198.51.100.200', end='198.51.100.220')]
     wanted = copy.deepcopy(current)
     N.apply_spec(wanted, spec(dhcp=dhcp))
-    plan = N.dhcp_update_plan(current, wanted)
+    plan = C.dhcp_update_plan(current, wanted)
     assert [(c, s) for c, s, _i, _m in plan] == [
         ('delete', 'host'),
         ('delete', 'range'),
@@ -427,20 +428,20 @@ def test_dhcp_plan_for_host_and_range_changes():
     assert {i for _c, _s, i, _m in plan} == {0}
     assert X.parse(plan[0][3]).attrib == {'name': 'db1', 'ip': '198.51.100.11'}
     assert X.parse(plan[2][3]).attrib == {'start': '198.51.100.200', 'end': '198.51.100.220'}
-    assert N.dhcp_update_plan(current, current) == []
+    assert C.dhcp_update_plan(current, current) == []
 
 
 def test_dhcp_plan_refuses_other_changes():
     current = as_libvirt(build(**FULL))
     wanted = copy.deepcopy(current)
     N.apply_spec(wanted, spec(mtu=1500, dhcp=dict(hosts=[])))
-    assert N.dhcp_update_plan(current, wanted) is None
+    assert C.dhcp_update_plan(current, wanted) is None
     # DHCP switched on or off entirely needs a restart (dnsmasq is configured at start)
     plain = as_libvirt(build(ip='198.51.100.1/24'))
-    assert N.dhcp_update_plan(plain, N.inherit_generated(build(**FULL), plain)) is None
+    assert C.dhcp_update_plan(plain, N.inherit_generated(build(**FULL), plain)) is None
     off = copy.deepcopy(current)
     N.apply_spec(off, spec(dhcp=dict(ranges=[], hosts=[])))
-    assert N.dhcp_update_plan(current, off) is None
+    assert C.dhcp_update_plan(current, off) is None
 
 
 def test_schema_check_of_user_xml(tmp_path):

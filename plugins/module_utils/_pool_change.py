@@ -1,0 +1,183 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The part of the ``storage_pool`` service that only runs when something changes: define a pool,
+build and start it, remove it (with its volumes and storage).
+
+``PoolManager`` (``_pool``) imports it when it gets there, so that a run that changes nothing does
+not compile it (module_utils are compiled from source on every module run). The functions take
+that manager (``mgr``) and use and update its state.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    InvalidParameter,
+    ObjectNotFound,
+    OperationFailed,
+    translate,
+)
+
+# build flags that never destroy data: dir/netfs builds only create the directory (and apply
+# permissions); fs/disk/logical builds format only an empty device with NO_OVERWRITE.
+_SAFE_BUILD = {
+    'dir': 'plain',
+    'netfs': 'plain',
+    'fs': 'no_overwrite',
+    'disk': 'no_overwrite',
+    'logical': 'no_overwrite',
+}
+
+
+def define(mgr, xml):
+    """Define (or redefine) the pool; with ``mgr.define_flags`` libvirt validates the XML."""
+    lv = mgr.libvirt
+    if mgr.define_flags:
+        try:
+            return mgr.client.conn.storagePoolDefineXML(xml, mgr.define_flags)
+        except lv.libvirtError as exc:
+            if mgr.client.is_error(exc, 'VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL'):
+                raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc) from None
+            if not mgr.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+                raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+            raise InvalidParameter(
+                'xml', "libvirt's storage pool schema is not available and libvirt cannot validate: %s" % exc
+            ) from None
+    return mgr.client.call('storagePoolDefineXML', xml, 0, what=mgr.what)
+
+
+def activate(mgr, pool):
+    """Build when needed (never overwriting data unless build_overwrite) and start."""
+    lv = mgr.libvirt
+    build_error = None
+    built_already = False
+    ptype = X.parse(mgr.model['xml']).get('type')
+    kind = _SAFE_BUILD.get(ptype)
+    if mgr.params['build'] and kind is not None:
+        flags = lv.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if kind == 'no_overwrite' else 0
+        try:
+            pool.build(flags)
+            if kind == 'no_overwrite':
+                mgr.result.change('%s built (%s)' % (mgr.what, _built_what(ptype)))
+        except lv.libvirtError as exc:
+            # already built (device holds data) or a driver that cannot build: starting decides
+            built_already = mgr.client.is_error(exc, 'VIR_ERR_STORAGE_POOL_BUILT')
+            build_error = str(exc).strip()
+    try:
+        pool.create(0)
+        return
+    except lv.libvirtError as exc:
+        start_error = exc
+    if mgr._pool_active(pool):
+        return  # started meanwhile by a concurrent run ("storage pool is active")
+    if built_already and mgr.params['build_overwrite']:
+        mgr.result.change('%s built, overwriting what the device held (build_overwrite)' % mgr.what)
+        mgr.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=mgr.what + ' build')
+        mgr.client.call(pool.create, 0, what=mgr.what + ' start')
+        return
+    err = translate(lv, start_error, what=mgr.what + ' start', uri=mgr.client.uri)
+    hint = ''
+    if build_error and built_already:
+        hint = (
+            '. Building it without overwriting failed: %s. Set build_overwrite: true to let libvirt '
+            'overwrite the device' % build_error
+        )
+    elif build_error:
+        hint = '. Building it failed: %s' % build_error
+    elif not mgr.params['build'] and kind is not None:
+        hint = '. It may need building: set build: true'
+    raise OperationFailed(err.msg + hint, **err.details)
+
+
+def absent(mgr, pool):
+    """Stop and undefine the pool; with delete_storage delete its volumes and storage first."""
+    lv = mgr.libvirt
+    was_running = mgr._is_running()
+    delete = mgr.params['delete_storage']
+    if was_running:
+        try:
+            mgr._refuse_if_in_use(pool, 'remove it')
+        except (ObjectNotFound, OperationFailed):
+            if mgr._gone():
+                return  # removed meanwhile by a concurrent run
+            raise
+    started = False
+    volumes = []
+    if delete:
+        if not was_running and not mgr.check_mode:
+            # the volumes of an inactive pool are only visible while it runs
+            try:
+                pool.create(0)
+                started = True
+            except lv.libvirtError:
+                started = False
+        if was_running or started:
+            try:
+                volumes = pool.listAllVolumes(0)
+            except lv.libvirtError as exc:
+                # stopped or removed meanwhile by a concurrent run: its volumes are going
+                if not _tolerable(mgr, exc, pool):
+                    raise translate(lv, exc, what=mgr.what + ' volumes', uri=mgr.client.uri) from None
+        for vol in volumes:
+            mgr.result.change("volume '%s' deleted" % vol.name())
+    if was_running:
+        mgr.result.change('%s stopped' % mgr.what)
+    if delete:
+        mgr.result.change('%s storage deleted' % mgr.what)
+    mgr.result.change('%s undefined' % mgr.what)
+    if mgr.check_mode:
+        return
+    # imported here: only removing a pool needs it, and module start-up time counts
+    from ansible_collections.virtops.libvirt.plugins.module_utils._volume import UploadRecords
+
+    records = UploadRecords(mgr.client.uri)
+    for vol in volumes:
+        try:
+            key = vol.key()
+            vol.delete(0)
+        except lv.libvirtError as exc:
+            if not mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL') and not _tolerable(mgr, exc, pool):
+                raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=mgr.client.uri) from None
+            continue
+        records.forget(key)
+    if was_running or started:
+        try:
+            pool.destroy()
+        except lv.libvirtError as exc:
+            if not _tolerable(mgr, exc, pool):
+                raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+    if delete:
+        try:
+            pool.delete(0)
+        except lv.libvirtError as exc:
+            if mgr.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                mgr.client.warn('%s: this pool type has no storage to delete beyond its volumes' % mgr.what)
+            elif not (
+                mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL')
+                or 'No such file or directory' in str(exc)  # deleted by a concurrent run
+                or mgr._gone()
+            ):
+                raise translate(lv, exc, what=mgr.what + ' delete', uri=mgr.client.uri) from None
+    try:
+        if pool.isPersistent():
+            pool.undefine()
+    except lv.libvirtError as exc:
+        if not (mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or mgr._gone()):
+            raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+
+
+def _tolerable(mgr, exc, pool):
+    """A concurrent removal got there first: the pool is gone, or no longer running."""
+    if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
+        return True
+    if mgr._gone():
+        return True
+    return mgr._pool_active(pool) is False
+
+
+def _built_what(ptype):
+    return {'fs': 'file system created', 'disk': 'partition table written', 'logical': 'volume group created'}.get(
+        ptype, 'storage prepared'
+    )
