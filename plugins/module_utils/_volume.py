@@ -2,9 +2,9 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``volume`` module, plus the storage helpers ``_pool`` shares:
-the pool definition reader, the "which running guests use this" check, sparse stream upload and
-comparison, and the upload records.
+"""Service layer of the ``volume`` module, plus what ``_pool`` shares with it: the "which running
+guests use this" check and the upload records. Content (digest, sparse stream upload and
+comparison, downloads) is in ``_volume_content``, imported only by tasks with ``src``/``url``.
 
 Upload records
 --------------
@@ -25,7 +25,6 @@ a volume with this module (or its pool with ``delete_storage``) removes its reco
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -51,44 +50,14 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
-CHUNK = 1024 * 1024
 PARTIAL_REMOVED = 'an earlier run left it partly written'
 RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
 _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
-_ZERO_CHUNK = bytes(CHUNK)
 
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def pool_xml(client, pool, inactive=True):
-    """The pool's persistent definition (drivers without the INACTIVE flag: the current one)."""
-    lv = client.libvirt
-    what = "storage pool '%s'" % pool.name()
-    if inactive:
-        try:
-            return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
-        except lv.libvirtError as exc:
-            if not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                raise translate(lv, exc, what=what, uri=client.uri) from None
-    return client.call(pool.XMLDesc, 0, what=what)
-
-
-def describe_volume(client, vol):
-    """Plain dict of a volume, or None when it vanished meanwhile."""
-    lv = client.libvirt
-    try:
-        root = X.parse(vol.XMLDesc(0))
-        _vtype, capacity, allocation = vol.info()
-    except lv.libvirtError as exc:
-        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-            return None
-        raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=client.uri) from None
-    info = S.summarize_volume(root)
-    info.update(capacity=capacity, allocation=allocation)
-    return info
 
 
 def disk_users(client, pool, pool_name, pool_root, vol=None):
@@ -237,7 +206,7 @@ class PartialVolumes:
     sweep the same volume."""
 
     def __init__(self, records):
-        self.uri = None  # the connection's canonical URI (set by the sweep, before any change)
+        self.uri = None  # the connection's canonical URI (VolumeManager._note_uri)
         self.records = records
         self.directory = os.path.join(state_dir(), 'volume-partial')
 
@@ -295,360 +264,6 @@ class PartialVolumes:
 # files and streams
 
 
-def file_size(fd):
-    """Size of a regular file or block device."""
-    end = os.lseek(fd, 0, os.SEEK_END)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return end
-
-
-class ContentDigest:
-    """A digest of a disk image's content that needs no reading of its holes.
-
-    A sha256 over the whole content would hash every zero of a sparse image: 4 GiB of holes cost
-    ~2.5 s of CPU for 64 MiB of data. This one is a sha256 over every 1 MiB block (aligned at
-    multiples of 1 MiB) that holds a non-zero byte, each preceded by its offset and length, and
-    then the total size. All-zero blocks, read or skipped as holes, add nothing, so the digest
-    depends only on the bytes (zeros and holes alike), never on how the file is laid out, and data
-    is fed in any chunking (``update`` for bytes, ``skip`` for a run of zeros)."""
-
-    PREFIX = 'sparse-sha256'
-
-    def __init__(self):
-        self._hash = hashlib.sha256(b'virtops.libvirt content digest v1\n')
-        self._buf = bytearray()  # the block being filled
-        self._offset = 0  # where that block starts
-
-    @property
-    def size(self):
-        return self._offset + len(self._buf)
-
-    def update(self, data):
-        view = memoryview(data)
-        while view:
-            if not self._buf and len(view) >= CHUNK:
-                self._block(view[:CHUNK])
-                view = view[CHUNK:]
-                continue
-            take = view[: CHUNK - len(self._buf)]
-            self._buf += take
-            view = view[len(take) :]
-            if len(self._buf) == CHUNK:
-                self._block(self._buf)
-                self._buf = bytearray()
-
-    def skip(self, length):
-        """``length`` zero bytes (a hole)."""
-        if self._buf:
-            fill = min(length, CHUNK - len(self._buf))
-            self.update(_ZERO_CHUNK[:fill])
-            length -= fill
-        whole = length - length % CHUNK
-        self._offset += whole  # zero blocks add nothing
-        self._buf += _ZERO_CHUNK[: length - whole]
-
-    def _block(self, block):
-        if block != _ZERO_CHUNK[: len(block)]:
-            self._hash.update(struct.pack('>QQ', self._offset, len(block)))
-            self._hash.update(block)
-        self._offset += len(block)
-
-    def hexdigest(self):
-        final = self._hash.copy()
-        if self._buf and bytes(self._buf) != _ZERO_CHUNK[: len(self._buf)]:
-            final.update(struct.pack('>QQ', self._offset, len(self._buf)))
-            final.update(self._buf)
-        final.update(struct.pack('>Q', self.size))
-        return '%s:%s' % (self.PREFIX, final.hexdigest())
-
-
-def file_identity(info):
-    """What changes when a file is written, truncated, replaced or unlinked (ctime moves with
-    every change of content or link count, and cannot be set back)."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_nlink)
-
-
-def file_digest(path):
-    """The :class:`ContentDigest` of a file, reading only its data extents (SEEK_DATA/SEEK_HOLE)."""
-    return measure_file(path)[0]
-
-
-def measure_file(path):
-    """``(content digest, identity)`` of a file; OSError when it changed while it was read."""
-    digest = ContentDigest()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        before = file_identity(os.fstat(fd))
-        size = file_size(fd)
-        pos = 0
-        while pos < size:
-            start, end = _data_extent(fd, pos, size)
-            digest.skip(start - pos)
-            os.lseek(fd, start, os.SEEK_SET)
-            while start < end:
-                chunk = os.read(fd, min(CHUNK, end - start))
-                if not chunk:
-                    raise OSError(errno.EIO, 'the file shrank while it was read')
-                digest.update(chunk)
-                start += len(chunk)
-            pos = end
-        if file_identity(os.fstat(fd)) != before:
-            raise OSError(errno.EAGAIN, 'the file changed while it was read')
-    finally:
-        os.close(fd)
-    return digest.hexdigest(), before
-
-
-def _data_extent(fd, pos, size):
-    """``(start, end)`` of the next data extent at or after ``pos``; ``(size, size)`` when only
-    a hole remains. Without hole information (block devices, some file systems) all is data."""
-    try:
-        start = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            return size, size
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return pos, size
-        raise
-    if start >= size:
-        return size, size
-    try:
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-    except OSError:
-        end = size
-    return start, min(end, size)
-
-
-def read_header(path, size=512):
-    with open(path, 'rb') as handle:
-        return handle.read(size)
-
-
-class _SparseReader:
-    """Callbacks for ``virStream.sparseSendAll``: data sections are read, holes (SEEK_DATA /
-    SEEK_HOLE) are sent as holes without reading them."""
-
-    def __init__(self, fd):
-        self.fd = fd
-        self.size = file_size(fd)
-        self.sent = 0  # what was actually sent (data and holes)
-
-    def read(self, _stream, nbytes, _opaque):
-        data = os.read(self.fd, nbytes)
-        self.sent += len(data)
-        return data
-
-    def section(self, _stream, _opaque):
-        cur = os.lseek(self.fd, 0, os.SEEK_CUR)
-        if cur >= self.size:
-            return [True, 0]
-        start, end = _data_extent(self.fd, cur, self.size)
-        os.lseek(self.fd, cur, os.SEEK_SET)
-        if start > cur:
-            return [False, start - cur]  # a hole up to the next data
-        return [True, end - cur]
-
-    def skip(self, _stream, length, _opaque):
-        os.lseek(self.fd, length, os.SEEK_CUR)
-        self.sent += length
-        return 0
-
-
-def _abort(stream, libvirt):
-    try:
-        stream.abort()
-    except libvirt.libvirtError:
-        pass  # the stream is already closed by the error that brought us here
-
-
-def _open_stream(client, start, what, sparse_flag):
-    """``start(stream, flags)`` with the sparse flag, falling back to a plain stream when the
-    driver cannot do sparse streams. Returns (stream, sparse)."""
-    lv = client.libvirt
-    flag = getattr(lv, sparse_flag, 0)
-    stream = client.call('newStream', 0, what=what)
-    try:
-        start(stream, flag)
-        return stream, bool(flag)
-    except lv.libvirtError as exc:
-        _abort(stream, lv)
-        if not flag or not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-            raise translate(lv, exc, what=what, uri=client.uri) from None
-    stream = client.call('newStream', 0, what=what)
-    try:
-        start(stream, 0)
-    except lv.libvirtError as exc:
-        _abort(stream, lv)
-        raise translate(lv, exc, what=what, uri=client.uri) from None
-    return stream, False
-
-
-def upload_file(client, vol, path, what, identity=None):
-    """Upload ``path`` into ``vol`` through libvirt's stream API, keeping holes as holes.
-
-    ``identity``: :func:`file_identity` of the file when its digest was measured. The upload fails
-    with InvalidParameter('src', 'changed while uploading') when the file is not that file any
-    more, changes while it is sent, or not all of it was sent. Comparing identities instead of
-    hashing what is sent saves a second pass over the data."""
-    lv = client.libvirt
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-    try:
-        before = os.fstat(fd)
-        reader = _SparseReader(fd)
-        stream, sparse = _open_stream(
-            client, lambda st, flags: vol.upload(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM'
-        )
-        try:
-            if sparse:
-                stream.sparseSendAll(reader.read, reader.section, reader.skip, None)
-            else:
-                stream.sendAll(reader.read, None)
-            stream.finish()
-        except lv.libvirtError as exc:
-            _abort(stream, lv)
-            raise translate(lv, exc, what=what, uri=client.uri) from None
-        except OSError as exc:
-            _abort(stream, lv)
-            raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    problems = []
-    if identity is not None and file_identity(before) != identity:
-        problems.append('it changed after its content was measured')
-    if file_identity(after) != file_identity(before):
-        problems.append('size, modification time or links changed')
-    if reader.sent != reader.size:
-        problems.append('%d of %d bytes sent' % (reader.sent, reader.size))
-    if problems:
-        raise InvalidParameter(
-            'src', 'changed while uploading %s (%s); the upload is incomplete' % (path, '; '.join(problems))
-        )
-
-
-def volume_equals_file(client, vol, path, what):
-    """True when the volume's content is the file's content (zero-extended): a sparse download
-    compared as it arrives, stopping at the first difference."""
-    lv = client.libvirt
-    stream, sparse = _open_stream(
-        client, lambda st, flags: vol.download(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM'
-    )
-    equal = True
-    try:
-        with open(path, 'rb') as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(0)
-            offset = 0
-            while True:
-                got = stream.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE) if sparse else stream.recv(CHUNK)
-                if got == -3:
-                    length = stream.recvHole()
-                    if not _region_is_zero(handle, offset, length, size):
-                        equal = False
-                        break
-                    offset += length
-                    continue
-                if isinstance(got, int):
-                    raise OperationFailed('%s: unexpected stream state %r' % (what, got))
-                if not got:
-                    break
-                handle.seek(offset)
-                want = handle.read(len(got)) if offset < size else b''
-                if want != got[: len(want)] or (len(want) < len(got) and any(got[len(want) :])):
-                    equal = False
-                    break
-                offset += len(got)
-            if equal and offset < size:
-                equal = False  # the file is longer than the volume
-        if equal:
-            stream.finish()
-        else:
-            _abort(stream, lv)
-    except lv.libvirtError as exc:
-        _abort(stream, lv)
-        raise translate(lv, exc, what=what, uri=client.uri) from None
-    except OSError as exc:
-        _abort(stream, lv)
-        raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
-    return equal
-
-
-def _region_is_zero(handle, offset, length, size):
-    end = min(offset + length, size)
-    handle.seek(offset)
-    pos = offset
-    while pos < end:
-        chunk = handle.read(min(CHUNK, end - pos))
-        if not chunk:
-            break
-        if chunk != _ZERO_CHUNK[: len(chunk)]:
-            return False
-        pos += len(chunk)
-    return True
-
-
-def download_url(url, directory, checksum, validate_certs, timeout):
-    """Fetch ``url`` into a sparse temp file; verify ``checksum`` ((algo, hex) or None).
-
-    Returns ``(path, content digest, size)``; raises InvalidParameter naming url/checksum.
-    """
-    # imported here: only downloads need them (http.client pulls in the email package), and
-    # import time counts on every task
-    from http.client import HTTPException
-
-    from ansible.module_utils.urls import ConnectionError as UrlConnectionError
-    from ansible.module_utils.urls import SSLValidationError, open_url
-
-    try:
-        response = open_url(url, validate_certs=validate_certs, timeout=timeout, http_agent='virtops.libvirt')
-    except (OSError, HTTPException, UrlConnectionError, SSLValidationError, ValueError) as exc:
-        code = getattr(exc, 'code', None)
-        reason = ('HTTP %s %s' % (code, getattr(exc, 'reason', ''))).strip() if code else str(exc)
-        raise InvalidParameter('url', 'cannot download %s: %s' % (url, reason)) from None
-    content = ContentDigest()
-    verify = hashlib.new(checksum[0]) if checksum else None
-    fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
-    total = 0
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            while True:
-                try:
-                    chunk = response.read(CHUNK)
-                except (OSError, HTTPException) as exc:
-                    raise InvalidParameter(
-                        'url', 'download of %s broke off after %d bytes: %s' % (url, total, exc)
-                    ) from None
-                if not chunk:
-                    break
-                content.update(chunk)
-                if verify is not None:
-                    verify.update(chunk)
-                if chunk == _ZERO_CHUNK[: len(chunk)]:
-                    out.seek(len(chunk), os.SEEK_CUR)  # keep zeros as a hole
-                else:
-                    out.write(chunk)
-                total += len(chunk)
-            out.truncate(total)
-    except (InvalidParameter, OSError) as exc:
-        os.unlink(path)
-        if isinstance(exc, OSError):
-            raise OperationFailed('cannot store the download of %s: %s' % (url, exc)) from None
-        raise
-    finally:
-        response.close()
-    if checksum:
-        got = verify.hexdigest()
-        if got != checksum[1]:
-            os.unlink(path)
-            raise InvalidParameter(
-                'checksum', 'mismatch for %s: %s is %s, expected %s' % (url, checksum[0], got, checksum[1])
-            )
-    return path, content.hexdigest(), total
-
-
 # ---------------------------------------------------------------------------------------------
 # the volume module
 
@@ -698,7 +313,7 @@ class VolumeManager:
                 "storage pool '%s' is not active: start it (virtops.libvirt.storage_pool "
                 'state=active) before managing its volumes' % self.pool_name
             )
-        self.pool_root = X.parse(pool_xml(self.client, self.pool))
+        self.pool_root = X.parse(S.pool_xml(self.client, self.pool))
         self.ptype = self.pool_root.get('type')
         self._sweep_partial()
         vol, before_xml, record = self._current()
@@ -734,14 +349,21 @@ class VolumeManager:
         )
         return self.result.build(volume=self._describe(vol, after_xml))
 
+    def _note_uri(self):
+        """The canonical URI that keys the partial-volume notes ("qemu:///system" given or
+        defaulted name the same host); asked before a change, while libvirtd answers."""
+        if self.partial.uri is None:
+            self.partial.uri = self.client.call('getURI', what='the connection URI')
+
     def _sweep_partial(self):
         """Remove the volumes earlier runs created and had to leave partly written (libvirtd went
         away and stayed away). A volume is removed only when it is still that volume (same key
         and file identity), no upload completed it since (no upload record), and no running
         guest uses it; otherwise the note is dropped and the volume left alone."""
         lv = self.libvirt
-        # the canonical URI: "qemu:///system" given or defaulted name the same host
-        self.partial.uri = self.client.call('getURI', what='the connection URI')
+        if not os.path.isdir(self.partial.directory):
+            return  # the usual case: no run ever left a volume behind
+        self._note_uri()
         for entry, taken in self.partial.claim():
             keep = False
             what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
@@ -761,7 +383,7 @@ class VolumeManager:
                     or self.records.load(key, path) is not None
                 ):
                     continue  # gone, replaced or completed since
-                if guests_using(self.client, pool, entry['pool'], X.parse(pool_xml(self.client, pool)), vol):
+                if guests_using(self.client, pool, entry['pool'], X.parse(S.pool_xml(self.client, pool)), vol):
                     keep = True  # in use: not ours to remove now
                     continue
                 self.result.change('%s removed: %s' % (what, PARTIAL_REMOVED))
@@ -916,7 +538,7 @@ class VolumeManager:
             vol = self._lookup(pool, bname)
             if vol is None:
                 raise InvalidParameter('backing.name', "volume '%s' not found in storage pool '%s'" % (bname, bpool))
-        info = describe_volume(self.client, vol) if vol is not None else None
+        info = S.describe_volume(self.client, vol) if vol is not None else None
         fmt = backing.get('format') or (info and info['format'])
         if fmt == 'iso':
             fmt = 'raw'  # libvirt reports ISO images as 'iso'; qemu reads them as raw
@@ -937,11 +559,14 @@ class VolumeManager:
             raise InvalidParameter(
                 'clone_from.name', "volume '%s' not found in storage pool '%s'" % (clone['name'], clone['pool'])
             )
-        info = describe_volume(self.client, vol)
+        info = S.describe_volume(self.client, vol)
         return dict(vol=vol, capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
 
     def _resolve_content(self, vol, plan):
         """Where the content comes from, its content digest, and whether it must be uploaded."""
+        # imported here: only tasks with src/url need it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_content as VC
+
         params = self.params
         file_pool = self.ptype in S.FILE_POOL_TYPES
         record = self.records.load(vol.key(), vol.path()) if vol is not None else None
@@ -957,11 +582,11 @@ class VolumeManager:
                 and record.get('checksum') == '%s:%s' % checksum
             ):
                 return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
-            path, digest, _size = download_url(
+            path, digest, _size = VC.download_url(
                 params['url'], self.client.module.tmpdir, checksum, params['validate_certs'], params['url_timeout']
             )
             self._tempfiles.append(path)
-            identity = file_identity(os.stat(path))
+            identity = VC.file_identity(os.stat(path))
             extra = dict(url=params['url'], checksum='%s:%s' % checksum if checksum else None)
         else:
             path = params['src']
@@ -971,11 +596,11 @@ class VolumeManager:
             if os.path.isdir(path):
                 raise InvalidParameter('src', '%s is a directory, not an image file' % path)
             try:
-                digest, identity = measure_file(path)
+                digest, identity = VC.measure_file(path)
             except OSError as exc:
                 raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
             extra = dict(src=path)
-        header = read_header(path)
+        header = VC.read_header(path)
         detected, virtual_size, has_backing = S.probe_image(header)
         if has_backing:
             raise InvalidParameter(
@@ -1016,7 +641,7 @@ class VolumeManager:
                     content['refresh_record'] = True
             elif not record:
                 # no record of an upload: adopt the volume when it already holds this content
-                if volume_equals_file(self.client, vol, path, self.what + ' compare'):
+                if VC.volume_equals_file(self.client, vol, path, self.what + ' compare'):
                     content['upload'] = False
                     content['refresh_record'] = True
         return content
@@ -1070,6 +695,8 @@ class VolumeManager:
             predicted.find('capacity').text = str(size)
             return None, X.tostring(predicted)
         what = self.what
+        if content:
+            self._note_uri()  # needed to note a partly written volume, when the daemon may be gone
         try:
             if plan['clone']:
                 vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
@@ -1084,7 +711,7 @@ class VolumeManager:
                 target = X.findtext(self.pool_root, 'target/path')
                 path = os.path.join(target, self.name) if target and self.ptype in S.FILE_POOL_TYPES else None
                 noted = None
-                if path and os.path.isfile(path):
+                if content and path and os.path.isfile(path):
                     noted = self.partial.remember(self.pool_name, self.name, path) or (
                         'the next volume task on this host removes it'
                     )
@@ -1130,17 +757,20 @@ class VolumeManager:
         reconnect once, look the volume up again and upload from the start: a service manager
         restarting the daemon does not leave a half-written volume or fail the task. Returns the
         volume object (of the new connection after a reconnect)."""
+        # imported here: only uploads need it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_content as VC
+
         what = self.what + ' upload'
         expected = content['identity']
         try:
-            upload_file(self.client, vol, content['path'], what, expected)
+            VC.upload_file(self.client, vol, content['path'], what, expected)
         except ConnectionFailed as exc:
             fresh = self._reattach(exc, patience)
             if fresh is None:
                 raise OperationFailed('%s: gone after libvirtd restarted during the upload' % self.what) from None
             self.client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (self.what, exc.msg))
             vol = fresh
-            upload_file(self.client, vol, content['path'], what, expected)
+            VC.upload_file(self.client, vol, content['path'], what, expected)
         self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
         return vol
 
@@ -1211,7 +841,7 @@ class VolumeManager:
 
     def _update(self, vol, plan):
         lv = self.libvirt
-        current = describe_volume(self.client, vol)
+        current = S.describe_volume(self.client, vol)
         before_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
         predicted = X.parse(before_xml)
         want_fmt = plan['format'] if self.params.get('format') else None
@@ -1370,7 +1000,7 @@ class VolumeManager:
             info = S.summarize_volume(X.parse(predicted_xml))
             info.update(key=None, path=None)
         else:
-            info = describe_volume(self.client, vol)
+            info = S.describe_volume(self.client, vol)
             if self.check_mode and predicted_xml:
                 info['capacity'] = S.summarize_volume(X.parse(predicted_xml))['capacity']
         info['pool'] = self.pool_name
