@@ -126,8 +126,7 @@ class GuestManager:
             root = X.parse(self.params['xml'])
         except (X.XMLSyntaxError, ValueError) as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        if X.has_entities_or_dtd(root):
-            raise InvalidParameter('xml', 'DTDs and entity references are not allowed in a domain definition')
+        X.reject_dtd('xml', root)
         if root.tag != 'domain':
             raise InvalidParameter('xml', 'root element must be <domain>, got <%s>' % root.tag)
         names = [n.text for n in root.findall('name')]
@@ -137,11 +136,7 @@ class GuestManager:
                 'the <name> in xml (%s) differs from name (%r)'
                 % (', '.join(repr(n) for n in names) or 'none', self.name),
             )
-        problems = X.schema_errors(root, 'domain')
-        if problems:
-            raise InvalidParameter(
-                'xml', "does not validate against libvirt's domain schema: %s" % '; '.join(problems[:3])
-            )
+        X.validate_user_xml('xml', root, 'domain', 'domain')
         return root
 
     def _check_run_options(self):

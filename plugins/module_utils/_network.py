@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import os
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
@@ -52,7 +51,6 @@ _MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
 _ORDER = ('name', 'uuid', 'metadata', 'forward', 'bridge', 'mtu', 'mac', 'domain', 'dns', 'ip', 'route')
 
 # libvirt's own schema (what VIR_NETWORK_DEFINE_VALIDATE uses), when installed on the managed host
-SCHEMA_PATH = '/usr/share/libvirt/schemas/network.rng'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,20 +546,6 @@ def parse_user_xml(text, name):
     return root
 
 
-def schema_errors(root, path=SCHEMA_PATH):
-    """Errors of ``root`` against libvirt's network schema; None when the schema is not available."""
-    etree = X.etree
-    if not os.path.exists(path):
-        return None
-    try:
-        schema = etree.RelaxNG(etree.parse(path))
-    except (etree.RelaxNGParseError, etree.XMLSyntaxError, OSError):
-        return None
-    if schema.validate(root):
-        return []
-    return ['line %s: %s' % (error.line, error.message) for error in schema.error_log]
-
-
 def inherit_generated(desired, current):
     """Copy what libvirt generated for ``current`` (uuid, MAC, bridge name) into ``desired``
     where the user's XML does not state it, so a re-definition keeps them."""
@@ -695,11 +679,7 @@ class NetworkManager:
         desired, spec = None, None
         if self.params.get('xml'):
             desired = parse_user_xml(self.params['xml'], self.name)
-            errors = schema_errors(desired)
-            if errors:
-                raise InvalidParameter(
-                    'xml', "does not validate against libvirt's network schema: %s" % '; '.join(errors[:3])
-                )
+            X.validate_user_xml('xml', desired, 'network', 'network')
         else:
             spec = validate_spec({key: self.params.get(key) for key in TYPED_OPTIONS + ('name',)})
         net = self._read(self.client.lookup('network', self.name))

@@ -191,7 +191,7 @@ class PoolManager:
             root = X.parse(self.params['xml'])
         except X.XMLSyntaxError as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        S.reject_dtd('xml', root)
+        X.reject_dtd('xml', root)
         if root.tag != 'pool':
             raise InvalidParameter('xml', 'root element must be <pool>, got <%s>' % root.tag)
         if not root.get('type'):
@@ -199,7 +199,7 @@ class PoolManager:
         xml_name = X.findtext(root, 'name')
         if xml_name != self.name:
             raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
-        if not S.validate_user_xml('xml', root, 'storagepool', 'storage pool'):
+        if not X.validate_user_xml('xml', root, 'storagepool', 'storage pool'):
             # no schema on the managed host: let libvirt validate when defining
             self.define_flags = getattr(self.libvirt, 'VIR_STORAGE_POOL_DEFINE_VALIDATE', 0)
         for tag in ('capacity', 'allocation', 'available'):

@@ -32,7 +32,6 @@ shared, every other type is.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import struct
 
@@ -325,59 +324,6 @@ def validate_pool_spec(spec, creating=True):
     source['hosts'] = hosts
     spec['source'] = source
     return spec
-
-
-# ---------------------------------------------------------------------------------------------
-# User-supplied XML: no DTD/entities, and libvirt's RelaxNG schema
-
-SCHEMA_DIR = '/usr/share/libvirt/schemas'
-_SCHEMAS = {}  # path -> etree.RelaxNG, or None when the schema cannot be loaded
-
-
-def reject_dtd(option, root):
-    """Refuse XML carrying a document type declaration (entities, external references)."""
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise InvalidParameter(option, 'a DOCTYPE (DTD or entity declarations) is not accepted')
-    for node in root.iter():
-        if not isinstance(node.tag, str) and node.tag is X.etree.Entity:
-            raise InvalidParameter(option, 'entity references are not accepted')
-
-
-def _schema(path):
-    if path not in _SCHEMAS:
-        etree = X.etree
-        schema = None
-        if os.path.exists(path):
-            try:
-                schema = etree.RelaxNG(etree.parse(path))
-            except (etree.RelaxNGParseError, etree.XMLSyntaxError, OSError):
-                schema = None
-        _SCHEMAS[path] = schema
-    return _SCHEMAS[path]
-
-
-def schema_errors(root, kind):
-    """Errors of ``root`` against libvirt's ``<kind>.rng`` (e.g. ``storagepool``): a list (empty
-    when valid), or None when the schema is not available on the managed host."""
-    schema = _schema(os.path.join(SCHEMA_DIR, kind + '.rng'))
-    if schema is None:
-        return None
-    if schema.validate(root):
-        return []
-    return ['line %s: %s' % (error.line, error.message) for error in schema.error_log] or ['invalid']
-
-
-def validate_user_xml(option, root, kind, what):
-    """Raise InvalidParameter(option) naming the first schema error; returns False when the
-    schema is not available (the caller lets libvirt validate instead), True when valid."""
-    reject_dtd(option, root)
-    errors = schema_errors(root, kind)
-    if errors is None:
-        return False
-    if errors:
-        raise InvalidParameter(option, "does not validate against libvirt's %s schema: %s" % (what, errors[0]))
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import traceback
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import unit_factor
 
 LXML_IMPORT_ERROR = None
@@ -253,4 +254,26 @@ def schema_errors(root, kind):
         return None
     if schema.validate(root):
         return []
-    return ['line %s: %s' % (error.line, error.message) for error in schema.error_log]
+    return ['line %s: %s' % (error.line, error.message) for error in schema.error_log] or ['invalid']
+
+
+def reject_dtd(option, root):
+    """Raise InvalidParameter(option) for user XML with a DOCTYPE or entity references: libvirt
+    never needs them, and they are the way to external files (XXE) and entity bombs."""
+    if has_entities_or_dtd(root):
+        raise InvalidParameter(option, 'a DOCTYPE (DTD, entity declarations) or entity references are not accepted')
+
+
+def validate_user_xml(option, root, kind, what):
+    """Check user XML: no DTD or entities, then libvirt's RelaxNG schema ``kind``. Raise
+    InvalidParameter(option) naming the first errors; return False when the schema is not
+    installed on the managed host (libvirt then validates itself), True when valid."""
+    reject_dtd(option, root)
+    errors = schema_errors(root, kind)
+    if errors is None:
+        return False
+    if errors:
+        raise InvalidParameter(
+            option, "does not validate against libvirt's %s schema: %s" % (what, '; '.join(errors[:3]))
+        )
+    return True

@@ -446,8 +446,12 @@ def test_dhcp_plan_refuses_other_changes():
 
 def test_schema_check_of_user_xml(tmp_path):
     good = N.parse_user_xml("<network><name>n1</name><ip address='198.51.100.1' prefix='24'/></network>", 'n1')
-    assert N.schema_errors(good) == []
+    assert X.schema_errors(good, 'network') == []
+    assert X.validate_user_xml('xml', good, 'network', 'network') is True
     bad = N.parse_user_xml("<network><name>n1</name><ip address='198.51.100.x' prefix='24'/></network>", 'n1')
-    errors = N.schema_errors(bad)
+    errors = X.schema_errors(bad, 'network')
     assert errors and errors[0].startswith('line ')
-    assert N.schema_errors(bad, path=str(tmp_path / 'missing.rng')) is None
+    with pytest.raises(InvalidParameter, match="does not validate against libvirt's network schema: line "):
+        X.validate_user_xml('xml', bad, 'network', 'network')
+    assert X.schema_errors(bad, 'no-such-schema') is None
+    assert X.validate_user_xml('xml', bad, 'no-such-schema', 'network') is False
