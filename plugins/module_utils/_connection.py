@@ -137,6 +137,19 @@ class LibvirtClient:
                 return self.call(func, *args, what=what, retry=False)
             raise errors.translate(libvirt, exc, what=what, uri=self.uri) from None
 
+    def call_unless_done(self, func, *args, done, what=None):
+        """Call ``func(*args)`` for a change that a concurrent run may have made first. When
+        libvirt refuses, ``done(exc)`` decides: True when the wanted state holds anyway (the
+        object is already started, stopped, gone ...), else the error is raised, translated.
+        Returns True when this call made the change, False when another run had."""
+        try:
+            func(*args)
+        except libvirt.libvirtError as exc:
+            if done(exc):
+                return False
+            raise errors.translate(libvirt, exc, what=what, uri=self.uri) from None
+        return True
+
     def lookup(self, kind, name, lookup=None):
         """Return the object or None when it does not exist."""
         method = (

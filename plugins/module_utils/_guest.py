@@ -302,13 +302,12 @@ class GuestManager:
         self.result.change("guest '%s' %s" % (self.name, message))
         if self.check_mode or func is None:
             return
-        try:
-            func()
-        except self.libvirt.libvirtError as exc:
-            # a concurrent run got there first: fine when the guest is now where we wanted it
-            if dom is not None and done_states and self._state(dom) in done_states:
-                return
-            raise self._translate(exc) from None
+        # a concurrent run may get there first: fine when the guest is now where we wanted it
+        self.client.call_unless_done(
+            func,
+            done=lambda _exc: dom is not None and bool(done_states) and self._state(dom) in done_states,
+            what="guest '%s'" % self.name,
+        )
 
     def _wait_agent(self, dom):
         # imported here: only wait_for: agent needs it, and module start-up time counts

@@ -851,23 +851,17 @@ class NetworkManager:
         if state == 'active' and not self.active:
             self.result.change('%s started' % self.what)
             if not self.check_mode:
-                try:
-                    self.client.call(net.create, what=self.what + ' start')
-                except OperationFailed:
-                    if not self._is_active_now(net):
-                        raise
-                    # started by a concurrent run: what we wanted
+                self.client.call_unless_done(
+                    net.create, done=lambda _exc: self._is_active_now(net), what=self.what + ' start'
+                )
             self.active = True
         elif state == 'inactive' and self.active:
             self._warn_attached(net)
             self.result.change('%s stopped' % self.what)
             if not self.check_mode:
-                try:
-                    self.client.call(net.destroy, what=self.what + ' stop')
-                except OperationFailed:
-                    if self._is_active_now(net):
-                        raise
-                    # stopped by a concurrent run: what we wanted
+                self.client.call_unless_done(
+                    net.destroy, done=lambda _exc: not self._is_active_now(net), what=self.what + ' stop'
+                )
             self.active = False
 
     def _is_active_now(self, net):
@@ -913,21 +907,15 @@ class NetworkManager:
             if persistent:
                 self.result.change('%s undefined' % self.what)
             return
-        # report only what this run did (a concurrent run may have done it first)
-        if active and self._ignore_gone(net.destroy):
-            self.result.change('%s stopped' % self.what)
-        if persistent and self._ignore_gone(net.undefine):
-            self.result.change('%s undefined' % self.what)
 
-    def _ignore_gone(self, func):
-        """Call ``func``; True when it did its work, False when a concurrent run already had."""
-        try:
-            func()
-        except self.libvirt.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_NETWORK', 'VIR_ERR_OPERATION_INVALID'):
-                return False  # removed or stopped concurrently: the wanted state holds
-            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
-        return True
+        # report only what this run did (a concurrent run may have done it first)
+        def gone(exc):
+            return self.client.is_error(exc, 'VIR_ERR_NO_NETWORK', 'VIR_ERR_OPERATION_INVALID')
+
+        if active and self.client.call_unless_done(net.destroy, done=gone, what=self.what):
+            self.result.change('%s stopped' % self.what)
+        if persistent and self.client.call_unless_done(net.undefine, done=gone, what=self.what):
+            self.result.change('%s undefined' % self.what)
 
     # ------------------------------------------------------------------------------------
     # report

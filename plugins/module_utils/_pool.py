@@ -364,12 +364,10 @@ class PoolManager:
                 self.result.change('%s stopped' % self.what)
                 self.model['state'] = 'inactive'
                 if not self.check_mode and not self.stopped:
-                    try:
-                        pool.destroy()
-                    except self.libvirt.libvirtError as exc:
-                        # stopped meanwhile by a concurrent run: that is what we want
-                        if self._pool_active(pool) is not False:
-                            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
+                    # stopped meanwhile by a concurrent run: that is what we want
+                    self.client.call_unless_done(
+                        pool.destroy, done=lambda _exc: self._pool_active(pool) is False, what=self.what
+                    )
         elif state == 'present' and running and restart:
             self._restart(pool)
 

@@ -134,20 +134,13 @@ def absent(mgr, pool):
 
     records = UploadRecords(mgr.client.uri)
     for vol in volumes:
-        try:
-            key = vol.key()
-            vol.delete(0)
-        except lv.libvirtError as exc:
-            if not mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL') and not _tolerable(mgr, exc, pool):
-                raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=mgr.client.uri) from None
-            continue
-        records.forget(key)
+        key = vol.key()  # kept in the object: no daemon call
+        if mgr.client.call_unless_done(
+            vol.delete, 0, done=lambda exc: _tolerable(mgr, exc, pool), what="volume '%s'" % vol.name()
+        ):
+            records.forget(key)
     if was_running or started:
-        try:
-            pool.destroy()
-        except lv.libvirtError as exc:
-            if not _tolerable(mgr, exc, pool):
-                raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+        mgr.client.call_unless_done(pool.destroy, done=lambda exc: _tolerable(mgr, exc, pool), what=mgr.what)
     if delete:
         try:
             pool.delete(0)
