@@ -20,16 +20,7 @@ author:
 extends_documentation_fragment:
   - virtops.libvirt.connection
   - virtops.libvirt.connection.ACTIONGROUP
-attributes:
-  check_mode:
-    description: Read-only; runs normally in check mode.
-    support: full
-  diff_mode:
-    description: Returns no diff (nothing changes).
-    support: N/A
-  idempotent:
-    description: Read-only.
-    support: full
+  - virtops.libvirt.attributes.INFO_MODULE
 options:
   name:
     description: Only this guest. Fails when it does not exist.
