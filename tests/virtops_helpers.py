@@ -237,3 +237,40 @@ def pci_driver_bindings():
         link = '/sys/bus/pci/devices/%s/driver' % addr
         bindings[addr] = os.readlink(link) if os.path.islink(link) else None
     return bindings
+
+
+# ---------------------------------------------------------------------------------------------
+# raw guest-agent commands, issued by the tests themselves (never through the module under test)
+
+
+def agent_cmd(dom, execute, arguments=None, timeout=10):
+    """The ``return`` of one guest-agent command (libvirt_qemu.qemuAgentCommand)."""
+    import libvirt_qemu
+
+    payload = {'execute': execute}
+    if arguments is not None:
+        payload['arguments'] = arguments
+    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(payload), timeout, 0))['return']
+
+
+def guest_read(dom, path):
+    """Bytes of a guest file, None when it does not exist."""
+    import base64
+
+    import libvirt
+
+    try:
+        handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'r'})
+    except libvirt.libvirtError as exc:
+        if 'No such file' in str(exc):
+            return None
+        raise
+    try:
+        data = b''
+        while True:
+            reply = agent_cmd(dom, 'guest-file-read', {'handle': handle, 'count': 65536})
+            data += base64.b64decode(reply.get('buf-b64', ''))
+            if reply.get('eof') or not reply.get('count'):
+                return data
+    finally:
+        agent_cmd(dom, 'guest-file-close', {'handle': handle})

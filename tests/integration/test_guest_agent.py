@@ -22,9 +22,9 @@ import uuid
 from pathlib import Path
 
 import libvirt
-import libvirt_qemu
 import pytest
-from virtops_helpers import COLLECTIONS, IMAGE_DIR, PREFIX, ensure_collection_link, ok, run_module
+from virtops_helpers import COLLECTIONS, IMAGE_DIR, PREFIX, ensure_collection_link, guest_read, ok, run_module
+from virtops_helpers import agent_cmd as ga
 
 IMAGES = Path('/var/lib/libvirt/images')
 SHADOW = '/etc/shadow'
@@ -35,13 +35,6 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 # ------------------------------------------------------------------------------------------
 # raw agent access for assertions (independent of the code under test)
-def ga(dom, execute, arguments=None, timeout=10):
-    payload = {'execute': execute}
-    if arguments is not None:
-        payload['arguments'] = arguments
-    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(payload), timeout, 0))['return']
-
-
 def guest_run(dom, *argv):
     pid = ga(dom, 'guest-exec', {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True})['pid']
     deadline = time.monotonic() + 20
@@ -51,25 +44,6 @@ def guest_run(dom, *argv):
             return status.get('exitcode'), base64.b64decode(status.get('out-data', '')).decode()
         time.sleep(0.05)
     raise AssertionError('%r did not finish in the guest' % (argv,))
-
-
-def guest_read(dom, path):
-    """File bytes, or None when missing."""
-    try:
-        handle = ga(dom, 'guest-file-open', {'path': path, 'mode': 'r'})
-    except libvirt.libvirtError as exc:
-        if 'No such file' in str(exc):
-            return None
-        raise
-    try:
-        data = b''
-        while True:
-            reply = ga(dom, 'guest-file-read', {'handle': handle, 'count': 65536})
-            data += base64.b64decode(reply.get('buf-b64', ''))
-            if reply.get('eof') or not reply.get('count'):
-                return data
-    finally:
-        ga(dom, 'guest-file-close', {'handle': handle})
 
 
 def freeze_status(dom):

@@ -7,45 +7,29 @@ storage from under it."""
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import subprocess
 import time
 
 import libvirt
-import libvirt_qemu
 import pytest
 from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from storage_fixtures import failed, ok, run
+from virtops_helpers import agent_cmd, guest_read
 
 MARKER = b'uploaded by virtops.libvirt volume\n'
 
 
-def agent(dom, execute, arguments=None, timeout=10):
-    cmd = {'execute': execute}
-    if arguments is not None:
-        cmd['arguments'] = arguments
-    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(cmd), timeout, 0))['return']
-
-
 def guest_exec(dom, path, *args):
-    pid = agent(dom, 'guest-exec', {'path': path, 'arg': list(args), 'capture-output': True})['pid']
+    pid = agent_cmd(dom, 'guest-exec', {'path': path, 'arg': list(args), 'capture-output': True})['pid']
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status = agent(dom, 'guest-exec-status', {'pid': pid})
+        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
         if status.get('exited'):
             assert status.get('exitcode') == 0, status
             return base64.b64decode(status.get('out-data', '')).decode()
         time.sleep(0.1)
     raise AssertionError('guest-exec %s did not finish' % path)
-
-
-def guest_read(dom, path):
-    handle = agent(dom, 'guest-file-open', {'path': path, 'mode': 'r'})
-    try:
-        return base64.b64decode(agent(dom, 'guest-file-read', {'handle': handle, 'count': 4096})['buf-b64'])
-    finally:
-        agent(dom, 'guest-file-close', {'handle': handle})
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import libvirt
-from virtops_helpers import COLLECTIONS, PREFIX, ROOT, ensure_collection_link, run_module
+from virtops_helpers import COLLECTIONS, PREFIX, ROOT, agent_cmd, ensure_collection_link, run_module
+from virtops_helpers import guest_read as guest_read_bytes
 
 # lookups of absent objects are normal here; keep libvirt from printing them
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
@@ -83,34 +84,10 @@ def parallel(func, items, workers=WORKERS):
 # raw guest agent access, independent of the code under test
 
 
-def agent_cmd(dom, execute, arguments=None, timeout=10):
-    import libvirt_qemu
-
-    payload = {'execute': execute}
-    if arguments is not None:
-        payload['arguments'] = arguments
-    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(payload), timeout, 0))['return']
-
-
 def guest_read(dom, path):
     """Text of a guest file, None when it does not exist."""
-    import base64
-
-    try:
-        handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'r'})
-    except libvirt.libvirtError as exc:
-        if 'No such file' in str(exc):
-            return None
-        raise
-    try:
-        data = b''
-        while True:
-            reply = agent_cmd(dom, 'guest-file-read', {'handle': handle, 'count': 65536})
-            data += base64.b64decode(reply.get('buf-b64', ''))
-            if reply.get('eof') or not reply.get('count'):
-                return data.decode(errors='replace')
-    finally:
-        agent_cmd(dom, 'guest-file-close', {'handle': handle})
+    data = guest_read_bytes(dom, path)
+    return None if data is None else data.decode(errors='replace')
 
 
 def freeze_status(dom):
