@@ -41,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'tests'))
 
-from virtops_helpers import IMAGE_DIR, ensure_collection_link, module_env, ok, run_module  # noqa: E402
+from _common import boot_spec  # noqa: E402
+from virtops_helpers import ensure_collection_link, module_env, ok, run_module  # noqa: E402
 
 sys.path.insert(0, str(ensure_collection_link()))
 
@@ -58,17 +59,18 @@ POLL = 0.01
 
 
 def guest_spec(name):
-    return dict(
-        name=name,
-        memory='256MiB',
-        vcpus=1,
-        guest_agent=True,
-        interfaces=[dict(type='user')],
-        boot=dict(
-            kernel=str(IMAGE_DIR / 'vmlinuz'), initrd=str(IMAGE_DIR / 'initrd.img'), cmdline='console=ttyS0 quiet'
-        ),
-        state='present',
-    )
+    return dict(boot_spec(), name=name, state='present')
+
+
+def remove_guests(conn, names):
+    for name in names:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            continue
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
 
 
 def raw_ping_loop(dom, start, out, key, stop, limit):
@@ -254,14 +256,7 @@ def main():
             rows.append(one_round(client, dom_a, dom_b, args.limit))
             print('round %d done' % (index + 1), file=sys.stderr)
     finally:
-        for name in names:
-            try:
-                dom = conn.lookupByName(name)
-            except libvirt.libvirtError:
-                continue
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
+        remove_guests(conn, names)
         client.close()
         conn.close()
 
@@ -296,14 +291,7 @@ def main_module(args, names):
         )
     finally:
         conn = libvirt.open(args.uri)
-        for name in names:
-            try:
-                dom = conn.lookupByName(name)
-            except libvirt.libvirtError:
-                continue
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
+        remove_guests(conn, names)
         conn.close()
     print()
     print('seconds after virDomainCreate; module = guest_agent action=wait process, raw = 10 ms loop on the other')
