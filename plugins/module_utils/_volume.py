@@ -816,16 +816,11 @@ class VolumeManager:
             if time.monotonic() >= deadline:
                 problem = '%s (gave up after %d seconds)' % (problem or 'libvirt is not reachable', patience)
                 break
-            time.sleep(0.5)
             try:
-                conn = self.client.reconnect()
-                pool = conn.storagePoolLookupByName(self.pool_name)
-                vol = self._lookup(pool, self.name)
+                lost = ConnectionFailed(problem or 'libvirt is not reachable')
+                vol = self._reattach(lost, deadline - time.monotonic())
                 fresh = True
-            except lv.libvirtError as exc:
-                vol, problem = None, str(exc).strip()
-                continue
-            except LibvirtModuleError as exc:
+            except LibvirtModuleError as exc:  # not back yet, or the lookup failed: try again
                 vol, problem = None, exc.msg
                 continue
             if vol is None:

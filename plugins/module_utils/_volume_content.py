@@ -13,6 +13,7 @@ import hashlib
 import os
 import struct
 import tempfile
+from contextlib import contextmanager
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
@@ -190,6 +191,21 @@ def _abort(stream, libvirt):
         pass  # the stream is already closed by the error that brought us here
 
 
+@contextmanager
+def _streaming(client, stream, what, path):
+    """Abort ``stream`` on any error inside; a libvirt error is translated, a failed read of
+    ``path`` becomes OperationFailed."""
+    lv = client.libvirt
+    try:
+        yield
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        raise translate(lv, exc, what=what, uri=client.uri) from None
+    except OSError as exc:
+        _abort(stream, lv)
+        raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
+
+
 def _open_stream(client, start, what, sparse_flag):
     """``start(stream, flags)`` with the sparse flag, falling back to a plain stream when the
     driver cannot do sparse streams. Returns (stream, sparse)."""
@@ -219,7 +235,6 @@ def upload_file(client, vol, path, what, identity=None):
     with InvalidParameter('src', 'changed while uploading') when the file is not that file any
     more, changes while it is sent, or not all of it was sent. Comparing identities instead of
     hashing what is sent saves a second pass over the data."""
-    lv = client.libvirt
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -230,18 +245,12 @@ def upload_file(client, vol, path, what, identity=None):
         stream, sparse = _open_stream(
             client, lambda st, flags: vol.upload(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM'
         )
-        try:
+        with _streaming(client, stream, what, path):
             if sparse:
                 stream.sparseSendAll(reader.read, reader.section, reader.skip, None)
             else:
                 stream.sendAll(reader.read, None)
             stream.finish()
-        except lv.libvirtError as exc:
-            _abort(stream, lv)
-            raise translate(lv, exc, what=what, uri=client.uri) from None
-        except OSError as exc:
-            _abort(stream, lv)
-            raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -266,7 +275,7 @@ def volume_equals_file(client, vol, path, what):
         client, lambda st, flags: vol.download(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM'
     )
     equal = True
-    try:
+    with _streaming(client, stream, what, path):
         with open(path, 'rb') as handle:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(0)
@@ -296,12 +305,6 @@ def volume_equals_file(client, vol, path, what):
             stream.finish()
         else:
             _abort(stream, lv)
-    except lv.libvirtError as exc:
-        _abort(stream, lv)
-        raise translate(lv, exc, what=what, uri=client.uri) from None
-    except OSError as exc:
-        _abort(stream, lv)
-        raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
     return equal
 
 
