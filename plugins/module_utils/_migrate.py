@@ -64,6 +64,38 @@ STAT_KEYS = (
     'auto_converge_throttle',
 )
 POLL_SECONDS = 0.5
+# After libvirt accepts an abort the stream stops at once; if it still moves data this long after,
+# the abort was lost and the incoming guest on the destination is stopped instead.
+ABORT_GRACE_SECONDS = 2.0
+
+
+class AbortWatch:
+    """Does a migration go on after libvirt accepted an abort?
+
+    ``accepted(now)`` when libvirt takes the abort (the first time counts), ``observe(now, stats)``
+    at every poll with fresh job statistics (or None). ``observe`` returns True once, when data is
+    still sent ABORT_GRACE_SECONDS after the first progress sample that followed the abort.
+    """
+
+    def __init__(self, grace):
+        self.grace = grace
+        self.since = None
+        self.baseline = None
+        self.fired = False
+
+    def accepted(self, now):
+        if self.since is None:
+            self.since = now
+
+    def observe(self, now, stats):
+        if self.since is None or self.fired or not stats or 'data_processed' not in stats:
+            return False
+        if self.baseline is None:
+            self.baseline = stats['data_processed']
+            return False
+        if now - self.since >= self.grace and stats['data_processed'] > self.baseline:
+            self.fired = True
+        return self.fired
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +394,7 @@ class MigrationManager:
                 ),
                 checks=self.checks,
             )
-        stats, sample = self._perform(src, flags, typed, active)
+        stats, sample = self._perform(src, flags, typed, active, uuid)
         moved = self._dest_lookup(self.name)
         if moved is None:
             raise OperationFailed(
@@ -819,7 +851,7 @@ class MigrationManager:
 
     # ------------------------------------------------------------------------------------
     # the migration itself
-    def _perform(self, src, flags, typed, active):
+    def _perform(self, src, flags, typed, active, uuid):
         outcome = {}
 
         def worker():
@@ -838,19 +870,24 @@ class MigrationManager:
         taken = None
         refusal = None
         sample = {}
+        watch = AbortWatch(ABORT_GRACE_SECONDS)
         while True:
             thread.join(POLL_SECONDS)
             if not thread.is_alive():
                 break
-            if active:
-                sample = self._progress(src) or sample
-            if timeout and time.monotonic() - start >= timeout:
+            now = time.monotonic()
+            if timeout and now - start >= timeout and taken in (None, 'abort'):
                 # Right after the start the job may not be abortable yet, and an abort that lands
                 # while libvirt still prepares the destination can be lost: an abort is repeated at
                 # every poll until the migration ends; suspend and post-copy are applied once.
-                if taken is None or taken == 'abort':
-                    applied, refusal = self._on_timeout(src)
-                    taken = taken or applied
+                applied, refusal = self._on_timeout(src)
+                taken = taken or applied
+                if applied == 'abort':
+                    watch.accepted(now)
+            fresh = self._progress(src) if active else None
+            sample = fresh or sample
+            if watch.observe(now, fresh):
+                self._stop_incoming(uuid)
         if refusal is not None and taken is None:
             self.client.warn(
                 "timeout_action=%s could not be applied to guest '%s' before the migration ended: %s"
@@ -887,6 +924,11 @@ class MigrationManager:
         stats = dict(wall_seconds=wall, source='not available')
         if taken:
             stats['timeout_action_taken'] = taken
+        if taken == 'abort':
+            self.client.warn(
+                "libvirt accepted timeout_action=abort for guest '%s' but the migration completed "
+                'before the abort took effect: the guest now runs on %s' % (self.name, self.dest_uri)
+            )
         return stats, sample
 
     def _progress(self, src):
@@ -909,6 +951,32 @@ class MigrationManager:
         except self.libvirt.libvirtError as exc:
             return None, str(exc).strip()
         return action, None
+
+    def _stop_incoming(self, uuid):
+        """Stop the guest a migration is creating on the destination, so the migration fails.
+
+        Only the transient guest libvirt started for this incoming migration qualifies (same UUID,
+        not persistent, paused for the migration): the source keeps its guest until the destination
+        confirms, so the guest goes on running on the source.
+        """
+        lv = self.libvirt
+        try:
+            incoming = self.dconn.lookupByUUIDString(uuid)
+            state, reason = incoming.state()
+            receiving = state == lv.VIR_DOMAIN_PAUSED and reason in (
+                lv.VIR_DOMAIN_PAUSED_MIGRATION,
+                lv.VIR_DOMAIN_PAUSED_STARTING_UP,
+            )
+            if incoming.isPersistent() or not receiving:
+                return False
+            incoming.destroy()
+        except lv.libvirtError:
+            return False  # gone already: the migration ended on its own
+        self.client.warn(
+            "libvirt accepted timeout_action=abort for guest '%s' but the migration stream went on; "
+            'the module stopped the incoming guest on %s, which ends the migration' % (self.name, self.dest_uri)
+        )
+        return True
 
     def _still_on_source(self, src):
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -307,6 +309,51 @@ HOSTDEV_GUEST = """<domain type='qemu'>
 </domain>"""
 
 
+def test_incoming_guest_stopped_mid_migration_keeps_the_guest_on_the_source(host_pair, pools, boot_spec, guest):
+    """What timeout_action=abort falls back to when libvirt accepts an abort the stream ignores.
+
+    The test stops the incoming guest on the destination as the module would; the module reports
+    the failed migration, and the guest goes on running on the source with its data.
+    """
+    a, b = host_pair.a, host_pair.b
+    make_disk(a, pools['shared'], guest + '.raw')
+    boot(host_pair, a, guest, pools['shared'], guest + '.raw', boot_spec)
+    data = token()
+    write_file(a, guest, '/data/kept', data)
+    args = dict(uri=a.uri, name=guest, dest_uri=b.uri, migrate_uri=b.migrate_uri, unsafe=True, bandwidth=1)
+    outcome = {}
+    mover = threading.Thread(target=lambda: outcome.update(result=host_pair.run_module('migrate', args)))
+    mover.start()
+    try:
+        stop_incoming(b, guest)
+    finally:
+        mover.join(120)
+    failed = ok_failed(outcome['result'])
+    assert failed['msg'].startswith("guest '%s': migration to %s failed: " % (guest, b.uri)), failed['msg']
+    assert 'the guest still runs on the source' in failed['msg'], failed['msg']
+    assert placement(host_pair, guest) == {'a': 'running'}
+    assert_agent_and_file(a, guest, '/data/kept', data)
+
+
+def stop_incoming(host, name, seconds=60):
+    """Destroy the guest libvirt created on ``host`` for an incoming migration, once it receives memory."""
+    conn = host.open()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                dom = conn.lookupByName(name)
+                if dom.state() == [libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION]:
+                    dom.destroy()
+                    return
+            except libvirt.libvirtError:
+                pass  # not there yet
+            time.sleep(0.1)
+    finally:
+        conn.close()
+    raise AssertionError('no guest %s receiving a migration on host %s after %d s' % (name, host.name, seconds))
+
+
 def test_guest_with_hostdev_is_refused_on_its_config(host_pair, pools, test_image, guest):
     a, b = host_pair.a, host_pair.b
     conn = a.open()
@@ -399,7 +446,9 @@ def test_option_and_host_errors(host_pair):
 
 
 def ok_failed(result):
-    assert result.get('failed') is True, result
+    # on failure, show what a migration that should have failed reported
+    shown = {key: result.get(key) for key in ('msg', 'changed', 'migration', 'warnings') if key in result}
+    assert result.get('failed') is True, json.dumps(shown, default=str)
     assert result['_rc'] != 0
     assert not result.get('changed')
     return result
