@@ -65,16 +65,20 @@ STAT_KEYS = (
 )
 POLL_SECONDS = 0.5
 # After libvirt accepts an abort the stream stops at once; if it still moves data this long after,
-# the abort was lost and the incoming guest on the destination is stopped instead.
+# the abort was lost and the incoming guest on the destination is stopped instead. A migration
+# that has not ended STUCK_FACTOR times as long after the abort is stopped the same way, even
+# when no job statistics show it.
 ABORT_GRACE_SECONDS = 2.0
+STUCK_FACTOR = 5
 
 
 class AbortWatch:
     """Does a migration go on after libvirt accepted an abort?
 
     ``accepted(now)`` when libvirt takes the abort (the first time counts), ``observe(now, stats)``
-    at every poll with fresh job statistics (or None). ``observe`` returns True once, when data is
-    still sent ABORT_GRACE_SECONDS after the first progress sample that followed the abort.
+    at every poll with fresh job statistics (or None). ``observe`` returns True once: when data is
+    still sent ``grace`` seconds after the first progress sample that followed the abort, or when
+    the migration still has not ended ``STUCK_FACTOR * grace`` seconds after the abort.
     """
 
     def __init__(self, grace):
@@ -88,12 +92,15 @@ class AbortWatch:
             self.since = now
 
     def observe(self, now, stats):
-        if self.since is None or self.fired or not stats or 'data_processed' not in stats:
+        if self.since is None or self.fired:
             return False
-        if self.baseline is None:
-            self.baseline = stats['data_processed']
-            return False
-        if now - self.since >= self.grace and stats['data_processed'] > self.baseline:
+        waited = now - self.since
+        sent = (stats or {}).get('data_processed')
+        if sent is not None and self.baseline is None:
+            self.baseline = sent
+        elif sent is not None and waited >= self.grace and sent > self.baseline:
+            self.fired = True
+        if waited >= STUCK_FACTOR * self.grace:
             self.fired = True
         return self.fired
 
@@ -973,7 +980,7 @@ class MigrationManager:
         except lv.libvirtError:
             return False  # gone already: the migration ended on its own
         self.client.warn(
-            "libvirt accepted timeout_action=abort for guest '%s' but the migration stream went on; "
+            "libvirt accepted timeout_action=abort for guest '%s' but the migration did not stop; "
             'the module stopped the incoming guest on %s, which ends the migration' % (self.name, self.dest_uri)
         )
         return True

@@ -176,7 +176,10 @@ def test_no_timeout_never_aborts():
         ([(0.1, 10), (0.6, 10), (1.2, 10)], False),  # stream stopped: a cancelled migration
         ([(0.1, 10), (0.6, 20), (1.2, 30)], True),  # still sending a second after the abort
         ([(0.1, 10), (0.6, 20), (0.9, 30)], False),  # not yet past the grace
-        ([(0.1, None), (1.5, None)], False),  # no statistics: the job ended
+        ([(0.1, None), (1.5, None)], False),  # no statistics: the job is ending
+        ([(0.1, None), (4.9, None)], False),
+        ([(0.1, None), (5.0, None)], True),  # ... but has not ended 5 grace periods after the abort
+        ([(0.1, 10), (0.6, 10), (5.1, 10)], True),
     ],
 )
 def test_abort_watch(events, fires):
