@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 
+from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_xml as P
 from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
@@ -206,7 +207,7 @@ class PoolManager:
             for node in root.findall(tag):
                 root.remove(node)
         if self.params.get('shared') is not None:
-            S.set_shared_marker(root, self.params['shared'])
+            P.set_shared_marker(root, self.params['shared'])
         return root
 
     def _typed_spec(self):
@@ -228,7 +229,7 @@ class PoolManager:
         if spec.get('type') is None:
             if existing_type is None:
                 raise InvalidParameter('type', "is required to create storage pool '%s' (or give xml)" % self.name)
-            if existing_type not in S.TYPED_POOL_TYPES:
+            if existing_type not in P.TYPED_POOL_TYPES:
                 # a pool of another type (rbd, gluster, ...): only shared/state/autostart apply
                 if any(spec.get(k) for k in ('target', 'source', 'permissions')):
                     raise InvalidParameter(
@@ -238,7 +239,7 @@ class PoolManager:
                     )
                 return None
             spec['type'] = existing_type
-        return S.validate_pool_spec(spec, creating=existing_type is None)
+        return P.validate_pool_spec(spec, creating=existing_type is None)
 
     # ------------------------------------------------------------------------------------
     def _ensure_defined(self, pool, desired_xml, spec, state):
@@ -246,7 +247,7 @@ class PoolManager:
             if desired_xml is not None:
                 tree = desired_xml
             else:
-                tree = S.build_pool(self._validated(spec))
+                tree = P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
             if self.check_mode:
                 self.result.change('%s defined' % self.what)
@@ -271,10 +272,10 @@ class PoolManager:
             validated = self._validated(spec, existing_type=current.get('type'))
             if validated is None:
                 changes = []
-                if spec.get('shared') is not None and S.set_shared_marker(new_tree, spec['shared']):
-                    changes.append(S.Change('shared', 'shared -> %s' % _yaml_bool(spec['shared'])))
+                if spec.get('shared') is not None and P.set_shared_marker(new_tree, spec['shared']):
+                    changes.append(P.Change('shared', 'shared -> %s' % _yaml_bool(spec['shared'])))
             else:
-                changes = S.apply_pool_spec(new_tree, validated)
+                changes = P.apply_pool_spec(new_tree, validated)
         restart = (
             bool(changes)
             and self._is_running()
@@ -328,12 +329,12 @@ class PoolManager:
             and S.shared_override(desired) is None
             and (desired.find('source') is None or desired.find('source/vendor') is None)
         ):
-            S.set_shared_marker(desired, S.shared_override(current))
+            P.set_shared_marker(desired, S.shared_override(current))
         plain_want, plain_have = copy.deepcopy(desired), copy.deepcopy(current)
         for tree in (plain_want, plain_have):
             source = tree.find('source')
             if source is not None:
-                S.strip_marker(source)
+                P.strip_marker(source)
         diffs = X.differences(plain_want, plain_have, strict_children=set())
         marker_changed = S.shared_override(desired) != S.shared_override(current)
         if not diffs and not marker_changed:
@@ -342,9 +343,9 @@ class PoolManager:
             desired.find('name').addnext(X.element('uuid', uuid))
         changes = []
         if diffs:
-            changes.append(S.Change('xml', 'definition differs at %s' % ', '.join(diffs[:5]), restart=True))
+            changes.append(P.Change('xml', 'definition differs at %s' % ', '.join(diffs[:5]), restart=True))
         if marker_changed:
-            changes.append(S.Change('shared', 'shared -> %s' % _yaml_bool(S.is_shared(desired))))
+            changes.append(P.Change('shared', 'shared -> %s' % _yaml_bool(S.is_shared(desired))))
         return desired, changes
 
     def _is_running(self):

@@ -8,6 +8,7 @@ import struct
 import pytest
 from virtops_helpers import assert_valid
 
+from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_xml as P
 from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
@@ -54,11 +55,11 @@ def spec(ptype, **kw):
     base = dict(name='p1', shared=None)
     base.update(copy.deepcopy(SPECS[ptype]))
     base.update(kw)
-    return S.validate_pool_spec(base)
+    return P.validate_pool_spec(base)
 
 
 def build(ptype, **kw):
-    return S.build_pool(spec(ptype, **kw))
+    return P.build_pool(spec(ptype, **kw))
 
 
 @pytest.mark.parametrize('ptype', sorted(SPECS))
@@ -90,13 +91,13 @@ def test_pool_details():
     assert adapter.attrib == dict(
         type='fc_host', parent='scsi_host5', managed='yes', wwnn='20000000c9831b4b', wwpn='10000000c9831b4b'
     )
-    scsi_host = S.build_pool(
-        S.validate_pool_spec(dict(name='h', type='scsi', source=dict(adapter=dict(type='scsi_host', name='host0'))))
+    scsi_host = P.build_pool(
+        P.validate_pool_spec(dict(name='h', type='scsi', source=dict(adapter=dict(type='scsi_host', name='host0'))))
     )
     assert_valid(X.tostring(scsi_host), 'storagepool')
     assert scsi_host.find('source/adapter').attrib == dict(type='scsi_host', name='host0')
-    cifs = S.build_pool(
-        S.validate_pool_spec(
+    cifs = P.build_pool(
+        P.validate_pool_spec(
             dict(
                 name='c',
                 type='netfs',
@@ -153,13 +154,13 @@ def test_bad_pool_input_names_the_option(ptype, kw, option):
     base.update(copy.deepcopy(SPECS[ptype]))
     base.update(kw)
     with pytest.raises(InvalidParameter) as err:
-        S.validate_pool_spec(base)
+        P.validate_pool_spec(base)
     assert err.value.msg.startswith(option + ':'), err.value.msg
 
 
 def test_target_required_for_directory_types():
     with pytest.raises(InvalidParameter) as err:
-        S.build_pool(S.validate_pool_spec(dict(name='p', type='dir')))
+        P.build_pool(P.validate_pool_spec(dict(name='p', type='dir')))
     assert err.value.msg.startswith('target:')
 
 
@@ -237,35 +238,35 @@ def test_unchanged_spec_gives_no_changes():
     for text, ptype in ((LIBVIRT_DISK, 'disk'), (LIBVIRT_DIR, 'dir')):
         root = X.parse(text)
         before = X.tostring(root)
-        assert S.apply_pool_spec(root, spec(ptype)) == []
+        assert P.apply_pool_spec(root, spec(ptype)) == []
         assert X.tostring(root) == before
 
 
 def test_only_given_options_are_compared():
     root = X.parse(LIBVIRT_DIR)
-    assert S.apply_pool_spec(root, S.validate_pool_spec(dict(name='p1', type='dir'))) == []
+    assert P.apply_pool_spec(root, P.validate_pool_spec(dict(name='p1', type='dir'))) == []
     assert (
-        S.apply_pool_spec(root, S.validate_pool_spec(dict(name='p1', type='dir', permissions=dict(mode='0711')))) == []
+        P.apply_pool_spec(root, P.validate_pool_spec(dict(name='p1', type='dir', permissions=dict(mode='0711')))) == []
     )
 
 
 def test_target_and_permission_changes_need_a_restart():
     root = X.parse(LIBVIRT_DIR)
     new = spec('dir', target='/srv/other', permissions=dict(mode='0750'))
-    changes = S.apply_pool_spec(root, new)
+    changes = P.apply_pool_spec(root, new)
     assert [c.section for c in changes] == ['target', 'permissions']
     assert all(c.restart for c in changes)
     assert X.findtext(root, 'target/path') == '/srv/other'
     assert X.findtext(root, 'target/permissions/mode') == '0750'
     assert X.findtext(root, 'target/permissions/owner') == '107'  # untouched
     assert_valid(X.tostring(root), 'storagepool')
-    assert S.apply_pool_spec(root, new) == []
+    assert P.apply_pool_spec(root, new) == []
 
 
 def test_source_change_replaces_the_source_and_keeps_the_marker():
     root = X.parse(LIBVIRT_DISK)
-    S.set_shared_marker(root, True)
-    changes = S.apply_pool_spec(root, spec('disk', source=dict(devices=['/dev/vdd'], format='gpt')))
+    P.set_shared_marker(root, True)
+    changes = P.apply_pool_spec(root, spec('disk', source=dict(devices=['/dev/vdd'], format='gpt')))
     assert [c.section for c in changes] == ['source'] and changes[0].restart
     assert [d.get('path') for d in root.findall('source/device')] == ['/dev/vdd']
     assert S.shared_override(root) is True
@@ -273,9 +274,9 @@ def test_source_change_replaces_the_source_and_keeps_the_marker():
 
 
 def test_device_lists_must_match():
-    current = S.build_pool(spec('logical'))
+    current = P.build_pool(spec('logical'))
     fewer = spec('logical', source=dict(name='vg_guests', devices=['/dev/sdb'], format='lvm2'))
-    changes = S.apply_pool_spec(current, fewer)
+    changes = P.apply_pool_spec(current, fewer)
     assert [c.section for c in changes] == ['source']
     assert [d.get('path') for d in current.findall('source/device')] == ['/dev/sdb']
 
@@ -283,7 +284,7 @@ def test_device_lists_must_match():
 def test_type_cannot_change():
     root = X.parse(LIBVIRT_DIR)
     with pytest.raises(InvalidParameter) as err:
-        S.apply_pool_spec(root, spec('fs'))
+        P.apply_pool_spec(root, spec('fs'))
     assert err.value.msg.startswith('type:')
 
 
@@ -291,19 +292,19 @@ def test_type_cannot_change():
 # shared marker
 
 
-@pytest.mark.parametrize('ptype', sorted(S.MARKER_POOL_TYPES))
+@pytest.mark.parametrize('ptype', sorted(P.MARKER_POOL_TYPES))
 def test_marker_round_trip_is_schema_valid(ptype):
     root = build(ptype)
     default = S.is_shared(root)
     assert default is (ptype not in S.LOCAL_POOL_TYPES)
     assert S.shared_override(root) is None
-    assert S.set_shared_marker(root, not default) is True
+    assert P.set_shared_marker(root, not default) is True
     assert_valid(X.tostring(root), 'storagepool')
     assert S.is_shared(root) is (not default)
-    assert S.set_shared_marker(root, not default) is False
+    assert P.set_shared_marker(root, not default) is False
     again = X.parse(X.tostring(root))
     assert S.shared_override(again) is (not default)
-    assert S.set_shared_marker(again, default) is True
+    assert P.set_shared_marker(again, default) is True
     assert S.shared_override(again) is default
     assert again.find('source/vendor').get('name') == 'virtops.libvirt'
     assert again.find('source/product').get('name') == ('shared' if default else 'local')
@@ -313,7 +314,7 @@ def test_marker_via_typed_spec_and_apply():
     root = build('dir', shared=True)
     assert_valid(X.tostring(root), 'storagepool')
     assert S.is_shared(root) is True
-    changes = S.apply_pool_spec(root, spec('dir', shared=False))
+    changes = P.apply_pool_spec(root, spec('dir', shared=False))
     assert [(c.section, c.restart) for c in changes] == [('shared', False)]
     assert S.is_shared(root) is False
 
@@ -349,7 +350,7 @@ def test_marker_refused_where_it_cannot_live():
     )
     assert S.shared_override(root) is None
     with pytest.raises(InvalidParameter) as err:
-        S.set_shared_marker(root, False)
+        P.set_shared_marker(root, False)
     assert err.value.msg.startswith('shared:')
 
 
@@ -464,11 +465,11 @@ def test_capacity_rounding():
 
 
 def test_existing_pool_keeps_its_source_when_none_is_given():
-    root = S.build_pool(spec('iscsi'))
-    update = S.validate_pool_spec(dict(name='p1', type='iscsi', shared=False), creating=False)
-    changes = S.apply_pool_spec(root, update)
+    root = P.build_pool(spec('iscsi'))
+    update = P.validate_pool_spec(dict(name='p1', type='iscsi', shared=False), creating=False)
+    changes = P.apply_pool_spec(root, update)
     assert [c.section for c in changes] == ['shared']
     assert root.find('source/device').get('path') == IQN
     with pytest.raises(InvalidParameter) as err:
-        S.validate_pool_spec(dict(name='p1', type='iscsi', source=dict(initiator=IQN)), creating=False)
+        P.validate_pool_spec(dict(name='p1', type='iscsi', source=dict(initiator=IQN)), creating=False)
     assert err.value.msg.startswith('source.hosts') or err.value.msg.startswith('source.host:')
