@@ -2,9 +2,11 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``volume`` module, plus what ``_pool`` shares with it: the "which running
-guests use this" check and the upload records. Content (digest, sparse stream upload and
-comparison, downloads) is in ``_volume_content``, imported only by tasks with ``src``/``url``.
+"""Service layer of the ``volume`` module, plus what ``_pool`` shares with it: the upload records.
+What only a change needs (create, upload, resize, delete, the "which running guests use this"
+check, reconnecting after a libvirtd restart, partly written volumes) is in ``_volume_change``;
+content (digest, sparse stream upload and comparison, downloads) in ``_volume_content``. Both are
+imported only when needed.
 
 Upload records
 --------------
@@ -39,79 +41,19 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
-    ConnectionFailed,
     InvalidParameter,
-    LibvirtModuleError,
-    ObjectNotFound,
     OperationFailed,
-    is_connection_lost,
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
-PARTIAL_REMOVED = 'an earlier run left it partly written'
-RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
 _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
 
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def disk_users(client, pool, pool_name, pool_root, vol=None):
-    """The running guests' disks that use ``pool`` (or only ``vol`` of it): a list of dicts with
-    ``guest`` (name), ``dom``, ``target`` (guest device, e.g. vda) and ``source``.
-
-    A disk counts when its source (or any source of its backing chain) names the pool/volume, is
-    one of the pool's volume paths, or - for file pools - lies under the pool's directory.
-    """
-    lv = client.libvirt
-    if vol is not None:
-        names = {vol.name()}
-        paths = {vol.path()}
-        prefix = None
-    else:
-        names = None
-        paths = set()
-        try:
-            if pool.isActive():
-                paths = {v.path() for v in pool.listAllVolumes(0)}
-        except lv.libvirtError as exc:
-            raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
-        target = X.findtext(pool_root, 'target/path')
-        prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
-    users = []
-    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
-        try:
-            root = X.parse(dom.XMLDesc(0))
-        except lv.libvirtError:
-            continue  # stopped or removed while we looked: not using anything
-        for disk in root.findall('devices/disk'):
-            target = disk.find('target')
-            dev = target.get('dev') if target is not None else '?'
-            for source in disk.iter('source'):
-                path = source.get('file') or source.get('dev') or source.get('dir')
-                hit = (source.get('pool') == pool_name and (names is None or source.get('volume') in names)) or (
-                    path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
-                )
-                if hit:
-                    shown = path or '%s/%s' % (source.get('pool'), source.get('volume'))
-                    users.append(
-                        dict(guest=dom.name(), dom=dom, target=dev, source=shown, top=source.getparent() is disk)
-                    )
-                    break
-    return users
-
-
-def describe_users(users):
-    return ["guest '%s' disk %s (%s)" % (u['guest'], u['target'], u['source']) for u in users]
-
-
-def guests_using(client, pool, pool_name, pool_root, vol=None):
-    """Descriptions (one line each) of the running guests' disks that use the pool or volume."""
-    return describe_users(disk_users(client, pool, pool_name, pool_root, vol))
 
 
 def state_dir():
@@ -122,6 +64,11 @@ def state_dir():
         return '/var/lib/virtops-libvirt'
     base = os.environ.get('XDG_STATE_HOME') or os.path.join(os.path.expanduser('~'), '.local', 'state')
     return os.path.join(base, 'virtops-libvirt')
+
+
+def partial_dir():
+    """Where the notes of partly written volumes live (``_volume_change.PartialVolumes``)."""
+    return os.path.join(state_dir(), 'volume-partial')
 
 
 class UploadRecords:
@@ -199,71 +146,6 @@ class UploadRecords:
             raise OperationFailed('cannot remove the upload record %s: %s' % (self.path(key), exc)) from None
 
 
-class PartialVolumes:
-    """Volumes this module created and could not remove again because libvirtd went away (see
-    ``VolumeManager._sweep_partial``): ``<state dir>/volume-partial/<hash>.json`` per volume, for
-    the connection URI that created it. A run claims an entry by renaming it, so two runs never
-    sweep the same volume."""
-
-    def __init__(self, records):
-        self.uri = None  # the connection's canonical URI (VolumeManager._note_uri)
-        self.records = records
-        self.directory = os.path.join(state_dir(), 'volume-partial')
-
-    def remember(self, pool, name, key):
-        path = key if key.startswith('/') else None  # file volumes: the key is the path
-        entry = dict(uri=self.uri, pool=pool, name=name, volume_key=key, identity=self.records.identity(path))
-        digest = hashlib.sha256(('%s\n%s' % (self.uri, key)).encode('utf-8')).hexdigest()[:40]
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
-            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-                json.dump(entry, handle, indent=1, sort_keys=True)
-            os.replace(tmp, os.path.join(self.directory, digest + '.json'))
-        except OSError as exc:
-            return 'cannot note it under %s: %s' % (self.directory, exc)
-        return None
-
-    def claim(self):
-        """``[(entry, claimed path)]`` of this URI; the entries are taken away from other runs."""
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith('.json'))
-        except OSError:
-            return []  # the usual case: nothing was ever left behind
-        claimed = []
-        for name in names:
-            path = os.path.join(self.directory, name)
-            try:
-                with open(path, encoding='utf-8') as handle:
-                    entry = json.load(handle)
-            except (OSError, ValueError):
-                continue
-            if not isinstance(entry, dict) or entry.get('uri') != self.uri:
-                continue
-            taken = '%s.claimed-%d' % (path, os.getpid())
-            try:
-                os.rename(path, taken)
-            except OSError:
-                continue  # another run took it
-            claimed.append((entry, taken))
-        return claimed
-
-    @staticmethod
-    def release(taken, keep):
-        """Put a claimed entry back (``keep``) or drop it."""
-        try:
-            if keep:
-                os.rename(taken, taken.rsplit('.claimed-', 1)[0])
-            else:
-                os.unlink(taken)
-        except OSError:
-            pass
-
-
-# ---------------------------------------------------------------------------------------------
-# files and streams
-
-
 # ---------------------------------------------------------------------------------------------
 # the volume module
 
@@ -286,11 +168,18 @@ class VolumeManager:
         self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
         self.records = UploadRecords(client.uri)
-        self.partial = PartialVolumes(self.records)
+        self.partial = None  # _volume_change.PartialVolumes, made when a change needs it
         self.pool = None
         self.pool_root = None
         self.ptype = None
         self._tempfiles = []
+
+    @staticmethod
+    def _change_code():
+        # what only a change needs is imported when one is made: module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_change
+
+        return _volume_change
 
     def run(self):
         try:
@@ -315,19 +204,23 @@ class VolumeManager:
             )
         self.pool_root = X.parse(S.pool_xml(self.client, self.pool))
         self.ptype = self.pool_root.get('type')
-        self._sweep_partial()
+        if os.path.isdir(partial_dir()):
+            # an earlier run left a partly written volume (rare): remove it when still safe
+            self._change_code().sweep_partial(self)
         vol, before_xml, record = self._current()
         if self.params['state'] == 'absent':
             self.result.set_diff(_render(before_xml, record and record.get('content')), '', self.what, 'volume absent')
-            self._absent(vol)
+            if vol is not None:
+                self._change_code().absent(self, vol)
             return self.result.build(volume=dict(name=self.name, pool=self.pool_name, state='absent'))
         plan = self._plan(vol)
         if vol is None:
+            change = self._change_code()
             try:
-                vol, after_xml = self._create(plan)
-            except _CreatedMeanwhile:
+                vol, after_xml = change.create(self, plan)
+            except change.CreatedMeanwhile:
                 # a concurrent run created it ("storage vol already exists"): continue as existing
-                swept = [a for a in self.result.actions if a.endswith(PARTIAL_REMOVED)]
+                swept = [a for a in self.result.actions if a.endswith(change.PARTIAL_REMOVED)]
                 self.result = Result(diff_mode=self.client.diff_mode, check_mode=self.client.check_mode)
                 self.result.actions.extend(swept)
                 vol, before_xml, _record = self._current()
@@ -348,57 +241,6 @@ class VolumeManager:
             self.what + ' (wanted)',
         )
         return self.result.build(volume=self._describe(vol, after_xml))
-
-    def _note_uri(self):
-        """The canonical URI that keys the partial-volume notes ("qemu:///system" given or
-        defaulted name the same host); asked before a change, while libvirtd answers."""
-        if self.partial.uri is None:
-            self.partial.uri = self.client.call('getURI', what='the connection URI')
-
-    def _sweep_partial(self):
-        """Remove the volumes earlier runs created and had to leave partly written (libvirtd went
-        away and stayed away). A volume is removed only when it is still that volume (same key
-        and file identity), no upload completed it since (no upload record), and no running
-        guest uses it; otherwise the note is dropped and the volume left alone."""
-        lv = self.libvirt
-        if not os.path.isdir(self.partial.directory):
-            return  # the usual case: no run ever left a volume behind
-        self._note_uri()
-        for entry, taken in self.partial.claim():
-            keep = False
-            what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
-            try:
-                if entry.get('identity') is None and (entry['pool'], entry['name']) != (self.pool_name, self.name):
-                    # without a file identity a volume created again since cannot be told apart:
-                    # only the task for that very volume (about to fill it anyway) removes it
-                    keep = True
-                    continue
-                pool = self.client.conn.storagePoolLookupByName(entry['pool'])
-                vol = self._lookup(pool, entry['name'])
-                key = vol.key() if vol is not None else None
-                path = key if key and key.startswith('/') else None
-                if (
-                    key != entry.get('volume_key')
-                    or (entry.get('identity') is not None and entry['identity'] != self.records.identity(path))
-                    or self.records.load(key, path) is not None
-                ):
-                    continue  # gone, replaced or completed since
-                if guests_using(self.client, pool, entry['pool'], X.parse(S.pool_xml(self.client, pool)), vol):
-                    keep = True  # in use: not ours to remove now
-                    continue
-                self.result.change('%s removed: %s' % (what, PARTIAL_REMOVED))
-                if self.check_mode:
-                    keep = True
-                    continue
-                vol.delete(0)
-            except lv.libvirtError as exc:
-                keep = not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL')
-            except LibvirtModuleError:
-                keep = True  # could not tell: try again next time
-            except (KeyError, TypeError, AttributeError):
-                pass  # a damaged note: drop it
-            finally:
-                self.partial.release(taken, keep)
 
     def _current(self):
         """``(vol, xml, upload record)`` of the volume; ``(None, None, None)`` when it does not
@@ -647,192 +489,6 @@ class VolumeManager:
         return content
 
     # ------------------------------------------------------------------------------------
-    def _create(self, plan):
-        file_pool = self.ptype in S.FILE_POOL_TYPES
-        content = plan['content']
-        capacity = plan['capacity']
-        if content:
-            create_capacity = content['capacity']
-        elif plan['clone']:
-            create_capacity = plan['clone']['capacity']
-        elif plan['backing'] and capacity is None:
-            create_capacity = plan['backing']['capacity'] or 0
-        else:
-            create_capacity = capacity
-        allocation = plan['allocation']
-        if allocation is None:
-            allocation = 0 if file_pool else create_capacity
-        spec = dict(
-            name=self.name,
-            capacity=create_capacity,
-            allocation=allocation,
-            format=plan['format'],
-            permissions=plan['permissions'],
-            backing=plan['backing'],
-        )
-        tree = S.build_volume(spec)
-        xml = X.tostring(tree)
-        how = ''
-        if plan['clone']:
-            how = " as a clone of '%s/%s'" % (plan['clone']['pool'], plan['clone']['name'])
-        elif plan['backing']:
-            how = ' as an overlay of %s' % plan['backing']['path']
-        self.result.change('%s created%s' % (self.what, how))
-        if content:
-            self.result.change('%s uploaded from %s' % (self.what, content['label']))
-        resize = (
-            capacity is not None
-            and capacity > create_capacity
-            and not S.capacity_matches(capacity, create_capacity, self.ptype)
-        )
-        if resize:
-            self.result.change('%s resized to %s' % (self.what, human(capacity)))
-        if self.check_mode:
-            predicted = X.parse(xml)
-            size = capacity if resize else create_capacity
-            if plan['format'] == 'qcow2':
-                size = -(-size // 512) * 512  # qemu-img rounds qcow2 sizes up to whole sectors
-            predicted.find('capacity').text = str(size)
-            return None, X.tostring(predicted)
-        what = self.what
-        if content:
-            self._note_uri()  # needed to note a partly written volume, when the daemon may be gone
-        try:
-            if plan['clone']:
-                vol = self.client.call(self.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
-            else:
-                vol = self.client.call(self.pool.createXML, xml, 0, what=what)
-        except ConnectionFailed as exc:
-            # libvirtd died while creating: once it is back the volume may or may not exist
-            try:
-                vol = self._reattach(exc)
-            except ConnectionFailed:
-                # a file volume is known by its path: note it when the daemon got to create it
-                target = X.findtext(self.pool_root, 'target/path')
-                path = os.path.join(target, self.name) if target and self.ptype in S.FILE_POOL_TYPES else None
-                noted = None
-                if content and path and os.path.isfile(path):
-                    noted = self.partial.remember(self.pool_name, self.name, path) or (
-                        'the next volume task on this host removes it'
-                    )
-                exc.msg = '%s; the volume may exist partly created: %s' % (
-                    exc.msg,
-                    noted or 'once libvirtd is back, run the task again to complete it',
-                )
-                exc.args = (exc.msg,)
-                raise exc from None
-            if plan['clone']:
-                if vol is not None:
-                    self._delete_quietly(vol)  # a clone cut short is not worth keeping
-                raise
-            if vol is None:
-                vol = self.client.call(self.pool.createXML, xml, 0, what=what)
-            self.client.warn('%s: libvirtd restarted while the volume was created; reconnected' % what)
-        except OperationFailed:
-            if self._lookup(refresh=False) is not None:
-                raise _CreatedMeanwhile() from None
-            raise
-        try:
-            if content:
-                vol = self._upload(vol, content)
-            if resize:
-                self.client.call(vol.resize, capacity, 0, what=what + ' resize')
-        except LibvirtModuleError as exc:
-            # after a lost connection _upload already waited for the daemon: do not wait again
-            problem = self._delete_quietly(vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
-            if problem:
-                noted = self.partial.remember(self.pool_name, self.name, vol.key())
-                exc.msg = '%s; the partly created volume could not be removed: %s; %s' % (
-                    exc.msg,
-                    problem,
-                    noted or 'the next volume task on this host removes it',
-                )
-                exc.args = (exc.msg,)
-            raise
-        return vol, None
-
-    def _upload(self, vol, content, patience=RESTART_PATIENCE):
-        """Upload the content into ``vol`` and record it. When libvirtd restarts underneath (the
-        connection is lost mid-stream), wait up to ``patience`` seconds for it to come back,
-        reconnect once, look the volume up again and upload from the start: a service manager
-        restarting the daemon does not leave a half-written volume or fail the task. Returns the
-        volume object (of the new connection after a reconnect)."""
-        # imported here: only uploads need it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_content as VC
-
-        what = self.what + ' upload'
-        expected = content['identity']
-        try:
-            VC.upload_file(self.client, vol, content['path'], what, expected)
-        except ConnectionFailed as exc:
-            fresh = self._reattach(exc, patience)
-            if fresh is None:
-                raise OperationFailed('%s: gone after libvirtd restarted during the upload' % self.what) from None
-            self.client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (self.what, exc.msg))
-            vol = fresh
-            VC.upload_file(self.client, vol, content['path'], what, expected)
-        self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
-        return vol
-
-    def _reattach(self, lost, patience=RESTART_PATIENCE):
-        """Reconnect after the daemon went away (``lost``, the ConnectionFailed raised) and
-        return this volume from the new connection, None when it does not exist. Raises ``lost``
-        when the daemon is not back within ``patience`` seconds."""
-        lv = self.libvirt
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                conn = self.client.reconnect()
-                self.pool = conn.storagePoolLookupByName(self.pool_name)
-            except (lv.libvirtError, ConnectionFailed):
-                continue  # not back yet
-            return self._lookup(self.pool, self.name)
-        raise lost
-
-    def _delete_quietly(self, vol, patience=RESTART_PATIENCE):
-        """Remove a volume this run created when a later step failed: no half-made volume stays.
-        When the connection was lost (daemon restarted), reconnect, look the volume up again by
-        pool and name and delete it, retrying for up to ``patience`` seconds. Returns None when
-        done, else what went wrong."""
-        lv = self.libvirt
-        key = vol.key()  # kept in the object: no daemon call
-        deadline = time.monotonic() + patience
-        problem = None
-        fresh = False  # vol comes from a connection this loop opened (the first may be dead)
-        while True:
-            if vol is not None:
-                try:
-                    vol.delete(0)
-                    problem = None
-                    break
-                except lv.libvirtError as exc:
-                    if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-                        problem = None
-                        break
-                    problem = str(exc).strip()
-                    if fresh and not is_connection_lost(lv, exc):
-                        break
-            if time.monotonic() >= deadline:
-                problem = '%s (gave up after %d seconds)' % (problem or 'libvirt is not reachable', patience)
-                break
-            try:
-                lost = ConnectionFailed(problem or 'libvirt is not reachable')
-                vol = self._reattach(lost, deadline - time.monotonic())
-                fresh = True
-            except LibvirtModuleError as exc:  # not back yet, or the lookup failed: try again
-                vol, problem = None, exc.msg
-                continue
-            if vol is None:
-                problem = None  # it is gone
-                break
-        try:
-            self.records.forget(key)
-        except LibvirtModuleError as exc:
-            problem = problem or exc.msg
-        if problem:
-            self.client.warn('%s: could not remove the partly created volume: %s' % (self.what, problem))
-        return problem
 
     def _update(self, vol, plan):
         lv = self.libvirt
@@ -869,7 +525,7 @@ class VolumeManager:
         capacity_now = current['capacity']
         content = plan['content']
         if content and content['upload']:
-            users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+            users = self._change_code().guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
             if users:
                 raise OperationFailed(
                     '%s: its content source changed, but it is in use by running guests (%s); '
@@ -884,7 +540,7 @@ class VolumeManager:
         if capacity is not None and not S.capacity_matches(capacity, capacity_now, self.ptype):
             if capacity > capacity_now:
                 resize_flags = 0
-                live = self._live_resizer(vol)
+                live = self._change_code().live_resizer(self, vol)
                 how = " (live, through guest '%s' disk %s)" % (live['guest'], live['target']) if live else ''
                 self.result.change('%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how))
             elif not self.params['allow_shrink']:
@@ -895,7 +551,7 @@ class VolumeManager:
                     % (human(capacity), self.what, human(capacity_now)),
                 )
             else:
-                users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+                users = self._change_code().guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
                 if users:
                     raise OperationFailed(
                         '%s cannot be shrunk while running guests use it (%s)' % (self.what, '; '.join(users)),
@@ -908,7 +564,7 @@ class VolumeManager:
         if self.check_mode:
             return X.tostring(predicted)
         if content and content['upload']:
-            vol = self._upload(vol, content)
+            vol = self._change_code().upload(self, vol, content)
         elif content and content.get('refresh_record'):
             self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
         if resize_flags is not None and live is not None:
@@ -923,71 +579,7 @@ class VolumeManager:
             self.client.call(vol.resize, capacity, resize_flags, what=self.what + ' resize')
         return None
 
-    def _live_resizer(self, vol):
-        """The running guest disk to grow a volume through (QEMU holds the image), or None."""
-        users = disk_users(self.client, self.pool, self.pool_name, self.pool_root, vol)
-        if not users:
-            return None
-        if len(users) > 1 or not users[0]['top']:
-            raise OperationFailed(
-                '%s cannot be grown while %s use it%s'
-                % (self.what, '; '.join(describe_users(users)), '' if len(users) > 1 else ' as a backing image'),
-                in_use_by=describe_users(users),
-            )
-        return users[0]
-
     # ------------------------------------------------------------------------------------
-    def _absent(self, vol):
-        if vol is None:
-            return
-        lv = self.libvirt
-        try:
-            users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
-        except lv.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-                return  # removed meanwhile by a concurrent run
-            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
-        if users:
-            raise OperationFailed(
-                '%s is in use by running guests (%s); stop them or detach the disk first'
-                % (self.what, '; '.join(users)),
-                in_use_by=users,
-            )
-        wipe = self.params.get('wipe')
-        if wipe:
-            self.result.change('%s wiped (%s)' % (self.what, wipe))
-        self.result.change('%s deleted' % self.what)
-        if self.check_mode:
-            return
-        key = vol.key()
-        if wipe:
-            algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
-            self.client.call(vol.wipePattern, algorithm, 0, what=self.what + ' wipe')
-        try:
-            self.client.call(vol.delete, 0, what=self.what)
-        except ObjectNotFound:
-            pass  # deleted meanwhile by a concurrent run
-        except OperationFailed as exc:
-            if self._lookup(refresh=False) is None:
-                pass  # deleted meanwhile by a concurrent run
-            else:
-                raise OperationFailed(exc.msg + self._partition_hint(), **exc.details) from None
-        self.records.forget(key)
-
-    def _partition_hint(self):
-        """libvirt finds a partition's number by cutting the pool device's name off the partition's
-        name, which fails for devices whose names end in a digit (loop0p1, nvme0n1p1)."""
-        if self.ptype != 'disk':
-            return ''
-        device = self.pool_root.find('source/device')
-        path = device.get('path') if device is not None else ''
-        if not path or not path[-1].isdigit():
-            return ''
-        return (
-            ". libvirt cannot delete partitions of devices whose names end in a digit: point the pool's "
-            'source device at a symlink named like the partitions without their number (for example '
-            '/dev/disk/pools/%sp -> %s)' % (os.path.basename(path), path)
-        )
 
     # ------------------------------------------------------------------------------------
     def _describe(self, vol, predicted_xml):
@@ -1001,10 +593,6 @@ class VolumeManager:
         info['pool'] = self.pool_name
         info.pop('permissions', None)
         return info
-
-
-class _CreatedMeanwhile(Exception):
-    """Internal: the volume was created by a concurrent run between the lookup and the create."""
 
 
 def _now():

@@ -1,0 +1,485 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The part of the ``volume`` service that only runs when something changes: create (clone,
+overlay, upload), grow or shrink, delete; the "which running guests use this" check; reconnecting
+when libvirtd restarts underneath; and the notes of partly written volumes (see the ``_volume``
+docstring).
+
+``VolumeManager`` (``_volume``) imports it when it gets there, so that a run that changes
+nothing does not compile it (module_utils are compiled from source on every module run). The
+functions take that manager (``mgr``) and use and update its state. ``_pool`` uses
+:func:`guests_using` before it restarts or removes a pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+    ConnectionFailed,
+    LibvirtModuleError,
+    ObjectNotFound,
+    OperationFailed,
+    is_connection_lost,
+    translate,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
+from ansible_collections.virtops.libvirt.plugins.module_utils._volume import _now, partial_dir
+
+PARTIAL_REMOVED = 'an earlier run left it partly written'
+RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
+
+
+class CreatedMeanwhile(Exception):
+    """Internal: the volume was created by a concurrent run between the lookup and the create."""
+
+
+# ---------------------------------------------------------------------------------------------
+# which running guests use a pool or volume
+
+
+def disk_users(client, pool, pool_name, pool_root, vol=None):
+    """The running guests' disks that use ``pool`` (or only ``vol`` of it): a list of dicts with
+    ``guest`` (name), ``dom``, ``target`` (guest device, e.g. vda) and ``source``.
+
+    A disk counts when its source (or any source of its backing chain) names the pool/volume, is
+    one of the pool's volume paths, or - for file pools - lies under the pool's directory.
+    """
+    lv = client.libvirt
+    if vol is not None:
+        names = {vol.name()}
+        paths = {vol.path()}
+        prefix = None
+    else:
+        names = None
+        paths = set()
+        try:
+            if pool.isActive():
+                paths = {v.path() for v in pool.listAllVolumes(0)}
+        except lv.libvirtError as exc:
+            raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
+        target = X.findtext(pool_root, 'target/path')
+        prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
+    users = []
+    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
+        try:
+            root = X.parse(dom.XMLDesc(0))
+        except lv.libvirtError:
+            continue  # stopped or removed while we looked: not using anything
+        for disk in root.findall('devices/disk'):
+            target = disk.find('target')
+            dev = target.get('dev') if target is not None else '?'
+            for source in disk.iter('source'):
+                path = source.get('file') or source.get('dev') or source.get('dir')
+                hit = (source.get('pool') == pool_name and (names is None or source.get('volume') in names)) or (
+                    path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
+                )
+                if hit:
+                    shown = path or '%s/%s' % (source.get('pool'), source.get('volume'))
+                    users.append(
+                        dict(guest=dom.name(), dom=dom, target=dev, source=shown, top=source.getparent() is disk)
+                    )
+                    break
+    return users
+
+
+def describe_users(users):
+    return ["guest '%s' disk %s (%s)" % (u['guest'], u['target'], u['source']) for u in users]
+
+
+def guests_using(client, pool, pool_name, pool_root, vol=None):
+    """Descriptions (one line each) of the running guests' disks that use the pool or volume."""
+    return describe_users(disk_users(client, pool, pool_name, pool_root, vol))
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes a run had to leave partly written
+
+
+class PartialVolumes:
+    """Volumes this module created and could not remove again because libvirtd went away (see
+    :func:`sweep_partial`): ``<state dir>/volume-partial/<hash>.json`` per volume, for
+    the connection URI that created it. A run claims an entry by renaming it, so two runs never
+    sweep the same volume."""
+
+    def __init__(self, records):
+        self.uri = None  # the connection's canonical URI (note_uri)
+        self.records = records
+        self.directory = partial_dir()
+
+    def remember(self, pool, name, key):
+        path = key if key.startswith('/') else None  # file volumes: the key is the path
+        entry = dict(uri=self.uri, pool=pool, name=name, volume_key=key, identity=self.records.identity(path))
+        digest = hashlib.sha256(('%s\n%s' % (self.uri, key)).encode('utf-8')).hexdigest()[:40]
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
+            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+                json.dump(entry, handle, indent=1, sort_keys=True)
+            os.replace(tmp, os.path.join(self.directory, digest + '.json'))
+        except OSError as exc:
+            return 'cannot note it under %s: %s' % (self.directory, exc)
+        return None
+
+    def claim(self):
+        """``[(entry, claimed path)]`` of this URI; the entries are taken away from other runs."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith('.json'))
+        except OSError:
+            return []  # the usual case: nothing was ever left behind
+        claimed = []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, encoding='utf-8') as handle:
+                    entry = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(entry, dict) or entry.get('uri') != self.uri:
+                continue
+            taken = '%s.claimed-%d' % (path, os.getpid())
+            try:
+                os.rename(path, taken)
+            except OSError:
+                continue  # another run took it
+            claimed.append((entry, taken))
+        return claimed
+
+    @staticmethod
+    def release(taken, keep):
+        """Put a claimed entry back (``keep``) or drop it."""
+        try:
+            if keep:
+                os.rename(taken, taken.rsplit('.claimed-', 1)[0])
+            else:
+                os.unlink(taken)
+        except OSError:
+            pass
+
+
+def partials(mgr):
+    """The manager's :class:`PartialVolumes`, made on first use."""
+    if mgr.partial is None:
+        mgr.partial = PartialVolumes(mgr.records)
+    return mgr.partial
+
+
+# ---------------------------------------------------------------------------------------------
+# changes
+
+
+def note_uri(mgr):
+    """The canonical URI that keys the partial-volume notes ("qemu:///system" given or
+    defaulted name the same host); asked before a change, while libvirtd answers."""
+    if partials(mgr).uri is None:
+        partials(mgr).uri = mgr.client.call('getURI', what='the connection URI')
+
+
+def sweep_partial(mgr):
+    """Remove the volumes earlier runs created and had to leave partly written (libvirtd went
+    away and stayed away). A volume is removed only when it is still that volume (same key
+    and file identity), no upload completed it since (no upload record), and no running
+    guest uses it; otherwise the note is dropped and the volume left alone."""
+    lv = mgr.libvirt
+    note_uri(mgr)
+    for entry, taken in partials(mgr).claim():
+        keep = False
+        what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
+        try:
+            if entry.get('identity') is None and (entry['pool'], entry['name']) != (mgr.pool_name, mgr.name):
+                # without a file identity a volume created again since cannot be told apart:
+                # only the task for that very volume (about to fill it anyway) removes it
+                keep = True
+                continue
+            pool = mgr.client.conn.storagePoolLookupByName(entry['pool'])
+            vol = mgr._lookup(pool, entry['name'])
+            key = vol.key() if vol is not None else None
+            path = key if key and key.startswith('/') else None
+            if (
+                key != entry.get('volume_key')
+                or (entry.get('identity') is not None and entry['identity'] != mgr.records.identity(path))
+                or mgr.records.load(key, path) is not None
+            ):
+                continue  # gone, replaced or completed since
+            if guests_using(mgr.client, pool, entry['pool'], X.parse(S.pool_xml(mgr.client, pool)), vol):
+                keep = True  # in use: not ours to remove now
+                continue
+            mgr.result.change('%s removed: %s' % (what, PARTIAL_REMOVED))
+            if mgr.check_mode:
+                keep = True
+                continue
+            vol.delete(0)
+        except lv.libvirtError as exc:
+            keep = not mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL')
+        except LibvirtModuleError:
+            keep = True  # could not tell: try again next time
+        except (KeyError, TypeError, AttributeError):
+            pass  # a damaged note: drop it
+        finally:
+            partials(mgr).release(taken, keep)
+
+
+def create(mgr, plan):
+    file_pool = mgr.ptype in S.FILE_POOL_TYPES
+    content = plan['content']
+    capacity = plan['capacity']
+    if content:
+        create_capacity = content['capacity']
+    elif plan['clone']:
+        create_capacity = plan['clone']['capacity']
+    elif plan['backing'] and capacity is None:
+        create_capacity = plan['backing']['capacity'] or 0
+    else:
+        create_capacity = capacity
+    allocation = plan['allocation']
+    if allocation is None:
+        allocation = 0 if file_pool else create_capacity
+    spec = dict(
+        name=mgr.name,
+        capacity=create_capacity,
+        allocation=allocation,
+        format=plan['format'],
+        permissions=plan['permissions'],
+        backing=plan['backing'],
+    )
+    tree = S.build_volume(spec)
+    xml = X.tostring(tree)
+    how = ''
+    if plan['clone']:
+        how = " as a clone of '%s/%s'" % (plan['clone']['pool'], plan['clone']['name'])
+    elif plan['backing']:
+        how = ' as an overlay of %s' % plan['backing']['path']
+    mgr.result.change('%s created%s' % (mgr.what, how))
+    if content:
+        mgr.result.change('%s uploaded from %s' % (mgr.what, content['label']))
+    resize = (
+        capacity is not None
+        and capacity > create_capacity
+        and not S.capacity_matches(capacity, create_capacity, mgr.ptype)
+    )
+    if resize:
+        mgr.result.change('%s resized to %s' % (mgr.what, human(capacity)))
+    if mgr.check_mode:
+        predicted = X.parse(xml)
+        size = capacity if resize else create_capacity
+        if plan['format'] == 'qcow2':
+            size = -(-size // 512) * 512  # qemu-img rounds qcow2 sizes up to whole sectors
+        predicted.find('capacity').text = str(size)
+        return None, X.tostring(predicted)
+    what = mgr.what
+    if content:
+        note_uri(mgr)  # needed to note a partly written volume, when the daemon may be gone
+    try:
+        if plan['clone']:
+            vol = mgr.client.call(mgr.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
+        else:
+            vol = mgr.client.call(mgr.pool.createXML, xml, 0, what=what)
+    except ConnectionFailed as exc:
+        # libvirtd died while creating: once it is back the volume may or may not exist
+        try:
+            vol = reattach(mgr, exc)
+        except ConnectionFailed:
+            # a file volume is known by its path: note it when the daemon got to create it
+            target = X.findtext(mgr.pool_root, 'target/path')
+            path = os.path.join(target, mgr.name) if target and mgr.ptype in S.FILE_POOL_TYPES else None
+            noted = None
+            if content and path and os.path.isfile(path):
+                noted = partials(mgr).remember(mgr.pool_name, mgr.name, path) or (
+                    'the next volume task on this host removes it'
+                )
+            exc.msg = '%s; the volume may exist partly created: %s' % (
+                exc.msg,
+                noted or 'once libvirtd is back, run the task again to complete it',
+            )
+            exc.args = (exc.msg,)
+            raise exc from None
+        if plan['clone']:
+            if vol is not None:
+                delete_quietly(mgr, vol)  # a clone cut short is not worth keeping
+            raise
+        if vol is None:
+            vol = mgr.client.call(mgr.pool.createXML, xml, 0, what=what)
+        mgr.client.warn('%s: libvirtd restarted while the volume was created; reconnected' % what)
+    except OperationFailed:
+        if mgr._lookup(refresh=False) is not None:
+            raise CreatedMeanwhile() from None
+        raise
+    try:
+        if content:
+            vol = upload(mgr, vol, content)
+        if resize:
+            mgr.client.call(vol.resize, capacity, 0, what=what + ' resize')
+    except LibvirtModuleError as exc:
+        # after a lost connection _upload already waited for the daemon: do not wait again
+        problem = delete_quietly(mgr, vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
+        if problem:
+            noted = partials(mgr).remember(mgr.pool_name, mgr.name, vol.key())
+            exc.msg = '%s; the partly created volume could not be removed: %s; %s' % (
+                exc.msg,
+                problem,
+                noted or 'the next volume task on this host removes it',
+            )
+            exc.args = (exc.msg,)
+        raise
+    return vol, None
+
+
+def upload(mgr, vol, content, patience=RESTART_PATIENCE):
+    """Upload the content into ``vol`` and record it. When libvirtd restarts underneath (the
+    connection is lost mid-stream), wait up to ``patience`` seconds for it to come back,
+    reconnect once, look the volume up again and upload from the start: a service manager
+    restarting the daemon does not leave a half-written volume or fail the task. Returns the
+    volume object (of the new connection after a reconnect)."""
+    # imported here: only uploads need it, and module start-up time counts
+    from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_content as VC
+
+    what = mgr.what + ' upload'
+    expected = content['identity']
+    try:
+        VC.upload_file(mgr.client, vol, content['path'], what, expected)
+    except ConnectionFailed as exc:
+        fresh = reattach(mgr, exc, patience)
+        if fresh is None:
+            raise OperationFailed('%s: gone after libvirtd restarted during the upload' % mgr.what) from None
+        mgr.client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (mgr.what, exc.msg))
+        vol = fresh
+        VC.upload_file(mgr.client, vol, content['path'], what, expected)
+    mgr.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+    return vol
+
+
+def reattach(mgr, lost, patience=RESTART_PATIENCE):
+    """Reconnect after the daemon went away (``lost``, the ConnectionFailed raised) and
+    return this volume from the new connection, None when it does not exist. Raises ``lost``
+    when the daemon is not back within ``patience`` seconds."""
+    lv = mgr.libvirt
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            conn = mgr.client.reconnect()
+            mgr.pool = conn.storagePoolLookupByName(mgr.pool_name)
+        except (lv.libvirtError, ConnectionFailed):
+            continue  # not back yet
+        return mgr._lookup(mgr.pool, mgr.name)
+    raise lost
+
+
+def delete_quietly(mgr, vol, patience=RESTART_PATIENCE):
+    """Remove a volume this run created when a later step failed: no half-made volume stays.
+    When the connection was lost (daemon restarted), reconnect, look the volume up again by
+    pool and name and delete it, retrying for up to ``patience`` seconds. Returns None when
+    done, else what went wrong."""
+    lv = mgr.libvirt
+    key = vol.key()  # kept in the object: no daemon call
+    deadline = time.monotonic() + patience
+    problem = None
+    fresh = False  # vol comes from a connection this loop opened (the first may be dead)
+    while True:
+        if vol is not None:
+            try:
+                vol.delete(0)
+                problem = None
+                break
+            except lv.libvirtError as exc:
+                if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                    problem = None
+                    break
+                problem = str(exc).strip()
+                if fresh and not is_connection_lost(lv, exc):
+                    break
+        if time.monotonic() >= deadline:
+            problem = '%s (gave up after %d seconds)' % (problem or 'libvirt is not reachable', patience)
+            break
+        try:
+            lost = ConnectionFailed(problem or 'libvirt is not reachable')
+            vol = reattach(mgr, lost, deadline - time.monotonic())
+            fresh = True
+        except LibvirtModuleError as exc:  # not back yet, or the lookup failed: try again
+            vol, problem = None, exc.msg
+            continue
+        if vol is None:
+            problem = None  # it is gone
+            break
+    try:
+        mgr.records.forget(key)
+    except LibvirtModuleError as exc:
+        problem = problem or exc.msg
+    if problem:
+        mgr.client.warn('%s: could not remove the partly created volume: %s' % (mgr.what, problem))
+    return problem
+
+
+def live_resizer(mgr, vol):
+    """The running guest disk to grow a volume through (QEMU holds the image), or None."""
+    users = disk_users(mgr.client, mgr.pool, mgr.pool_name, mgr.pool_root, vol)
+    if not users:
+        return None
+    if len(users) > 1 or not users[0]['top']:
+        raise OperationFailed(
+            '%s cannot be grown while %s use it%s'
+            % (mgr.what, '; '.join(describe_users(users)), '' if len(users) > 1 else ' as a backing image'),
+            in_use_by=describe_users(users),
+        )
+    return users[0]
+
+
+def absent(mgr, vol):
+    if vol is None:
+        return
+    lv = mgr.libvirt
+    try:
+        users = guests_using(mgr.client, mgr.pool, mgr.pool_name, mgr.pool_root, vol)
+    except lv.libvirtError as exc:
+        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+            return  # removed meanwhile by a concurrent run
+        raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+    if users:
+        raise OperationFailed(
+            '%s is in use by running guests (%s); stop them or detach the disk first' % (mgr.what, '; '.join(users)),
+            in_use_by=users,
+        )
+    wipe = mgr.params.get('wipe')
+    if wipe:
+        mgr.result.change('%s wiped (%s)' % (mgr.what, wipe))
+    mgr.result.change('%s deleted' % mgr.what)
+    if mgr.check_mode:
+        return
+    key = vol.key()
+    if wipe:
+        algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
+        mgr.client.call(vol.wipePattern, algorithm, 0, what=mgr.what + ' wipe')
+    try:
+        mgr.client.call(vol.delete, 0, what=mgr.what)
+    except ObjectNotFound:
+        pass  # deleted meanwhile by a concurrent run
+    except OperationFailed as exc:
+        if mgr._lookup(refresh=False) is None:
+            pass  # deleted meanwhile by a concurrent run
+        else:
+            raise OperationFailed(exc.msg + partition_hint(mgr), **exc.details) from None
+    mgr.records.forget(key)
+
+
+def partition_hint(mgr):
+    """libvirt finds a partition's number by cutting the pool device's name off the partition's
+    name, which fails for devices whose names end in a digit (loop0p1, nvme0n1p1)."""
+    if mgr.ptype != 'disk':
+        return ''
+    device = mgr.pool_root.find('source/device')
+    path = device.get('path') if device is not None else ''
+    if not path or not path[-1].isdigit():
+        return ''
+    return (
+        ". libvirt cannot delete partitions of devices whose names end in a digit: point the pool's "
+        'source device at a symlink named like the partitions without their number (for example '
+        '/dev/disk/pools/%sp -> %s)' % (os.path.basename(path), path)
+    )
