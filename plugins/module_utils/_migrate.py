@@ -66,8 +66,8 @@ STAT_KEYS = (
 POLL_SECONDS = 0.5
 # After libvirt accepts an abort the stream stops at once; if it still moves data this long after,
 # the abort was lost and the incoming guest on the destination is stopped instead. A migration
-# that has not ended STUCK_FACTOR times as long after the abort is stopped the same way, even
-# when no job statistics show it.
+# that has not ended STUCK_FACTOR times as long after its timeout is stopped the same way, by a
+# guard thread, even when no job statistics show it or the polling loop hangs in a libvirt call.
 ABORT_GRACE_SECONDS = 2.0
 STUCK_FACTOR = 5
 
@@ -76,9 +76,8 @@ class AbortWatch:
     """Does a migration go on after libvirt accepted an abort?
 
     ``accepted(now)`` when libvirt takes the abort (the first time counts), ``observe(now, stats)``
-    at every poll with fresh job statistics (or None). ``observe`` returns True once: when data is
-    still sent ``grace`` seconds after the first progress sample that followed the abort, or when
-    the migration still has not ended ``STUCK_FACTOR * grace`` seconds after the abort.
+    at every poll with fresh job statistics (or None). ``observe`` returns True once, when data is
+    still sent ``grace`` seconds after the first progress sample that followed the abort.
     """
 
     def __init__(self, grace):
@@ -94,13 +93,10 @@ class AbortWatch:
     def observe(self, now, stats):
         if self.since is None or self.fired:
             return False
-        waited = now - self.since
         sent = (stats or {}).get('data_processed')
         if sent is not None and self.baseline is None:
             self.baseline = sent
-        elif sent is not None and waited >= self.grace and sent > self.baseline:
-            self.fired = True
-        if waited >= STUCK_FACTOR * self.grace:
+        elif sent is not None and now - self.since >= self.grace and sent > self.baseline:
             self.fired = True
         return self.fired
 
@@ -878,6 +874,17 @@ class MigrationManager:
         refusal = None
         sample = {}
         watch = AbortWatch(ABORT_GRACE_SECONDS)
+        stopped = threading.Event()  # set once the incoming guest was stopped to enforce an abort
+        guard = None
+        if timeout and self.params['timeout_action'] == 'abort':
+            deadline = start + timeout + STUCK_FACTOR * ABORT_GRACE_SECONDS
+            guard = threading.Thread(
+                target=self._enforce_deadline,
+                args=(thread, deadline, uuid, stopped),
+                name='libvirt-migrate-deadline',
+                daemon=True,
+            )
+            guard.start()
         while True:
             thread.join(POLL_SECONDS)
             if not thread.is_alive():
@@ -893,8 +900,12 @@ class MigrationManager:
                     watch.accepted(now)
             fresh = self._progress(src) if active else None
             sample = fresh or sample
-            if watch.observe(now, fresh):
-                self._stop_incoming(uuid)
+            if watch.observe(now, fresh) and self._stop_incoming(uuid, 'the migration stream went on'):
+                stopped.set()
+        if guard is not None:
+            guard.join()  # it ends with the migration; it may be stopping the incoming guest
+        if stopped.is_set():
+            taken = 'abort'
         if refusal is not None and taken is None:
             self.client.warn(
                 "timeout_action=%s could not be applied to guest '%s' before the migration ended: %s"
@@ -959,7 +970,21 @@ class MigrationManager:
             return None, str(exc).strip()
         return action, None
 
-    def _stop_incoming(self, uuid):
+    def _enforce_deadline(self, migration, deadline, uuid, stopped):
+        """Guard thread for timeout_action=abort: a migration still going at ``deadline`` is ended
+        by stopping its incoming guest, even when the polling loop hangs in a libvirt call."""
+        while migration.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if self._stop_incoming(
+                    uuid,
+                    'the migration had not ended %g seconds after the timeout' % (STUCK_FACTOR * ABORT_GRACE_SECONDS),
+                ):
+                    stopped.set()
+                return
+            migration.join(min(left, POLL_SECONDS))
+
+    def _stop_incoming(self, uuid, why):
         """Stop the guest a migration is creating on the destination, so the migration fails.
 
         Only the transient guest libvirt started for this incoming migration qualifies (same UUID,
@@ -980,8 +1005,8 @@ class MigrationManager:
         except lv.libvirtError:
             return False  # gone already: the migration ended on its own
         self.client.warn(
-            "libvirt accepted timeout_action=abort for guest '%s' but the migration did not stop; "
-            'the module stopped the incoming guest on %s, which ends the migration' % (self.name, self.dest_uri)
+            "timeout_action=abort for guest '%s': %s; the module stopped the incoming guest on %s, "
+            'which ends the migration' % (self.name, why, self.dest_uri)
         )
         return True
 

@@ -132,10 +132,10 @@ options:
     description:
       - What to do when O(timeout) expires.
       - V(abort) cancels the migration; the guest keeps running on the source and the task fails.
-        The abort is repeated until the migration ends. If libvirt accepts it but the migration
-        does not stop (data still sent 2 seconds later, or not ended after 10 seconds), the module
-        stops the transient guest that receives the migration on the destination, which ends the
-        migration (with a warning).
+        The abort is repeated until the migration ends. If the migration does not stop (data still
+        sent 2 seconds after libvirt accepted the abort, or not ended 10 seconds after the timeout),
+        the module stops the transient guest that receives the migration on the destination, which
+        ends the migration (with a warning).
       - V(suspend) pauses the guest so the remaining memory is sent at once.
       - V(postcopy) switches to post-copy. The guest then runs on the destination and fetches
         the remaining memory on demand.
