@@ -973,16 +973,10 @@ class MigrationManager:
     def _enforce_deadline(self, migration, deadline, uuid, stopped):
         """Guard thread for timeout_action=abort: a migration still going at ``deadline`` is ended
         by stopping its incoming guest, even when the polling loop hangs in a libvirt call."""
-        while migration.is_alive():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if self._stop_incoming(
-                    uuid,
-                    'the migration had not ended %g seconds after the timeout' % (STUCK_FACTOR * ABORT_GRACE_SECONDS),
-                ):
-                    stopped.set()
-                return
-            migration.join(min(left, POLL_SECONDS))
+        migration.join(max(0.0, deadline - time.monotonic()))
+        why = 'the migration had not ended %g seconds after the timeout' % (STUCK_FACTOR * ABORT_GRACE_SECONDS)
+        if migration.is_alive() and self._stop_incoming(uuid, why):
+            stopped.set()
 
     def _stop_incoming(self, uuid, why):
         """Stop the guest a migration is creating on the destination, so the migration fails.

@@ -433,8 +433,6 @@ def live_resizer(mgr, vol):
 
 
 def absent(mgr, vol):
-    if vol is None:
-        return
     lv = mgr.libvirt
     try:
         users = guests_using(mgr.client, mgr.pool, mgr.pool_name, mgr.pool_root, vol)
