@@ -18,10 +18,9 @@ import uuid
 from pathlib import Path
 
 import libvirt
-import libvirt_qemu
 import pytest
 from hosts.second_host import host_pair_fixture
-from virtops_helpers import PREFIX, ok
+from virtops_helpers import PREFIX, agent_cmd, guest_read, ok
 
 host_pair = host_pair_fixture()
 
@@ -110,11 +109,7 @@ def boot(host_pair, host, name, pool, vol, boot_spec):
 def agent(host, name, command, arguments=None, timeout=10):
     conn = host.open()
     try:
-        payload = {'execute': command}
-        if arguments is not None:
-            payload['arguments'] = arguments
-        reply = libvirt_qemu.qemuAgentCommand(conn.lookupByName(name), json.dumps(payload), timeout, 0)
-        return json.loads(reply)['return']
+        return agent_cmd(conn.lookupByName(name), command, arguments, timeout)
     finally:
         conn.close()
 
@@ -129,12 +124,11 @@ def write_file(host, name, path, data):
 
 
 def read_file(host, name, path):
-    handle = agent(host, name, 'guest-file-open', dict(path=path, mode='r'))
+    conn = host.open()
     try:
-        reply = agent(host, name, 'guest-file-read', dict(handle=handle, count=65536))
+        return guest_read(conn.lookupByName(name), path)
     finally:
-        agent(host, name, 'guest-file-close', dict(handle=handle))
-    return base64.b64decode(reply['buf-b64'])
+        conn.close()
 
 
 def placement(host_pair, name):
