@@ -405,7 +405,7 @@ class PoolManager:
     # volumes in use
     def _refuse_if_in_use(self, pool, why):
         # imported here: only stopping or removing a pool needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._volume_change import guests_using
+        from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import guests_using
 
         users = guests_using(self.client, pool, self.name, X.parse(self.model['xml']))
         if users:

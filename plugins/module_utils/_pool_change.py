@@ -130,7 +130,7 @@ def absent(mgr, pool):
     if mgr.check_mode:
         return
     # imported here: only removing a pool needs it, and module start-up time counts
-    from ansible_collections.virtops.libvirt.plugins.module_utils._volume import UploadRecords
+    from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import UploadRecords
 
     records = UploadRecords(mgr.client.uri)
     for vol in volumes:

@@ -3,14 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The part of the ``volume`` service that only runs when something changes: create (clone,
-overlay, upload), grow or shrink, delete; the "which running guests use this" check; reconnecting
-when libvirtd restarts underneath; and the notes of partly written volumes (see the ``_volume``
-docstring).
+overlay, upload), grow or shrink, delete; reconnecting when libvirtd restarts underneath; and the
+notes of partly written volumes (:class:`PartialVolumes`).
 
 ``VolumeManager`` (``_volume``) imports it when it gets there, so that a run that changes
 nothing does not compile it (module_utils are compiled from source on every module run). The
-functions take that manager (``mgr``) and use and update its state. ``_pool`` uses
-:func:`guests_using` before it restarts or removes a pool.
+functions take that manager (``mgr``) and use and update its state.
 """
 
 from __future__ import annotations
@@ -32,7 +30,13 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume import _now, partial_dir
+from ansible_collections.virtops.libvirt.plugins.module_utils._volume import _now
+from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import (
+    describe_users,
+    disk_users,
+    guests_using,
+    partial_dir,
+)
 
 PARTIAL_REMOVED = 'an earlier run left it partly written'
 RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
@@ -40,64 +44,6 @@ RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service ma
 
 class CreatedMeanwhile(Exception):
     """Internal: the volume was created by a concurrent run between the lookup and the create."""
-
-
-# ---------------------------------------------------------------------------------------------
-# which running guests use a pool or volume
-
-
-def disk_users(client, pool, pool_name, pool_root, vol=None):
-    """The running guests' disks that use ``pool`` (or only ``vol`` of it): a list of dicts with
-    ``guest`` (name), ``dom``, ``target`` (guest device, e.g. vda) and ``source``.
-
-    A disk counts when its source (or any source of its backing chain) names the pool/volume, is
-    one of the pool's volume paths, or - for file pools - lies under the pool's directory.
-    """
-    lv = client.libvirt
-    if vol is not None:
-        names = {vol.name()}
-        paths = {vol.path()}
-        prefix = None
-    else:
-        names = None
-        paths = set()
-        try:
-            if pool.isActive():
-                paths = {v.path() for v in pool.listAllVolumes(0)}
-        except lv.libvirtError as exc:
-            raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
-        target = X.findtext(pool_root, 'target/path')
-        prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
-    users = []
-    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
-        try:
-            root = X.parse(dom.XMLDesc(0))
-        except lv.libvirtError:
-            continue  # stopped or removed while we looked: not using anything
-        for disk in root.findall('devices/disk'):
-            target = disk.find('target')
-            dev = target.get('dev') if target is not None else '?'
-            for source in disk.iter('source'):
-                path = source.get('file') or source.get('dev') or source.get('dir')
-                hit = (source.get('pool') == pool_name and (names is None or source.get('volume') in names)) or (
-                    path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
-                )
-                if hit:
-                    shown = path or '%s/%s' % (source.get('pool'), source.get('volume'))
-                    users.append(
-                        dict(guest=dom.name(), dom=dom, target=dev, source=shown, top=source.getparent() is disk)
-                    )
-                    break
-    return users
-
-
-def describe_users(users):
-    return ["guest '%s' disk %s (%s)" % (u['guest'], u['target'], u['source']) for u in users]
-
-
-def guests_using(client, pool, pool_name, pool_root, vol=None):
-    """Descriptions (one line each) of the running guests' disks that use the pool or volume."""
-    return describe_users(disk_users(client, pool, pool_name, pool_root, vol))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ def test_partly_written_volume_noted_by_an_earlier_run_is_swept(dir_pool, tmp_pa
     its upload) makes the next volume task remove that volume - predicted in check mode - but
     never a volume that was completed by an upload since. A note without the file's identity
     (remote connections) is acted on only by the task for that very volume."""
-    from ansible_collections.virtops.libvirt.plugins.module_utils._volume import UploadRecords
+    from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import UploadRecords
 
     p = dir_pool.name()
     notes = STATE_DIR / 'volume-partial'
