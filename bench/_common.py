@@ -37,6 +37,12 @@ import libvirt  # noqa: E402
 from virtops_helpers import IMAGE_DIR, cleanup_prefix, ensure_collection_link, module_env  # noqa: E402
 
 COLLECTIONS = ensure_collection_link()
+# With PYTHONUNBUFFERED set, Python reads a script piped to it (Ansible's pipelining) with one
+# read() per byte, so every task would cost by its payload's size (modprof.stdin_cost measures
+# it). A module process on a managed host does not normally have it; a shell or container may
+# set it for the controller, and with `-c local` the modules would inherit it. The bench runs
+# everything without it and reports what it found.
+INHERITED_UNBUFFERED = os.environ.pop('PYTHONUNBUFFERED', None)
 URI = 'qemu:///system'
 WORK_BASE = Path('/var/lib/libvirt/images')
 PY = sys.executable
@@ -269,6 +275,7 @@ def machine_facts(conn):
         ansible=_pkg_version('ansible'),
         community_libvirt=_collection_version('community', 'libvirt'),
         load=' / '.join('%.2f' % x for x in os.getloadavg()),
+        unbuffered=INHERITED_UNBUFFERED,
         commit=_git('rev-parse', '--short', 'HEAD'),
         tree_dirty=bool(_git('status', '--porcelain', '--untracked-files=no')),
     )

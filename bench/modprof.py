@@ -10,7 +10,8 @@ module_utils it imports from source. This file keeps the real payloads of the P1
   does) and from the installed collection (byte-code cached), cumulative, in ms;
 * the heaviest imports a module adds on top of ``ansible.builtin.ping``;
 * process time: the payload executed directly (its baked arguments; every P1 task is an
-  idempotent re-run), wall and CPU time;
+  idempotent re-run), wall and CPU time, as a file and piped to ``python -`` as Ansible does
+  with pipelining; and what reading a script from a pipe costs per KiB (``stdin_cost``);
 * phases (``_phases.py``): CPU time of importing Ansible's module_utils, of libvirt + lxml, of the
   module with its module_utils, and of ``main()`` (argument spec, connection, work, exit), plus the
   number of libvirt connections opened;
@@ -88,9 +89,15 @@ def _importtime(code, env=None):
     return _parse_importtime(proc.stderr)
 
 
-def import_times(payloads, reps=5):
-    """Cumulative import time (ms) of each module: from its payload zip and from the collection."""
-    fs_env = dict(os.environ, PYTHONPATH=str(C.COLLECTIONS))
+def import_times(payloads, reps=5, pycache=None):
+    """Cumulative import time (ms) of each module: from its payload zip and from the collection,
+    byte-compiled (``pycache``: where the byte code goes, outside the source tree; one untimed
+    import of each module writes it first)."""
+    fs_env = dict(os.environ, PYTHONPATH=str(C.COLLECTIONS), PYTHONPYCACHEPREFIX=str(pycache))
+    fs_env.pop('PYTHONDONTWRITEBYTECODE', None)
+    for info in payloads.values():
+        if info['fqn'].startswith('ansible_collections.virtops.'):
+            _importtime('import %s' % info['fqn'], env=fs_env)
     samples = {key: dict(zip=[], fs=[], self={}) for key in payloads}
     for _rep in range(reps):
         for key, info in payloads.items():
@@ -122,21 +129,52 @@ def _short(name):
     return name.replace('ansible_collections.virtops.libvirt.plugins.module_utils.', 'module_utils.')
 
 
+def _run_payload(key, argv, env, text_in=None):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.run(argv, input=text_in, capture_output=True, text=True, env=env, check=False, cwd='/')
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0 or '"failed": true' in proc.stdout:
+        raise C.BenchFailure('payload %s failed: %s %s' % (key, proc.stdout[-2000:], proc.stderr[-2000:]))
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
 def process_times(payloads, reps=7, env=None):
-    """Run each payload directly (interleaved); wall and CPU seconds, medians."""
-    samples = {key: dict(wall=[], cpu=[]) for key in payloads}
+    """Run each payload (interleaved) as a file, ``python AnsiballZ_x.py``, and as Ansible runs it
+    with pipelining: the script piped to ``python -`` on stdin. Wall and CPU seconds, medians."""
+    samples = {key: dict(wall=[], cpu=[], stdin_wall=[], stdin_cpu=[]) for key in payloads}
     for _rep in range(reps):
         for key, info in payloads.items():
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.monotonic()
-            proc = subprocess.run([C.PY, info['path']], capture_output=True, text=True, env=env, check=False, cwd='/')
-            wall = time.monotonic() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if proc.returncode != 0 or '"failed": true' in proc.stdout:
-                raise C.BenchFailure('payload %s failed: %s %s' % (key, proc.stdout[-2000:], proc.stderr[-2000:]))
+            wall, cpu = _run_payload(key, [C.PY, info['path']], env)
             samples[key]['wall'].append(wall)
-            samples[key]['cpu'].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return {key: dict(wall=C.stats(s['wall']), cpu=C.stats(s['cpu'])) for key, s in samples.items()}
+            samples[key]['cpu'].append(cpu)
+            wall, cpu = _run_payload(key, [C.PY, '-'], env, text_in=Path(info['path']).read_text())
+            samples[key]['stdin_wall'].append(wall)
+            samples[key]['stdin_cpu'].append(cpu)
+    return {key: {kind: C.stats(vals) for kind, vals in s.items()} for key, s in samples.items()}
+
+
+def stdin_cost(reps=5, kib=256):
+    """CPU ms per KiB that Python spends reading a script from a pipe, without and with
+    PYTHONUNBUFFERED: ``python -`` fed a script holding one string literal of ``kib`` KiB (base64
+    text, like a payload's zip_data), minus the same for an empty script. Medians, interleaved."""
+    literal = base64.b64encode(os.urandom(kib * 768)).decode('ascii')
+    scripts = {0: 'x = ""\n', kib: 'x = "%s"\n' % literal}
+    envs = {'': {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}}
+    envs['_unbuffered'] = dict(envs[''], PYTHONUNBUFFERED='1')
+    cpu = {(size, mode): [] for size in scripts for mode in envs}
+    for _rep in range(reps):
+        for (size, mode), runs in cpu.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([C.PY, '-'], input=scripts[size], text=True, env=envs[mode], check=True, cwd='/')
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            runs.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    out = dict(kib=round(len(scripts[kib]) / 1024), reps=reps)
+    for mode in envs:
+        extra = statistics.median(cpu[(kib, mode)]) - statistics.median(cpu[(0, mode)])
+        out['ms_per_kib' + mode] = extra * 1000 / kib
+    return out
 
 
 PHASES = ('ansible', 'libvirt_lxml', 'module_import', 'run')
@@ -205,7 +243,7 @@ def compile_costs(payloads, imports, reps=5):
 def run(bench, tasks, import_reps=5, process_reps=7):
     payloads = collect_payloads(bench, tasks)
     C.log('modprof: import times (%d reps)' % import_reps)
-    imports = import_times(payloads, import_reps)
+    imports = import_times(payloads, import_reps, pycache=bench.work / 'pycache')
     env = dict(os.environ, VIRTOPS_LIBVIRT_STATE_DIR=str(bench.state_dir))
     env.pop('PYTHONPATH', None)
     C.log('modprof: phases (%d reps)' % process_reps)
@@ -213,6 +251,7 @@ def run(bench, tasks, import_reps=5, process_reps=7):
     C.log('modprof: process times (%d reps)' % process_reps)
     procs = process_times(payloads, process_reps, env=env)
     compiled = compile_costs(payloads, imports)
+    stdin = stdin_cost()
     for imp in imports.values():
         imp.pop('modules')
     return dict(
@@ -222,4 +261,6 @@ def run(bench, tasks, import_reps=5, process_reps=7):
         compiled=compiled,
         fqn={k: v['fqn'] for k, v in payloads.items()},
         zip_kib={k: round(Path(v['zip']).stat().st_size / 1024) for k, v in payloads.items()},
+        script_kib={k: round(Path(v['path']).stat().st_size / 1024) for k, v in payloads.items()},
+        stdin=stdin,
     )

@@ -222,8 +222,13 @@ def render(results, plot_name='performance-p2.png', raw_name=''):
         ('lxml', 'lxml'),
         ('load average at start (1/5/15 min)', 'load'),
         ('load average at end', 'load_end'),
+        ('PYTHONUNBUFFERED', 'unbuffered'),
     ):
         value = facts.get(key, '?')
+        if key == 'unbuffered':
+            if value == '?':
+                continue  # a run from before the bench pinned it
+            value = 'unset for every run (was %r in the environment)' % value if value else 'unset'
         if key == 'hw_virt':
             value = 'yes (KVM)' if value else 'no: guests run under TCG'
         w('| %s | %s |' % (label, value))
@@ -352,8 +357,10 @@ def _modprof(w, results):
         'byte-compiled, so **every module_util is compiled from source on every run - and twice**, because '
         "zipimport's `get_filename()` compiles the module while the import system builds its spec and `get_code()` "
         'compiles it again (CPython [gh-141276](https://github.com/python/cpython/issues/141276), still open). '
-        'Per-item time under Ansible is within ~10 ms of the module process time (`ANSIBLE_DEBUG` timestamps), so '
-        'the module process decides the P1 ratios.' % mp['process'][next(iter(mp['process']))]['cpu']['n']
+        'Per-item time under Ansible is within ~10-15 ms of the module process as Ansible starts it (the script '
+        'piped to the interpreter; measured with `ANSIBLE_DEBUG` timestamps and a timing wrapper as the '
+        'interpreter), so the module process decides the P1 ratios.'
+        % mp['process'][next(iter(mp['process']))]['cpu']['n']
     )
     w('')
     w(
@@ -398,29 +405,53 @@ def _modprof(w, results):
     w('')
     w(
         '`python -X importtime` (cumulative ms to import the module, median (min-max)) from the payload zip and from '
-        'the installed collection (byte-code cached), and the whole payload process (interpreter start to exit):'
+        'the installed collection (byte-code cached), and the whole payload process (interpreter start to exit), run '
+        'as a file and - as Ansible runs it with pipelining - piped to `python -` on stdin:'
     )
     w('')
+    stdin = mp.get('stdin')
     w(
         '| task | import from payload (ms) | import, byte-compiled (ms) | process wall (s) | process CPU (s) '
-        '| payload (KiB) |'
+        '| process wall, stdin (s) | payload zip (KiB) | script (KiB) |'
     )
-    w('| --- | --- | --- | --- | --- | --- |')
+    w('| --- | --- | --- | --- | --- | --- | --- | --- |')
     for key, imp in mp['imports'].items():
         proc = mp['process'][key]
         label = p1.get(key, {}).get('module', key)
         w(
-            '| `%s` | %s | %s | %s | %s | %s |'
+            '| `%s` | %s | %s | %s | %s | %s | %s | %s |'
             % (
                 label,
                 _st(imp['zip'], 0),
                 _st(imp['fs'], 0) if imp['fs'] else '–',
                 _st(proc['wall']),
                 _st(proc['cpu']),
+                _st(proc['stdin_wall']) if 'stdin_wall' in proc else '–',
                 mp['zip_kib'][key],
+                mp.get('script_kib', {}).get(key, '–'),
             )
         )
     w('')
+    if stdin:
+        w(
+            "**PYTHONUNBUFFERED makes a payload cost by its size.** With pipelining, Python reads the module's "
+            'script from a pipe. Set in the environment, `PYTHONUNBUFFERED` makes that read go one byte per '
+            '`read()` call: %.2f ms of CPU per KiB of script here, against %.3f ms without it (`stdin_cost`: a '
+            'script of one %d KiB string literal piped to `python -`, minus an empty one; medians of %d). The '
+            'script is the zip in base64 (4/3 of its size) plus a ~13 KiB wrapper, so with it set every task would '
+            "pay ~%.0f ms for `ping`'s %s KiB script and more for bigger payloads. A shell or container may set it "
+            'for the controller, and with `-c local` modules inherit it; a managed host does not normally have it. '
+            'The bench removes it for every run (machine facts); the *process wall, stdin* column is without it.'
+            % (
+                stdin['ms_per_kib_unbuffered'],
+                stdin['ms_per_kib'],
+                stdin['kib'],
+                stdin['reps'],
+                stdin['ms_per_kib_unbuffered'] * mp.get('script_kib', {}).get('ping', 0),
+                mp.get('script_kib', {}).get('ping', '?'),
+            )
+        )
+        w('')
 
 
 def _p2(w, results, plot_name):
