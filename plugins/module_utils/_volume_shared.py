@@ -47,7 +47,7 @@ _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8)
 
 
 # ---------------------------------------------------------------------------------------------
-# shared helpers
+# state on the managed host: upload records, notes of partly written volumes
 
 
 def state_dir():
