@@ -162,12 +162,16 @@ def absent(mgr, pool):
 
 
 def _tolerable(mgr, exc, pool):
-    """A concurrent removal got there first: the pool is gone, or no longer running."""
+    """A concurrent removal got there first: the pool is gone, or no longer running.
+
+    Asked in this order because another run may undefine the pool between the two questions: then
+    ``isActive()`` fails (None) and the lookup that follows finds it gone. The other way round, the
+    lookup would still find it and the failing ``isActive()`` would count as "running"."""
     if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
         return True
-    if mgr._gone():
+    if mgr._pool_active(pool) is False:
         return True
-    return mgr._pool_active(pool) is False
+    return mgr._gone()
 
 
 def _built_what(ptype):

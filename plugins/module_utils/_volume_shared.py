@@ -163,7 +163,10 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
             if pool.isActive():
                 paths = {v.path() for v in pool.listAllVolumes(0)}
         except lv.libvirtError as exc:
-            raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
+            # "not active": a concurrent run stopped the pool after isActive(); it lists no volumes
+            # then, and the directory prefix below still finds the disks of a file pool
+            if not client.is_error(exc, 'VIR_ERR_OPERATION_INVALID'):
+                raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
         target = X.findtext(pool_root, 'target/path')
         prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
     users = []
