@@ -89,7 +89,7 @@ def _importtime(code, env=None):
     return _parse_importtime(proc.stderr)
 
 
-def import_times(payloads, reps=5, pycache=None):
+def import_times(payloads, pycache, reps=5):
     """Cumulative import time (ms) of each module: from its payload zip and from the collection,
     byte-compiled (``pycache``: where the byte code goes, outside the source tree; one untimed
     import of each module writes it first)."""
@@ -129,27 +129,34 @@ def _short(name):
     return name.replace('ansible_collections.virtops.libvirt.plugins.module_utils.', 'module_utils.')
 
 
-def _run_payload(key, argv, env, text_in=None):
+def _run_child(argv, env, text_in=None):
+    """Run ``argv`` (``text_in`` on its stdin); return the process, its wall and its CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.run(argv, input=text_in, capture_output=True, text=True, env=env, check=False, cwd='/')
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc, wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def _run_payload(key, argv, env, text_in=None):
+    proc, wall, cpu = _run_child(argv, env, text_in)
     if proc.returncode != 0 or '"failed": true' in proc.stdout:
         raise C.BenchFailure('payload %s failed: %s %s' % (key, proc.stdout[-2000:], proc.stderr[-2000:]))
-    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
 
 
 def process_times(payloads, reps=7, env=None):
     """Run each payload (interleaved) as a file, ``python AnsiballZ_x.py``, and as Ansible runs it
     with pipelining: the script piped to ``python -`` on stdin. Wall and CPU seconds, medians."""
     samples = {key: dict(wall=[], cpu=[], stdin_wall=[], stdin_cpu=[]) for key in payloads}
+    scripts = {key: Path(info['path']).read_text() for key, info in payloads.items()}
     for _rep in range(reps):
         for key, info in payloads.items():
             wall, cpu = _run_payload(key, [C.PY, info['path']], env)
             samples[key]['wall'].append(wall)
             samples[key]['cpu'].append(cpu)
-            wall, cpu = _run_payload(key, [C.PY, '-'], env, text_in=Path(info['path']).read_text())
+            wall, cpu = _run_payload(key, [C.PY, '-'], env, text_in=scripts[key])
             samples[key]['stdin_wall'].append(wall)
             samples[key]['stdin_cpu'].append(cpu)
     return {key: {kind: C.stats(vals) for kind, vals in s.items()} for key, s in samples.items()}
@@ -161,15 +168,15 @@ def stdin_cost(reps=5, kib=256):
     text, like a payload's zip_data), minus the same for an empty script. Medians, interleaved."""
     literal = base64.b64encode(os.urandom(kib * 768)).decode('ascii')
     scripts = {0: 'x = ""\n', kib: 'x = "%s"\n' % literal}
-    envs = {'': {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}}
-    envs['_unbuffered'] = dict(envs[''], PYTHONUNBUFFERED='1')
+    # _common removed PYTHONUNBUFFERED from os.environ when it was imported
+    envs = {'': dict(os.environ), '_unbuffered': dict(os.environ, PYTHONUNBUFFERED='1')}
     cpu = {(size, mode): [] for size in scripts for mode in envs}
     for _rep in range(reps):
         for (size, mode), runs in cpu.items():
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([C.PY, '-'], input=scripts[size], text=True, env=envs[mode], check=True, cwd='/')
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            runs.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            proc, _wall, seconds = _run_child([C.PY, '-'], envs[mode], scripts[size])
+            if proc.returncode != 0:
+                raise C.BenchFailure('stdin_cost: python - failed: %s' % proc.stderr[-2000:])
+            runs.append(seconds)
     out = dict(kib=round(len(scripts[kib]) / 1024), reps=reps)
     for mode in envs:
         extra = statistics.median(cpu[(kib, mode)]) - statistics.median(cpu[(0, mode)])
@@ -243,7 +250,7 @@ def compile_costs(payloads, imports, reps=5):
 def run(bench, tasks, import_reps=5, process_reps=7):
     payloads = collect_payloads(bench, tasks)
     C.log('modprof: import times (%d reps)' % import_reps)
-    imports = import_times(payloads, import_reps, pycache=bench.work / 'pycache')
+    imports = import_times(payloads, bench.work / 'pycache', import_reps)
     env = dict(os.environ, VIRTOPS_LIBVIRT_STATE_DIR=str(bench.state_dir))
     env.pop('PYTHONPATH', None)
     C.log('modprof: phases (%d reps)' % process_reps)

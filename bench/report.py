@@ -433,6 +433,7 @@ def _modprof(w, results):
         )
     w('')
     if stdin:
+        ping_kib = mp.get('script_kib', {}).get('ping', 0)
         w(
             "**PYTHONUNBUFFERED makes a payload cost by its size.** With pipelining, Python reads the module's "
             'script from a pipe. Set in the environment, `PYTHONUNBUFFERED` makes that read go one byte per '
@@ -447,8 +448,8 @@ def _modprof(w, results):
                 stdin['ms_per_kib'],
                 stdin['kib'],
                 stdin['reps'],
-                stdin['ms_per_kib_unbuffered'] * mp.get('script_kib', {}).get('ping', 0),
-                mp.get('script_kib', {}).get('ping', '?'),
+                stdin['ms_per_kib_unbuffered'] * ping_kib,
+                ping_kib,
             )
         )
         w('')
