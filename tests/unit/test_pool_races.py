@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.virtops.libvirt.plugins.module_utils import _errors
 from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change as PC
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._pool import PoolManager
 from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import disk_users
 
 
@@ -69,17 +70,11 @@ class Pool:
         return []
 
 
-def manager(world, pool):
+def manager(world):
+    """The parts of PoolManager that _tolerable uses: its own _pool_active, and _gone() from the world."""
     mgr = types.SimpleNamespace(client=Client(), libvirt=libvirt)
     mgr._gone = lambda: not world.defined
-
-    def pool_active(p):
-        try:
-            return bool(p.isActive())
-        except libvirt.libvirtError:
-            return None
-
-    mgr._pool_active = pool_active
+    mgr._pool_active = lambda p: PoolManager._pool_active(mgr, p)
     return mgr
 
 
@@ -96,21 +91,21 @@ def test_destroy_refused_then_pool_undefined_before_is_active_counts_as_done():
     world.active = False
     pool = Pool(world, on_is_active=undefined_by_another_run)
     exc = lv_error(NOT_ACTIVE, "Requested operation is not valid: storage pool 'p' is not active")
-    assert PC._tolerable(manager(world, pool), exc, pool) is True
+    assert PC._tolerable(manager(world), exc, pool) is True
 
 
 def test_destroy_refused_while_the_pool_still_runs_is_an_error():
     world = World()
     pool = Pool(world)
     exc = lv_error(libvirt.VIR_ERR_INTERNAL_ERROR, "pool 'p' has asynchronous jobs running")
-    assert PC._tolerable(manager(world, pool), exc, pool) is False
+    assert PC._tolerable(manager(world), exc, pool) is False
 
 
 @pytest.mark.parametrize('code', [NO_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL])
 def test_pool_or_volume_gone_is_done(code):
     world = World()
     pool = Pool(world)
-    assert PC._tolerable(manager(world, pool), lv_error(code, 'gone'), pool) is True
+    assert PC._tolerable(manager(world), lv_error(code, 'gone'), pool) is True
 
 
 def _domain(name, xml):
