@@ -7,7 +7,8 @@
 ``run_module(spec, Runner)`` builds the AnsibleModule from the module's own spec merged with
 :data:`CONNECTION_SPEC`, reports a missing libvirt-python through ``missing_required_lib``, opens
 one connection (SASL credentials when given), runs ``Runner(client).run()`` and turns every
-:class:`LibvirtModuleError` into one clean ``fail_json``. Nothing is imported or connected at
+:class:`LibvirtModuleError` into one clean ``fail_json`` - ``changed: true`` with the steps
+already applied (``runner.result.actions``) when the failure came after a change. Nothing is imported or connected at
 module import time.
 """
 
@@ -49,9 +50,20 @@ class LibvirtClient:
         self.check_mode = module.check_mode
         self.diff_mode = module._diff
         self.uri = module.params['uri']
+        # a password in the URI is masked wherever Ansible prints the task (invocation included)
+        secrets = errors.url_secrets(self.uri, keep_user=True)
+        if secrets:
+            self.hide(secrets)
         self.libvirt = libvirt
         self._conn = None
         self.events_enabled = False
+
+    def hide(self, values):
+        """Mask ``values`` (secrets found inside options, such as a password in a URI or in
+        user XML) wherever Ansible prints this task, its invocation included."""
+        values = {value for value in values if value}
+        if values:
+            self.module.no_log_values.update(values)
 
     def enable_events(self):
         """Run libvirt's default event loop in a daemon thread (needed for domain events).
@@ -212,10 +224,23 @@ def run_module(spec, runner_class, supports_check_mode=True):
     # libvirt prints errors to stderr by default; the module reports them itself.
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     client = LibvirtClient(module)
+    runner = None
     try:
-        result = runner_class(client).run()
+        runner = runner_class(client)
+        result = runner.run()
     except errors.LibvirtModuleError as exc:
         client.close()
-        module.fail_json(msg=exc.msg, **exc.details)
+        module.fail_json(**failure_result(exc, runner))
     client.close()
     module.exit_json(**result)
+
+
+def failure_result(exc, runner):
+    """``fail_json`` keys for ``exc`` raised by ``runner``: when steps were already applied
+    (the runner's ``result.actions``, outside check mode) ``changed: true``, those ``actions``
+    and a message that says what was done before the failure; else ``changed: false``."""
+    result = getattr(runner, 'result', None)
+    failure = getattr(result, 'failure', None)
+    if failure is not None:
+        return failure(exc.msg, **exc.details)
+    return dict(exc.details, msg=exc.msg, changed=False)

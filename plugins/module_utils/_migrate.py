@@ -378,7 +378,7 @@ class MigrationManager:
         how = ('live' if self.params['live'] else 'paused') if active else 'offline, definition only'
         if copy_disks:
             how += ', copying disks %s' % ', '.join(copy_disks)
-        self.result.change("guest '%s' migrated from %s to %s (%s)" % (self.name, self.client.uri, self.dest_uri, how))
+        migrated = "guest '%s' migrated from %s to %s (%s)" % (self.name, self.client.uri, self.dest_uri, how)
         state = state_name(self.client.call(src.state, what=what)[0])
         self.result.set_diff(
             dict(uri=self.client.uri, state=state),
@@ -387,6 +387,7 @@ class MigrationManager:
             "guest '%s' (destination)" % self.name,
         )
         if self.check_mode:
+            self.result.change(migrated)
             return self.result.build(
                 guest=dict(
                     name=self.name,
@@ -404,6 +405,8 @@ class MigrationManager:
                 "guest '%s': libvirt reported the migration as done but the guest is not on %s"
                 % (self.name, self.dest_uri)
             )
+        # recorded once the guest is on the destination: a failed migration reports no change
+        self.result.change(migrated)
         completed = self._completed_stats(moved)
         if completed:
             stats.update(completed, source='completed job statistics')
@@ -505,9 +508,9 @@ class MigrationManager:
         # Already moved; only a leftover definition on the source may remain.
         self.checks.append("guest '%s' is already on the destination" % self.name)
         if self.params['undefine_source'] and self.client.call(src.isPersistent, what=what):
-            self.result.change(
-                "leftover definition of guest '%s' undefined on the source %s" % (self.name, self.client.uri)
-            )
+            leftover = "leftover definition of guest '%s' undefined on the source %s" % (self.name, self.client.uri)
+            if self.check_mode:
+                self.result.change(leftover)
             self.result.set_diff(
                 dict(uri=self.client.uri, defined=True),
                 dict(uri=self.client.uri, defined=False),
@@ -519,6 +522,7 @@ class MigrationManager:
                 self.client.call(
                     src.undefineFlags, self.libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM, what=what + ' on the source'
                 )
+                self.result.change(leftover)
         return self.result.build(guest=self._describe(dest), checks=self.checks)
 
     # ------------------------------------------------------------------------------------

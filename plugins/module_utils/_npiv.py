@@ -357,11 +357,13 @@ class NpivManager:
             return self.result.build(vhba=self._report(existing, wwnn, wwpn, False))
         parent = choose_parent(self._records(), **selector)
         xml = vhba_nodedev_xml(parent['name'], wwnn, wwpn)
-        self.result.change("vHBA wwnn %s wwpn %s created on HBA '%s'" % (wwnn, wwpn, parent['name']))
+        created = "vHBA wwnn %s wwpn %s created on HBA '%s'" % (wwnn, wwpn, parent['name'])
         self.result.set_diff('', xml, 'vHBA absent', 'vHBA (wanted)')
         if self.check_mode:
+            self.result.change(created)
             return self.result.build(vhba=self._report(None, wwnn, wwpn, False, parent=parent['name']))
         dev = self.client.call('nodeDeviceCreateXML', xml, 0, what="vHBA on '%s'" % parent['name'])
+        self.result.change(created)
         record = N.parse_nodedev(self.client.call(dev.XMLDesc, 0, what='new vHBA'))
         self.devices = N.HostDevices(self.client)
         return self.result.build(vhba=self._report(record, wwnn, wwpn, False))
@@ -396,15 +398,18 @@ class NpivManager:
             )
         luns = vhba_luns(self._records(), record['name'])
         self._refuse_in_use("vHBA '%s'" % record['name'], paths=[lun['path'] for lun in luns], adapter=record['name'])
-        self.result.change(
-            "vHBA '%s' (wwnn %s wwpn %s) destroyed" % (record['name'], _fc(record).get('wwnn'), _fc(record).get('wwpn'))
+        destroyed = "vHBA '%s' (wwnn %s wwpn %s) destroyed" % (
+            record['name'],
+            _fc(record).get('wwnn'),
+            _fc(record).get('wwpn'),
         )
         self.result.set_diff(self._nodedev_xml(record['name']), '', "vHBA '%s'" % record['name'], 'vHBA absent')
-        if self.check_mode:
-            return
-        dev = self.client.lookup('nodedev', record['name'])
-        if dev is not None:
+        if not self.check_mode:
+            dev = self.client.lookup('nodedev', record['name'])
+            if dev is None:
+                return  # gone meanwhile (removed concurrently): nothing for this run to do
             self.client.call(dev.destroy, what="vHBA '%s'" % record['name'])
+        self.result.change(destroyed)
 
     def _nodedev_xml(self, name):
         dev = self.client.lookup('nodedev', name)
@@ -482,13 +487,18 @@ class NpivManager:
         if other is not None:
             self._check_parent(other.get('parent'), selector)
         xml = scsi_pool_xml(self.name, wwnn, wwpn, self._parent_attrs(selector, parent))
-        self.result.change(
-            "storage pool '%s' defined for vHBA wwnn %s wwpn %s on HBA '%s'" % (self.name, wwnn, wwpn, parent['name'])
+        defined = "storage pool '%s' defined for vHBA wwnn %s wwpn %s on HBA '%s'" % (
+            self.name,
+            wwnn,
+            wwpn,
+            parent['name'],
         )
         self.result.set_diff('', xml, 'storage pool absent', "storage pool '%s' (wanted)" % self.name)
-        if self.check_mode:
-            return None, parent['name']
-        return self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name), parent['name']
+        pool = None
+        if not self.check_mode:
+            pool = self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name)
+        self.result.change(defined)
+        return pool, parent['name']
 
     def _update_pool(self, pool, before, adapter, wwnn, wwpn, selector):
         records = self._records()
@@ -513,47 +523,59 @@ class NpivManager:
             chosen = choose_parent(records, **selector)
             parent, parent_name = self._parent_attrs(selector, chosen), chosen['name']
         xml = scsi_pool_xml(self.name, wwnn, wwpn, parent, uuid=X.findtext(root, 'uuid'))
-        self.result.change("storage pool '%s' adapter changed to wwnn %s wwpn %s" % (self.name, wwnn, wwpn))
         self.result.set_diff(
             before, xml, "storage pool '%s' (defined)" % self.name, "storage pool '%s' (wanted)" % self.name
         )
         active = bool(self.client.call(pool.isActive, what="storage pool '%s'" % self.name))
         if active:
             self._refuse_pool_in_use(pool, adapter)
-            self.result.change("storage pool '%s' restarted to use the new vHBA" % self.name)
-        if self.check_mode:
-            return pool, parent_name
-        if active:
-            self._stop_pool(pool)
+            # _ensure_running starts it again and records the restart once it has
             self.restarting = True
-        return self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name), parent_name
+        if not self.check_mode:
+            if active:
+                self._stop_pool(pool)
+                self.result.change("storage pool '%s' stopped to change its vHBA" % self.name)
+                self.result.pending.append("storage pool '%s' started again" % self.name)
+            pool = self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name)
+        self.result.change("storage pool '%s' adapter changed to wwnn %s wwpn %s" % (self.name, wwnn, wwpn))
+        return pool, parent_name
 
     def _ensure_running(self, pool):
         what = "storage pool '%s'" % self.name
         active = pool is not None and self.client.call(pool.isActive, what=what)
-        if not active:
-            if not self.restarting:
-                self.result.change('%s started (libvirt creates the vHBA)' % what)
+        if self.restarting and self.check_mode:
+            self.result.change('%s restarted to use the new vHBA' % what)
+        elif not active:
             if not self.check_mode:
                 self.client.call(pool.create, 0, what=what)
+            if self.restarting:
+                # the stop recorded in _update_pool is now a whole restart (as check mode says)
+                stopped = '%s stopped to change its vHBA' % what
+                self.result.actions[:] = [action for action in self.result.actions if action != stopped]
+                self.result.pending[:] = []
+                self.result.change('%s restarted to use the new vHBA' % what)
+            else:
+                self.result.change('%s started (libvirt creates the vHBA)' % what)
         autostart = pool is not None and self.client.call(pool.autostart, what=what)
         if not autostart:
-            self.result.change('%s set to autostart (the vHBA comes back after a host reboot)' % what)
             if not self.check_mode:
                 self.client.call(pool.setAutostart, 1, what=what)
+            self.result.change('%s set to autostart (the vHBA comes back after a host reboot)' % what)
 
     def _remove_pool(self, pool, before, adapter):
         what = "storage pool '%s'" % self.name
         active = bool(self.client.call(pool.isActive, what=what))
         if active:
             self._refuse_pool_in_use(pool, adapter)
-        self.result.change('%s %sremoved (with its vHBA)' % (what, 'stopped and ' if active else ''))
         self.result.set_diff(before, '', '%s (defined)' % what, 'storage pool absent')
         if self.check_mode:
+            self.result.change('%s %sremoved (with its vHBA)' % (what, 'stopped and ' if active else ''))
             return
         if active:
             self._stop_pool(pool)
+            self.result.change('%s stopped (its vHBA removed)' % what)
         self.client.call(pool.undefine, what=what)
+        self.result.change('%s removed' % what)
 
     def _stop_pool(self, pool):
         try:

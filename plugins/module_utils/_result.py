@@ -24,13 +24,42 @@ class Result:
         self.before_header = None
         self.after_header = None
         self.extra = {}
+        # steps not taken yet that a failure should name ("not done: ..."); optional
+        self.pending = []
 
     @property
     def changed(self):
         return bool(self.actions)
 
     def change(self, action):
+        """Record one step. Outside check mode call it only AFTER the libvirt call that makes
+        the step has succeeded: a later failure reports exactly these steps as done."""
         self.actions.append(action)
+
+    def failure(self, message, **details):
+        """The ``fail_json`` keys for an error raised after :meth:`change` recorded steps.
+
+        Outside check mode, when steps were applied: ``changed: true``, ``actions`` (the steps
+        done) and a message ending with ``(already done: ...; not done: ...)``. In check mode
+        nothing was changed, so ``changed`` stays false whatever was predicted.
+        """
+        out = dict(details)
+        msg = message
+        applied = [] if self.check_mode else list(self.actions)
+        if applied:
+            tail = 'already done: %s' % '; '.join(applied)
+            if self.pending:
+                tail += '; not done: %s' % '; '.join(self.pending)
+            msg = '%s (%s)' % (msg, tail)
+            out.update(self.extra)
+            out.update(details)
+            if self.diff_mode:
+                out['diff'] = dict(
+                    before=self.before if self.before is not None else '',
+                    after=self.after if self.after is not None else '',
+                )
+        out.update(msg=msg, changed=bool(applied), actions=applied)
+        return out
 
     def set_diff(self, before, after, before_header=None, after_header=None):
         self.before = before

@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""guest: the plan made before anything changes (live steps, reboot_required, up-front refusals)
+and the memory rules, with a fake client (no libvirt daemon)."""
+
+import copy
+
+import libvirt
+import pytest
+
+from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
+from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import MAX_MEMORY_KIB, GuestManager
+
+DOMAIN = """<domain type='qemu'>
+  <name>g</name>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>%(cur)d</currentMemory>
+  <vcpu placement='static' current='1'>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    %(disks)s
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+  </devices>
+</domain>"""
+DISK = (
+    "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+    "<source file='/i/%s.raw'/><target dev='%s' bus='virtio'/></disk>"
+)
+
+
+def domain(cur=262144, disks=('vda',)):
+    return DOMAIN % dict(cur=cur, disks=''.join(DISK % (d, d) for d in disks))
+
+
+class FakeConn:
+    def storageVolLookupByPath(self, path):
+        raise libvirt.libvirtError('no volume for %s' % path)
+
+    def getInfo(self):
+        return ['x86_64', 4096, 2, 0, 1, 1, 2, 1]
+
+
+class FakeDom:
+    def __init__(self, live):
+        self.live = live
+
+    def XMLDesc(self, flags):
+        return self.live
+
+
+class FakeClient:
+    libvirt = libvirt
+    uri = 'test:///default'
+    diff_mode = False
+
+    def __init__(self, check_mode=False, **params):
+        self.params = dict(dict(name='g', state='present', wait_for='none', xml=None), **params)
+        self.check_mode = check_mode
+        self.conn = FakeConn()
+        self.warnings = []
+
+    def call(self, func, *args, what=None):
+        if isinstance(func, str):
+            return getattr(self.conn, func)(*args)
+        return func(*args)
+
+    def lookup(self, kind, name):
+        return None
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+def plan(live, persistent, **params):
+    """(steps, reboot_required, changes) for ``params`` on a running guest."""
+    mgr = GuestManager(FakeClient(**params))
+    tree = X.parse(persistent)
+    changes = D.apply_spec(tree, mgr._typed_spec(X.parse(persistent)))
+    steps = mgr._plan_live(FakeDom(live), None, changes, tree)
+    return steps, mgr.reboot_required, [c.message for c in changes]
+
+
+# -- current_memory follows memory only on a new guest -----------------------------------------
+
+
+def test_memory_raise_keeps_current_memory_on_an_existing_guest():
+    tree = X.parse(domain())
+    changes = D.apply_spec(tree, dict(name='g', memory='384MiB'))
+    assert [c.message for c in changes] == ['memory 262144 KiB -> 393216 KiB']
+    assert D.kib(tree.find('currentMemory')) == 262144
+
+
+def test_memory_below_current_memory_brings_it_down():
+    tree = X.parse(domain())
+    changes = D.apply_spec(tree, dict(name='g', memory='128MiB'))
+    assert [c.section for c in changes] == ['memory', 'current_memory']
+    assert D.kib(tree.find('currentMemory')) == 131072
+
+
+# -- the live plan -------------------------------------------------------------------------------
+
+
+def test_memory_raise_on_a_running_guest_is_definition_only():
+    steps, reboot, changes = plan(domain(), domain(), memory='384MiB')
+    assert changes == ['memory 262144 KiB -> 393216 KiB']
+    assert steps == [] and reboot is True
+
+
+def test_balloon_goes_up_to_the_running_maximum_only():
+    persistent = domain(cur=196608).replace('262144</memory>', '393216</memory>')
+    steps, reboot, _changes = plan(domain(cur=196608), persistent, current_memory='320MiB')
+    assert steps == [('memory', 262144, "guest 'g' balloon set to 262144 KiB live")]
+    assert reboot is True
+
+
+def test_balloon_within_the_running_maximum_is_live():
+    steps, reboot, _changes = plan(domain(cur=196608), domain(cur=196608), current_memory='224MiB')
+    assert steps == [('memory', 229376, "guest 'g' balloon set to 229376 KiB live")]
+    assert reboot is False
+
+
+def test_vcpu_hotplug_within_the_running_maximum():
+    steps, reboot, _changes = plan(domain(), domain(), vcpus=2)
+    assert steps == [('vcpus', 2, "guest 'g' vCPUs set to 2 live")] and reboot is False
+    steps, reboot, _changes = plan(domain(), domain(), vcpus=3)
+    assert steps == [] and reboot is True
+
+
+def test_vcpus_left_behind_live_need_a_reboot():
+    persistent = domain().replace(" current='1'", '')
+    steps, reboot, changes = plan(domain(), persistent, vcpus=2)
+    assert changes == [] and steps == [] and reboot is True
+
+
+def test_iotune_only_for_disks_the_running_guest_has():
+    disks = [dict(target='vda', path='/i/vda.raw', format='raw', iotune=dict(total_iops_sec=100))]
+    steps, reboot, _changes = plan(domain(), domain(), disks=disks)
+    assert steps == [('iotune', ('vda', {'total_iops_sec': 100}), "guest 'g' disk vda I/O limits set live")]
+    assert reboot is False
+    # vdb is only in the definition: no live call, reboot_required
+    both = ('vda', 'vdb')
+    disks = [
+        dict(target='vda', path='/i/vda.raw', format='raw'),
+        dict(target='vdb', path='/i/vdb.raw', format='raw', iotune=dict(total_iops_sec=100)),
+    ]
+    steps, reboot, changes = plan(domain(), domain(disks=both), disks=disks)
+    assert changes == ['disk vdb updated'] and steps == [] and reboot is True
+
+
+# -- refused up front ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('state', ['running', 'restarted'])
+def test_wait_for_agent_without_agent_channel(state):
+    mgr = GuestManager(FakeClient(state=state, wait_for='agent', guest_agent=False))
+    with pytest.raises(InvalidParameter, match=r'^wait_for: agent needs the guest agent channel'):
+        mgr._check_agent_wait(None, None)
+    mgr = GuestManager(FakeClient(state=state, wait_for='agent'))
+    no_channel = X.parse(domain().replace('org.qemu.guest_agent.0', 'org.example'))
+    with pytest.raises(InvalidParameter, match=r'^wait_for: '):
+        mgr._check_agent_wait(no_channel, None)
+    mgr._check_agent_wait(X.parse(domain()), None)  # has it: fine
+    with pytest.raises(InvalidParameter, match='running without the guest agent channel'):
+        mgr._check_agent_wait(X.parse(domain()), FakeDom(X.tostring(no_channel)))
+
+
+def test_wait_for_agent_not_checked_for_other_states():
+    GuestManager(FakeClient(state='present', wait_for='agent', guest_agent=False))._check_agent_wait(None, None)
+
+
+# -- memory sizes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    'option, value',
+    [('memory', 1073741824), ('memory', '65TiB'), ('current_memory', '1PiB'), ('memory', '70368744177665KiB')],
+)
+def test_memory_no_host_has_is_refused_naming_units(option, value):
+    mgr = GuestManager(FakeClient(**{option: value}))
+    with pytest.raises(InvalidParameter) as info:
+        mgr._check_memory_sizes()
+    msg = str(info.value)
+    assert msg.startswith(option + ': ')
+    assert 'KiB' in msg and 'MiB' in msg and '64 TiB' in msg
+
+
+@pytest.mark.parametrize('value', ['64TiB', 65536, '512MiB', '1G'])
+def test_memory_sizes_accepted(value):
+    GuestManager(FakeClient(memory=value))._check_memory_sizes()
+    assert MAX_MEMORY_KIB == 64 * 1024**3
+
+
+def test_more_memory_than_the_host_has_warns():
+    mgr = GuestManager(FakeClient())
+    tree = X.parse(domain().replace('262144</memory>', '%d</memory>' % (8 * 1024 * 1024)))
+    mgr._check_memory_fits(tree)
+    assert len(mgr.client.warnings) == 1 and '8 GiB' in mgr.client.warnings[0] and 'KiB' in mgr.client.warnings[0]
+    mgr.client.warnings.clear()
+    mgr._check_memory_fits(X.parse(domain()))
+    assert mgr.client.warnings == []
+
+
+def test_check_mode_plan_equals_the_run_plan():
+    """The live steps are planned before anything changes: check mode records the same list."""
+    live = domain(cur=196608)
+    args = dict(vcpus=2, current_memory='224MiB')
+    assert plan(live, copy.copy(live), **args) == plan(live, copy.copy(live), check_mode=True, **args)
