@@ -8,6 +8,8 @@ on every task)."""
 
 from __future__ import annotations
 
+import weakref
+
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 
 STATE_NAMES = {
@@ -26,8 +28,80 @@ def state_name(code):
     return STATE_NAMES.get(code, 'unknown')
 
 
-def _capabilities(client):
-    return X.parse(client.call('getCapabilities', what='host capabilities'))
+# host capabilities read once per connection client (one module run = one client): parsed tree
+_CAPS = weakref.WeakKeyDictionary()
+
+
+def capabilities(client, caps=None):
+    """The parsed ``getCapabilities()`` of ``client``'s host, read at most once per client.
+
+    ``caps`` (a tree the caller already parsed) is remembered and returned instead of a new call.
+    """
+    if caps is not None:
+        _remember(client, caps)
+        return caps
+    try:
+        cached = _CAPS.get(client)
+    except TypeError:  # a client that cannot be weakly referenced: no cache
+        cached = None
+    if cached is None:
+        cached = X.parse(client.call('getCapabilities', what='host capabilities'))
+        _remember(client, cached)
+    return cached
+
+
+def _remember(client, caps):
+    try:
+        _CAPS[client] = caps
+    except TypeError:
+        pass
+
+
+def _guest_arch_nodes(caps, arch):
+    arch = arch or X.findtext(caps, 'host/cpu/arch') or 'x86_64'
+    for guest in caps.findall('guest'):
+        arch_node = guest.find('arch')
+        if arch_node is not None and arch_node.get('name') == arch:
+            yield arch_node
+
+
+def canonical_machine(client, arch, domain_type, machine, caps=None):
+    """The machine type libvirt stores for ``machine``: an alias (``q35``, ``pc``) expands to
+    its canonical name (``pc-q35-7.2``), as libvirt does when it defines a guest.
+
+    ``machine`` is returned unchanged when it is empty, already canonical or unknown to the host
+    (libvirt then keeps or refuses it itself). ``arch`` None means the host's architecture;
+    a machine list given for ``domain_type`` (``<domain type='kvm'><machine>``) wins over the
+    architecture's. The capabilities are read at most once per client (see :func:`capabilities`).
+    """
+    if not machine:
+        return machine
+    caps = capabilities(client, caps)
+    return canonical_machine_from_caps(caps, arch, domain_type, machine)
+
+
+def canonical_machine_from_caps(caps, arch, domain_type, machine):
+    """:func:`canonical_machine` on an already parsed capabilities tree (no libvirt call)."""
+    if not machine:
+        return machine
+    for arch_node in _guest_arch_nodes(caps, arch):
+        lists = []
+        for dom in arch_node.findall('domain'):
+            if domain_type is None or dom.get('type') == domain_type:
+                lists.append(dom.findall('machine'))
+        lists.append(arch_node.findall('machine'))
+        for machines in lists:
+            for node in machines:
+                if (node.text or '').strip() == machine:
+                    return node.get('canonical') or machine
+    return machine
+
+
+def primary_secmodel(client, caps=None):
+    """The host's first security model (``selinux``, ``apparmor``, ``dac``, ``none``): the one
+    libvirt gives a ``<seclabel>`` without ``model``. None when the driver reports none."""
+    caps = capabilities(client, caps)
+    return X.findtext(caps, 'host/secmodel/model') or None
 
 
 def domain_types_available(client, arch=None, caps=None):
@@ -37,7 +111,7 @@ def domain_types_available(client, arch=None, caps=None):
     without hardware virtualization underneath (some nested/micro-VM hosts) makes libvirt list
     kvm, but guests then fail to start.
     """
-    caps = caps if caps is not None else _capabilities(client)
+    caps = capabilities(client, caps)
     arch = arch or X.findtext(caps, 'host/cpu/arch') or 'x86_64'
     types = []
     for guest in caps.findall('guest'):

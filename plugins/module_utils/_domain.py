@@ -23,6 +23,7 @@ and passed in ``spec``), which keeps this layer unit-testable and schema-validat
 from __future__ import annotations
 
 import copy
+import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import (
@@ -80,7 +81,7 @@ def validate_spec(spec):
     mem = memory_kib(spec.get('memory'), 'memory')
     cur = memory_kib(spec.get('current_memory'), 'current_memory')
     if mem is not None and cur is not None and cur > mem:
-        raise InvalidParameter('current_memory', 'must not exceed memory')
+        raise InvalidParameter('current_memory', 'must not exceed memory (%d KiB > %d KiB)' % (cur, mem))
     targets = set()
     for index, disk in enumerate(spec.get('disks') or []):
         opt = 'disks[%d]' % index
@@ -95,13 +96,14 @@ def validate_spec(spec):
             raise InvalidParameter(opt, 'give either pool+volume or path, not both')
         if has_vol and not (disk.get('volume') and disk.get('pool')):
             raise InvalidParameter(opt, 'pool and volume must be given together')
-        if not has_vol and not disk.get('path') and disk.get('device', 'disk') != 'cdrom':
+        if not has_vol and not disk.get('path') and (disk.get('device') or 'disk') not in ('cdrom', 'floppy'):
             raise InvalidParameter(opt, 'a disk needs a source: pool+volume or path')
     macs = set()
     for index, nic in enumerate(spec.get('interfaces') or []):
         opt = 'interfaces[%d]' % index
-        if nic.get('type', 'network') != 'user' and not nic.get('source'):
-            raise InvalidParameter(opt + '.source', 'required for interface type %r' % nic.get('type', 'network'))
+        itype = nic.get('type') or 'network'
+        if itype != 'user' and not nic.get('source'):
+            raise InvalidParameter(opt + '.source', 'required for interface type %r' % itype)
         mac = nic.get('mac')
         if mac:
             mac = mac.lower()
@@ -113,9 +115,28 @@ def validate_spec(spec):
             if mac in macs:
                 raise InvalidParameter(opt + '.mac', '%r is used twice' % nic['mac'])
             macs.add(mac)
+    seen_orders = {}
+    for kind in ('disks', 'interfaces'):
+        for index, item in enumerate(spec.get(kind) or []):
+            order = item.get('boot_order')
+            if order is not None and order in seen_orders:
+                raise InvalidParameter(
+                    '%s[%d].boot_order' % (kind, index),
+                    'boot order %s is also given to %s' % (order, seen_orders[order]),
+                )
+            seen_orders.setdefault(order, '%s[%d]' % (kind, index))
     boot = spec.get('boot') or {}
     if boot.get('initrd') and not boot.get('kernel'):
         raise InvalidParameter('boot.initrd', 'needs boot.kernel')
+    if boot.get('order'):
+        for kind in ('disks', 'interfaces'):
+            for index, item in enumerate(spec.get(kind) or []):
+                if item.get('boot_order') is not None:
+                    raise InvalidParameter(
+                        'boot.order',
+                        'cannot be combined with a per-device boot order (%s[%d].boot_order): '
+                        'use one or the other' % (kind, index),
+                    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +149,7 @@ def disk_element(disk, domain_type='kvm'):
     bus = disk.get('bus') or guess_bus(target, domain_type)
     if disk.get('pool'):
         node = X.element('disk', type='volume', device=device)
-    elif disk.get('path', '').startswith('/dev/'):
+    elif (disk.get('path') or '').startswith('/dev/'):
         node = X.element('disk', type='block', device=device)
     else:
         node = X.element('disk', type='file', device=device)
@@ -138,7 +159,7 @@ def disk_element(disk, domain_type='kvm'):
     if disk.get('format'):
         driver['type'] = disk['format']
     for key in ('cache', 'io', 'discard'):
-        if disk.get(key):
+        if disk.get(key) and not (key == 'cache' and disk[key] == 'default'):  # libvirt stores no default
             driver[key] = disk[key]
     if any(v is not None for v in driver.values()):
         X.sub(node, 'driver', **driver)
@@ -158,7 +179,7 @@ def disk_element(disk, domain_type='kvm'):
                 X.sub(tune, key, iotune[key])
     if disk.get('boot_order') is not None:
         X.sub(node, 'boot', order=disk['boot_order'])
-    if disk.get('readonly') or (device == 'cdrom' and disk.get('readonly') is not False):
+    if disk.get('readonly') or device == 'cdrom':  # libvirt makes every CD-ROM read-only
         X.sub(node, 'readonly')
     if disk.get('serial'):
         X.sub(node, 'serial', disk['serial'])
@@ -308,10 +329,12 @@ def apply_spec(root, spec, domain_type=None):
     for option, attr in (('machine', 'machine'), ('arch', 'arch')):
         value = spec.get(option)
         if value and type_node is not None and type_node.get(attr) != value:
-            # qemu expands aliases like 'pc' to 'pc-i440fx-7.2': accept the expansion.
-            if not (attr == 'machine' and (type_node.get(attr) or '').startswith(value + '-')):
-                type_node.set(attr, value)
-                changes.append(Change(option, '%s -> %s' % (option, value)))
+            if attr == 'machine' and same_machine(spec, type_node.get(attr)):
+                continue
+            if attr == 'machine' and machine_family(type_node.get(attr)) != machine_family(value):
+                _readdress_for_chipset(root, value)
+            type_node.set(attr, value)
+            changes.append(Change(option, '%s -> %s' % (option, value)))
     if spec.get('firmware'):
         current = 'efi' if (os_node.get('firmware') == 'efi' or os_node.find('loader') is not None) else 'bios'
         if current != spec['firmware']:
@@ -328,8 +351,9 @@ def apply_spec(root, spec, domain_type=None):
     if spec.get('cpu'):
         want = cpu_element(spec['cpu'])
         have = root.find('cpu')
-        if have is None or X.differences(want, have) or _cpu_mode_differs(want, have):
+        if have is None or X.differences(_cpu_stated(want), have) or _cpu_mode_differs(want, have):
             if have is not None:
+                _keep_cpu_parts(want, have)
                 root.replace(have, want)
             else:
                 _insert_after(root, want, ('vcpu', 'features', 'os'))
@@ -349,7 +373,10 @@ def apply_spec(root, spec, domain_type=None):
         _apply_serial(devices, spec['serial'], changes)
     if spec.get('graphics') is not None:
         _apply_single(devices, 'graphics', graphics_element(spec['graphics']), changes, match_attr='type')
-    if spec.get('video') is not None:
+        if not any(node.get('type') == 'spice' for node in devices.findall('graphics')):
+            _drop_spice_devices(devices)
+    if spec.get('video') is not None and not (spec['video'] == 'none' and devices.find('video') is None):
+        # no video device at all already satisfies video: none
         _apply_single(devices, 'video', video_element(spec['video']), changes, child_match='model')
     if spec.get('rng') is not None:
         _apply_single(devices, 'rng', rng_element() if spec['rng'] else None, changes, match_attr='model')
@@ -357,17 +384,144 @@ def apply_spec(root, spec, domain_type=None):
         _apply_single(
             devices, 'memballoon', balloon_element(spec['balloon']), changes, match_attr='model', keep_missing=False
         )
+    if any(dev.find('boot') is not None for dev in devices) and not (spec.get('boot') or {}).get('order'):
+        # per-device boot order excludes <os><boot>: what is left there is libvirt's default (hd)
+        for node in os_node.findall('boot'):
+            os_node.remove(node)
+    _check_boot_orders(devices, spec)
+    check_topology(root, spec)
     if spec.get('seclabel') is not None:
         apply_seclabel(root, spec['seclabel'], changes)
     for option, tag in (('title', 'title'), ('description', 'description')):
-        if spec.get(option) is not None and X.findtext(root, tag, '') != spec[option]:
-            node = root.find(tag)
+        node = root.find(tag)
+        # libvirt keeps the text verbatim (whitespace included): compare it unstripped
+        if spec.get(option) is not None and ((node.text if node is not None else None) or '') != spec[option]:
             if node is None:
                 node = X.element(tag)
                 root.insert(2 if root.find('uuid') is not None else 1, node)
             node.text = spec[option]
             changes.append(Change(option, '%s updated' % option, live=False))
     return changes
+
+
+_X86_MACHINE_ALIASES = {'pc': 'pc-i440fx', 'q35': 'pc-q35'}
+_MACHINE_VERSION = re.compile(r'-(?:rhel)?[0-9][0-9.]*$')
+
+
+def machine_family(machine):
+    """``pc-q35-7.2`` -> ``pc-q35``: the machine type without its QEMU version."""
+    return _MACHINE_VERSION.sub('', machine or '')
+
+
+def same_machine(spec, have):
+    """Whether the guest's machine ``have`` is what ``spec`` asks for.
+
+    The caller puts libvirt's canonical name in ``spec['machine']`` (``pc-q35-7.2``) and the
+    alias the user gave in ``spec['machine_alias']`` (``q35``). An exact name must match exactly;
+    an alias is satisfied by any version of its machine family (a guest defined as ``pc-q35-5.2``
+    by an older QEMU is a ``q35`` guest: moving it to the newest version would change its ABI).
+    """
+    want = spec.get('machine')
+    if not want or have == want:
+        return True
+    if not have:
+        return False
+    if spec.get('machine_alias'):
+        return machine_family(have) == machine_family(want) != have
+    # not resolved against the host's capabilities: QEMU's x86 aliases
+    return machine_family(have) == _X86_MACHINE_ALIASES.get(want, '') != have
+
+
+def _readdress_for_chipset(root, machine):
+    """Another x86 chipset (i440fx <-> q35) has another PCI topology: drop the PCI controllers
+    and the PCI and drive addresses libvirt assigned, so that it lays them out anew for the new
+    machine (the devices themselves stay). IDE exists on i440fx only: its controller goes."""
+    families = {machine_family(machine)} | {machine_family(root.find('os/type').get('machine') or '')}
+    if not families <= {'pc-i440fx', 'pc-q35', 'pc', 'q35'}:
+        return
+    devices = root.find('devices')
+    if devices is None:
+        return
+    for node in list(devices):
+        if node.tag == 'controller' and (
+            node.get('type') == 'pci' or (node.get('type') == 'ide' and machine_family(machine) == 'pc-q35')
+        ):
+            devices.remove(node)
+            continue
+        for address in node.findall('address'):
+            if address.get('type') in ('pci', 'drive'):
+                node.remove(address)
+
+
+def _drop_spice_devices(devices):
+    """Without SPICE graphics libvirt refuses what only works with it (SPICE audio, spicevmc
+    channels and USB redirection): they go with the graphics."""
+    for node in list(devices):
+        if (node.tag == 'audio' and node.get('type') == 'spice') or (
+            node.tag in ('channel', 'redirdev') and node.get('type') == 'spicevmc'
+        ):
+            devices.remove(node)
+
+
+def _check_boot_orders(devices, spec):
+    """A boot order given for a device must not be one a device the options leave alone has."""
+    owners = {}
+    for node in devices:
+        boot = node.find('boot')
+        if boot is not None and boot.get('order'):
+            owners.setdefault(boot.get('order'), []).append(node)
+    for kind in ('disks', 'interfaces'):
+        for index, item in enumerate(spec.get(kind) or []):
+            order = item.get('boot_order')
+            if order is not None and len(owners.get(str(order), [])) > 1:
+                raise InvalidParameter(
+                    '%s[%d].boot_order' % (kind, index),
+                    'boot order %s is also used by another device of the guest: '
+                    'give that device another boot order (list it in disks or interfaces)' % order,
+                )
+
+
+def check_topology(root, spec=None):
+    """sockets * dies * cores * threads must be the maximum vCPU count (libvirt refuses else)."""
+    topo, vcpu = root.find('cpu/topology'), root.find('vcpu')
+    if topo is None or vcpu is None or not (vcpu.text or '').strip().isdigit():
+        return
+    product = 1
+    for key in ('sockets', 'dies', 'cores', 'clusters', 'threads'):
+        value = topo.get(key) or '1'
+        if not value.isdigit():
+            return
+        product *= int(value)
+    if product != int(vcpu.text):
+        spec = spec or {}
+        if (spec.get('cpu') or {}).get('topology'):
+            option = 'cpu.topology'
+        else:
+            option = 'max_vcpus' if spec.get('max_vcpus') is not None else 'vcpus'
+        raise InvalidParameter(
+            option,
+            'the CPU topology (sockets * dies * cores * threads) is %d, the maximum vCPUs %s: they '
+            'must be equal (set max_vcpus and cpu.topology together)' % (product, vcpu.text.strip()),
+        )
+
+
+def _cpu_stated(want):
+    """The part of a generated ``<cpu>`` the options state: ``match`` and the model's
+    ``fallback`` are creation defaults, and an existing guest's values satisfy them."""
+    want = copy.deepcopy(want)
+    want.attrib.pop('match', None)
+    for model in want.findall('model'):
+        model.attrib.pop('fallback', None)
+    return want
+
+
+def _keep_cpu_parts(want, have):
+    """Carry over what the options do not state and any CPU mode keeps: the topology (unless
+    given), NUMA cells, cache and physical address size."""
+    for tag in ('topology', 'cache', 'maxphysaddr', 'numa'):
+        node = have.find(tag)
+        if node is not None and want.find(tag) is None:
+            want.append(copy.deepcopy(node))
 
 
 def _cpu_mode_differs(want, have):
@@ -392,7 +546,9 @@ def _apply_memory(root, spec, changes):
         _set_text(
             root, 'memory', mem, changes, 'memory', 'memory %s KiB -> %s KiB' % (have_mem, mem), attrs={'unit': 'KiB'}
         )
-        if cur is None and (have_cur == have_mem or have_cur > mem):
+        if cur is None and have_cur > mem:
+            # current_memory follows memory only on a new guest (documented); here it only
+            # comes down with it, as libvirt requires current <= maximum
             cur = mem
     if cur is not None and cur != have_cur:
         limit = mem if mem is not None else have_mem
@@ -440,7 +596,9 @@ def _apply_vcpus(root, spec, changes):
 
 def apply_boot(os_node, boot, changes):
     before = copy.deepcopy(os_node)
-    if boot.get('order') is not None:
+    have_order = [node.get('dev') for node in os_node.findall('boot')]
+    # no order: libvirt boots from hd (and writes <boot dev='hd'/> when no device has boot_order)
+    if boot.get('order') is not None and not (boot['order'] == [] and have_order == ['hd']):
         for node in os_node.findall('boot'):
             os_node.remove(node)
         for dev in boot['order']:
@@ -520,7 +678,7 @@ def _apply_disks(devices, disks, domain_type, changes):
     for disk in disks:
         want = disk_element(disk, domain_type)
         have = current.get(disk['target'])
-        if have is not None and not X.differences(want, have) and not _disk_source_kind_differs(want, have):
+        if have is not None and not X.differences(want, have) and not _disk_differs(disk, want, have):
             wanted.append(have)
             continue
         if have is not None:
@@ -543,8 +701,23 @@ def _apply_disks(devices, disks, domain_type, changes):
         changes.append(Change('disks', 'virtio-scsi controller added'))
 
 
-def _disk_source_kind_differs(want, have):
-    return want.get('type') != have.get('type') or want.get('device') != have.get('device')
+def _disk_differs(disk, want, have):
+    """What the subset comparison cannot see: another source kind or device, a medium in a drive
+    wanted empty (eject), ``readonly: false`` on a read-only disk."""
+    if want.get('type') != have.get('type') or want.get('device') != have.get('device'):
+        return True
+    if want.find('source') is None and has_medium(have):
+        return True
+    have_driver = have.find('driver')
+    if disk.get('cache') == 'default' and have_driver is not None and have_driver.get('cache'):
+        return True
+    return disk.get('readonly') is False and want.find('readonly') is None and have.find('readonly') is not None
+
+
+def has_medium(disk_node):
+    """Whether a ``<disk>`` has a source (an empty CD-ROM drive has none)."""
+    source = disk_node.find('source')
+    return source is not None and any(source.get(attr) for attr in ('file', 'dev', 'pool', 'volume', 'dir', 'name'))
 
 
 def _only_iotune_differs(want, have):
@@ -693,6 +866,10 @@ def apply_seclabel(root, seclabel, changes):
     if not seclabel:
         return
     stype = seclabel.get('type') or 'dynamic'
+    if seclabel.get('model') == 'none':
+        # the 'none' security driver labels nothing: libvirt stores any such label as type 'none'
+        stype = 'none'
+        seclabel = dict(seclabel, relabel=None, label=None)
     want = X.element(
         'seclabel',
         type=stype,

@@ -16,6 +16,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._domain import (
     apply_boot,
     apply_seclabel,
     balloon_element,
+    check_topology,
     cpu_element,
     disk_element,
     graphics_element,
@@ -110,4 +111,5 @@ def build_domain(spec, domain_type, arch='x86_64'):
     if not is_xen:
         devices.append(balloon_element(True if balloon is None else balloon))
     apply_seclabel(root, spec.get('seclabel'), [])
+    check_topology(root, spec)
     return root

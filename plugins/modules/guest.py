@@ -18,9 +18,14 @@ description:
     controllers). Settings you do not give are kept on an existing guest.
   - A device class given as a list (O(disks), O(interfaces)) is the full desired list of that
     class. A device class you do not give is left alone.
-  - On a running guest, changes go to the persistent definition. vCPU count (up to O(max_vcpus)),
-    balloon memory (O(current_memory)) and disk I/O limits are also applied live. For anything
-    else the result says RV(reboot_required=true).
+  - On a running guest, changes go to the persistent definition. vCPU count (up to the maximum the
+    guest was started with), balloon memory (O(current_memory), up to the memory the guest was
+    started with) and the I/O limits of disks the running guest has are also applied live. For
+    anything else (and for a live step libvirt refuses, with a warning) the result says
+    RV(reboot_required=true); O(state=restarted) applies it.
+  - "When a task fails after it has already changed something, the failure says so: C(changed=true),
+    RV(actions) lists the steps done and the message ends with C(already done: ...; not done: ...) in parentheses.
+    A new guest whose start fails is undefined again, so that the failed task changed nothing."
 author:
   - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
@@ -35,7 +40,8 @@ attributes:
     support: full
   idempotent:
     description: Running the same task twice changes nothing the second time.
-    support: full
+    support: partial
+    details: Every state but V(restarted), which always restarts (or starts) the guest.
 options:
   name:
     description: Name of the guest.
@@ -49,18 +55,31 @@ options:
       - V(paused) starts it paused or pauses a running guest.
       - V(stopped) shuts it down gracefully (ACPI) and waits until it is off, at most
         O(shutdown_timeout) seconds. After that it is powered off only with O(force=true).
+        A paused guest is resumed for the shutdown; when it does not go down in time (without
+        O(force)) it is paused again and the task fails, leaving it as it was.
+      - V(restarted) restarts a running (or paused) guest - graceful shutdown as for V(stopped),
+        powered off after O(shutdown_timeout) only with O(force=true), then started, so that a
+        changed definition applies (RV(reboot_required) is then false) - and starts a stopped
+        guest. Always reports a change (not idempotent).
       - V(absent) stops it like V(stopped) and undefines it, with its NVRAM, managed save image
         and snapshot metadata. With O(delete_volumes=true) the storage volumes of its disks are
         deleted too.
     type: str
-    choices: [present, running, stopped, paused, absent]
+    choices: [present, running, stopped, paused, restarted, absent]
     default: present
     version_added: 0.1.0
   xml:
     description:
       - Full domain XML, instead of the typed options (mutually exclusive with them).
-      - Compared semantically with the existing definition. The existing UUID and generated MAC
-        addresses are kept when the XML does not state them.
+      - A guest defined from O(xml) keeps a digest of that XML and of what libvirt made of it in
+        its C(<metadata>) (namespace C(https://virtops.dev/xmlns/libvirt/applied/1)). A re-run with
+        the same XML is unchanged whatever libvirt normalised (machine aliases, implicit devices,
+        automatic ports); a change made outside (for example C(virsh edit)) is detected and
+        corrected. A guest without that record (defined by other tools) is compared semantically.
+      - Graphics passwords are compared when the connection may read them
+        (C(VIR_DOMAIN_XML_SECURE)); they never appear in the diff, and their values are masked
+        wherever Ansible prints the task (its invocation included), as a C(no_log) option is.
+      - The existing UUID and generated MAC addresses are kept when the XML does not state them.
       - The C(<name>) in the XML must equal O(name).
     type: str
     version_added: 0.1.0
@@ -76,12 +95,17 @@ options:
     description:
       - Maximum memory. A size with unit (V(512MiB), V(2GiB), V(4G)) or an integer in MiB.
       - Default for a new guest is 512 MiB.
+      - At least 1 MiB and at most 64 TiB, more than any host has (a bare number being MiB,
+        V(1073741824) would be 1 PiB). More than the host's memory is accepted with a warning.
+      - Raising it on a running guest applies at its next boot (RV(reboot_required=true)).
     type: raw
     version_added: 0.1.0
   current_memory:
     description:
       - Memory the guest actually gets (balloon target); at most O(memory). Applied live on a running guest.
-      - Default for a new guest is O(memory).
+      - Default for a new guest is O(memory). On an existing guest it is left as it is when only
+        O(memory) changes (lowered to O(memory) when that goes below it).
+      - On a running guest the balloon is set live up to the memory the guest was started with.
     type: raw
     version_added: 0.1.0
   vcpus:
@@ -356,7 +380,7 @@ options:
     type: bool
     version_added: 0.1.0
   shutdown_timeout:
-    description: Seconds to wait for a graceful shutdown (V(stopped), V(absent)).
+    description: Seconds to wait for a graceful shutdown (V(stopped), V(restarted), V(absent)).
     type: int
     default: 120
     version_added: 0.1.0
@@ -366,7 +390,11 @@ options:
     default: false
     version_added: 0.1.0
   wait_for:
-    description: With O(state=running), V(agent) returns only when the QEMU guest agent answers.
+    description:
+      - With O(state=running) or O(state=restarted), V(agent) returns only when the QEMU guest
+        agent answers.
+      - Refused before anything changes when the guest has no guest agent channel
+        (O(guest_agent=false)), or runs without one.
     type: str
     choices: [none, agent]
     default: none
@@ -425,6 +453,14 @@ EXAMPLES = r"""
     state: stopped
     shutdown_timeout: 60
     force: true
+
+- name: Restart a guest to apply changes that need a reboot (force off after 60 s)
+  virtops.libvirt.guest:
+    name: web1
+    state: restarted
+    shutdown_timeout: 60
+    force: true
+  when: result.reboot_required
 
 - name: Remove a guest and the volumes of its disks
   virtops.libvirt.guest:
@@ -499,7 +535,9 @@ _IOTUNE = {
 SPEC = ArgumentSpec(
     dict(
         name=dict(type='str', required=True),
-        state=dict(type='str', default='present', choices=['present', 'running', 'stopped', 'paused', 'absent']),
+        state=dict(
+            type='str', default='present', choices=['present', 'running', 'stopped', 'paused', 'restarted', 'absent']
+        ),
         xml=dict(type='str'),
         domain_type=dict(type='str', choices=['kvm', 'qemu', 'xen', 'test']),
         memory=dict(type='raw'),

@@ -88,8 +88,9 @@ def test_update_keeps_unspecified_settings(qemu, uname, boot_spec):
     mac = qemu.lookupByName(uname).XMLDesc(0).split("mac address='")[1][:17]
     # only memory given: everything else stays
     res = converge(dict(name=uname, memory='384MiB'), qemu, uname)
-    # current memory followed memory before, so it follows it now
-    assert res['actions'] == ['memory 262144 KiB -> 393216 KiB', 'current memory 262144 KiB -> 393216 KiB']
+    # current_memory follows memory only for a new guest (documented): here it stays
+    assert res['actions'] == ['memory 262144 KiB -> 393216 KiB']
+    assert "<currentMemory unit='KiB'>262144</currentMemory>" in xml_of(qemu, uname)
     after = xml_of(qemu, uname)
     assert "<memory unit='KiB'>393216</memory>" in after
     assert mac in after and '<rng model' in after and before.count('<interface') == after.count('<interface')
