@@ -28,6 +28,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
+    LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
     translate,
@@ -37,7 +38,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._result import Res
 FORWARD_MODES = ('nat', 'route', 'open', 'bridge', 'isolated')
 # Modes in which libvirt owns the bridge and runs the host side (address, dnsmasq).
 ROUTED_MODES = ('nat', 'route', 'open')
-TYPED_OPTIONS = ('forward', 'bridge', 'ip', 'netmask', 'prefix', 'dhcp', 'mtu', 'domain')
+TYPED_OPTIONS = ('forward', 'bridge', 'ip', 'netmask', 'prefix', 'dhcp', 'mtu', 'domain', 'ipv6')
 STATES = ('present', 'active', 'inactive', 'absent')
 
 # Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
@@ -75,9 +76,7 @@ def _ipv4(option, value):
     except ValueError:
         raise InvalidParameter(option, '%r is not an IP address' % (value,)) from None
     if addr.version != 4:
-        raise InvalidParameter(
-            option, '%s is an IPv6 address; the typed options manage IPv4 only (use xml for IPv6)' % addr
-        )
+        raise InvalidParameter(option, '%s is an IPv6 address; give it as ipv6.address (ip is the IPv4 address)' % addr)
     return addr
 
 
@@ -183,7 +182,7 @@ def validate_spec(spec):
             raise InvalidParameter(
                 'bridge', 'required with forward: bridge (the existing host bridge to attach guests to)'
             )
-        for option in ('ip', 'dhcp', 'mtu'):
+        for option in ('ip', 'dhcp', 'mtu', 'ipv6'):
             if spec.get(option) is not None:
                 raise InvalidParameter(
                     option, 'not supported with forward: bridge (the host bridge is configured outside libvirt)'
@@ -193,7 +192,72 @@ def validate_spec(spec):
     dhcp = spec.get('dhcp')
     if dhcp is not None:
         _validate_dhcp_entries(dhcp)
+    if spec.get('ipv6') is not None:
+        spec['ipv6'] = _validate_ipv6(spec['ipv6'])
     return spec
+
+
+def _validate_ipv6(v6):
+    """Check the ``ipv6`` option: ``address`` (with ``/prefix`` or ``prefix``; '' removes IPv6) and
+    ``dhcp_ranges`` (DHCPv6, inside the subnet). Adds ``_iface`` (an IPv6Interface, or None)."""
+    v6 = dict(v6)
+    raw = (v6.get('address') or '').strip()
+    prefix = v6.get('prefix')
+    if not raw:
+        if prefix is not None or v6.get('dhcp_ranges'):
+            raise InvalidParameter(
+                'ipv6.address', "is required with ipv6.prefix and ipv6.dhcp_ranges ('' removes IPv6)"
+            )
+        v6['_iface'] = None
+        return v6
+    address, sep, length = raw.partition('/')
+    if sep:
+        if not length.isdigit():
+            raise InvalidParameter('ipv6.address', '%r: the part after / must be a prefix length' % raw)
+        if prefix is not None and prefix != int(length):
+            raise InvalidParameter(
+                'ipv6.address', '%r states prefix /%s but ipv6.prefix says %s' % (raw, length, prefix)
+            )
+        prefix = int(length)
+    elif prefix is None:
+        raise InvalidParameter('ipv6.address', 'needs a prefix length: write it as %s/64, or give ipv6.prefix' % raw)
+    if not 1 <= prefix <= 128:
+        raise InvalidParameter('ipv6.prefix', 'must be between 1 and 128, got %s' % prefix)
+    try:
+        addr = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise InvalidParameter('ipv6.address', '%r is not an IPv6 address' % (address,)) from None
+    if addr.is_multicast or addr.is_link_local or addr.is_loopback or addr.is_unspecified or addr.ipv4_mapped:
+        raise InvalidParameter(
+            'ipv6.address',
+            '%s cannot be the address of a network (multicast, link-local, loopback or unspecified)' % addr,
+        )
+    iface = ipaddress.IPv6Interface('%s/%d' % (addr, prefix))
+    v6['_iface'] = iface
+    ranges = []
+    for index, entry in enumerate(v6.get('dhcp_ranges') or []):
+        option = 'ipv6.dhcp_ranges[%d]' % index
+        bounds = []
+        for key in ('start', 'end'):
+            try:
+                bounds.append(ipaddress.IPv6Address(str(entry.get(key) or '').strip()))
+            except ValueError:
+                raise InvalidParameter(
+                    '%s.%s' % (option, key), '%r is not an IPv6 address' % (entry.get(key),)
+                ) from None
+        start, end = bounds
+        if start > end:
+            raise InvalidParameter(option, 'start %s is after end %s' % (start, end))
+        if start not in iface.network or end not in iface.network:
+            raise InvalidParameter(option, '%s-%s is not inside %s' % (start, end, iface.network))
+        if start <= addr <= end:
+            raise InvalidParameter(option, '%s-%s holds the address of the host side, %s' % (start, end, addr))
+        for other_index, (ostart, oend) in enumerate(ranges):
+            if start <= oend and ostart <= end:
+                raise InvalidParameter(option, '%s-%s overlaps ipv6.dhcp_ranges[%d]' % (start, end, other_index))
+        ranges.append((start, end))
+    v6['dhcp_ranges'] = None if v6.get('dhcp_ranges') is None else [(str(a), str(b)) for a, b in ranges]
+    return v6
 
 
 def _validate_dhcp_entries(dhcp):
@@ -257,6 +321,20 @@ def ipv4_nodes(root):
         if family in (None, 'ipv4') and ':' not in address:
             out.append(node)
     return out
+
+
+def ipv6_nodes(root):
+    return [node for node in root.findall('ip') if node not in ipv4_nodes(root)]
+
+
+def ipv6_interface(node):
+    """IPv6Interface of an <ip family='ipv6'> element (prefix 64 when not stated, as libvirt), or None."""
+    if node is None or not node.get('address'):
+        return None
+    try:
+        return ipaddress.IPv6Interface('%s/%s' % (node.get('address'), node.get('prefix') or 64))
+    except ValueError:
+        return None
 
 
 def ip_interface(node):
@@ -342,6 +420,8 @@ def apply_spec(root, spec, new=False):
     ip_node = _apply_ip(root, spec, changes, new)
     if spec.get('dhcp') is not None:
         _apply_dhcp(root, ip_node, spec['dhcp'], changes, new)
+    if spec.get('ipv6') is not None:
+        _apply_ipv6(root, spec['ipv6'], changes, new)
     _check_consistency(root, fwd, spec)
     return changes
 
@@ -437,6 +517,52 @@ def _apply_ip(root, spec, changes, new):
     return node
 
 
+def _apply_ipv6(root, v6, changes, new):
+    nodes = ipv6_nodes(root)
+    node = nodes[0] if nodes else None
+    have = ipv6_interface(node)
+    want = v6['_iface']
+    if want is None:
+        for old in nodes:
+            _remove(old)
+        if nodes and not new:
+            changes.append('IPv6 address %s removed' % (have.with_prefixlen if have else '(none)'))
+        return
+    if have != want:
+        if node is None:
+            node = _place(root, X.element('ip', family='ipv6'))
+        for attr in ('netmask', 'prefix', 'address', 'family'):
+            node.attrib.pop(attr, None)
+        node.set('family', 'ipv6')
+        node.set('address', str(want.ip))
+        node.set('prefix', str(want.network.prefixlen))
+        if not new:
+            changes.append('IPv6 address %s -> %s' % (have.with_prefixlen if have else '(none)', want.with_prefixlen))
+    ranges = v6.get('dhcp_ranges')
+    if ranges is None:
+        return
+    dhcp = node.find('dhcp')
+    have_ranges = [_range_key(r) for r in dhcp.findall('range')] if dhcp is not None else []
+    if sorted(have_ranges) == sorted(ranges):
+        return
+    if dhcp is None:
+        dhcp = X.sub(node, 'dhcp')
+    for old in dhcp.findall('range'):
+        dhcp.remove(old)
+    anchor = dhcp.find('host')
+    for start, end in ranges:
+        elem = X.element('range', start=start, end=end)
+        if anchor is not None:
+            anchor.addprevious(elem)
+        else:
+            dhcp.append(elem)
+    if len(dhcp) == 0:
+        node.remove(dhcp)
+    if not new:
+        changes.extend('DHCPv6 range %s-%s removed' % r for r in have_ranges if r not in ranges)
+        changes.extend('DHCPv6 range %s-%s added' % r for r in ranges if r not in have_ranges)
+
+
 def _host_key(node_or_dict):
     get = node_or_dict.get
     return ((get('mac') or '').lower(), get('ip') or '', get('name') or '')
@@ -496,6 +622,17 @@ def _describe_host(key):
 
 
 def _check_consistency(root, fwd, spec):
+    v6_node = next(iter(ipv6_nodes(root)), None)
+    v6_iface = ipv6_interface(v6_node)
+    if v6_iface is not None and v6_node.find('dhcp') is not None:
+        given = (spec.get('ipv6') or {}).get('dhcp_ranges') is not None
+        for node in v6_node.find('dhcp').findall('range'):
+            start, end = ipaddress.ip_address(node.get('start')), ipaddress.ip_address(node.get('end'))
+            if start not in v6_iface.network or end not in v6_iface.network:
+                raise InvalidParameter(
+                    'ipv6.dhcp_ranges' if given else 'ipv6.address',
+                    'DHCPv6 range %s-%s is not inside %s' % (start, end, v6_iface.network),
+                )
     ip_node = next(iter(ipv4_nodes(root)), None)
     iface = ip_interface(ip_node)
     if fwd in ROUTED_MODES and not root.findall('ip'):
@@ -671,6 +808,8 @@ class NetworkManager:
         self.after_xml = None  # new definition text, None while unchanged
         self.before_run = None  # (state, autostart) before the task, None when absent
         self.active = False  # whether the network runs (as predicted in check mode)
+        self.want = None  # libvirt's reading of user XML, for the comparison (see _libvirt_reading)
+        self.created = False  # this run defined the network (a later failing step undefines it again)
 
     # ------------------------------------------------------------------------------------
     def run(self):
@@ -679,7 +818,7 @@ class NetworkManager:
         desired, spec = None, None
         if self.params.get('xml'):
             desired = parse_user_xml(self.params['xml'], self.name)
-            X.validate_user_xml('xml', desired, 'network', 'network')
+            self.want = self._libvirt_reading(desired)
         else:
             spec = validate_spec({key: self.params.get(key) for key in TYPED_OPTIONS + ('name',)})
         net = self._read(self.client.lookup('network', self.name))
@@ -706,7 +845,14 @@ class NetworkManager:
             else:
                 self._converge(net, desired, spec, state)
             if self.params.get('autostart') is not None:
-                self._ensure_autostart(net, self.params['autostart'])
+                try:
+                    self._ensure_autostart(net, self.params['autostart'])
+                except LibvirtModuleError as exc:
+                    if not self.created:
+                        raise
+                    from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
+
+                    C.roll_back(self, net, exc, 'autostart could not be set')
             network = self._describe(net)
         self._set_diff()
         return self.result.build(network=network)
@@ -720,6 +866,32 @@ class NetworkManager:
         else:
             self._update(net, desired, spec, state)
             self._ensure_state(net, state)
+
+    def _libvirt_reading(self, desired):
+        """Check user XML the way ``virsh net-define`` does, with libvirt's own parser (not the
+        stricter RelaxNG schema), and return libvirt's reading of it (defaults filled in, values
+        spelled libvirt's way) for the comparison; None when that parser is not at hand here (the
+        schema checks then, and the real define decides)."""
+        uuid = X.findtext(desired, 'uuid')
+        if uuid:
+            try:
+                other = self.client.conn.networkLookupByUUIDString(uuid)
+            except self.libvirt.libvirtError:
+                other = None  # no such uuid (or not a valid one: libvirt's parser says so)
+            if other is not None and other.name() != self.name:
+                raise InvalidParameter('xml', "the <uuid> %s belongs to the network '%s'" % (uuid, other.name()))
+        normalized, rejected = X.parsed_by_libvirt(self.libvirt, 'network', X.tostring(desired))
+        if rejected:
+            raise InvalidParameter('xml', 'libvirt rejects the network definition: %s' % rejected)
+        if normalized is None:
+            X.validate_user_xml('xml', desired, 'network', 'network')
+            return None
+        warning = X.check_against_libvirt('xml', desired, normalized, 'network', 'network')
+        if warning:
+            self.client.warn(warning)
+        if X.findtext(desired, 'uuid') is None:
+            _remove(normalized.find('uuid'))  # made up by the parser: the existing one is kept
+        return normalized
 
     # ------------------------------------------------------------------------------------
     # reading
@@ -800,68 +972,79 @@ class NetworkManager:
         live = X.parse(self._xml(net, inactive=False)) if active else None
         if desired is not None:
             new = inherit_generated(desired, current)
+            compared = inherit_generated(self.want, current) if self.want is not None else new
             messages = []
         else:
             new = copy.deepcopy(current)
             messages = apply_spec(new, spec)
-        diffs = definition_differences(new, current)
+            compared = new
+        diffs = definition_differences(compared, current)
         if not diffs:
             messages = []
         elif not messages:
             messages = ['definition differs at %s' % ', '.join(diffs[:5])]
         config_differs = bool(diffs) or not persistent
         keep_running = active and state in ('present', 'active')
-        live_differs = keep_running and not same_definition(new, live)
+        live_differs = keep_running and not same_definition(compared, live)
         if not config_differs and not live_differs:
             return
         # imported here: only a change needs it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
 
         self.after_xml = X.tostring(new)
-        for message in messages:
-            self.result.change('%s: %s' % (self.what, message))
+        # each step is recorded once libvirt made it (in check mode: that it would be made)
+        done = ['%s: %s' % (self.what, message) for message in messages]
         if not persistent:
-            self.result.change('%s made persistent' % self.what)
+            done.append('%s made persistent' % self.what)
         if not keep_running:
             if not self.check_mode:
                 C.define(self, self.after_xml)
+            self._record(done)
             return
         plan = C.dhcp_update_plan(current, new) if persistent and same_definition(current, live) else None
         if plan is not None:
-            self.result.change('%s: DHCP changes applied live' % self.what)
             if not self.check_mode:
                 C.apply_dhcp_plan(self, net, plan)
+            self._record(done + ['%s: DHCP changes applied live' % self.what])
             return
         guests = C.attached_guests(self, live)
-        if guests:
+        if guests and not self.params.get('force'):
             raise OperationFailed(
                 '%s must be restarted to apply this change (%s), but running guest(s) are attached: %s. Stop them '
-                'first; only DHCP ranges and hosts can change while guests are attached. Nothing was changed.'
+                'first (or set force: true to disconnect them); only DHCP ranges and hosts can change while guests '
+                'are attached. Nothing was changed.'
                 % (self.what, '; '.join(messages) or 'running configuration differs', ', '.join(sorted(guests))),
                 attached_guests=sorted(guests),
             )
-        self.result.change('%s restarted to apply the new definition' % self.what)
-        if self.check_mode:
-            return
-        C.restart(self, net, self.after_xml if config_differs else None)
+        if guests:
+            self.client.warn(
+                'force: restarting %s disconnects running guest(s): %s' % (self.what, ', '.join(sorted(guests)))
+            )
+        if not self.check_mode:
+            C.restart(self, net, self.after_xml if config_differs else None)
+        self._record(done + ['%s restarted to apply the new definition' % self.what])
+
+    def _record(self, actions):
+        for action in actions:
+            self.result.change(action)
 
     # ------------------------------------------------------------------------------------
     # run state
     def _ensure_state(self, net, state):
         if state == 'active' and not self.active:
-            self.result.change('%s started' % self.what)
             if not self.check_mode:
                 self.client.call_unless_done(
                     net.create, done=lambda _exc: self._is_active_now(net), what=self.what + ' start'
                 )
+            self.result.change('%s started' % self.what)
             self.active = True
         elif state == 'inactive' and self.active:
-            self._warn_attached(net)
-            self.result.change('%s stopped' % self.what)
+            self._refuse_if_attached(net, '')
             if not self.check_mode:
                 self.client.call_unless_done(
                     net.destroy, done=lambda _exc: not self._is_active_now(net), what=self.what + ' stop'
                 )
+            self.result.change('%s stopped' % self.what)
             self.active = False
 
     def _is_active_now(self, net):
@@ -871,13 +1054,23 @@ class NetworkManager:
         except self.libvirt.libvirtError as exc:
             raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
 
-    def _warn_attached(self, net):
+    def _refuse_if_attached(self, net, why):
+        """Stopping a network disconnects the running guests attached to it: refused unless
+        ``force`` (then a warning names them). The same rule as ``storage_pool``'s."""
         # imported here: only stopping or removing a network needs it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
 
-        guests = C.attached_guests(self, X.parse(self._xml(net, inactive=False)))
-        if guests:
-            self.client.warn('stopping %s disconnects running guest(s): %s' % (self.what, ', '.join(sorted(guests))))
+        guests = sorted(C.attached_guests(self, X.parse(self._xml(net, inactive=False))))
+        if not guests:
+            return
+        if not self.params.get('force'):
+            raise OperationFailed(
+                '%s cannot be stopped%s: running guests are attached to it (%s). Stop those guests (or '
+                'detach their interfaces) first, or set force: true to disconnect them. Nothing was changed.'
+                % (self.what, why, ', '.join(guests)),
+                attached_guests=guests,
+            )
+        self.client.warn('force: stopping %s disconnects running guest(s): %s' % (self.what, ', '.join(guests)))
 
     def _ensure_autostart(self, net, wanted):
         current = self.before_run[1] if self.before_run else False
@@ -885,9 +1078,9 @@ class NetworkManager:
             current = bool(self.client.call(net.autostart, what=self.what)) if self._persistent(net) else False
         if current == wanted:
             return
-        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
         if not self.check_mode:
             self.client.call(net.setAutostart, int(wanted), what=self.what + ' autostart')
+        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
 
     # ------------------------------------------------------------------------------------
     # absent
@@ -898,7 +1091,7 @@ class NetworkManager:
         try:
             persistent = self._persistent(net)
             if active:
-                self._warn_attached(net)
+                self._refuse_if_attached(net, ' to remove it')
         except ObjectNotFound:
             return  # removed by a concurrent run meanwhile: the wanted state holds
         if self.check_mode:

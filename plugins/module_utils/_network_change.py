@@ -100,15 +100,16 @@ def dhcp_update_plan(current, new):
 
 
 def create(mgr, desired, spec, state):
-    """Define the new network (and start it for state=active); return it, None in check mode."""
+    """Define the new network (and start it for state=active); return it, None in check mode.
+
+    When starting fails, the network just defined is undefined again: nothing changed."""
     tree = desired if desired is not None else build_network(spec)
     mgr.after_xml = X.tostring(tree)
-    mgr.result.change('%s defined' % mgr.what)
-    if state == 'active':
-        mgr.result.change('%s started' % mgr.what)
     if mgr.check_mode:
+        mgr.result.change('%s defined' % mgr.what)
+        if state == 'active':
+            mgr.result.change('%s started' % mgr.what)
         return None
-    actions = len(mgr.result.actions)
     try:
         net = define(mgr, mgr.after_xml)
     except LibvirtModuleError:
@@ -116,25 +117,43 @@ def create(mgr, desired, spec, state):
         raced = mgr._read(mgr.client.lookup('network', mgr.name))
         if raced is None:
             raise
-        del mgr.result.actions[actions - (2 if state == 'active' else 1) :]
         mgr.after_xml = None
         mgr._converge(raced, desired, spec, state)
         return raced
+    mgr.created = True
+    mgr.result.change('%s defined' % mgr.what)
     if state == 'active':
         try:
             mgr.client.call(net.create, what=mgr.what + ' start')
         except OperationFailed as exc:
             if mgr._is_active_now(net):
                 return net  # started by a concurrent run: what we wanted
-            # the task failed: the network must not be left half-made
-            try:
-                net.undefine()
-            except mgr.libvirt.libvirtError:
-                pass  # already gone
-            raise OperationFailed(
-                '%s could not be started, so it was not kept: %s' % (mgr.what, exc.msg), **exc.details
-            ) from None
+            roll_back(mgr, net, exc, 'could not be started')
+        mgr.result.change('%s started' % mgr.what)
     return net
+
+
+def roll_back(mgr, net, exc, why):
+    """A later step of the task that defined ``net`` failed (``exc``): stop and undefine it again
+    and raise - "nothing changed" when that worked; else the steps done stay reported (changed)
+    and the message says what is left."""
+    lv = mgr.libvirt
+    try:
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+    except lv.libvirtError as undo:
+        raise OperationFailed(
+            '%s %s: %s. It stays defined: removing it again failed too (%s); fix the cause and run the '
+            'task again, or remove it with state=absent' % (mgr.what, why, exc.msg, str(undo).strip()),
+            **exc.details,
+        ) from None
+    del mgr.result.actions[:]
+    mgr.created = False
+    mgr.after_xml = None
+    raise OperationFailed(
+        '%s %s, so it was not kept (nothing changed): %s' % (mgr.what, why, exc.msg), **exc.details
+    ) from None
 
 
 def define(mgr, xml):
@@ -157,25 +176,45 @@ def define(mgr, xml):
 
 
 def apply_dhcp_plan(mgr, net, plan):
+    """Apply the networkUpdate operations of ``plan`` (live and saved). When one fails, the ones
+    done are undone (in reverse) so that nothing changed; when that fails too, the failure says
+    how far it got and the step is reported as done."""
     lv = mgr.libvirt
     flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG
     commands = {'add': lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, 'delete': lv.VIR_NETWORK_UPDATE_COMMAND_DELETE}
     sections = {'host': lv.VIR_NETWORK_SECTION_IP_DHCP_HOST, 'range': lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE}
+    inverse = {'add': 'delete', 'delete': 'add'}
+    done = []
     for command, section, index, xml in plan:
-        mgr.client.call(
-            net.update,
-            commands[command],
-            sections[section],
-            index,
-            xml,
-            flags,
-            what='%s: DHCP %s %s' % (mgr.what, section, command),
-        )
+        try:
+            mgr.client.call(
+                net.update,
+                commands[command],
+                sections[section],
+                index,
+                xml,
+                flags,
+                what='%s: DHCP %s %s' % (mgr.what, section, command),
+            )
+        except LibvirtModuleError as exc:
+            try:
+                for undo_command, undo_section, undo_index, undo_xml in reversed(done):
+                    net.update(commands[inverse[undo_command]], sections[undo_section], undo_index, undo_xml, flags)
+            except lv.libvirtError as undo:
+                mgr.result.change('%s: DHCP changes partly applied (%d of %d)' % (mgr.what, len(done), len(plan)))
+                raise OperationFailed(
+                    '%s; undoing the %d DHCP change(s) already applied failed too (%s)'
+                    % (exc.msg, len(done), str(undo).strip()),
+                    **exc.details,
+                ) from None
+            raise
+        done.append((command, section, index, xml))
 
 
 def restart(mgr, net, new_xml):
     """Stop, redefine (while stopped, where every driver applies it) and start again. On failure
-    the previous definition is put back and started."""
+    the previous definition is put back and started (nothing changed); when even that fails, the
+    network is reported stopped."""
     mgr.client.call(net.destroy, what=mgr.what + ' stop')
     try:
         if new_xml is not None:
@@ -193,10 +232,15 @@ def restart(mgr, net, new_xml):
 def _restore(mgr, net):
     try:
         mgr.client.conn.networkDefineXML(mgr.before_xml)
+    except mgr.libvirt.libvirtError as exc:
+        mgr.result.change('%s stopped' % mgr.what)
+        return 'putting the previous definition back failed (%s): it is left stopped' % str(exc).strip()
+    try:
         net.create()
     except mgr.libvirt.libvirtError as exc:
-        return 'the previous definition was restored but did not start: %s' % exc
-    return 'the previous definition was restored and started'
+        mgr.result.change('%s stopped' % mgr.what)
+        return 'the previous definition was restored but did not start (%s): it is left stopped' % str(exc).strip()
+    return 'the previous definition was restored and started (nothing changed)'
 
 
 def attached_guests(mgr, live):

@@ -133,7 +133,8 @@ class PoolManager:
         # definition: there every definition change of a running pool needs a restart to show
         self.inactive_xml = True
         self.stopped = False  # stopped already (to redefine it)
-        self.define_flags = 0  # VIR_STORAGE_POOL_DEFINE_VALIDATE when the schema is not available here
+        self.want = None  # what the comparison wants of user XML (see _parse_user_xml)
+        self.created = False  # this run defined the pool (a later failing step undefines it again)
 
     # ------------------------------------------------------------------------------------
     def run(self):
@@ -148,9 +149,17 @@ class PoolManager:
             self.result.set_diff(before, '', self.what, 'storage pool absent')
             return self.result.build(pool=dict(name=self.name, state='absent'))
         pool, restart = self._ensure_defined(pool, desired_xml, spec, state)
-        self._ensure_state(pool, state, restart)
-        if self.params.get('autostart') is not None:
-            self._ensure_autostart(pool, self.params['autostart'])
+        try:
+            self._ensure_state(pool, state, restart)
+            if self.params.get('autostart') is not None:
+                self._ensure_autostart(pool, self.params['autostart'])
+        except LibvirtModuleError as exc:
+            if not self.created:
+                raise
+            # a later step of the task that defined the pool failed: undefine it again
+            from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change
+
+            _pool_change.roll_back(self, pool, exc)
         described = self._describe(pool)
         after = _render(described['xml'], described['state'], described['autostart'])
         self.result.set_diff(
@@ -188,6 +197,10 @@ class PoolManager:
     # ------------------------------------------------------------------------------------
     # desired definition
     def _parse_user_xml(self):
+        """The user's pool XML, checked the way ``virsh pool-define`` checks it: by libvirt's own
+        parser (see ``_xml.parsed_by_libvirt``), not by the stricter RelaxNG schema. Sets
+        ``self.want``: what the comparison with an existing pool wants (libvirt's reading of what
+        the XML states, so whatever libvirt fills in or respells is no difference)."""
         try:
             root = X.parse(self.params['xml'])
         except X.XMLSyntaxError as exc:
@@ -200,14 +213,25 @@ class PoolManager:
         xml_name = X.findtext(root, 'name')
         if xml_name != self.name:
             raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, self.name))
-        if not X.validate_user_xml('xml', root, 'storagepool', 'storage pool'):
-            # no schema on the managed host: let libvirt validate when defining
-            self.define_flags = getattr(self.libvirt, 'VIR_STORAGE_POOL_DEFINE_VALIDATE', 0)
         for tag in ('capacity', 'allocation', 'available'):
             for node in root.findall(tag):
                 root.remove(node)
         if self.params.get('shared') is not None:
             P.set_shared_marker(root, self.params['shared'])
+        _refuse_uuid_of_another(self.client, 'storagePoolLookupByUUIDString', root, self.name, 'storage pool')
+        normalized, rejected = X.parsed_by_libvirt(self.libvirt, 'pool', X.tostring(root))
+        if rejected:
+            raise InvalidParameter('xml', 'libvirt rejects the pool definition: %s' % rejected)
+        if normalized is not None:
+            self.want = X.stated_part(normalized, root)
+            warning = X.check_against_libvirt('xml', root, normalized, 'storagepool', 'storage pool')
+            if warning:
+                self.client.warn(warning)
+        else:
+            # libvirt's parser is not at hand here: its schema, given what the parser fills in
+            # itself, then the real define decides
+            X.validate_user_xml('xml', P.schema_view(root), 'storagepool', 'storage pool')
+            self.want = root
         return root
 
     def _typed_spec(self):
@@ -249,6 +273,7 @@ class PoolManager:
             else:
                 tree = P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
+            self._check_target(tree)
             if self.check_mode:
                 self.result.change('%s defined' % self.what)
                 self.model = dict(xml=xml, state='inactive', autostart=False)
@@ -261,6 +286,7 @@ class PoolManager:
                 if pool is None:
                     raise
                 return self._ensure_defined(pool, desired_xml, spec, state)
+            self.created = True
             self.result.change('%s defined' % self.what)
             self.model = dict(xml=xml, state='inactive', autostart=False)
             return pool, False
@@ -286,11 +312,13 @@ class PoolManager:
             self._refuse_if_in_use(pool, 'apply the changed definition' if restart else 'stop it')
         if not changes:
             return pool, False
-        for change in changes:
-            self.result.change('%s: %s' % (self.what, change.message))
+        self._check_target(new_tree)
+        messages = ['%s: %s' % (self.what, change.message) for change in changes]
         xml = X.tostring(new_tree)
         self.model['xml'] = xml
         if self.check_mode:
+            for message in messages:
+                self.result.change(message)
             return pool, restart
         if stop:
             # stop first, then redefine: drivers differ in when a definition given to a running
@@ -299,15 +327,34 @@ class PoolManager:
             self.stopped = True
         try:
             pool = self._define(xml)
-        except OperationFailed:
-            if self.stopped and state != 'inactive':
+        except (OperationFailed, InvalidParameter):
+            if self.stopped:
                 try:
-                    pool.create(0)  # back to the old definition, running as before
+                    pool.create(0)  # back to the old definition, running as before: nothing changed
+                    self.stopped = False
                 except self.libvirt.libvirtError:
-                    pass  # the define error below is what the user needs to see
+                    self.result.change('%s stopped (it did not start again with its old definition)' % self.what)
             raise
+        # recorded once libvirt took the definition: a later failing step reports these as done
+        for message in messages:
+            self.result.change(message)
         self.model['xml'] = pool_xml(self.client, pool)
         return pool, restart
+
+    def _check_target(self, tree):
+        """A dir, fs or netfs pool needs a directory as its target: refuse an existing file there
+        before anything is defined (checked where this module runs, so for local URIs only)."""
+        if tree.get('type') not in ('dir', 'fs', 'netfs') or not _local_uri(self.client.uri):
+            return
+        import os
+
+        path = X.findtext(tree, 'target/path')
+        if path and os.path.lexists(path) and not os.path.isdir(path):
+            raise InvalidParameter(
+                'xml' if self.params.get('xml') else 'target',
+                "%s is not a directory: a %s pool's target must be a directory (or not exist yet, to be built)"
+                % (path, tree.get('type')),
+            )
 
     def _merge_user_xml(self, current, desired):
         if desired.get('type') != current.get('type'):
@@ -330,7 +377,7 @@ class PoolManager:
             and (desired.find('source') is None or desired.find('source/vendor') is None)
         ):
             P.set_shared_marker(desired, S.shared_override(current))
-        plain_want, plain_have = copy.deepcopy(desired), copy.deepcopy(current)
+        plain_want, plain_have = copy.deepcopy(self.want if self.want is not None else desired), copy.deepcopy(current)
         for tree in (plain_want, plain_have):
             source = tree.find('source')
             if source is not None:
@@ -362,13 +409,13 @@ class PoolManager:
                 self._restart(pool)
         elif state == 'inactive':
             if running:
-                self.result.change('%s stopped' % self.what)
-                self.model['state'] = 'inactive'
                 if not self.check_mode and not self.stopped:
                     # stopped meanwhile by a concurrent run: that is what we want
                     self.client.call_unless_done(
                         pool.destroy, done=lambda _exc: self._pool_active(pool) is False, what=self.what
                     )
+                self.result.change('%s stopped' % self.what)
+                self.model['state'] = 'inactive'
         elif state == 'present' and running and restart:
             self._restart(pool)
 
@@ -379,12 +426,16 @@ class PoolManager:
         self.result.change('%s started' % self.what)
 
     def _restart(self, pool):
+        if not self.check_mode:
+            if not self.stopped:
+                self.client.call(pool.destroy, what=self.what)
+                self.stopped = True
+            try:
+                self._activate(pool)
+            except LibvirtModuleError:
+                self.result.change('%s stopped (it did not start again)' % self.what)
+                raise
         self.result.change('%s restarted to apply the new definition' % self.what)
-        if self.check_mode:
-            return
-        if not self.stopped:
-            self.client.call(pool.destroy, what=self.what)
-        self._activate(pool)
 
     def _pool_active(self, pool):
         """Whether the pool runs now; None when that cannot be told (or the pool is gone)."""
@@ -396,10 +447,10 @@ class PoolManager:
     def _ensure_autostart(self, pool, wanted):
         if self.model['autostart'] == wanted:
             return
-        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
-        self.model['autostart'] = wanted
         if not self.check_mode and pool is not None:
             self.client.call(pool.setAutostart, int(wanted), what=self.what + ' autostart')
+        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
+        self.model['autostart'] = wanted
 
     # ------------------------------------------------------------------------------------
     # volumes in use
@@ -408,12 +459,16 @@ class PoolManager:
         from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import guests_using
 
         users = guests_using(self.client, pool, self.name, X.parse(self.model['xml']))
-        if users:
+        if not users:
+            return
+        if not self.params.get('force'):
             raise OperationFailed(
                 '%s cannot be stopped to %s: its volumes are in use by running guests (%s). '
-                'Stop those guests (or detach the disks) first.' % (self.what, why, '; '.join(users)),
+                'Stop those guests (or detach the disks) first, or set force: true to stop it anyway.'
+                % (self.what, why, '; '.join(users)),
                 in_use_by=users,
             )
+        self.client.warn('force: stopping %s while running guests use its volumes: %s' % (self.what, '; '.join(users)))
 
     # ------------------------------------------------------------------------------------
     # define, start, remove: in _pool_change, imported here when a change is made, because module
@@ -471,6 +526,29 @@ class PoolManager:
         if result['state'] != 'inactive' and POOL_STATES.get(state) != 'inactive':
             result.update(capacity=capacity, allocation=allocation, available=available)
         return result
+
+
+def _refuse_uuid_of_another(client, lookup, root, name, what):
+    """Refuse user XML whose <uuid> belongs to another object (libvirt would refuse the define; so
+    check mode says so too)."""
+    uuid = X.findtext(root, 'uuid')
+    if not uuid:
+        return
+    lv = client.libvirt
+    try:
+        other = getattr(client.conn, lookup)(uuid)
+    except lv.libvirtError:
+        return  # no such uuid (or not a valid one: libvirt's parser says so)
+    if other.name() != name:
+        raise InvalidParameter('xml', "the <uuid> %s belongs to the %s '%s'" % (uuid, what, other.name()))
+
+
+def _local_uri(uri):
+    """Whether ``uri`` reaches the storage of this machine (no host; not the test driver)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri or '')
+    return not parts.hostname and parts.scheme.split('+')[0] not in ('', 'test')
 
 
 def _yaml_bool(value):

@@ -32,20 +32,21 @@ _SAFE_BUILD = {
 
 
 def define(mgr, xml):
-    """Define (or redefine) the pool; with ``mgr.define_flags`` libvirt validates the XML."""
-    lv = mgr.libvirt
-    if mgr.define_flags:
-        try:
-            return mgr.client.conn.storagePoolDefineXML(xml, mgr.define_flags)
-        except lv.libvirtError as exc:
-            if mgr.client.is_error(exc, 'VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL'):
-                raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc) from None
-            if not mgr.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
-            raise InvalidParameter(
-                'xml', "libvirt's storage pool schema is not available and libvirt cannot validate: %s" % exc
-            ) from None
-    return mgr.client.call('storagePoolDefineXML', xml, 0, what=mgr.what)
+    """Define (or redefine) the pool. libvirt's refusal of user XML is a bad ``xml``."""
+    try:
+        return mgr.client.call('storagePoolDefineXML', xml, 0, what=mgr.what)
+    except OperationFailed as exc:
+        code = exc.details.get('libvirt_code')
+        if mgr.params.get('xml') and code in _codes(mgr.libvirt, _XML_ERRORS):
+            raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc.msg) from None
+        raise
+
+
+_XML_ERRORS = ('VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL')
+
+
+def _codes(lv, names):
+    return {getattr(lv, name) for name in names if hasattr(lv, name)}
 
 
 def activate(mgr, pool):
@@ -73,8 +74,8 @@ def activate(mgr, pool):
     if mgr._pool_active(pool):
         return  # started meanwhile by a concurrent run ("storage pool is active")
     if built_already and mgr.params['build_overwrite']:
-        mgr.result.change('%s built, overwriting what the device held (build_overwrite)' % mgr.what)
         mgr.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=mgr.what + ' build')
+        mgr.result.change('%s built, overwriting what the device held (build_overwrite)' % mgr.what)
         mgr.client.call(pool.create, 0, what=mgr.what + ' start')
         return
     err = translate(lv, start_error, what=mgr.what + ' start', uri=mgr.client.uri)
@@ -92,7 +93,8 @@ def activate(mgr, pool):
 
 
 def absent(mgr, pool):
-    """Stop and undefine the pool; with delete_storage delete its volumes and storage first."""
+    """Stop and undefine the pool; with delete_storage delete its volumes and storage first.
+    Each step is reported once done, so a failure half-way says what was done."""
     lv = mgr.libvirt
     was_running = mgr._is_running()
     delete = mgr.params['delete_storage']
@@ -120,27 +122,30 @@ def absent(mgr, pool):
                 # stopped or removed meanwhile by a concurrent run: its volumes are going
                 if not _tolerable(mgr, exc, pool):
                     raise translate(lv, exc, what=mgr.what + ' volumes', uri=mgr.client.uri) from None
+    if mgr.check_mode:
         for vol in volumes:
             mgr.result.change("volume '%s' deleted" % vol.name())
-    if was_running:
-        mgr.result.change('%s stopped' % mgr.what)
-    if delete:
-        mgr.result.change('%s storage deleted' % mgr.what)
-    mgr.result.change('%s undefined' % mgr.what)
-    if mgr.check_mode:
+        if was_running:
+            mgr.result.change('%s stopped' % mgr.what)
+        if delete:
+            mgr.result.change('%s storage deleted' % mgr.what)
+        mgr.result.change('%s undefined' % mgr.what)
         return
     # imported here: only removing a pool needs it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import UploadRecords
 
     records = UploadRecords(mgr.client.uri)
     for vol in volumes:
-        key = vol.key()  # kept in the object: no daemon call
+        key, vol_name = vol.key(), vol.name()  # kept in the object: no daemon call
         if mgr.client.call_unless_done(
-            vol.delete, 0, done=lambda exc: _tolerable(mgr, exc, pool), what="volume '%s'" % vol.name()
+            vol.delete, 0, done=lambda exc: _tolerable(mgr, exc, pool), what="volume '%s'" % vol_name
         ):
             records.forget(key)
+        mgr.result.change("volume '%s' deleted" % vol_name)
     if was_running or started:
         mgr.client.call_unless_done(pool.destroy, done=lambda exc: _tolerable(mgr, exc, pool), what=mgr.what)
+        if was_running:
+            mgr.result.change('%s stopped' % mgr.what)
     if delete:
         try:
             pool.delete(0)
@@ -153,12 +158,50 @@ def absent(mgr, pool):
                 or mgr._gone()
             ):
                 raise translate(lv, exc, what=mgr.what + ' delete', uri=mgr.client.uri) from None
+        mgr.result.change('%s storage deleted' % mgr.what)
     try:
         if pool.isPersistent():
             pool.undefine()
     except lv.libvirtError as exc:
         if not (mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or mgr._gone()):
             raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
+    mgr.result.change('%s undefined' % mgr.what)
+
+
+def roll_back(mgr, pool, exc):
+    """A later step (build, start, autostart) of the task that defined ``pool`` failed with
+    ``exc``: stop and undefine it again and raise, reporting nothing changed. When a build already
+    wrote to the device (a file system, a partition table, a volume group), or the undo fails, the
+    pool is kept and the failure lists the steps done (changed) and says what is left."""
+    lv = mgr.libvirt
+    what_failed = exc.msg
+    if any(' built' in action for action in mgr.result.actions):
+        raise OperationFailed(
+            '%s. It stays defined, as its storage was already built; fix the cause and run the task again'
+            % what_failed,
+            **exc.details,
+        ) from None
+    try:
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    except lv.libvirtError as undo:
+        raise OperationFailed(
+            '%s. It stays defined: removing it again failed too (%s); fix the cause and run the task again, '
+            'or remove it with state=absent' % (what_failed, str(undo).strip()),
+            **exc.details,
+        ) from None
+    del mgr.result.actions[:]
+    mgr.created = False
+    mgr.model = dict(xml=None, state='absent', autostart=False)
+    cls = InvalidParameter if isinstance(exc, InvalidParameter) else OperationFailed
+    if cls is InvalidParameter:
+        raise InvalidParameter(
+            exc.option,
+            '%s (the pool was not kept: nothing changed)' % what_failed[len(exc.option) + 2 :],
+            **exc.details,
+        ) from None
+    raise OperationFailed('%s (the pool was not kept: nothing changed)' % what_failed, **exc.details) from None
 
 
 def _tolerable(mgr, exc, pool):

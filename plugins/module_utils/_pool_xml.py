@@ -462,3 +462,19 @@ def set_shared_marker(root, shared):
         product = X.sub(source, 'product')
     product.set('name', MARKER_SHARED if shared else MARKER_LOCAL)
     return True
+
+
+def schema_view(root):
+    """Copy of user pool XML for libvirt's RelaxNG schema, with what libvirt's parser fills in
+    itself added (the schema is stricter than the parser): the target of a logical pool is always
+    ``/dev/<volume group>`` (the source name, by default the pool name), of a zfs pool
+    ``/dev/zvol/<pool>``, whatever the XML says."""
+    view = copy.deepcopy(root)
+    ptype = view.get('type')
+    if ptype in ('logical', 'zfs') and view.find('target/path') is None:
+        vg = X.findtext(view, 'source/name') or X.findtext(view, 'name') or ''
+        target = view.find('target')
+        if target is None:
+            target = X.sub(view, 'target')
+        X.sub(target, 'path', ('/dev/' if ptype == 'logical' else '/dev/zvol/') + vg)
+    return view

@@ -20,7 +20,8 @@ description:
   - Typed options you do not give are kept as they are on an existing network.
   - An existing network whose definition differs is updated. On a running network, changes to DHCP ranges and
     DHCP hosts are applied live (and saved). Any other change redefines the network and restarts it. The restart
-    is refused with an error, and nothing is changed, while running guests are attached to the network.
+    is refused with an error, and nothing is changed, while running guests are attached to the network (unless
+    O(force=true)).
 author:
   - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
@@ -47,8 +48,10 @@ options:
       - V(present) defines the network (or updates its definition) and leaves its run state alone.
         A running network is updated as described above.
       - V(active) also starts it.
-      - V(inactive) defines it and stops it. Running guests attached to it lose connectivity (a warning names them).
+      - V(inactive) defines it and stops it.
       - V(absent) stops and undefines it.
+      - Stopping a network (V(inactive), V(absent)) while running guests are attached to it is refused (the
+        error names them) unless O(force=true), the same rule as for storage pools.
     type: str
     choices: [present, active, inactive, absent]
     default: active
@@ -58,7 +61,10 @@ options:
       - Full network XML, instead of the typed options (mutually exclusive with them).
       - Compared semantically with the existing definition. The existing UUID, MAC address and bridge name are
         kept when the XML does not state them.
-      - The C(<name>) in the XML must equal O(name). libvirt validates the XML against its schema.
+      - The C(<name>) in the XML must equal O(name).
+      - Checked the way C(virsh net-define) checks it, by libvirt's own parser, and compared as libvirt reads it
+        (what libvirt fills in or spells its own way makes no difference). Elements libvirt would silently ignore
+        (unknown to its network format) are refused.
     type: str
     version_added: 0.1.0
   forward:
@@ -84,7 +90,7 @@ options:
     description:
       - IPv4 address of the host side of the network (the guests' gateway and DHCP/DNS server), with the prefix
         length (V(192.0.2.1/24)) or with O(prefix) or O(netmask).
-      - IPv6 networks can be managed with O(xml).
+      - For IPv6 see O(ipv6).
     type: str
     version_added: 0.1.0
   netmask:
@@ -131,6 +137,39 @@ options:
           name:
             description: Host name given to it (also resolvable through the network's DNS).
             type: str
+  ipv6:
+    description:
+      - IPv6 address of the host side of the network, next to (or instead of) the IPv4 O(ip), and optionally
+        DHCPv6 (dnsmasq) on it.
+      - Not given, the network's IPv6 setup is kept as it is. Not used with O(forward=bridge).
+      - With O(forward=nat) libvirt routes IPv6 (it does not masquerade it).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      address:
+        description:
+          - The address with its prefix length, for example V(2001:db8:1::1/64) (or give O(ipv6.prefix)).
+          - V('') removes the network's IPv6 address (and its DHCPv6).
+        type: str
+        required: true
+      prefix:
+        description: Prefix length of O(ipv6.address), 1 to 128 (64 is what DHCPv6 and router advertisements expect).
+        type: int
+      dhcp_ranges:
+        description:
+          - DHCPv6 address ranges handed out to guests, inside the subnet of O(ipv6.address). The full list.
+          - Not given, the existing ranges are kept; V([]) turns DHCPv6 off.
+        type: list
+        elements: dict
+        suboptions:
+          start:
+            description: First address of the range.
+            type: str
+            required: true
+          end:
+            description: Last address of the range.
+            type: str
+            required: true
   mtu:
     description: MTU of the network's bridge and the guest interfaces on it (68 to 65535). Default is the kernel's.
     type: int
@@ -143,7 +182,18 @@ options:
     description: Start the network when libvirt starts. Not changed when not given.
     type: bool
     version_added: 0.1.0
+  force:
+    description:
+      - Stop the network for O(state=inactive) or O(state=absent), or restart it to apply a changed definition,
+        even while running guests are attached to it. They lose connectivity; a warning names them.
+      - Without it such a task fails naming the guests, and nothing is changed.
+    type: bool
+    default: false
+    version_added: 0.1.0
 notes:
+  - When a task fails after it changed something, it reports C(changed=true) with the steps done in RV(actions).
+    A network this task defined is undefined again when a later step (starting it, setting autostart) fails,
+    so that nothing is changed.
   - A network with O(forward=nat) or O(forward=route) adds firewall rules and IP forwarding on the host when
     it starts.
 seealso:
@@ -181,6 +231,21 @@ EXAMPLES = r"""
         - mac: 52:54:00:00:00:11
           ip: 192.0.2.11
           name: web2
+
+- name: An isolated dual-stack network with DHCP and DHCPv6
+  virtops.libvirt.network:
+    name: lab6
+    forward: isolated
+    ip: 192.0.2.1/24
+    dhcp:
+      ranges:
+        - start: 192.0.2.100
+          end: 192.0.2.199
+    ipv6:
+      address: 2001:db8:ca2:6::1/64
+      dhcp_ranges:
+        - start: 2001:db8:ca2:6::100
+          end: 2001:db8:ca2:6::1ff
 
 - name: An isolated network for storage traffic between guests
   virtops.libvirt.network:
@@ -245,7 +310,9 @@ actions:
     - "network 'lab': DHCP host 52:54:00:00:00:11 web2=192.0.2.11 added"
     - "network 'lab': DHCP changes applied live"
 attached_guests:
-  description: Running guests attached to the network, when a change needing a restart was refused because of them.
+  description:
+    - Running guests attached to the network, when a change needing a restart, or stopping the network, was
+      refused because of them.
   returned: failure
   type: list
   elements: str
@@ -292,9 +359,25 @@ SPEC = ArgumentSpec(
                 ),
             ),
         ),
+        ipv6=dict(
+            type='dict',
+            options=dict(
+                address=dict(type='str', required=True),
+                prefix=dict(type='int'),
+                dhcp_ranges=dict(
+                    type='list',
+                    elements='dict',
+                    options=dict(
+                        start=dict(type='str', required=True),
+                        end=dict(type='str', required=True),
+                    ),
+                ),
+            ),
+        ),
         mtu=dict(type='int'),
         domain=dict(type='str'),
         autostart=dict(type='bool'),
+        force=dict(type='bool', default=False),
     ),
     mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS] + [('netmask', 'prefix')],
     required_by={'netmask': 'ip', 'prefix': 'ip'},

@@ -18,8 +18,8 @@ description:
   - Idempotency is semantic. Only what you give is compared with the pool's persistent definition.
     What libvirt adds by itself (default formats, free extents, sizes) is ignored.
   - An existing pool whose definition differs is redefined. A running pool is restarted only when
-    the change needs it (source, target path or permissions). It is never stopped while a running
-    guest uses one of its volumes; the module fails with the list of those guests instead.
+    the change needs it (source, target path or permissions). It is not stopped while a running
+    guest uses one of its volumes (unless O(force=true)); the module fails with the list of those guests instead.
   - Building (creating the directory, the file system, the partition table or the volume group)
     happens when a pool is started and never overwrites existing data unless O(build_overwrite=true).
 author:
@@ -225,9 +225,26 @@ options:
       - Not changed when not given.
     type: bool
     version_added: 0.1.0
+  force:
+    description:
+      - Stop the pool (O(state=inactive), O(state=absent), or a restart to apply a changed definition) even while
+        running guests use its volumes; a warning names them.
+      - Without it such a task fails naming the guests, and nothing is changed. The same rule as for networks.
+    type: bool
+    default: false
+    version_added: 0.1.0
 notes:
   - The types this module cannot start on a host (missing tools or kernel support) can still be defined
     with O(state=present).
+  - O(xml) is checked the way C(virsh pool-define) checks it, by libvirt's own parser, not by the stricter
+    RelaxNG schema; what libvirt fills in or spells its own way (the target of a V(logical) pool, default
+    formats, modes) makes no difference in the comparison. Elements libvirt would silently ignore (unknown to
+    its pool format) are refused.
+  - When a task fails after it changed something, it reports C(changed=true) with the steps done in RV(actions).
+    A pool this task defined is undefined again when a later step (building, starting, setting autostart)
+    fails, so that nothing is changed - unless the build already wrote to the device.
+  - A V(dir), V(fs) or V(netfs) pool whose target exists and is not a directory is refused before anything
+    is defined (checked for URIs of this machine).
 seealso:
   - module: virtops.libvirt.storage_pool_info
   - module: virtops.libvirt.volume
@@ -434,6 +451,7 @@ SPEC = ArgumentSpec(
         build_overwrite=dict(type='bool', default=False),
         delete_storage=dict(type='bool', default=False),
         shared=dict(type='bool'),
+        force=dict(type='bool', default=False),
     ),
     mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS],
 )

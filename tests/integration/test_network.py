@@ -330,8 +330,13 @@ def test_restart_refused_while_a_guest_is_attached(qemu, netname, uname):
         assert result['attached_guests'] == [guest]
         assert 'Nothing was changed' in result['msg']
         assert snapshot(qemu, netname) == before
-        # stopping it is allowed, with a warning naming the guest
-        stopped = ok(run_module('network', dict(name=netname, state='inactive')))
+        # stopping or removing it is refused too (the same rule as storage_pool), naming the guest
+        for state in ('inactive', 'absent'):
+            result = fails(qemu, dict(name=netname, state=state), guest)
+            assert result['attached_guests'] == [guest] and 'force: true' in result['msg'], result
+            assert not result['changed']
+        # ... unless force: then with a warning naming the guest
+        stopped = ok(run_module('network', dict(name=netname, state='inactive', force=True)))
         assert stopped['changed'] and guest in json.dumps(stopped.get('warnings'))  # 2.19: structured warnings
         assert not qemu.networkLookupByName(netname).isActive()
     finally:
@@ -352,7 +357,10 @@ def test_xml_option(qemu, netname):
     converge(qemu, dict(name=netname, xml=xml, state='present'))
     assert '<mtu' not in inactive_xml(net)
     fails(qemu, dict(name=netname, xml=xml.replace('<name>%s' % netname, '<name>other')), 'xml')
-    fails(qemu, dict(name=netname, xml='<network><name>%s</name><bogus/></network>' % netname), 'xml')
+    # what libvirt would silently ignore is refused, naming it
+    result = fails(qemu, dict(name=netname, xml='<network><name>%s</name><bogus/></network>' % netname), 'xml')
+    assert 'libvirt would ignore <network/bogus>' in result['msg']
+    fails(qemu, dict(name=netname, xml="<network><name>%s</name><mac address='nonsense'/></network>" % netname), 'xml')
     fails(qemu, dict(name=netname, xml=xml, mtu=1400), 'mutually exclusive')
 
 

@@ -133,8 +133,9 @@ def test_dir_pool_built_when_directory_missing_and_build_false(qemu, uname, pool
     args = dict(name=uname, type='dir', target=str(pool_dir), build=False)
     res = failed(run('storage_pool', args))
     assert 'build: true' in res['msg']
-    # defined (that step worked) but not started; nothing else
-    assert not qemu.storagePoolLookupByName(uname).isActive()
+    # the pool it defined is undefined again: nothing changed, nothing half-made left behind
+    assert res['changed'] is False and res['actions'] == [] and 'nothing changed' in res['msg']
+    assert _lookup(qemu, uname) is None
     assert not pool_dir.exists()
     converge(dict(args, build=True), qemu, uname)
     assert pool_dir.is_dir()
