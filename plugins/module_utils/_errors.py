@@ -11,6 +11,13 @@ message a user can act on.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
+# ``scheme://userinfo@``: the userinfo is everything up to the last '@' before the path
+_USERINFO = re.compile(r'(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@')
+REDACTED = '***'
+
 
 class LibvirtModuleError(Exception):
     """Base class: ``msg`` is shown to the user, ``details`` become extra result keys."""
@@ -43,6 +50,58 @@ class OperationFailed(LibvirtModuleError):
 
 class TimeoutExpired(LibvirtModuleError):
     """A bounded wait ran out."""
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets in URLs (``url`` of volume) and connection URIs (``uri``)
+
+
+def _userinfo(url):
+    match = _USERINFO.match(url) if isinstance(url, str) else None
+    return match.group('userinfo') if match else None
+
+
+def redact_url(url, keep_user=False):
+    """``url`` with its userinfo replaced by ``***``: ``http://***@host/x``. With ``keep_user``
+    (connection URIs, where the user name tells which account failed) only a password is:
+    ``qemu+ssh://root:***@host/system``; a URI without a password is returned as it is."""
+    info = _userinfo(url)
+    if not info:
+        return url
+    if keep_user:
+        if ':' not in info:
+            return url
+        replacement = '%s:%s' % (info.split(':', 1)[0], REDACTED)
+    else:
+        replacement = REDACTED
+    return _USERINFO.sub(lambda m: '%s%s@' % (m.group('scheme'), replacement), url, count=1)
+
+
+def url_secrets(url, keep_user=False):
+    """The secret strings of ``url``'s userinfo, as written and percent-decoded (what
+    :func:`redact_url` hides): add them to Ansible's ``no_log_values`` so that the module's
+    invocation shows the URL with only these masked."""
+    info = _userinfo(url)
+    if not info:
+        return set()
+    parts = [info.split(':', 1)[1]] if ':' in info else ([] if keep_user else [info])
+    if not keep_user:
+        parts.append(info)
+    secrets = set()
+    for part in parts:
+        secrets.update(value for value in (part, unquote(part)) if value)
+    return secrets
+
+
+def redact(text, url, keep_user=False):
+    """``text`` (a message, an error from a library) with ``url`` and its userinfo's secrets
+    redacted wherever they occur."""
+    if not isinstance(text, str) or not url:
+        return text
+    text = text.replace(url, redact_url(url, keep_user))
+    for secret in sorted(url_secrets(url, keep_user), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 # libvirt error code names (looked up lazily on the libvirt module, so this file never
@@ -121,7 +180,8 @@ def translate(libvirt, exc, what=None, uri=None):
     ``what`` describes the object or action ("guest 'web1'"), ``uri`` the connection.
     """
     code = error_code(exc)
-    text = str(exc).strip()
+    text = redact(str(exc).strip(), uri, keep_user=True)
+    uri = redact_url(uri, keep_user=True)
     prefix = ('%s: ' % what) if what else ''
     if code in _codes(libvirt, _NOT_FOUND_CODES):
         return ObjectNotFound('%snot found (%s)' % (prefix, text), libvirt_code=code)
@@ -152,9 +212,11 @@ def translate(libvirt, exc, what=None, uri=None):
 
 
 def connect_error(libvirt, exc, uri):
-    """Message for a failed ``virConnectOpen*``."""
+    """Message for a failed ``virConnectOpen*``. A password in ``uri`` is redacted (message and
+    the ``uri`` result key)."""
     code = error_code(exc)
-    text = str(exc).strip()
+    text = redact(str(exc).strip(), uri, keep_user=True)
+    uri = redact_url(uri, keep_user=True)
     if code in _codes(libvirt, _AUTH_CODES):
         return ConnectionFailed(
             'Authentication to %s failed: %s. Check username/password (SASL).' % (uri, text), libvirt_code=code, uri=uri

@@ -25,7 +25,7 @@ import struct
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, translate
-from ansible_collections.virtops.libvirt.plugins.module_utils._units import parse_size
+from ansible_collections.virtops.libvirt.plugins.module_utils._units import human, parse_size
 
 # ---------------------------------------------------------------------------------------------
 # Pool facts that reading a pool or a volume needs (the shared-storage marker: see _pool_xml)
@@ -226,13 +226,47 @@ BACKING_CAPABLE = ('qcow2', 'qed', 'qcow', 'vmdk')
 WIPE_ALGORITHMS = ('zero', 'nnsa', 'dod', 'bsi', 'gutmann', 'schneier', 'pfitzner7', 'pfitzner33', 'random', 'trim')
 
 
+# Volume sizes: larger than MAX_VOLUME_SIZE is refused (no host has that storage behind one
+# volume; it is a unit slip such as 1000000TiB), larger than LARGE_VOLUME_SIZE gets a warning. A
+# number without unit is bytes; one below SMALL_BARE_SIZE gets a warning (10 meant as 10 GiB).
+MAX_VOLUME_SIZE = 1024**5  # 1 PiB
+LARGE_VOLUME_SIZE = 64 * 1024**4  # 64 TiB
+SMALL_BARE_SIZE = 1024**2  # 1 MiB
+
+
 def size_bytes(option, value):
+    """``value`` (a size with unit, or a number of bytes) in bytes; InvalidParameter naming
+    ``option`` for what is not a size, or larger than :data:`MAX_VOLUME_SIZE`."""
     if value is None:
         return None
     try:
-        return parse_size(value, default_unit='B')
+        size = parse_size(value, default_unit='B')
     except ValueError as exc:
-        raise InvalidParameter(option, str(exc)) from None
+        raise InvalidParameter(
+            option, '%s (a size with unit such as 10GiB, or a number of bytes; at most 1 PiB)' % exc
+        ) from None
+    if size > MAX_VOLUME_SIZE:
+        raise InvalidParameter(
+            option,
+            '%r is %s (%d bytes), more than 1 PiB, the largest volume size this module accepts; check the unit'
+            % (value, human(size), size),
+        )
+    return size
+
+
+def check_size(option, value, size):
+    """Warnings (unit named) for a plausible but unusual ``size`` given as ``value``."""
+    if size is None:
+        return []
+    if size > LARGE_VOLUME_SIZE:
+        return ['%s: %r is %s, more than 64 TiB; check the unit' % (option, value, human(size))]
+    bare = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+    if bare and 0 < size < SMALL_BARE_SIZE:
+        return [
+            '%s: %s is %d bytes (a number without unit is bytes); write the unit for larger sizes, '
+            'for example %sGiB' % (option, str(value).strip(), size, str(value).strip())
+        ]
+    return []
 
 
 def build_volume(spec):

@@ -19,8 +19,11 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
+    LibvirtModuleError,
     OperationFailed,
+    redact_url,
     translate,
+    url_secrets,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
@@ -54,6 +57,14 @@ class VolumeManager:
         self.pool_root = None
         self.ptype = None
         self._tempfiles = []
+        self.uri_shown = redact_url(client.uri, keep_user=True)
+        # the userinfo of url (and a password in uri) is a secret: Ansible masks it in the
+        # invocation it returns; the module itself shows these URLs redacted everywhere
+        secrets = url_secrets(self.params.get('url'))
+        secrets.update(url_secrets(client.uri, keep_user=True))
+        no_log_values = getattr(getattr(client, 'module', None), 'no_log_values', None)
+        if secrets and no_log_values is not None:
+            no_log_values.update(secrets)
 
     @staticmethod
     def _change_code():
@@ -77,7 +88,7 @@ class VolumeManager:
         check_object_name('pool', self.pool_name)
         self.pool = self.client.lookup('pool', self.pool_name)
         if self.pool is None:
-            raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.client.uri))
+            raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.uri_shown))
         if not self.client.call(self.pool.isActive, what="storage pool '%s'" % self.pool_name):
             raise OperationFailed(
                 "storage pool '%s' is not active: start it (virtops.libvirt.storage_pool "
@@ -190,7 +201,10 @@ class VolumeManager:
             content=None,
         )
         if plan['capacity'] is not None and plan['capacity'] == 0 and not params.get('backing'):
-            raise InvalidParameter('capacity', 'must be larger than 0')
+            raise InvalidParameter('capacity', 'must be larger than 0 bytes')
+        for option in ('capacity', 'allocation'):
+            for warning in S.check_size(option, params.get(option), plan[option]):
+                self.client.warn(warning)
         if plan['format']:
             formats = self._pool_formats()
             if formats is not None and plan['format'] not in formats:
@@ -296,21 +310,19 @@ class VolumeManager:
         if record:
             plan['before_content'] = record.get('content')
         if params.get('url'):
+            VC.check_url(params['url'])
             checksum = S.parse_checksum(params.get('checksum'))
-            label = params['url']
-            if (
-                record
-                and checksum
-                and record.get('url') == params['url']
-                and record.get('checksum') == '%s:%s' % checksum
-            ):
+            # the URL as shown and recorded: without its userinfo (never persisted; a changed
+            # password is the same image)
+            label = redact_url(params['url'])
+            if record and checksum and record.get('url') == label and record.get('checksum') == '%s:%s' % checksum:
                 return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
             path, digest, _size = VC.download_url(
                 params['url'], self.client.module.tmpdir, checksum, params['validate_certs'], params['url_timeout']
             )
             self._tempfiles.append(path)
             identity = VC.file_identity(os.stat(path))
-            extra = dict(url=params['url'], checksum='%s:%s' % checksum if checksum else None)
+            extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
         else:
             path = params['src']
             label = path
@@ -351,6 +363,7 @@ class VolumeManager:
             identity=identity,
             size=size,
             capacity=content_capacity,
+            qcow2=detected == 'qcow2' and file_pool,
             record=dict(extra, content=digest, size=size),
             upload=True,
         )
@@ -405,6 +418,7 @@ class VolumeManager:
                 )
         capacity_now = current['capacity']
         content = plan['content']
+        steps = []  # (action, step): recorded when each step is done (all at once in check mode)
         if content and content['upload']:
             users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
             if users:
@@ -413,8 +427,12 @@ class VolumeManager:
                     'stop them first' % (self.what, '; '.join(users)),
                     in_use_by=users,
                 )
-            self.result.change('%s content replaced from %s' % (self.what, content['label']))
-            capacity_now = content['capacity']
+            steps.append(('%s content replaced from %s' % (self.what, content['label']), 'content'))
+            if content['qcow2']:
+                capacity_now = content['capacity']  # the image's header sets the size
+            else:
+                # the volume is zeroed and the image written over its start: it keeps its size
+                capacity_now = max(content['capacity'], capacity_now)
         capacity = plan['capacity']
         resize_flags = None
         live = None
@@ -423,7 +441,9 @@ class VolumeManager:
                 resize_flags = 0
                 live = self._change_code().live_resizer(self, vol)
                 how = " (live, through guest '%s' disk %s)" % (live['guest'], live['target']) if live else ''
-                self.result.change('%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how))
+                steps.append(
+                    ('%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how), 'resize')
+                )
             elif not self.params['allow_shrink']:
                 raise InvalidParameter(
                     'capacity',
@@ -439,25 +459,35 @@ class VolumeManager:
                         in_use_by=users,
                     )
                 resize_flags = lv.VIR_STORAGE_VOL_RESIZE_SHRINK
-                self.result.change('%s shrunk from %s to %s' % (self.what, human(capacity_now), human(capacity)))
+                steps.append(('%s shrunk from %s to %s' % (self.what, human(capacity_now), human(capacity)), 'resize'))
             predicted.find('capacity').text = str(capacity)
             predicted.find('capacity').set('unit', 'bytes')
         if self.check_mode:
+            for action, _step in steps:
+                self.result.change(action)
             return X.tostring(predicted)
-        if content and content['upload']:
-            vol = self._change_code().upload(self, vol, content)
+        actions = {step: action for action, step in steps}
+        if 'content' in actions:
+            vol = self._change_code().replace_content(self, vol, content, actions['content'])
         elif content and content.get('refresh_record'):
             self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
-        if resize_flags is not None and live is not None:
-            self.client.call(
-                live['dom'].blockResize,
-                live['target'],
-                capacity,
-                lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
-                what="%s resize through guest '%s'" % (self.what, live['guest']),
-            )
-        elif resize_flags is not None:
-            self.client.call(vol.resize, capacity, resize_flags, what=self.what + ' resize')
+        if 'resize' in actions:
+            try:
+                if live is not None:
+                    self.client.call(
+                        live['dom'].blockResize,
+                        live['target'],
+                        capacity,
+                        lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+                        what="%s resize through guest '%s'" % (self.what, live['guest']),
+                    )
+                else:
+                    self.client.call(vol.resize, capacity, resize_flags, what=self.what + ' resize')
+            except LibvirtModuleError:
+                # after replaced content (that stays, reported as done) the resize is left to do
+                self.result.pending.append(actions['resize'] + ' (run the task again)')
+                raise
+            self.result.change(actions['resize'])
         return None
 
     # ------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     ConnectionFailed,
     LibvirtModuleError,
-    ObjectNotFound,
     OperationFailed,
     is_connection_lost,
+    redact_url,
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
@@ -89,7 +89,7 @@ class PartialVolumes:
                     entry = json.load(handle)
             except (OSError, ValueError):
                 continue
-            if not isinstance(entry, dict) or entry.get('uri') != self.uri:
+            if not isinstance(entry, dict) or redact_url(entry.get('uri'), keep_user=True) != self.uri:
                 continue
             taken = '%s.claimed-%d' % (path, os.getpid())
             try:
@@ -126,7 +126,8 @@ def note_uri(mgr):
     """The canonical URI that keys the partial-volume notes ("qemu:///system" given or
     defaulted name the same host); asked before a change, while libvirtd answers."""
     if partials(mgr).uri is None:
-        partials(mgr).uri = mgr.client.call('getURI', what='the connection URI')
+        # kept in the notes: without a password that the URI may hold
+        partials(mgr).uri = redact_url(mgr.client.call('getURI', what='the connection URI'), keep_user=True)
 
 
 def sweep_partial(mgr):
@@ -203,17 +204,18 @@ def create(mgr, plan):
         how = " as a clone of '%s/%s'" % (plan['clone']['pool'], plan['clone']['name'])
     elif plan['backing']:
         how = ' as an overlay of %s' % plan['backing']['path']
-    mgr.result.change('%s created%s' % (mgr.what, how))
-    if content:
-        mgr.result.change('%s uploaded from %s' % (mgr.what, content['label']))
     resize = (
         capacity is not None
         and capacity > create_capacity
         and not S.capacity_matches(capacity, create_capacity, mgr.ptype)
     )
-    if resize:
-        mgr.result.change('%s resized to %s' % (mgr.what, human(capacity)))
+    created = '%s created%s' % (mgr.what, how)
+    uploaded = '%s uploaded from %s' % (mgr.what, content['label']) if content else None
+    resized = '%s resized to %s' % (mgr.what, human(capacity)) if resize else None
     if mgr.check_mode:
+        for action in (created, uploaded, resized):
+            if action:
+                mgr.result.change(action)
         predicted = X.parse(xml)
         size = capacity if resize else create_capacity
         if plan['format'] == 'qcow2':
@@ -258,11 +260,19 @@ def create(mgr, plan):
         if mgr._lookup(refresh=False) is not None:
             raise CreatedMeanwhile() from None
         raise
+    # each step is reported once it is done; when a later one fails, the volume is removed again
+    # and none is: either the whole volume is made, or nothing changed
+    done = [created]
+    mgr.result.change(created)
     try:
         if content:
             vol = upload(mgr, vol, content)
+            done.append(uploaded)
+            mgr.result.change(uploaded)
         if resize:
             mgr.client.call(vol.resize, capacity, 0, what=what + ' resize')
+            done.append(resized)
+            mgr.result.change(resized)
     except LibvirtModuleError as exc:
         # after a lost connection _upload already waited for the daemon: do not wait again
         problem = delete_quietly(mgr, vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
@@ -273,7 +283,11 @@ def create(mgr, plan):
                 problem,
                 noted or 'the next volume task on this host removes it',
             )
-            exc.args = (exc.msg,)
+        else:
+            for action in done:
+                mgr.result.actions.remove(action)
+            exc.msg = '%s; the new volume was removed again: nothing changed' % exc.msg
+        exc.args = (exc.msg,)
         raise
     return vol, None
 
@@ -300,6 +314,57 @@ def upload(mgr, vol, content, patience=RESTART_PATIENCE):
         VC.upload_file(mgr.client, vol, content['path'], what, expected)
     mgr.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
     return vol
+
+
+def replace_content(mgr, vol, content, action):
+    """Replace the content of an existing volume; report ``action`` once it is done.
+
+    The download (url) and the source were read and verified completely before: what can still
+    fail is libvirt. An upload writes the image's data over the volume and skips its holes, so
+    the volume is zeroed first (``wipe`` with zeros: a sparse file is truncated, not written):
+    no old data stays where the new image has a hole or past its end. The upload record is
+    dropped first too (a run killed part way leaves no record that vouches for the old
+    content; the next run compares the volume with the source). When a step fails after the
+    volume was touched, that is reported as a change and the message says the volume holds
+    part of the new content; when nothing was written, nothing changed."""
+    lv = mgr.libvirt
+    mgr.records.forget(vol.key())
+    try:
+        mgr.client.call(vol.wipePattern, lv.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0, what=mgr.what + ' zeroing')
+    except LibvirtModuleError as exc:
+        refused = exc.details.get('libvirt_code') in _codes_of(
+            lv, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_ARGUMENT_UNSUPPORTED', 'VIR_ERR_INVALID_ARG', 'VIR_ERR_OPERATION_INVALID'
+        )
+        if refused:  # libvirt refused before writing anything
+            exc.msg = (
+                '%s; its content was not replaced (to replace it, remove the volume with state=absent and run '
+                'the task again)' % exc.msg
+            )
+        else:  # an I/O error part way: some of the old content may be zeroed
+            mgr.result.change(
+                '%s partly zeroed for new content from %s (zeroing failed)' % (mgr.what, content['label'])
+            )
+            exc.msg = '%s; part of its old content may be zeroed: run the task again to upload the new content' % (
+                exc.msg
+            )
+        exc.args = (exc.msg,)
+        raise
+    try:
+        vol = upload(mgr, vol, content)
+    except LibvirtModuleError as exc:
+        mgr.result.change('%s content partly overwritten from %s (upload failed)' % (mgr.what, content['label']))
+        exc.msg = (
+            '%s; the volume was zeroed and holds part of the new content at most (its old content is lost): '
+            'run the task again to upload it completely' % exc.msg
+        )
+        exc.args = (exc.msg,)
+        raise
+    mgr.result.change(action)
+    return vol
+
+
+def _codes_of(libvirt, *names):
+    return {getattr(libvirt, name) for name in names if hasattr(libvirt, name)}
 
 
 def reattach(mgr, lost, patience=RESTART_PATIENCE):
@@ -392,25 +457,35 @@ def absent(mgr, vol):
             in_use_by=users,
         )
     wipe = mgr.params.get('wipe')
-    if wipe:
-        mgr.result.change('%s wiped (%s)' % (mgr.what, wipe))
-    mgr.result.change('%s deleted' % mgr.what)
+    wiped = '%s wiped (%s)' % (mgr.what, wipe)
+    deleted = '%s deleted' % mgr.what
     if mgr.check_mode:
+        if wipe:
+            mgr.result.change(wiped)
+        mgr.result.change(deleted)
         return
     key = vol.key()
-    if wipe:
-        algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
-        mgr.client.call(vol.wipePattern, algorithm, 0, what=mgr.what + ' wipe')
+
+    def gone(exc):
+        # a concurrent run removed it first: its run reports the change, this one is ok
+        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+            return True
+        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
+            return False
+        return mgr._lookup(refresh=False) is None
+
     try:
-        mgr.client.call(vol.delete, 0, what=mgr.what)
-    except ObjectNotFound:
-        pass  # deleted meanwhile by a concurrent run
+        if wipe:
+            algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
+            if not mgr.client.call_unless_done(vol.wipePattern, algorithm, 0, done=gone, what=mgr.what + ' wipe'):
+                return
+            mgr.result.change(wiped)
+        made = mgr.client.call_unless_done(vol.delete, 0, done=gone, what=mgr.what)
     except OperationFailed as exc:
-        if mgr._lookup(refresh=False) is None:
-            pass  # deleted meanwhile by a concurrent run
-        else:
-            raise OperationFailed(exc.msg + partition_hint(mgr), **exc.details) from None
-    mgr.records.forget(key)
+        raise OperationFailed(exc.msg + partition_hint(mgr), **exc.details) from None
+    if made:
+        mgr.result.change(deleted)
+        mgr.records.forget(key)
 
 
 def partition_hint(mgr):

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     OperationFailed,
+    redact,
+    redact_url,
     translate,
 )
 
@@ -322,10 +324,59 @@ def _region_is_zero(handle, offset, length, size):
     return True
 
 
-def download_url(url, directory, checksum, validate_certs, timeout):
-    """Fetch ``url`` into a sparse temp file; verify ``checksum`` ((algo, hex) or None).
+ALLOWED_URL_SCHEMES = ('http', 'https', 'ftp')
 
-    Returns ``(path, content digest, size)``; raises InvalidParameter naming url/checksum.
+
+def check_url(url):
+    """Refuse what ``url`` must not be (InvalidParameter('url', ...)): only http, https and ftp
+    are downloaded; a file on the managed host is ``src``'s business (``file://`` would copy any
+    host file, /etc/shadow included, into a volume a guest can read)."""
+    from urllib.parse import urlsplit
+
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise InvalidParameter('url', '%s is not a valid URL: %s' % (shown, redact(str(exc), url))) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_URL_SCHEMES:
+        hint = ' (for a file on the managed host use src)' if scheme in ('file', '') else ''
+        raise InvalidParameter(
+            'url',
+            '%s: scheme %r is not allowed; use one of %s%s'
+            % (shown, parts.scheme or '(none)', ', '.join(ALLOWED_URL_SCHEMES), hint),
+        )
+    if not parts.hostname:
+        raise InvalidParameter('url', '%s has no host name' % shown)
+
+
+def _expected_length(response):
+    """The number of bytes the server announced (Content-Length), or None when the body's length
+    is not known beforehand (chunked, or content-encoded: then the decoder notices a short body)."""
+    headers = getattr(response, 'headers', None)
+    if headers is None:
+        return None
+    if (headers.get('Content-Encoding') or 'identity').strip().lower() != 'identity':
+        return None
+    value = headers.get('Content-Length')
+    if value is None or (headers.get('Transfer-Encoding') or '').strip().lower() == 'chunked':
+        return None
+    try:
+        length = int(value.strip())
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def download_url(url, directory, checksum, validate_certs, timeout):
+    """Fetch ``url`` into a sparse temp file; verify that all of it arrived (Content-Length, or
+    the chunked/gzip framing) and ``checksum`` ((algo, hex) or None).
+
+    Returns ``(path, content digest, size)``; raises InvalidParameter naming url/checksum. Nothing
+    but the temp file is touched, and that is removed on every failure: a short read (a server
+    that closes the connection early, a reset) never reaches a volume. Messages show the URL with
+    its userinfo redacted.
     """
     # imported here: only downloads need them (http.client pulls in the email package), and
     # import time counts on every task
@@ -334,14 +385,17 @@ def download_url(url, directory, checksum, validate_certs, timeout):
     from ansible.module_utils.urls import ConnectionError as UrlConnectionError
     from ansible.module_utils.urls import SSLValidationError, open_url
 
+    check_url(url)
+    shown = redact_url(url)
     try:
         response = open_url(url, validate_certs=validate_certs, timeout=timeout, http_agent='virtops.libvirt')
     except (OSError, HTTPException, UrlConnectionError, SSLValidationError, ValueError) as exc:
         code = getattr(exc, 'code', None)
         reason = ('HTTP %s %s' % (code, getattr(exc, 'reason', ''))).strip() if code else str(exc)
-        raise InvalidParameter('url', 'cannot download %s: %s' % (url, reason)) from None
+        raise InvalidParameter('url', 'cannot download %s: %s' % (shown, redact(reason, url))) from None
     content = ContentDigest()
     verify = hashlib.new(checksum[0]) if checksum else None
+    expected = _expected_length(response)
     fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
     total = 0
     try:
@@ -349,9 +403,12 @@ def download_url(url, directory, checksum, validate_certs, timeout):
             while True:
                 try:
                     chunk = response.read(CHUNK)
-                except (OSError, HTTPException) as exc:
+                except (OSError, HTTPException, EOFError, ValueError) as exc:
+                    # IncompleteRead (chunked), a reset, a truncated gzip stream
                     raise InvalidParameter(
-                        'url', 'download of %s broke off after %d bytes: %s' % (url, total, exc)
+                        'url',
+                        'download of %s broke off after %d bytes: %s; nothing was changed'
+                        % (shown, total, redact(str(exc) or type(exc).__name__, url)),
                     ) from None
                 if not chunk:
                     break
@@ -363,11 +420,22 @@ def download_url(url, directory, checksum, validate_certs, timeout):
                 else:
                     out.write(chunk)
                 total += len(chunk)
+                if expected is not None and total > expected:
+                    break  # more than announced: reported below
+            if expected is not None and total != expected:
+                # http.client ends a body quietly when the server closes the connection before
+                # Content-Length bytes arrived: a short read must not pass for the image
+                raise InvalidParameter(
+                    'url',
+                    'download of %s is incomplete: the server announced %d bytes (Content-Length) '
+                    'but sent %s%d; nothing was changed'
+                    % (shown, expected, 'more than ' if total > expected else '', total),
+                )
             out.truncate(total)
     except (InvalidParameter, OSError) as exc:
         os.unlink(path)
         if isinstance(exc, OSError):
-            raise OperationFailed('cannot store the download of %s: %s' % (url, exc)) from None
+            raise OperationFailed('cannot store the download of %s: %s' % (shown, exc)) from None
         raise
     finally:
         response.close()
@@ -376,6 +444,6 @@ def download_url(url, directory, checksum, validate_certs, timeout):
         if got != checksum[1]:
             os.unlink(path)
             raise InvalidParameter(
-                'checksum', 'mismatch for %s: %s is %s, expected %s' % (url, checksum[0], got, checksum[1])
+                'checksum', 'mismatch for %s: %s is %s, expected %s' % (shown, checksum[0], got, checksum[1])
             )
     return path, content.hexdigest(), total

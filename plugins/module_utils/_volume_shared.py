@@ -17,10 +17,11 @@ writes a small JSON record on the managed host: ``<state dir>/volume-uploads/<ha
 the hash is taken over the connection's host name and the volume key. ``<state dir>`` is
 ``$VIRTOPS_LIBVIRT_STATE_DIR`` when set, else ``/var/lib/virtops-libvirt`` for root, else
 ``$XDG_STATE_HOME/virtops-libvirt`` (``~/.local/state/virtops-libvirt``). The record holds the
-content digest of what was uploaded (``_volume_content.ContentDigest``; and the url + checksum for
-downloads) and, for file volumes on a local connection, the file's device and inode. A later run
-uploads again only when the source's content differs from the record, so what a guest wrote to the
-volume since is never overwritten for an unchanged source. A record whose file identity no longer
+content digest of what was uploaded (``_volume_content.ContentDigest``; and the url - without
+its userinfo: credentials are never written - and checksum for downloads) and, for file volumes on
+a local connection, the file's device and inode. A later run uploads again only when the
+source's content differs from the record, so what a guest wrote to the volume since is never
+overwritten for an unchanged source. A record whose file identity no longer
 matches (the volume was deleted and created again outside this module) is ignored. Without a usable
 record (another host, lost state) the volume is compared byte for byte with the source through a
 sparse download; equal content is adopted (record written), different content is uploaded. Deleting
@@ -40,7 +41,7 @@ from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import OperationFailed, translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import OperationFailed, redact_url, translate
 
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
 _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8) | 1
@@ -115,16 +116,29 @@ class UploadRecords:
             return None  # not ours, or written before content digests (then the volume is compared)
         if record.get('identity') is not None and record['identity'] != self.identity(path):
             return None
+        url = record.get('url')
+        if isinstance(url, str) and redact_url(url) != url:
+            # written by an older version with the credentials of the url: never keep them
+            record['url'] = redact_url(url)
+            try:
+                self._write(key, record)
+            except OSError:
+                pass  # read-only state: the record is still usable
         return record
+
+    def _write(self, key, record):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+        os.replace(tmp, self.path(key))
 
     def save(self, key, record, path=None):
         record = dict(record, volume_key=key, host=self.host, identity=self.identity(path))
+        if record.get('url'):
+            record['url'] = redact_url(record['url'])  # credentials are never persisted
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
-            with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-                json.dump(record, handle, indent=1, sort_keys=True)
-            os.replace(tmp, self.path(key))
+            self._write(key, record)
         except OSError as exc:
             raise OperationFailed(
                 'cannot write the upload record under %s: %s (set VIRTOPS_LIBVIRT_STATE_DIR to a '

@@ -26,7 +26,10 @@ description:
     and adopted when equal.
   - Growing O(capacity) resizes the volume. Shrinking needs O(allow_shrink=true).
   - A volume that this module creates is deleted again when a later step of the same task (upload, resize)
-    fails, so no half-made volume stays behind.
+    fails, so no half-made volume stays behind, and the task reports no change.
+  - When replacing the content of an existing volume, the new content is downloaded (or read) and verified
+    completely before the volume is touched. Should libvirt's upload itself then fail part way, the task fails
+    with C(changed=true), says the volume holds part of the new content, and the next run uploads it again.
 author:
   - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
@@ -67,6 +70,8 @@ options:
   capacity:
     description:
       - Size the guest sees. A size with unit (V(10GiB), V(512MiB), V(1G)) or an integer in bytes.
+      - Sizes above 1 PiB are refused (a unit slip, for example V(1000000TiB)); above 64 TiB, and an integer
+        below 1 MiB (bytes, maybe meant with a unit), give a warning.
       - Required to create a volume without O(backing), O(clone_from), O(src) or O(url). For those the default is
         the size of the backing volume, of the cloned volume or of the image, and a smaller value is an error.
       - A larger value than the current one grows the volume. A smaller one needs O(allow_shrink=true).
@@ -77,6 +82,7 @@ options:
     description:
       - Space to allocate up front when the volume is created (V(0) gives a sparse, thin volume). Default is
         V(0) in file-based pools and the full capacity in V(disk) and V(logical) pools.
+      - A size with unit or an integer in bytes, at most 1 PiB.
     type: raw
     version_added: 0.1.0
   format:
@@ -128,6 +134,14 @@ options:
   url:
     description:
       - URL of an image to download on the managed host and upload into the volume.
+      - Only C(http), C(https) and C(ftp) URLs are downloaded. For an image file on the managed host use O(src)
+        (a C(file://) URL is refused).
+      - The whole download is verified (all the bytes the server announced arrived, and O(checksum) if given)
+        before the volume is created or its content replaced. A short download fails the task and changes
+        nothing.
+      - Credentials in the URL (C(https://user:password@host/...)) are used for the download but never shown.
+        The module's messages, actions and upload records show the URL as C(https://***@host/...), and Ansible
+        masks them in the returned invocation.
       - With O(checksum), a volume whose recorded upload has the same URL and checksum is not downloaded again.
     type: str
     version_added: 0.1.0

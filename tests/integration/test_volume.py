@@ -402,10 +402,16 @@ def test_bad_input_leaves_nothing(dir_pool, tmp_path, testdrv, uname):
     dir_pool.refresh(0)
     assert dir_pool.listAllVolumes(0) == []
 
-    # a step after the creation fails (the resize is impossible): the new volume is deleted again
+    # a size no host has is refused before anything is done, naming the unit
     src = sparse_file(tmp_path / 'x.raw', MiB, [(0, b'x')])
-    res = failed(run('volume', dict(pool=p, name='huge.raw', src=str(src), capacity='1000000TiB')))
-    assert 'resize' in res['msg']
+    res = failed(run('volume', dict(pool=p, name='huge.raw', src=str(src), capacity='1000000TiB')), 'capacity')
+    assert 'PiB' in res['msg'] and not res.get('changed')
+    assert vol(dir_pool, 'huge.raw') is None
+    # a step after the creation fails (ext4 holds no 900 TiB file): the new volume is deleted again
+    # and the task reports no change
+    res = failed(run('volume', dict(pool=p, name='huge.raw', src=str(src), capacity='900TiB')))
+    assert 'resize' in res['msg'] and 'removed again' in res['msg'] and not res.get('changed'), res
+    assert 'more than 64 TiB' in json.dumps(res.get('warnings'))
     assert vol(dir_pool, 'huge.raw') is None
     assert not list(dir_pool_path(dir_pool).iterdir())
 
