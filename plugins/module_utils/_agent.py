@@ -34,12 +34,37 @@ except ImportError:  # pragma: no cover - libvirt-python ships it; reported via 
     libvirt_qemu = None
 
 DEFAULT_COMMAND_TIMEOUT = 10
-# guest-file-read/-write chunk sizes: a base64 reply of 1 MiB stays far below libvirt's RPC
-# message limits.
+# guest-file-read/-write chunk sizes. Every reply reaches the module as one string of libvirt's
+# RPC protocol (at most 4 MiB, VIR_NET_MESSAGE_STRING_MAX): a 1 MiB read is 1.4 MB of base64.
+# A guest-file-write message above about 235 kB of JSON (170 KiB of data) is garbled on its way
+# from libvirt to qemu-ga (measured with QEMU 7.2 / qemu-ga 7.2: "JSON parse error", or no answer
+# until the agent catches up minutes later), so writes go in 64 KiB chunks (87 kB of base64).
 READ_CHUNK = 1024 * 1024
-WRITE_CHUNK = 512 * 1024
+WRITE_CHUNK = 64 * 1024
 # Files are returned inside the module result; refuse what would not fit sensibly.
 MAX_FILE_SIZE = 32 * 1024 * 1024
+# guest-exec-status returns stdout and stderr base64-encoded in ONE reply, and only once the
+# command has exited. qemu-ga keeps up to 16 MiB per stream, far above what libvirt passes on
+# (its agent reads at most 10 MiB per reply, and a larger one breaks the agent channel until
+# qemu-ga reconnects; its RPC carries at most 4 MiB per string). So the output is capped in the
+# guest: 1 MiB per stream is 2.8 MB of base64 for both.
+EXEC_OUTPUT_LIMIT = 1024 * 1024
+# Runs "$@" (the user's command, exec'd so that its PID, exit code and signal are the ones the
+# agent reports) with stdout and stderr going through two FIFOs, each read by a background reader
+# that passes on the first $1 bytes and throws the rest away (so the command never gets SIGPIPE).
+# Exit 125 with "virtops-exec: cannot" when the FIFOs cannot be made: the command did not run.
+EXEC_CAP_SCRIPT = (
+    'n=$1; shift; '
+    'd=$(mktemp -d "${TMPDIR:-/tmp}/.virtops-exec.XXXXXX") '
+    '|| { echo "virtops-exec: cannot create a directory for the output FIFOs" >&2; exit 125; }; '
+    'if ! mkfifo "$d/1" "$d/2"; then rm -rf "$d"; echo "virtops-exec: cannot create the output FIFOs" >&2; '
+    'exit 125; fi; '
+    '{ rm -f "$d/1"; rmdir "$d" 2>/dev/null; head -c "$n"; cat >/dev/null; } <"$d/1" & '
+    '{ rm -f "$d/2"; rmdir "$d" 2>/dev/null; head -c "$n" >&2; cat >/dev/null; } <"$d/2" & '
+    'exec "$@" >"$d/1" 2>"$d/2"'
+)
+EXEC_CAP_NAME = 'virtops-exec'
+EXEC_CAP_FAILED = 125
 
 
 class FileTooLarge(errors.OperationFailed):
@@ -48,6 +73,8 @@ class FileTooLarge(errors.OperationFailed):
 
 # guest-exec-status polling: start fast (short commands return in a few ms), back off to this.
 EXEC_POLL_MAX = 0.25
+# seconds to wait for a killed command (and the readers of its output) to be gone
+KILL_WAIT = 5
 
 _LIBVIRT_PREFIX = re.compile(r"^(internal error: )?unable to execute QEMU agent command '[^']*': ")
 
@@ -281,56 +308,98 @@ class Agent:
             raise errors.OperationFailed("guest '%s' stopped while waiting for its agent" % self.name)
 
     # -- exec -----------------------------------------------------------------------------
-    def exec_command(self, argv, stdin=None, env=None, timeout=DEFAULT_COMMAND_TIMEOUT):
+    def exec_command(
+        self, argv, stdin=None, env=None, timeout=DEFAULT_COMMAND_TIMEOUT, on_start=None, limit=EXEC_OUTPUT_LIMIT
+    ):
         """Run ``argv`` in the guest and wait (bounded) for it to exit.
 
-        ``stdin`` is bytes or None, ``env`` a list of ``NAME=value`` or None. Returns a dict with
-        ``pid``, ``rc``, ``signal``, ``stdout``/``stderr`` (bytes) and ``*_truncated``.
+        ``stdin`` is bytes or None, ``env`` a list of ``NAME=value`` or None. ``limit`` caps each
+        output stream in the guest (:data:`EXEC_CAP_SCRIPT`, needs a POSIX ``/bin/sh``); None
+        runs ``argv`` directly (for short helper commands, and guests without a POSIX shell).
+        ``on_start(pid)`` is called once the agent has started the command: from then on it has
+        run, whatever happens next. Returns a dict with ``pid``, ``rc``, ``signal``,
+        ``stdout``/``stderr`` (bytes) and ``*_truncated``.
         """
         deadline = time.monotonic() + timeout
-        arguments = {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True}
+        if limit is None:
+            arguments = {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True}
+        else:
+            # one byte more than the limit tells a cut output from one of exactly the limit
+            cap = [str(limit + 1)]
+            arguments = {'path': '/bin/sh', 'arg': ['-c', EXEC_CAP_SCRIPT, EXEC_CAP_NAME] + cap + list(argv)}
+            arguments['capture-output'] = True
         if env is not None:
             arguments['env'] = list(env)
         if stdin is not None:
             arguments['input-data'] = b64encode(stdin)
         started = self.command('guest-exec', arguments, timeout=remaining(deadline))
         pid = started['pid']
+        if on_start is not None:
+            on_start(pid)
         delay = 0.01
         while True:
             status = self.command('guest-exec-status', {'pid': pid}, timeout=remaining(deadline))
             if status.get('exited'):
-                return dict(
-                    pid=pid,
-                    rc=status.get('exitcode'),
-                    signal=status.get('signal'),
-                    stdout=b64decode(status.get('out-data')),
-                    stderr=b64decode(status.get('err-data')),
-                    stdout_truncated=bool(status.get('out-truncated')),
-                    stderr_truncated=bool(status.get('err-truncated')),
-                )
+                return self._exec_result(pid, status, argv, limit)
             if time.monotonic() + delay > deadline:
                 break
             time.sleep(delay)
             delay = min(delay * 2, EXEC_POLL_MAX)
         killed = self._kill(pid)
+        if killed:
+            state = 'it was killed after running that long'
+        else:
+            state = 'it could not be killed and may still be running'
         raise errors.TimeoutExpired(
-            "guest '%s': %s did not exit within %s seconds (pid %s in the guest, %s)"
-            % (self.name, argv[0], timeout, pid, 'killed' if killed else 'could not be killed'),
+            "guest '%s': %s did not exit within %s seconds (pid %s in the guest): %s"
+            % (self.name, argv[0], timeout, pid, state),
             timeout=timeout,
             pid=pid,
+            killed=killed,
         )
 
+    def _exec_result(self, pid, status, argv, limit):
+        stdout = b64decode(status.get('out-data'))
+        stderr = b64decode(status.get('err-data'))
+        rc = status.get('exitcode')
+        if limit is not None and rc == EXEC_CAP_FAILED and stderr.startswith(b'%s: cannot' % EXEC_CAP_NAME.encode()):
+            raise errors.OperationFailed(
+                "guest '%s': %s was not run: %s (the output of a command is capped in the guest through two "
+                'FIFOs in $TMPDIR or /tmp)' % (self.name, argv[0], stderr.decode('utf-8', 'replace').strip()),
+                pid=pid,
+            )
+        result = dict(
+            pid=pid,
+            rc=rc,
+            signal=status.get('signal'),
+            stdout=stdout,
+            stderr=stderr,
+            stdout_truncated=bool(status.get('out-truncated')),
+            stderr_truncated=bool(status.get('err-truncated')),
+        )
+        if limit is not None:
+            for stream in ('stdout', 'stderr'):
+                if len(result[stream]) > limit:
+                    result[stream] = result[stream][:limit]
+                    result['%s_truncated' % stream] = True
+        return result
+
     def _kill(self, pid):
-        """Best effort SIGKILL of a timed-out guest-exec child; True when it is gone."""
+        """Best effort SIGKILL of a timed-out guest-exec child; True when it is gone (reaped, so
+        qemu-ga forgets it). The agent reports the exit once the output pipes are closed too,
+        which takes a moment after the kill."""
         try:
             started = self.command('guest-exec', {'path': 'kill', 'arg': ['-KILL', str(pid)]}, timeout=5)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if self.command('guest-exec-status', started, timeout=5).get('exited'):
-                    break
+            deadline = time.monotonic() + KILL_WAIT
+            kill_done = False
+            while True:
+                if not kill_done:
+                    kill_done = bool(self.command('guest-exec-status', started, timeout=5).get('exited'))
+                if kill_done and self.command('guest-exec-status', {'pid': pid}, timeout=5).get('exited'):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
                 time.sleep(0.05)
-            # reap the killed child so qemu-ga forgets it
-            return bool(self.command('guest-exec-status', {'pid': pid}, timeout=5).get('exited'))
         except errors.LibvirtModuleError:
             return False
 
@@ -363,9 +432,11 @@ class Agent:
         return b''.join(chunks)
 
     def write_file(self, path, data, timeout=DEFAULT_COMMAND_TIMEOUT):
-        """Replace the file's content with ``data`` (bytes). The handle is always closed."""
+        """Write ``data`` (bytes) to ``path``, created or truncated: callers give a temporary
+        path and rename it over the target (see ``AgentActions``). The handle is always closed."""
         deadline = time.monotonic() + timeout
         handle = self._open(path, 'w', deadline, missing_ok=False)
+        closed = False
         try:
             for offset in range(0, len(data), WRITE_CHUNK):
                 chunk = data[offset : offset + WRITE_CHUNK]
@@ -379,8 +450,12 @@ class Agent:
                     )
                 self._check_deadline(deadline, 'writing %s' % path, timeout)
             self.command('guest-file-flush', {'handle': handle}, timeout=remaining(deadline))
+            # a close that fails may have lost data (fclose): an error here, not ignored
+            closed = True
+            self.command('guest-file-close', {'handle': handle}, timeout=remaining(deadline))
         finally:
-            self._close(handle)
+            if not closed:
+                self._close(handle)
 
     def _open(self, path, mode, deadline, missing_ok=True):
         try:

@@ -18,11 +18,14 @@ import binascii
 import datetime
 import hashlib
 import math
+import posixpath
 import re
+import secrets
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._agent import (
+    EXEC_OUTPUT_LIMIT,
     Agent,
     FileTooLarge,
     agent_channel_state,
@@ -37,6 +40,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
+    TimeoutExpired,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 
@@ -65,6 +69,26 @@ NO_DIFF_ACTIONS = ('exec', 'set_time', 'set_password')
 # Text diffs are shown for files up to this size; larger or binary files get a summary line.
 DIFF_MAX = 64 * 1024
 _OCTAL_MODE = re.compile(r'^0?[0-7]{3,4}$')
+_FILE_INFO = re.compile(r'^exists ([0-7]{1,5}) ([0-9]+:[0-9]+) (.+)$', re.S)
+# Removing a temporary file after a failure gets its own time, also when the action's is spent.
+CLEANUP_TIMEOUT = 10
+
+# write_file's helper scripts (run with /bin/sh -c through guest-exec, arguments as $1...).
+# ``exists MODE UID:GID REALPATH`` (symlinks resolved: the link keeps pointing at the file) or
+# ``missing``.
+FILE_INFO_SCRIPT = (
+    'p=$1; if [ -e "$p" ]; then r=$(readlink -f "$p") && s=$(stat -L -c "%a %u:%g" "$p") '
+    '&& printf "exists %s %s\\n" "$s" "$r"; else printf "missing\\n"; fi'
+)
+# Temporary file $1, checked to have $5 bytes, gets owner $4 and mode $3 (when given) and
+# replaces $2 (rename(2): atomic).
+REPLACE_SCRIPT = (
+    't=$1; p=$2; m=$3; o=$4; n=$5; s=$(stat -c %s "$t") || exit 1; '
+    'if [ "$s" != "$n" ]; then echo "$t has $s bytes instead of $n" >&2; exit 1; fi; '
+    'if [ -n "$o" ]; then chown "$o" "$t" || exit 1; fi; '
+    'if [ -n "$m" ]; then chmod "$m" "$t" || exit 1; fi; '
+    'mv -f "$t" "$p"'
+)
 _ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 
@@ -259,6 +283,23 @@ def diff_text(data, path):
         except UnicodeDecodeError:
             pass
     return '(%s: %d bytes, sha1 %s, not shown)\n' % (path, len(data), sha1(data))
+
+
+def parse_file_info(out, path, guest):
+    """FILE_INFO_SCRIPT's answer -> ``exists``, ``real``, ``mode`` (int), ``owner``."""
+    text = out[:-1] if out.endswith('\n') else out
+    if text == 'missing':
+        return dict(exists=False, real=path, mode=None, owner=None)
+    match = _FILE_INFO.match(text)
+    if not match:
+        raise OperationFailed("guest '%s': cannot read the mode and owner of %s (stat said %r)" % (guest, path, out))
+    return dict(exists=True, real=match.group(3), mode=int(match.group(1), 8), owner=match.group(2))
+
+
+def temp_path(real):
+    """A unique hidden file name next to ``real`` (same directory: the rename is atomic)."""
+    directory, base = posixpath.split(real)
+    return posixpath.join(directory, '.%s.virtops-%s.tmp' % (base[:100], secrets.token_hex(6)))
 
 
 def exec_output(raw, output_b64=False):
@@ -655,23 +696,54 @@ class AgentActions:
     # -- changing actions -------------------------------------------------------------------
     def _action_exec(self):
         params = self.params
-        self.result.change('ran %s' % ' '.join(self.argv))
+        ran = 'ran %s' % ' '.join(self.argv)
         if self.check_mode:
+            self.result.change(ran)
             return dict(argv=self.argv, msg='not run in check mode')
         stdin = params.get('stdin')
-        raw = self.agent.exec_command(
-            self.argv, stdin=stdin.encode('utf-8') if stdin is not None else None, env=self.env, timeout=self._left()
-        )
+        # Output is capped in the guest through /bin/sh (EXEC_CAP_SCRIPT); Windows has none.
+        limit = None if self._guest_is_windows() else EXEC_OUTPUT_LIMIT
+        try:
+            raw = self.agent.exec_command(
+                self.argv,
+                stdin=stdin.encode('utf-8') if stdin is not None else None,
+                env=self.env,
+                timeout=self._left(),
+                # recorded once the agent started it: a command that could not start changed nothing,
+                # one that timed out afterwards did run
+                on_start=lambda pid: self.result.change('%s (pid %s)' % (ran, pid)),
+                limit=limit,
+            )
+        except TimeoutExpired as exc:
+            if not self.result.actions:
+                exc.msg += '; the agent may have started the command all the same (its answer was lost)'
+            raise
         output = exec_output(raw, params['output_b64'])
         output['argv'] = self.argv
-        if output['rc'] != 0 and not params['allow_failure']:
+        if params['allow_failure']:
+            output['failed'] = False  # Ansible fails any result with a non-zero rc unless failed is given
+        elif output['rc'] != 0:
             raise OperationFailed(
                 "non-zero return code %s from %s in guest '%s'" % (output['rc'], self.argv[0], self.name),
-                changed=True,
                 **output,
             )
         return output
 
+    def _guest_is_windows(self):
+        """True for a Windows guest (qemu-ga reports the id ``mswindows``); False when the agent
+        does not say."""
+        try:
+            osinfo = self.agent.command('guest-get-osinfo', timeout=self._left()) or {}
+        except OperationFailed as exc:
+            if classify_agent_error(exc.msg) in ('disabled', 'unsupported'):
+                return False
+            raise
+        return osinfo.get('id') == 'mswindows'
+
+    # -- write_file -------------------------------------------------------------------------
+    # The new content goes to a temporary file next to the target, gets the target's owner and
+    # mode (or the wanted mode), and is renamed over it: the target has its old or its new
+    # content, never a part. Any failure before the rename removes the temporary file.
     def _action_write_file(self):
         path = self.params['path']
         data = self.data
@@ -682,45 +754,126 @@ class AgentActions:
         except FileTooLarge:
             current = False  # longer than the new content: different
             before = '(%s: longer than %d bytes, not shown)\n' % (path, max(len(data), DIFF_MAX))
-        if current != data:
-            self.result.change('%s %s' % ('created' if current is None else 'rewrote', path))
+        rewrite = current != data
+        file_info = None
+        windows = (rewrite or self.mode is not None) and self._guest_is_windows()
+        if windows and self.mode is not None:
+            raise InvalidParameter('mode', "is not supported for guest '%s': it runs Windows" % self.name)
+        if (rewrite or self.mode is not None) and not windows:
+            # before anything is written: also proves that the helper commands can run
+            file_info = self._file_info(path)
+        old_mode = file_info['mode'] if file_info and file_info['exists'] else None
+        set_mode = self.mode is not None and old_mode != self.mode
+        actions = []
+        if rewrite:
+            actions.append('%s %s' % ('created' if current is None else 'rewrote', path))
             self.result.set_diff(
                 before, diff_text(data, path), '%s (guest %s)' % (path, self.name), '%s (wanted)' % path
             )
-            if not self.check_mode:
-                self.agent.write_file(path, data, timeout=self._left())
-        mode = None
-        if self.mode is not None:
-            exists = current is not None or not self.check_mode
-            mode = self._file_mode(path) if exists else None
-            if mode != self.mode:
-                self.result.change('mode of %s set to %04o' % (path, self.mode))
-                if not self.check_mode:
-                    self._run_checked(['chmod', '%04o' % self.mode, path], 'mode')
-                mode = self.mode
-        return dict(path=path, size=len(data), checksum=sha1(data), mode='%04o' % mode if mode is not None else None)
+        if set_mode:
+            actions.append('mode of %s set to %04o' % (path, self.mode))
+        if self.check_mode:
+            for action in actions:
+                self.result.change(action)
+        elif rewrite and windows:
+            self._write_in_place(path, data, actions)
+        elif rewrite:
+            self._replace(path, data, file_info, actions)
+        elif set_mode:
+            self._run_checked(['chmod', '%04o' % self.mode, file_info['real']], 'mode')
+            self.result.change(actions[0])
+        mode = '%04o' % self.mode if self.mode is not None else None
+        return dict(path=path, size=len(data), checksum=sha1(data), mode=mode)
 
-    def _file_mode(self, path):
-        out = self._run_checked(['stat', '-c', '%a', path], 'mode')
+    def _file_info(self, path):
+        """``exists``, ``real`` (symlinks resolved), ``mode``, ``owner`` (``uid:gid``) of ``path``."""
+        option = 'mode' if self.mode is not None else 'path'
+        out = self._run_checked(['/bin/sh', '-c', FILE_INFO_SCRIPT, 'virtops-stat', path], option, what='stat')
+        return parse_file_info(out, path, self.name)
+
+    def _replace(self, path, data, file_info, actions):
+        """Write ``data`` to a temporary file next to ``path`` and rename it over ``path``.
+
+        The steps are recorded once the rename is done. On any failure the temporary file is
+        removed and the target keeps its old content; when the answer to a started rename was lost,
+        the target's content tells whether it happened (and the steps are recorded when it did).
+        """
+        real = file_info['real']
+        temp = temp_path(real)
+        mode = self.mode if self.mode is not None else file_info['mode']
+        owner = file_info['owner'] if file_info['exists'] else ''
+        script = ['/bin/sh', '-c', REPLACE_SCRIPT, 'virtops-replace', temp, real]
+        script += ['%04o' % mode if mode is not None else '', owner, str(len(data))]
+        option = 'mode' if self.mode is not None else 'path'
+        started = []
+        raw = None
+        renaming = False
         try:
-            return int(out.strip(), 8)
-        except ValueError:
-            raise OperationFailed(
-                "guest '%s': cannot read the mode of %s (stat said %r)" % (self.name, path, out)
-            ) from None
+            self.agent.write_file(temp, data, timeout=self._left())
+            renaming = True
+            try:
+                raw = self.agent.exec_command(script, timeout=self._left(), on_start=started.append, limit=None)
+            except OperationFailed as exc:
+                if started:
+                    raise
+                raise OperationFailed(
+                    '%s: needs guest-exec in the guest to run chown/chmod/mv: %s' % (option, exc.msg)
+                ) from None
+            if raw['rc'] != 0:
+                raise OperationFailed(
+                    "%s: chown/chmod/mv of the new content failed in guest '%s' (rc %s): %s"
+                    % (option, self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
+                )
+        except LibvirtModuleError as exc:
+            # started (or its start unanswered) but no answer: the rename may have been done
+            unknown = renaming and raw is None and (bool(started) or isinstance(exc, TimeoutExpired))
+            if self._after_failed_replace(exc, path, data, temp, unknown):
+                for action in actions:
+                    self.result.change(action)
+            raise
+        for action in actions:
+            self.result.change(action)
 
-    def _run_checked(self, argv, option):
+    def _after_failed_replace(self, exc, path, data, temp, unknown):
+        """Remove the temporary file (adding to ``exc.msg`` when that fails). ``unknown``: the
+        rename was started but its answer was lost; returns True when the target has the new
+        content (the rename was done)."""
+        try:
+            self.agent.exec_command(['rm', '-f', temp], timeout=CLEANUP_TIMEOUT, limit=None)
+        except LibvirtModuleError as cleanup:
+            exc.msg += '; the temporary file %s may be left in the guest (removing it failed: %s)' % (temp, cleanup.msg)
+        if not unknown:
+            exc.msg += '; %s is unchanged' % path
+            return False
+        try:
+            replaced = self.agent.read_file(path, timeout=CLEANUP_TIMEOUT, max_size=len(data)) == data
+        except LibvirtModuleError:
+            exc.msg += '; %s may have its new content or its old one' % path
+            return False
+        exc.msg += '; %s has its %s content' % (path, 'new' if replaced else 'old')
+        return replaced
+
+    def _write_in_place(self, path, data, actions):
+        """Windows guests (no POSIX shell to rename with): the old way, written in place."""
+        self.client.warn(
+            "guest '%s' runs Windows: %s is written in place, not through a temporary file; a failed write "
+            'leaves it incomplete' % (self.name, path)
+        )
+        self.agent.write_file(path, data, timeout=self._left())
+        for action in actions:
+            self.result.change(action)
+
+    def _run_checked(self, argv, option, what=None):
         """Run a helper command in the guest for ``option``; its failure names the option."""
+        what = what or argv[0]
         try:
-            raw = self.agent.exec_command(argv, timeout=self._left())
+            raw = self.agent.exec_command(argv, timeout=self._left(), limit=None)
         except OperationFailed as exc:
-            raise OperationFailed(
-                '%s: needs guest-exec in the guest to run %s: %s' % (option, argv[0], exc.msg)
-            ) from None
+            raise OperationFailed('%s: needs guest-exec in the guest to run %s: %s' % (option, what, exc.msg)) from None
         if raw['rc'] != 0:
             raise OperationFailed(
                 "%s: %s failed in guest '%s' (rc %s): %s"
-                % (option, ' '.join(argv), self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
+                % (option, what, self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
             )
         return raw['stdout'].decode('utf-8', 'replace')
 

@@ -15,7 +15,8 @@ description:
   - Talks to the QEMU guest agent (qemu-ga) of a running libvirt guest through libvirt, without
     network access to the guest. One O(action) per task.
   - Read-only actions are V(wait), V(ping), V(info) and V(read_file). They run in check mode too.
-  - V(exec) runs a command in the guest, like M(ansible.builtin.command). It always reports a change.
+  - V(exec) runs a command in the guest, like M(ansible.builtin.command). It always reports a change,
+    also when it fails after the command was started (for example when it timed out).
   - V(write_file), V(freeze) and V(thaw) are idempotent. They compare the file content (and mode) or
     the freeze status first and only act when it differs.
   - V(set_time) sets the guest clock and V(set_password) sets a user's password. These cannot be
@@ -75,7 +76,10 @@ options:
   timeout:
     description:
       - Upper bound in seconds for the whole action, including the wait for the agent. For V(exec) this
-        is the time the command may run; it is killed when it runs longer.
+        is the time the command may run; it is killed when it runs longer, and the task fails with
+        RV(ignore:changed=true) and the command's RV(pid) (it ran until then).
+      - V(write_file) moves about 0.5 to 0.8 MB per second through the agent of a guest under QEMU TCG
+        emulation (much more under KVM). Raise O(timeout) for large files, for example to 180 for 32 MiB.
       - For V(wait) after starting a guest, allow for its whole boot.
     type: int
     default: 60
@@ -100,14 +104,21 @@ options:
     default: /bin/sh
     version_added: 0.1.0
   stdin:
-    description: With V(exec), text fed to the command's standard input.
+    description:
+      - With V(exec), text fed to the command's standard input.
+      - Like every option it is shown in the task's C(invocation) (with C(-vvv), in callbacks and
+        logs). For a secret set the task keyword C(no_log) to V(true) (see the examples); the registered result
+        still has the command's output.
     type: str
     version_added: 0.1.0
   env:
     description:
       - With V(exec), environment variables for the command.
-      - When given, the command gets only these variables, not the agent's environment. Set E(PATH)
-        too if the command needs it.
+      - When given, the command gets only these variables, not the agent's environment (plus what the
+        guest's C(/bin/sh) adds for the output capping, such as E(PWD), E(SHLVL) and a default E(PATH)).
+        Set E(PATH) too if the command needs a particular one.
+      - Like O(stdin) the values are shown in the task's C(invocation). Set the task keyword C(no_log)
+        to V(true) for secrets.
     type: dict
     version_added: 0.1.0
   allow_failure:
@@ -150,9 +161,11 @@ options:
     description:
       - With V(write_file), the wanted file mode as an octal string, for example V('0644').
         Symbolic modes are not supported.
-      - It is read with C(stat) and set with C(chmod) through the agent's C(guest-exec).
-      - When not given, an existing file keeps its mode. A new file gets the agent's default, often
-        V(0666) minus qemu-ga's umask, so give O(mode) for new files.
+      - It is read with C(stat) and set with C(chmod) through the agent's C(guest-exec), before the new
+        content replaces the file. When they cannot run, nothing is written.
+      - When not given, an existing file keeps its mode (and owner). A new file gets the agent's default,
+        often V(0666) minus qemu-ga's umask, so give O(mode) for new files.
+      - Not supported on Windows guests.
     type: raw
     version_added: 0.1.0
   mountpoints:
@@ -194,8 +207,22 @@ notes:
     V(set_password)) block forever by default. The module sets the guest's agent response timeout to
     O(timeout) for each call and resets it to libvirt's default afterwards. A timeout set earlier
     with C(virsh guest-agent-timeout) is not kept.
-  - V(read_file) and V(write_file) handle files up to 32 MiB.
-  - V(exec) output is limited by qemu-ga (16 MiB per stream). RV(stdout_truncated) tells when it was cut.
+  - V(read_file) and V(write_file) handle files up to 32 MiB (measured with qemu-ga 7.2 under TCG
+    emulation, where writing 32 MiB took 68 seconds; give a large O(timeout)). Data goes to the agent
+    in 64 KiB pieces; a single agent message above about 170 KiB of data does not reach qemu-ga intact.
+  - V(write_file) never leaves a partly written file. The content goes to a temporary file in the same
+    directory (C(.NAME.virtops-RANDOM.tmp)), which gets the owner and mode of the file it replaces (or
+    O(mode)) and is renamed over it with C(mv). On any failure the temporary file is removed and the file
+    keeps its old content. This needs C(guest-exec) and a POSIX shell with C(stat), C(readlink), C(chown),
+    C(chmod), C(mv) and C(rm) in the guest (busybox has them). A symbolic link at O(path) keeps pointing
+    at the file, which is replaced. On Windows guests the file is written in place (with a warning).
+  - V(exec) captures at most 1 MiB of standard output and 1 MiB of standard error, and throws away the
+    rest (the command is not stopped). RV(stdout_truncated) and RV(stderr_truncated) tell when output was
+    cut. The guest agent returns both in one reply, which libvirt must pass on whole (its limit is 4 MiB
+    per reply string; a reply above 10 MiB breaks the agent channel). To cap the output, the command
+    runs through the guest's C(/bin/sh) with its output going through two FIFOs in E(TMPDIR) or C(/tmp);
+    the command's PID, exit code and signal are its own. A missing program gives RV(rc=127). On Windows
+    guests the command runs directly and its output is not capped.
 seealso:
   - module: virtops.libvirt.guest
   - name: QEMU guest agent protocol
@@ -243,6 +270,15 @@ EXAMPLES = r"""
     env:
       PATH: /usr/bin:/bin
     timeout: 30
+
+- name: Feed a secret to a command; no_log keeps it out of the output and logs
+  virtops.libvirt.guest_agent:
+    name: web1
+    action: exec
+    argv: [/usr/local/bin/enroll, --token-from-stdin]
+    stdin: "{{ vault_enroll_token }}"
+  no_log: true
+  register: enroll
 
 - name: Put a file into the guest (written only when the content or mode differs)
   virtops.libvirt.guest_agent:
@@ -297,6 +333,10 @@ actions:
   type: list
   elements: str
   sample: ["rewrote /etc/motd", "mode of /etc/motd set to 0644"]
+killed:
+  description: Whether the command that timed out was killed (false means it may still be running).
+  returned: when O(action=exec) timed out
+  type: bool
 agent_wait_seconds:
   description: Seconds waited until the agent answered.
   returned: when O(action=wait)
@@ -391,11 +431,11 @@ stderr_lines:
   type: list
   elements: str
 stdout_truncated:
-  description: Whether the agent cut the standard output.
+  description: Whether the standard output was cut (at 1 MiB, see the notes).
   returned: when O(action=exec) and not in check mode
   type: bool
 stderr_truncated:
-  description: Whether the agent cut the standard error.
+  description: Whether the standard error was cut (at 1 MiB, see the notes).
   returned: when O(action=exec) and not in check mode
   type: bool
 stdout_b64:
@@ -407,7 +447,7 @@ stderr_b64:
   returned: when O(action=exec), O(output_b64=true) and not in check mode
   type: str
 pid:
-  description: Process ID of the command in the guest.
+  description: Process ID of the command in the guest. Also returned when the command timed out.
   returned: when O(action=exec) and not in check mode
   type: int
 path:

@@ -518,13 +518,16 @@ def test_exec_polls_until_exit(channel):
         ]
     )
     fake = channel({'guest-exec': lambda a: {'pid': 42}, 'guest-exec-status': lambda a: next(statuses)})
-    out = make_agent().exec_command(['uname', '-r'], stdin=b'in', env=['A=1'], timeout=5)
+    started = []
+    out = make_agent().exec_command(['uname', '-r'], stdin=b'in', env=['A=1'], timeout=5, on_start=started.append)
+    assert started == [42]
     assert out == dict(
         pid=42, rc=0, signal=None, stdout=b'6.1\n', stderr=b'', stdout_truncated=False, stderr_truncated=False
     )
+    # through the capping wrapper: the command's own argv follows the limit (+1 byte)
     assert fake.calls[0][1] == {
-        'path': 'uname',
-        'arg': ['-r'],
+        'path': '/bin/sh',
+        'arg': ['-c', A.EXEC_CAP_SCRIPT, 'virtops-exec', str(A.EXEC_OUTPUT_LIMIT + 1), 'uname', '-r'],
         'capture-output': True,
         'env': ['A=1'],
         'input-data': base64.b64encode(b'in').decode(),
@@ -545,9 +548,12 @@ def test_exec_timeout_kills_and_reports(channel):
         return {'exited': args['pid'] == 99 or bool(killed), 'signal': 9}
 
     channel({'guest-exec': start, 'guest-exec-status': status})
-    with pytest.raises(TimeoutExpired, match=r'did not exit within 1 seconds \(pid 42 in the guest, killed\)'):
+    with pytest.raises(
+        TimeoutExpired, match=r'did not exit within 1 seconds \(pid 42 in the guest\): it was killed'
+    ) as err:
         make_agent().exec_command(['sleep', '100'], timeout=1)
     assert killed == [['-KILL', '42']]
+    assert err.value.details == dict(timeout=1, pid=42, killed=True)
 
 
 def test_call_bounds_and_restores_the_response_timeout(channel):
