@@ -72,6 +72,25 @@ options:
     choices: [running, paused, stopped, shutting_down, crashed, pmsuspended, unknown]
     default: []
     version_added: 0.1.0
+  include:
+    description:
+      - Only guests whose names match one of these glob patterns become hosts (shell-style
+        wildcards C(*), C(?), C([abc]), C([!abc]), matched against the whole name,
+        case-sensitively). All guests when empty.
+      - Applied before O(states), O(exclude) and the address lookup, so a guest that is not
+        included is not read at all.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
+  exclude:
+    description:
+      - Guests whose names match one of these glob patterns do not become hosts, even when they
+        match O(include).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
   hostname:
     description:
       - What names the hosts. V(name) is the guest name, V(uuid) the guest UUID.
@@ -104,6 +123,12 @@ uris:
   - qemu+ssh://root@kvm1.example.com/system
   - qemu+ssh://root@kvm2.example.com/system
 address_source: agent
+
+# inventory/web.libvirt.yml: the web and db guests, without the ones being built (web-tmp-*)
+plugin: virtops.libvirt.libvirt
+uris: [qemu:///system]
+include: ['web-*', 'db-*']
+exclude: ['web-tmp-*']
 
 # inventory/running.libvirt.yml: running guests only, grouped by a naming convention, cached
 plugin: virtops.libvirt.libvirt
@@ -173,7 +198,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 raise AnsibleParserError('Cannot connect to libvirt at %s: %s' % (uri, exc)) from None
             try:
                 guests.extend(
-                    collect(conn, uri, self.get_option('address_source'), libvirt, states=self.get_option('states'))
+                    collect(
+                        conn,
+                        uri,
+                        self.get_option('address_source'),
+                        libvirt,
+                        states=self.get_option('states'),
+                        include=self.get_option('include'),
+                        exclude=self.get_option('exclude'),
+                    )
                 )
             except libvirt.libvirtError as exc:
                 raise AnsibleParserError('Reading the guests of %s failed: %s' % (uri, exc)) from None

@@ -22,6 +22,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ch
 from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import place
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
+    LibvirtModuleError,
     OperationFailed,
     TimeoutExpired,
 )
@@ -362,6 +363,7 @@ class HostdevManager:
         self.record = None
         self.ambiguous = []
         self.reboot_required = False
+        self._detached = None  # (node device, recorded action) of a host detach this run made
 
     # ------------------------------------------------------------------------------------
     def run(self):
@@ -552,35 +554,84 @@ class HostdevManager:
         host_detach = self._needs_host_detach()
         if adding or host_detach:
             self._check_safe(src, live_root if running else current, running)
+        if self.check_mode:
+            self._predict_present(src, how, live_add, before, new_tree, live_root, want, host_detach)
+        else:
+            self._apply_present(dom, src, how, live_add, before, new_tree, live_root, want, host_detach)
+        if running and how and not live_add:
+            self.reboot_required = True
+        return find_elements(new_tree, key)[0] if persistent else want
+
+    def _predict_present(self, src, how, live_add, before, new_tree, live_root, want, host_detach):
+        """Check mode: record what _apply_present would do, in its order."""
+        if host_detach:
+            self._record_host_detach()
+        if live_add:
+            self._record_hotplug(src, how, live_root, want)
+        if how:
+            self._record_config(src, how, before, new_tree)
+
+    def _apply_present(self, dom, src, how, live_add, before, new_tree, live_root, want, host_detach):
+        """Host detach -> live hot-plug -> persistent definition, each recorded once it worked.
+
+        The live attach goes first: when the driver refuses the device, the definition was not
+        touched, the host detach is undone, and the failure says that nothing changed. When the
+        definition fails after a successful hot-plug, the hot-plug is reported (changed) and the
+        failure says what is left to do.
+        """
+        lv = self.libvirt
+        what = "guest '%s'" % self.guest
         if host_detach:
             self._detach_from_host()
-        if how:
-            self.result.change("%s %s in the configuration of guest '%s'" % (describe_source(src), how, self.guest))
-            self.result.set_diff(
-                before, X.tostring(new_tree), "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
-            )
-            if not self.check_mode:
-                dom = self.client.call('defineXML', X.tostring(new_tree), what=what)
         if live_add:
-            self.result.change("%s hot-plugged into running guest '%s'" % (describe_source(src), self.guest))
-            if not how:
-                live_after = put_device(live_root, want, key)[0]
-                self.result.set_diff(
-                    X.tostring(live_root),
-                    X.tostring(live_after),
-                    "guest '%s' (live)" % self.guest,
-                    "guest '%s' (live, wanted)" % self.guest,
-                )
-            if not self.check_mode:
+            try:
                 self.client.call(
                     dom.attachDeviceFlags,
                     X.tostring(want),
                     lv.VIR_DOMAIN_AFFECT_LIVE,
                     what='hot-plug of %s into %s' % (describe_source(src), what),
                 )
-        elif running and how:
-            self.reboot_required = True
-        return find_elements(new_tree, key)[0] if persistent else want
+            except LibvirtModuleError as exc:
+                undone = self._undo_host_detach() if host_detach else True
+                raise OperationFailed(
+                    '%s. %s'
+                    % (
+                        exc.msg,
+                        "Nothing was changed: guest '%s' and its definition are as before%s."
+                        % (self.guest, ' and the host device is back on its host driver' if host_detach else '')
+                        if undone
+                        else "The host device stays detached to vfio-pci (giving it back failed); guest '%s' "
+                        'and its definition are as before.' % self.guest,
+                    ),
+                    **exc.details,
+                ) from None
+            self._record_hotplug(src, how, live_root, want)
+        if how:
+            if live_add:
+                # named by the failure report when the definition fails after the hot-plug
+                self.result.pending.append(
+                    "%s in the persistent definition of guest '%s' (it is attached until the guest stops; run "
+                    'the task again)' % (describe_source(src), self.guest)
+                )
+            self.client.call('defineXML', X.tostring(new_tree), what=what)
+            self.result.pending = []
+            self._record_config(src, how, before, new_tree)
+
+    def _record_hotplug(self, src, how, live_root, want):
+        self.result.change("%s hot-plugged into running guest '%s'" % (describe_source(src), self.guest))
+        if not how:  # only the live XML changes: show that
+            self.result.set_diff(
+                X.tostring(live_root),
+                X.tostring(put_device(live_root, want, source_key(src))[0]),
+                "guest '%s' (live)" % self.guest,
+                "guest '%s' (live, wanted)" % self.guest,
+            )
+
+    def _record_config(self, src, how, before, new_tree):
+        self.result.change("%s %s in the configuration of guest '%s'" % (describe_source(src), how, self.guest))
+        self.result.set_diff(
+            before, X.tostring(new_tree), "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
+        )
 
     def _needs_host_detach(self):
         if not self.params['detach_on_host']:
@@ -589,16 +640,33 @@ class HostdevManager:
             raise InvalidParameter('detach_on_host', 'the device is not present on the host, nothing to detach')
         return self.devices.driver_of(self.record) != VFIO_DRIVER
 
-    def _detach_from_host(self):
+    def _record_host_detach(self):
         name = self.record['name']
         driver = self.devices.driver_of(self.record)
         self.result.change("host device '%s' detached from %s to vfio-pci" % (name, driver or 'no driver'))
-        if self.check_mode:
-            return
+
+    def _detach_from_host(self):
+        name = self.record['name']
         dev = self.client.lookup('nodedev', name)
         if dev is None:
             raise OperationFailed("host device '%s' disappeared" % name)
+        message = "host device '%s' detached from %s to vfio-pci" % (
+            name,
+            self.devices.driver_of(self.record) or 'no driver',
+        )
         self.client.call(dev.detachFlags, 'vfio', 0, what="detaching host device '%s'" % name)
+        self._detached = (dev, message)
+        self.result.change(message)
+
+    def _undo_host_detach(self):
+        """Give a device this run detached back to its host driver; whether that worked."""
+        dev, message = self._detached
+        try:
+            self.client.call(dev.reAttach, what="reattaching host device '%s'" % self.record['name'])
+        except LibvirtModuleError:
+            return False
+        self.result.actions.remove(message)
+        return True
 
     # ------------------------------------------------------------------------------------
     # absent
@@ -613,8 +681,8 @@ class HostdevManager:
         live_nodes = []
         if running and self.params['live']:
             live_nodes = find_elements(X.parse(self.client.call(dom.XMLDesc, 0, what=what)), key)
+        # each step is recorded once it worked (in check mode: as it would be done)
         if live_nodes:
-            self.result.change("%s hot-unplugged from running guest '%s'" % (describe_source(src), self.guest))
             if not self.check_mode:
                 for node in live_nodes:
                     self.client.call(
@@ -623,15 +691,22 @@ class HostdevManager:
                         lv.VIR_DOMAIN_AFFECT_LIVE,
                         what='hot-unplug of %s from %s' % (describe_source(src), what),
                     )
+            self.result.change("%s hot-unplugged from running guest '%s'" % (describe_source(src), self.guest))
         elif running and removed:
             self.reboot_required = True
         if removed:
+            if not self.check_mode:
+                if live_nodes:
+                    self.result.pending.append(
+                        "%s removed from the persistent definition of guest '%s' (it comes back when the guest "
+                        'starts again; run the task again)' % (describe_source(src), self.guest)
+                    )
+                self.client.call('defineXML', X.tostring(new_tree), what=what)
+                self.result.pending = []
             self.result.change("%s removed from the configuration of guest '%s'" % (describe_source(src), self.guest))
             self.result.set_diff(
                 before, X.tostring(new_tree), "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
             )
-            if not self.check_mode:
-                self.client.call('defineXML', X.tostring(new_tree), what=what)
         if self.params['detach_on_host'] and self.record is not None:
             self._reattach_to_host(dom, src, key, bool(live_nodes))
         return None
@@ -644,14 +719,15 @@ class HostdevManager:
         if others:
             self.client.warn("host device '%s' stays on vfio-pci: guest(s) %s still use it" % (name, ', '.join(others)))
             return
-        self.result.change("host device '%s' reattached to its host driver" % name)
-        if self.check_mode:
-            return
-        if wait_unplug:
-            self._wait_unplugged(dom, key)
-        dev = self.client.lookup('nodedev', name)
-        if dev is not None:
+        message = "host device '%s' reattached to its host driver" % name
+        if not self.check_mode:
+            if wait_unplug:
+                self._wait_unplugged(dom, key)
+            dev = self.client.lookup('nodedev', name)
+            if dev is None:
+                return
             self.client.call(dev.reAttach, what="reattaching host device '%s'" % name)
+        self.result.change(message)
 
     def _wait_unplugged(self, dom, key, timeout=30.0):
         deadline = time.monotonic() + timeout

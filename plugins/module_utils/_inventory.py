@@ -11,6 +11,7 @@ Everything here is independent of Ansible's inventory classes and unit-tested wi
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -112,8 +113,21 @@ def describe(dom, uri, host, source, libvirt):
     return guest
 
 
-def collect(conn, uri, source, libvirt, states=None):
-    """All guests of ``conn`` (sorted by name), optionally only those in ``states``.
+def name_selected(name, include=None, exclude=None):
+    """Whether a guest named ``name`` becomes a host: it matches one of the ``include`` glob
+    patterns (every name when there are none) and none of the ``exclude`` patterns.
+
+    Patterns are shell-style globs (``*``, ``?``, ``[abc]``, ``[!abc]``) matched against the whole
+    name, case-sensitively like libvirt's guest names.
+    """
+    if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude or ())
+
+
+def collect(conn, uri, source, libvirt, states=None, include=None, exclude=None):
+    """All guests of ``conn`` (sorted by name), optionally only those in ``states`` and those whose
+    names ``name_selected`` keeps (filtered by name first: an excluded guest is not even read).
 
     ``libvirt`` is the libvirt module (for ``libvirtError`` and the error codes).
     """
@@ -121,6 +135,8 @@ def collect(conn, uri, source, libvirt, states=None):
     guests = []
     for dom in conn.listAllDomains(0):
         try:
+            if not name_selected(dom.name(), include, exclude):
+                continue
             guest = describe(dom, uri, host, source, libvirt)
         except libvirt.libvirtError as exc:
             if is_not_found(libvirt, exc):

@@ -31,6 +31,12 @@ description:
   - For a stopped guest, a PCI device is only added to the configuration. When the host has no
     IOMMU, a warning says that the guest cannot start with it.
   - It checks before it changes anything, so a refused task leaves the guest and the device alone.
+  - On a running guest the device is hot-plugged first and written to the configuration only after
+    that worked. When the hypervisor refuses the hot-plug (for example a USB device QEMU cannot
+    open), the task fails with C(changed=false), the configuration is as before and a device that
+    O(detach_on_host) detached for it is given back to its host driver. When writing the
+    configuration fails after a successful hot-plug, the task fails with C(changed=true), the
+    hot-plug in RV(actions) and what is left to do in the message.
 author:
   - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:

@@ -334,3 +334,25 @@ def test_qemu_config_only_attach_of_absent_devices(qemu, uname):
         assert 'IOMMU' in warnings
     assert pci_driver_bindings() == bindings
     assert not qemu.lookupByName(uname).isActive()
+
+
+def test_refused_usb_hotplug_leaves_guest_and_definition_alone(qemu, uname, boot_spec):
+    """A running TCG guest and a USB device the host does not have: QEMU's driver refuses the
+    hot-plug. Nothing is changed (no <hostdev> left in the persistent definition), and the
+    failure says so; check mode predicted the change without touching anything."""
+    ok(run_module('guest', dict(boot_spec, name=uname, memory='128MiB', state='running')))
+    dom = qemu.lookupByName(uname)
+    config, live = dom.XMLDesc(INACTIVE), dom.XMLDesc(0)
+    args = dict(guest=uname, address=dict(type='usb', vendor='1050', product='0407'))
+    predicted = ok(run_module('hostdev', args, check=True))
+    assert predicted['changed'] and len(predicted['actions']) == 2
+    result = run_module('hostdev', args)
+    assert result.get('failed') and result['changed'] is False and result['actions'] == [], result
+    assert "hot-plug of USB 1050:0407 into guest '%s'" % uname in result['msg']
+    assert 'Nothing was changed' in result['msg']
+    assert '<hostdev' not in dom.XMLDesc(INACTIVE) and '<hostdev' not in dom.XMLDesc(0)
+    assert dom.XMLDesc(INACTIVE) == config and dom.XMLDesc(0) == live
+    # live: false only writes the definition (applies at the next start)
+    result = ok(run_module('hostdev', dict(args, live=False)))
+    assert result['changed'] and result['reboot_required'] is True
+    assert '<hostdev' in dom.XMLDesc(INACTIVE) and '<hostdev' not in dom.XMLDesc(0)

@@ -178,3 +178,35 @@ def test_unreachable_uri_fails_clearly(tmp_path):
     assert proc.returncode != 0
     assert 'Cannot connect to libvirt at qemu+unix:///system?socket=/nonexistent/sock' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_include_exclude_name_patterns(tmp_path, testdrv, uname):
+    """include/exclude glob patterns: only the matching guests of every URI become hosts."""
+    for suffix in ('-web-1', '-web-tmp-1', '-db-1', '-other'):
+        _define_test_guest(testdrv, uname + suffix)
+    data, hostvars = inventory(
+        tmp_path,
+        """
+plugin: virtops.libvirt.libvirt
+uris: [qemu:///system, %s]
+address_source: none
+include: ['%s-web-*', '%s-db-?']
+exclude: ['*-tmp-*']
+"""
+        % (TEST_URI, uname, uname),
+    )
+    assert set(hostvars) == {uname + '-web-1', uname + '-db-1'}
+    assert members(data, 'libvirt_stopped') == {uname + '-web-1', uname + '-db-1'}
+    # exclude alone keeps everything else, here of the test driver
+    hostvars = inventory(
+        tmp_path,
+        """
+plugin: virtops.libvirt.libvirt
+uris: [%s]
+address_source: none
+exclude: ['%s-web-*']
+"""
+        % (TEST_URI, uname),
+    )[1]
+    assert {'test', uname + '-db-1', uname + '-other'} <= set(hostvars)
+    assert not [h for h in hostvars if h.startswith(uname + '-web-')]

@@ -153,7 +153,7 @@ def test_demo_cleans_up_when_a_step_fails(qemu):
 def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
     """playbooks/kvm_host.yml, provision.yml and decommission.yml from one inventory."""
     prefix = '%spb-' % PREFIX
-    pool, net, guest = prefix + 'pool', prefix + 'net', prefix + 'g1'
+    pool, net, guest, guest2 = prefix + 'pool', prefix + 'net', prefix + 'g1', prefix + 'g2'
     inventory = tmp_path / 'inventory.json'
     host = {
         'ansible_connection': 'local',
@@ -173,7 +173,14 @@ def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
                     {'name': guest + '.qcow2', 'backing': {'pool': pool, 'name': prefix + 'base.img'}, 'target': 'vda'}
                 ],
                 'commands': [['uname', '-r']],
-            }
+            },
+            {
+                'name': guest2,
+                'memory': '256MiB',
+                'boot': {'kernel': test_image['kernel'], 'initrd': test_image['initrd'], 'cmdline': 'console=ttyS0'},
+                'interfaces': [{'type': 'user'}],
+                'wait_for': 'agent',
+            },
         ],
     }
     inventory.write_text(json.dumps({'hypervisors': {'hosts': {'localhost': host}}}))
@@ -196,9 +203,129 @@ def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
     assert qemu.storagePoolLookupByName(pool).isActive()
     assert qemu.networkLookupByName(net).isActive()
     out = play('provision.yml')
-    assert re.search(r'%s: running \(started now\), kernel \S+, agent after' % re.escape(guest), out), out[-4000:]
-    assert qemu.lookupByName(guest).isActive()
-    assert _recap(play('provision.yml'))['changed'] == 0
-    play('decommission.yml', '-e', 'decommission_host=true', '-e', 'decommission_delete_storage=true')
+    for name in (guest, guest2):
+        assert re.search(r'%s: running \(started now\), kernel \S+, agent after' % re.escape(name), out), out[-4000:]
+        assert qemu.lookupByName(name).isActive()
+    # the agent wait is quiet: no polling loop that reports "FAILED - RETRYING" on a healthy run
+    assert 'RETRYING' not in out, out[-6000:]
+    again = play('provision.yml')
+    assert _recap(again)['changed'] == 0
+    assert 'RETRYING' not in again, again[-6000:]
+    out = play('decommission.yml', '-e', 'decommission_host=true', '-e', 'decommission_delete_storage=true')
+    assert 'RETRYING' not in out, out[-6000:]  # the running guests' removals are waited for quietly
     assert _names_with(qemu, prefix) == []
     assert not list(Path('/var/lib/libvirt/images').glob(prefix + '*'))
+
+
+def _play(playbook, tmp_path, *extra, name='play.yml'):
+    path = tmp_path / name
+    path.write_text(json.dumps(playbook))
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / 'ansible-playbook'),
+            '-i',
+            'localhost,',
+            '-c',
+            'local',
+            '-e',
+            'ansible_python_interpreter=%s' % sys.executable,
+            *extra,
+            str(path),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    return proc.returncode, ANSI.sub('', proc.stdout + proc.stderr)
+
+
+def _teardown_play(pool, net, guest, with_guests=True):
+    roles = []
+    if with_guests:
+        roles.append(
+            {
+                'role': 'virtops.libvirt.kvm_guest',
+                'vars': {
+                    'kvm_guest_default_pool': pool,
+                    'kvm_guest_guests': [
+                        {
+                            'name': guest,
+                            'state': 'absent',
+                            'delete_volumes': True,
+                            'volumes': [{'name': guest + '.qcow2'}],
+                        }
+                    ],
+                },
+            }
+        )
+    roles.append(
+        {
+            'role': 'virtops.libvirt.kvm_host',
+            'vars': {
+                'kvm_host_install_packages': False,
+                'kvm_host_show_summary': False,
+                'kvm_host_pools': [{'name': pool, 'state': 'absent', 'delete_storage': True}],
+                'kvm_host_networks': [{'name': net, 'state': 'absent'}],
+            },
+        }
+    )
+    return [{'name': 'teardown', 'hosts': 'localhost', 'gather_facts': False, 'roles': roles}]
+
+
+def test_teardown_guests_first(qemu, test_image, tmp_path):
+    """kvm_host refuses to remove a pool and a network a guest uses, and says to remove the guests
+    first; a check-mode teardown (kvm_guest then kvm_host) predicts and changes nothing; the real
+    one removes everything, and a re-run changes nothing."""
+    from virtops_helpers import run_module
+
+    prefix = '%std-' % PREFIX
+    pool, net, guest = prefix + 'pool', prefix + 'net', prefix + 'g1'
+    pool_dir = '/var/lib/libvirt/images/' + pool
+    assert run_module('storage_pool', dict(name=pool, type='dir', target=pool_dir))['changed']
+    assert run_module('network', dict(name=net, forward='isolated'))['changed']
+    assert run_module('volume', dict(pool=pool, name=guest + '.qcow2', capacity='16MiB'))['changed']
+    spec = dict(
+        name=guest,
+        memory='128MiB',
+        boot=dict(kernel=test_image['kernel'], initrd=test_image['initrd'], cmdline='console=ttyS0'),
+        disks=[dict(target='vda', pool=pool, volume=guest + '.qcow2')],
+        interfaces=[dict(type='network', source=net)],
+        state='present',
+    )
+    assert run_module('guest', spec)['changed']
+
+    def exists():
+        return sorted(_names_with(qemu, prefix)), Path(pool_dir, guest + '.qcow2').exists()
+
+    before = exists()
+    assert before == (sorted([guest, net, pool]), True)
+
+    # kvm_host alone: refused, with the guest named and the order to follow; nothing removed
+    rc, out = _play(_teardown_play(pool, net, guest, with_guests=False), tmp_path, name='host-only.yml')
+    assert rc != 0, out[-4000:]
+    assert "storage pool '%s' is used by guest '%s'" % (pool, guest) in out, out[-4000:]
+    assert "network '%s' is used by guest '%s'" % (net, guest) in out, out[-4000:]
+    assert 'Remove the guests first' in out and 'Nothing was removed' in out, out[-4000:]
+    assert exists() == before
+
+    # check mode of the whole teardown: predicted, not refused, nothing changed
+    rc, out = _play(_teardown_play(pool, net, guest), tmp_path, '--check', name='check.yml')
+    assert rc == 0, out[-6000:]
+    assert _recap(out)['changed'] > 0, out[-4000:]
+    assert 'storage pool would be removed after the guests: %s' % pool in out, out[-4000:]
+    assert 'network would be removed after the guests: %s' % net in out, out[-4000:]
+    assert exists() == before
+    assert 'RETRYING' not in out, out[-6000:]  # the removals are waited for quietly
+
+    # the real teardown, then a re-run that finds nothing to do
+    rc, out = _play(_teardown_play(pool, net, guest), tmp_path, name='real.yml')
+    assert rc == 0, out[-6000:]
+    assert 'RETRYING' not in out, out[-6000:]
+    assert exists() == ([], False)
+    assert not Path(pool_dir).exists()
+    rc, out = _play(_teardown_play(pool, net, guest), tmp_path, name='real.yml')
+    assert rc == 0, out[-6000:]
+    assert _recap(out)['changed'] == 0, out[-6000:]

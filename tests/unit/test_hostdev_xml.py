@@ -12,7 +12,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils import _host_use a
 from ansible_collections.virtops.libvirt.plugins.module_utils import _hostdev as H
 from ansible_collections.virtops.libvirt.plugins.module_utils import _nodedev as N
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, OperationFailed
 
 PCI = dict(type='pci', domain=None, bus='03', slot='0x00', function=1)
 
@@ -600,3 +600,150 @@ def test_pci_sysfs_helpers_and_iommu(fake_host):
     assert HU.iommu_groups_present(fake_host) is False
     _mkdir(fake_host, '/sys/kernel/iommu_groups/0/devices')
     assert HU.iommu_groups_present(fake_host) is True
+
+
+# ---------------------------------------------------------------------------------------------
+# the manager's order of steps: a refused hot-plug leaves guest and definition alone
+
+RUNNING_GUEST = "<domain type='qemu'><name>g1</name><memory>131072</memory><os><type>hvm</type></os><devices/></domain>"
+
+
+class FakeDom:
+    def __init__(self, refuse_attach=False):
+        self.config = RUNNING_GUEST
+        self.live = RUNNING_GUEST
+        self.refuse_attach = refuse_attach
+        self.calls = []
+
+    def isPersistent(self):
+        return 1
+
+    def isActive(self):
+        return 1
+
+    def XMLDesc(self, flags):
+        return self.config if flags else self.live
+
+    def attachDeviceFlags(self, xml, flags):
+        self.calls.append(('attach', flags))
+        if self.refuse_attach:
+            raise OperationFailed(
+                "hot-plug of USB device 1050:0407 into guest 'g1': operation failed: USB device 1050:0407 not found"
+            )
+        root = X.parse(self.live)
+        root.find('devices').append(X.parse(xml))
+        self.live = X.tostring(root)
+
+
+class FakeClient:
+    """Just what HostdevManager uses; libvirt errors arrive already translated (client.call)."""
+
+    uri = 'qemu:///system'
+
+    def __init__(self, dom, check_mode=False, refuse_define=False, **params):
+        self.dom = dom
+        self.check_mode = check_mode
+        self.diff_mode = True
+        self.refuse_define = refuse_define
+        self.libvirt = SimpleNamespace(VIR_DOMAIN_XML_INACTIVE=2, VIR_DOMAIN_AFFECT_LIVE=1, libvirtError=RuntimeError)
+        self.params = dict(
+            guest='g1',
+            state='present',
+            device=None,
+            address=dict(type='usb', vendor='1050', product='0407'),
+            managed=True,
+            interface=None,
+            boot_order=None,
+            rom=None,
+            live=True,
+            force=False,
+            detach_on_host=False,
+        )
+        self.params.update(params)
+        self.warnings = []
+
+    def call(self, func, *args, what=None):
+        if func == 'defineXML':
+            self.dom.calls.append(('define',))
+            if self.refuse_define:
+                raise OperationFailed("guest 'g1': the definition was refused")
+            self.dom.config = args[0]
+            return self.dom
+        return func(*args)
+
+    def lookup(self, kind, name):
+        return self.dom if kind == 'guest' else None
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+class FakeDevices:
+    """No such USB device on the host; not assigned anywhere."""
+
+    sysfs_applies = True
+    is_test_driver = False
+
+    def find(self, match):
+        return []
+
+    def assigned_to(self, keys, exclude=None):
+        return []
+
+    def driver_of(self, record):
+        return None
+
+
+def _manager(client):
+    mgr = H.HostdevManager(client)
+    mgr.devices = FakeDevices()
+    return mgr
+
+
+def test_refused_usb_hotplug_changes_nothing():
+    dom = FakeDom(refuse_attach=True)
+    mgr = _manager(FakeClient(dom))
+    with pytest.raises(OperationFailed) as err:
+        mgr.run()
+    # the live attach went first, the definition was never written
+    assert dom.calls == [('attach', 1)]
+    assert dom.config == RUNNING_GUEST and dom.live == RUNNING_GUEST
+    assert mgr.result.actions == []  # -> changed: false
+    assert 'USB device 1050:0407 not found' in err.value.msg
+    assert "Nothing was changed: guest 'g1' and its definition are as before" in err.value.msg
+    failure = mgr.result.failure(err.value.msg)
+    assert failure['changed'] is False and failure['actions'] == []
+
+
+def test_usb_hotplug_then_definition():
+    dom = FakeDom()
+    mgr = _manager(FakeClient(dom))
+    result = mgr.run()
+    assert dom.calls == [('attach', 1), ('define',)]
+    assert result['changed'] and result['actions'] == [
+        "USB 1050:0407 hot-plugged into running guest 'g1'",
+        "USB 1050:0407 added in the configuration of guest 'g1'",
+    ]
+    assert X.parse(dom.config).find('devices/hostdev') is not None
+    assert X.parse(dom.live).find('devices/hostdev') is not None
+    assert result['reboot_required'] is False
+
+
+def test_definition_refused_after_hotplug_reports_what_is_done_and_left():
+    dom = FakeDom()
+    mgr = _manager(FakeClient(dom, refuse_define=True))
+    with pytest.raises(OperationFailed) as err:
+        mgr.run()
+    failure = mgr.result.failure(err.value.msg)
+    assert failure['changed'] is True
+    assert failure['actions'] == ["USB 1050:0407 hot-plugged into running guest 'g1'"]
+    assert 'already done: USB 1050:0407 hot-plugged' in failure['msg']
+    assert "not done: USB 1050:0407 in the persistent definition of guest 'g1'" in failure['msg']
+
+
+def test_check_mode_predicts_both_steps_and_calls_nothing():
+    dom = FakeDom(refuse_attach=True)
+    mgr = _manager(FakeClient(dom, check_mode=True))
+    result = mgr.run()
+    assert dom.calls == []
+    assert result['changed'] and len(result['actions']) == 2

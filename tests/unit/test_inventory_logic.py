@@ -177,6 +177,37 @@ def test_collect_skips_guests_that_vanish_but_not_other_errors():
         inv.collect(FakeConn([Broken('x')]), 'qemu:///system', 'none', FAKE_LIBVIRT)
 
 
+@pytest.mark.parametrize(
+    'name, include, exclude, wanted',
+    [
+        ('web1', [], [], True),
+        ('web1', ['web*'], [], True),
+        ('db1', ['web*'], [], False),
+        ('db1', ['web*', 'db?'], [], True),
+        ('db12', ['web*', 'db?'], [], False),  # the whole name must match
+        ('Web1', ['web*'], [], False),  # case-sensitive, like libvirt names
+        ('web-tmp-1', ['web*'], ['web-tmp-*'], False),  # exclude wins
+        ('web-1', ['web*'], ['web-tmp-*'], True),
+        ('db1', [], ['web*'], True),
+        ('web7', [], ['web[0-9]'], False),
+        ('web7', ['web[!7]'], [], False),
+        ('a.b', ['a.b'], [], True),
+        ('axb', ['a.b'], [], False),  # globs, not regular expressions
+    ],
+)
+def test_name_selected(name, include, exclude, wanted):
+    assert inv.name_selected(name, include, exclude) is wanted
+
+
+def test_collect_filters_names_before_reading_a_guest():
+    excluded = FakeDomain('web-tmp-1', addresses=AGENT)
+    excluded.info = None  # reading it would fail the test
+    doms = [FakeDomain('web-1', addresses=AGENT), excluded, FakeDomain('db1', addresses=AGENT)]
+    guests = inv.collect(FakeConn(doms), 'qemu:///system', 'agent', FAKE_LIBVIRT, include=['web*'], exclude=['*-tmp-*'])
+    assert [g['name'] for g in guests] == ['web-1']
+    assert excluded.asked == [] and doms[2].asked == []
+
+
 # -- the plugin ------------------------------------------------------------------------------
 class FakeLibvirtModule:
     """Stands in for the libvirt module inside the plugin: URI -> FakeConn."""
@@ -334,3 +365,16 @@ def test_plugin_cache_is_used_until_flushed(tmp_path, monkeypatch):
     assert set(inventory.hosts) == {'web1', 'web2'} and len(fake.opened) == 2
     inventory, fake = _run_plugin(tmp_path, monkeypatch, {'qemu:///system': conn}, config, fake=fake)
     assert set(inventory.hosts) == {'web1', 'web2'} and len(fake.opened) == 2
+
+
+def test_plugin_include_exclude(tmp_path, monkeypatch):
+    conns = {
+        'qemu:///system': FakeConn([FakeDomain('web-1'), FakeDomain('web-tmp-1'), FakeDomain('db-1'), FakeDomain('x')]),
+    }
+    config = dict(address_source='none', include=['web-*', 'db-*'], exclude=['web-tmp-*'])
+    inventory = _run_plugin(tmp_path, monkeypatch, conns, config)[0]
+    assert set(inventory.hosts) == {'web-1', 'db-1'}
+    assert {h.name for h in inventory.groups['libvirt_running'].get_hosts()} == {'web-1', 'db-1'}
+    # without the options: every guest
+    inventory = _run_plugin(tmp_path, monkeypatch, conns, dict(address_source='none'))[0]
+    assert set(inventory.hosts) == {'web-1', 'web-tmp-1', 'db-1', 'x'}
