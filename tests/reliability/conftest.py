@@ -154,6 +154,21 @@ def pytest_terminal_summary(terminalreporter):
     for fault in FIGURES.faults:
         if not fault['ok']:
             tr.write_line('FAULT %s (%s): %s' % (fault['fault'], fault['target'], fault['detail'] or fault['outcome']))
+    corpus = getattr(FIGURES, 'corpus', None)
+    if corpus:
+        checks = corpus['checks']
+        tr.write_line(
+            'corpus: %d generated, %d accepted by libvirt, %d/%d checks passed'
+            % (
+                corpus['generated'],
+                corpus['accepted'],
+                sum(passed for _label, passed, _tried in checks),
+                sum(tried for _label, _passed, tried in checks),
+            )
+        )
+        for label, passed, tried in checks:
+            if passed != tried:
+                tr.write_line('corpus FAIL %d/%d: %s' % (passed, tried, label))
     for section, seconds in sorted(FIGURES.timings.items()):
         tr.write_line('time %-28s %6.1f s' % (section, seconds))
     for section, text in sorted(FIGURES.findings):

@@ -401,6 +401,9 @@ class Figures:
         self.secrets = None
         self.frozen = None
         self.hostdev = None
+        self.corpus = None  # dict: see test_corpus._figures (not required by complete())
+        self.injection = None  # dicts: path, step, injected, outcome, half_applied, lost (test_injection)
+        self.injection_races = None  # dict: exactly-once absent, absent racing running (test_injection)
         self.findings = []  # (section, text)
         self.timings = {}  # section -> seconds (terminal only, not in the doc)
         self.tests = {}  # nodeid -> outcome
@@ -526,6 +529,23 @@ def render_doc(fig):
         '| hostdev safety | %d attempts on %d host devices | %d not refused | %d bindings changed |'
         % (hd.get('attempts', 0), hd.get('devices', 0), hd.get('not_refused', 0), hd.get('bindings_changed', 0))
     )
+    if fig.injection:
+        inj = injection_summary(fig.injection)
+        w(
+            '| failure injection | %d failures at %d steps of %d paths | %d half-applied | %d |'
+            % (inj['injected'], inj['steps'], inj['paths'], inj['half_applied'], inj['lost'])
+        )
+    if fig.corpus:
+        corpus_checks = fig.corpus.get('checks', [])
+        w(
+            '| definition corpus (virt-install) | %d XMLs, %d accepted, %d checks | %d | - |'
+            % (
+                fig.corpus.get('generated', 0),
+                fig.corpus.get('accepted', 0),
+                sum(tried for _label, _passed, tried in corpus_checks),
+                sum(tried - passed for _label, passed, tried in corpus_checks),
+            )
+        )
     w('')
     # ---- matrix
     w('## Idempotency matrix')
@@ -613,6 +633,12 @@ def render_doc(fig):
     for line in hd.get('lines', []):
         w(line)
     w('')
+    # ---- corpus
+    if fig.corpus:
+        out.extend(render_corpus(fig.corpus))
+    # ---- failure injection
+    if fig.injection:
+        out.extend(render_injection(fig.injection, fig.injection_races or {}))
     # ---- findings
     w('## Findings')
     w('')
@@ -625,6 +651,105 @@ def render_doc(fig):
         w('Failed tests: ' + ', '.join('`%s`' % t for t in failed_tests))
     w('')
     return '\n'.join(out)
+
+
+def injection_summary(rows):
+    paths = sorted({r['path'] for r in rows})
+    steps = sorted({(r['path'], r['step']) for r in rows})
+    return dict(
+        paths=len(paths),
+        steps=len(steps),
+        injected=len(rows),
+        half_applied=sum(bool(r['half_applied']) for r in rows),
+        lost=sum(r.get('lost', 0) for r in rows),
+    )
+
+
+def render_injection(rows, races):
+    """The failure-injection section (tests/reliability/test_injection.py)."""
+    out = ['## Failure injection', '']
+    w = out.append
+    total = injection_summary(rows)
+    w('Every multi-step path of `guest` made to fail at each of its steps on qemu:///system: a libvirt')
+    w('call fails with a real `libvirtError` code (the module runs in-process with that libvirt-python')
+    w('method replaced), or libvirt/QEMU really refuses. The rule: nothing changed (`changed: false`,')
+    w("libvirt's definition, run state, autostart and live configuration as before), or `changed: true`")
+    w('with exactly the applied steps in `actions` and a message saying what was done and what is left.')
+    w('A failure that breaks the rule counts as half-applied.')
+    w('')
+    w(
+        '%d paths, %d steps, %d failures injected; half-applied: %d; data lost: %d.'
+        % (total['paths'], total['steps'], total['injected'], total['half_applied'], total['lost'])
+    )
+    w('')
+    w('| path | step | failure injected | outcome | result |')
+    w('|---|---|---|---|---|')
+    for r in rows:
+        w(
+            '| %s | %s | %s | %s | %s |'
+            % (
+                r['path'],
+                r['step'],
+                r['injected'],
+                r['outcome'].replace('|', '/'),
+                '**HALF-APPLIED**' if r['half_applied'] else 'pass',
+            )
+        )
+    w('')
+    if races:
+        w(
+            'Races (two module processes at once, %d rounds each): concurrent `state: absent` on one guest '
+            'reported `changed` exactly once in %d of %d rounds; `absent` racing `running` ended in one of '
+            'the two states in %d of %d rounds.'
+            % (
+                max(races.get('absent_rounds', 0), races.get('racing_rounds', 0)),
+                races.get('absent_exactly_once', 0),
+                races.get('absent_rounds', 0),
+                races.get('racing_ok', 0),
+                races.get('racing_rounds', 0),
+            )
+        )
+        w('')
+    return out
+
+
+def render_corpus(corpus):
+    """The definition corpus section (tests/reliability/test_corpus.py)."""
+    out = ['## Definition corpus', '']
+    w = out.append
+    w('Domain XMLs nobody here wrote: `virt-install --print-xml --dry-run` on qemu:///system over a matrix')
+    w('of machine types, firmware (BIOS, UEFI, secure boot), TPM, CD-ROMs, disk buses, NICs, graphics,')
+    w('video, consoles/channels, sound, watchdog, rng, memballoon, CPU modes, NUMA/hugepages,')
+    w('iotune and `--osinfo` variants (tests/reliability/corpus.py). Adoption: the XML defined as')
+    w(
+        'virt-install does it (%d of them by a real `virt-install --import --noreboot`), then `guest` with'
+        % corpus.get('real_virt_install', 0)
+    )
+    w('typed options only (memory, vcpus, machine); then every simple typed option, and the full disk and')
+    w('interface lists, restated as libvirt has them (must be a no-op).')
+    w('')
+    w('| check | passed | of |')
+    w('|---|---|---|')
+    w('| generated by virt-install | %d | %d |' % (corpus.get('generated', 0), corpus.get('entries', 0)))
+    w('| accepted by libvirt | %d | %d |' % (corpus.get('accepted', 0), corpus.get('generated', 0)))
+    for label, passed, tried in corpus.get('checks', []):
+        w('| %s | %d | %d |' % (label, passed, tried))
+    w('')
+    rejections = corpus.get('rejections') or {}
+    if rejections:
+        w('Rejected by libvirt:')
+        w('')
+        for reason, count in sorted(rejections.items()):
+            w('- %d x %s' % (count, reason.replace('\n', ' ')))
+        w('')
+    failures = corpus.get('failures') or []
+    if failures:
+        w('Failed entries (first failed check):')
+        w('')
+        for line in failures:
+            w('- ' + line.replace('|', '/'))
+        w('')
+    return out
 
 
 def write_doc(fig, path=DOC):
