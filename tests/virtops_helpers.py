@@ -54,6 +54,47 @@ def module_env(extra=None):
     return env
 
 
+VENV_BIN = Path(sys.executable).parent
+_ANSI = re.compile(r'\x1b\[[0-9;]*m|\x1b\]8;;[^\x1b]*\x1b\\')
+
+
+def playbook_env(**extra):
+    """The environment ansible-* commands of the tests run in: this collection, no colours, no
+    LIBVIRT_DEFAULT_URI of the caller's shell."""
+    env = dict(os.environ)
+    env.pop('LIBVIRT_DEFAULT_URI', None)
+    env['ANSIBLE_COLLECTIONS_PATH'] = str(ensure_collection_link())
+    env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
+    env.update(ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', NO_COLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0')
+    env.update(extra)
+    return env
+
+
+def run_playbook(path, *extra, cwd, timeout=600):
+    """``ansible-playbook`` on localhost (local connection, this interpreter) as users run it:
+    returns (rc, stdout + stderr without colour codes)."""
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / 'ansible-playbook'),
+            '-i',
+            'localhost,',
+            '-c',
+            'local',
+            '-e',
+            'ansible_python_interpreter=%s' % sys.executable,
+            *extra,
+            str(path),
+        ],
+        cwd=cwd,
+        env=playbook_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, _ANSI.sub('', proc.stdout + proc.stderr)
+
+
 def run_module(name, args, check=False, diff=True, env=None, timeout=600):
     """Execute ``virtops.libvirt.<name>`` as Ansible would (args file, JSON on stdout).
 

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from virtops_helpers import PREFIX, ROOT, cleanup_prefix, ensure_collection_link
+from virtops_helpers import PREFIX, ROOT, cleanup_prefix, playbook_env, run_playbook
 
 VENV_BIN = Path(sys.executable).parent
-ANSI = re.compile(r'\x1b\[[0-9;]*m')
 SOURCES = ['README.md', 'roles/kvm_guest/README.md', 'roles/kvm_host/README.md'] + sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / 'docs' / 'docsite').rglob('*') if p.suffix in ('.rst', '.md')
 )
@@ -146,21 +145,13 @@ def all_examples():
 # --- static checks ----------------------------------------------------------------------------
 
 
-def _env(**extra):
-    import os
-
-    env = dict(os.environ)
-    env.pop('LIBVIRT_DEFAULT_URI', None)
-    env['ANSIBLE_COLLECTIONS_PATH'] = str(ensure_collection_link())
-    env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
-    env.update(ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', NO_COLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0')
-    env.update(extra)
-    return env
-
-
 def _doc_json(*args):
     proc = subprocess.run(
-        [str(VENV_BIN / 'ansible-doc'), '--json', *args], env=_env(), capture_output=True, text=True, check=False
+        [str(VENV_BIN / 'ansible-doc'), '--json', *args],
+        env=playbook_env(),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, 'ansible-doc %s failed:\n%s' % (' '.join(args), proc.stderr[-3000:])
     return json.loads(proc.stdout)
@@ -449,26 +440,7 @@ def _changes(output):
 def _playbook(args, tmp_path, name, plays):
     path = tmp_path / ('%s.yml' % name)
     path.write_text(yaml.safe_dump(plays, sort_keys=False, width=1000))
-    proc = subprocess.run(
-        [
-            str(VENV_BIN / 'ansible-playbook'),
-            '-i',
-            'localhost,',
-            '-c',
-            'local',
-            '-e',
-            'ansible_python_interpreter=%s' % sys.executable,
-            *args,
-            str(path),
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    return proc.returncode, ANSI.sub('', proc.stdout + proc.stderr)
+    return run_playbook(path, *args, cwd=tmp_path)
 
 
 def _run_scenario(scenario, image, tmp_path):
@@ -515,7 +487,7 @@ def _inventory(example_id, sp, tmp_path):
     for _round in range(2):
         proc = subprocess.run(
             [str(VENV_BIN / 'ansible-inventory'), '-i', str(path), '--list'],
-            env=_env(),
+            env=playbook_env(),
             capture_output=True,
             text=True,
             timeout=300,

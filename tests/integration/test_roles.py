@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,25 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
-from virtops_helpers import PREFIX, ROOT, ensure_collection_link
+from virtops_helpers import PREFIX, ROOT, playbook_env, run_playbook
 
 VENV_BIN = Path(sys.executable).parent
 ANSI = re.compile(r'\x1b\[[0-9;]*m|\x1b\]8;;[^\x1b]*\x1b\\')
 # The kvm_host scenario changes host-wide settings (KSM scan rate, /etc/tmpfiles.d, /etc/sysctl.d):
 # one run at a time on this machine, whoever starts it (`make molecule` takes the same lock).
 LOCK_DIR = Path('/run/lock') if Path('/run/lock').is_dir() else Path('/tmp')
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop('LIBVIRT_DEFAULT_URI', None)
-    env['ANSIBLE_COLLECTIONS_PATH'] = str(ensure_collection_link())
-    env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
-    env['ANSIBLE_NOCOLOR'] = '1'
-    env['ANSIBLE_FORCE_COLOR'] = '0'
-    env['NO_COLOR'] = '1'
-    env.update(extra)
-    return env
 
 
 def _names_with(conn, prefix):
@@ -52,7 +39,7 @@ def _names_with(conn, prefix):
 @pytest.mark.parametrize('role', ['kvm_host', 'kvm_guest'])
 def test_molecule_scenario(role, qemu, tmp_path):
     prefix = '%smol-' % PREFIX
-    env = _env(VIRTOPS_MOLECULE_PREFIX=prefix, MOLECULE_EPHEMERAL_DIRECTORY=str(tmp_path / 'molecule'))
+    env = playbook_env(VIRTOPS_MOLECULE_PREFIX=prefix, MOLECULE_EPHEMERAL_DIRECTORY=str(tmp_path / 'molecule'))
     started = time.monotonic()
     with open(LOCK_DIR / ('virtops-molecule-%s.lock' % role), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -100,7 +87,7 @@ def _demo(prefix, *extra):
             str(ROOT / 'playbooks' / 'demo.yml'),
         ],
         cwd=ROOT,
-        env=_env(),
+        env=playbook_env(),
         capture_output=True,
         text=True,
         timeout=1200,
@@ -189,7 +176,7 @@ def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
         proc = subprocess.run(
             [str(VENV_BIN / 'ansible-playbook'), '-i', str(inventory), *extra, str(ROOT / 'playbooks' / name)],
             cwd=ROOT,
-            env=_env(),
+            env=playbook_env(),
             capture_output=True,
             text=True,
             timeout=900,
@@ -220,26 +207,7 @@ def test_host_provision_decommission_playbooks(qemu, test_image, tmp_path):
 def _play(playbook, tmp_path, *extra, name='play.yml'):
     path = tmp_path / name
     path.write_text(json.dumps(playbook))
-    proc = subprocess.run(
-        [
-            str(VENV_BIN / 'ansible-playbook'),
-            '-i',
-            'localhost,',
-            '-c',
-            'local',
-            '-e',
-            'ansible_python_interpreter=%s' % sys.executable,
-            *extra,
-            str(path),
-        ],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    return proc.returncode, ANSI.sub('', proc.stdout + proc.stderr)
+    return run_playbook(path, *extra, cwd=ROOT, timeout=900)
 
 
 def _teardown_play(pool, net, guest, with_guests=True):
