@@ -568,13 +568,13 @@ class NpivManager:
         if active:
             self._refuse_pool_in_use(pool, adapter)
         self.result.set_diff(before, '', '%s (defined)' % what, 'storage pool absent')
-        if self.check_mode:
-            self.result.change('%s %sremoved (with its vHBA)' % (what, 'stopped and ' if active else ''))
-            return
+        # check mode records the same steps as a run
         if active:
-            self._stop_pool(pool)
+            if not self.check_mode:
+                self._stop_pool(pool)
             self.result.change('%s stopped (its vHBA removed)' % what)
-        self.client.call(pool.undefine, what=what)
+        if not self.check_mode:
+            self.client.call(pool.undefine, what=what)
         self.result.change('%s removed' % what)
 
     def _stop_pool(self, pool):
