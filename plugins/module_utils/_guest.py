@@ -30,7 +30,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
 from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._units import human
 
-AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 # memory sizes above this are refused: no host has that much (the largest x86 and POWER systems
 # take 32-48 TiB); a bare number is MiB, so 1073741824 would be 1 PiB
 MAX_MEMORY_KIB = 64 * 1024**3
@@ -237,22 +236,20 @@ class GuestManager:
             return C.define_new(self, desired_xml)
         if desired_xml is not None:
             return self._ensure_xml_defined(dom, desired_xml)
+        # typed options
         before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
         current = X.parse(before)
-        if desired_xml is not None:
-            new_tree, changes = self._merge_user_xml(current, desired_xml)
-        else:
-            spec = self._typed_spec(current)
-            if spec.get('domain_type') and spec['domain_type'] != current.get('type'):
-                raise InvalidParameter(
-                    'domain_type',
-                    "guest '%s' exists with type '%s'; the domain type of an "
-                    'existing guest cannot be changed' % (self.name, current.get('type')),
-                )
-            new_tree = copy.deepcopy(current)
-            changes = D.apply_spec(new_tree, spec)
+        spec = self._typed_spec(current)
+        if spec.get('domain_type') and spec['domain_type'] != current.get('type'):
+            raise InvalidParameter(
+                'domain_type',
+                "guest '%s' exists with type '%s'; the domain type of an "
+                'existing guest cannot be changed' % (self.name, current.get('type')),
+            )
+        new_tree = copy.deepcopy(current)
+        changes = D.apply_spec(new_tree, spec)
         running = self._state(dom) in ('running', 'paused')
-        live_steps = self._plan_live(dom, desired_xml, changes, new_tree) if running else []
+        live_steps = self._plan_live(dom, None, changes, new_tree) if running else []
         self._check_agent_wait(new_tree, dom if running and self.params['state'] != 'restarted' else None)
         if not changes:
             return dom
@@ -512,11 +509,14 @@ class GuestManager:
         keeps running, whose running configuration must have it)."""
         if self.params['state'] not in ('running', 'restarted') or self.params.get('wait_for') != 'agent':
             return
+        # imported here: only wait_for: agent needs it (and _wait_agent imports it anyway)
+        from ansible_collections.virtops.libvirt.plugins.module_utils._agent import has_agent_channel
+
         if self.params.get('guest_agent') is False and not self.params.get('xml'):
             raise InvalidParameter(
                 'wait_for', 'agent needs the guest agent channel, but guest_agent is false: set guest_agent: true'
             )
-        if tree is not None and not _has_agent_channel(tree):
+        if tree is not None and not has_agent_channel(tree):
             source = 'the xml' if self.params.get('xml') else "the definition of guest '%s'" % self.name
             raise InvalidParameter(
                 'wait_for',
@@ -525,7 +525,7 @@ class GuestManager:
             )
         if running_dom is not None:
             live = X.parse(self.client.call(running_dom.XMLDesc, 0, what="guest '%s'" % self.name))
-            if not _has_agent_channel(live):
+            if not has_agent_channel(live):
                 raise InvalidParameter(
                     'wait_for',
                     "agent: guest '%s' is running without the guest agent channel; it gets it at the next "
@@ -730,10 +730,6 @@ class GuestManager:
         return {'running': 'running', 'restarted': 'running', 'stopped': 'stopped', 'paused': 'paused'}.get(
             wanted, current
         )
-
-
-def _has_agent_channel(root):
-    return any(target.get('name') == AGENT_CHANNEL for target in root.findall('devices/channel/target'))
 
 
 def _vol_format(vol, libvirt):
