@@ -196,6 +196,19 @@ class LibvirtClient:
         self.module.warn(msg)
 
 
+def undefine_again(libvirt_module, obj):
+    """Stop (when active) and undefine ``obj``, a pool or network this task has just defined,
+    after a later step failed. Returns None when it is gone again, else the libvirtError of the
+    undo (the object then stays, and the caller reports the steps done)."""
+    try:
+        if obj.isActive():
+            obj.destroy()
+        obj.undefine()
+    except libvirt_module.libvirtError as undo:
+        return undo
+    return None
+
+
 _EVENT_LOOP = {}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._connection import undefine_again
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     LibvirtModuleError,
@@ -137,12 +138,8 @@ def roll_back(mgr, net, exc, why):
     """A later step of the task that defined ``net`` failed (``exc``): stop and undefine it again
     and raise - "nothing changed" when that worked; else the steps done stay reported (changed)
     and the message says what is left."""
-    lv = mgr.libvirt
-    try:
-        if net.isActive():
-            net.destroy()
-        net.undefine()
-    except lv.libvirtError as undo:
+    undo = undefine_again(mgr.libvirt, net)
+    if undo is not None:
         raise OperationFailed(
             '%s %s: %s. It stays defined: removing it again failed too (%s); fix the cause and run the '
             'task again, or remove it with state=absent' % (mgr.what, why, exc.msg, str(undo).strip()),

@@ -13,6 +13,7 @@ that manager (``mgr``) and use and update its state.
 from __future__ import annotations
 
 from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._connection import undefine_again
 from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
     InvalidParameter,
     ObjectNotFound,
@@ -181,11 +182,8 @@ def roll_back(mgr, pool, exc):
             % what_failed,
             **exc.details,
         ) from None
-    try:
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except lv.libvirtError as undo:
+    undo = undefine_again(lv, pool)
+    if undo is not None:
         raise OperationFailed(
             '%s. It stays defined: removing it again failed too (%s); fix the cause and run the task again, '
             'or remove it with state=absent' % (what_failed, str(undo).strip()),
