@@ -49,8 +49,8 @@ sys.path.insert(0, str(ensure_collection_link()))
 import libvirt  # noqa: E402
 import libvirt_qemu  # noqa: E402
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent import Agent  # noqa: E402
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import (  # noqa: E402
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel import Agent  # noqa: E402
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import (  # noqa: E402
     LibvirtClient,
     _start_event_loop,
 )

@@ -151,7 +151,7 @@ compose:
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._inventory import collect, pick_address
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.inventory import collect, pick_address
 
 try:
     import libvirt  # pylint: disable=import-error

@@ -516,9 +516,9 @@ agent_wait_seconds:
   type: float
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import TYPED_OPTIONS, GuestManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import TYPED_OPTIONS, GuestManager
 
 _IOTUNE = {
     key: dict(type='int')

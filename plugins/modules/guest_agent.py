@@ -498,9 +498,9 @@ user:
   type: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent_actions import ACTIONS, AgentActions
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent.manager import ACTIONS, AgentActions
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
 
 SPEC = ArgumentSpec(
     dict(

@@ -123,9 +123,9 @@ guests:
       returned: when O(include_xml=true)
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest_info import GuestInfo
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.info import GuestInfo
 
 SPEC = ArgumentSpec(
     dict(

@@ -307,9 +307,9 @@ actions:
   sample: ["PCI 0000:03:00.0 added in the configuration of guest 'fw1'"]
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._hostdev import HostdevManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.hostdev import HostdevManager
 
 SPEC = ArgumentSpec(
     dict(

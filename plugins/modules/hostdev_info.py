@@ -178,9 +178,9 @@ host_use_checked:
   type: bool
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._nodedev import LISTED_TYPES, HostdevInfo
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.nodedev import LISTED_TYPES, HostdevInfo
 
 SPEC = ArgumentSpec(
     dict(

@@ -187,9 +187,9 @@ actions:
   elements: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._npiv import NpivManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.npiv import NpivManager
 
 SPEC = ArgumentSpec(
     dict(

@@ -383,9 +383,9 @@ in_use_by:
   elements: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import TYPED_OPTIONS, PoolManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import TYPED_OPTIONS, PoolManager
 
 SPEC = ArgumentSpec(
     dict(

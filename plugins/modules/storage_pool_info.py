@@ -167,9 +167,9 @@ capabilities:
   type: dict
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool_info import PoolInfo
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool_info import PoolInfo
 
 SPEC = ArgumentSpec(
     dict(

@@ -318,10 +318,10 @@ in_use_by:
   elements: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage import WIPE_ALGORITHMS
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume import VolumeManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import WIPE_ALGORITHMS
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume import VolumeManager
 
 SPEC = ArgumentSpec(
     dict(

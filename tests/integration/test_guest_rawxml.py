@@ -14,7 +14,7 @@ import libvirt
 import pytest
 from virtops_helpers import assert_valid, ok, run_module
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _applied as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
 SECURE = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
 PASSWORD = 'Vnc0pw7x'

@@ -9,8 +9,8 @@ import os
 import libvirt
 from virtops_helpers import ok, run_module
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _errors
-from ansible_collections.virtops.libvirt.plugins.module_utils._host import HostInfo, parse_cpu_flags
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._host.info import HostInfo, parse_cpu_flags
 
 
 def read(path):

@@ -455,8 +455,8 @@ def ok_failed(result):
 def test_pool_is_shared_rules(host_pair, pools):
     from types import SimpleNamespace
 
-    from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as E
-    from ansible_collections.virtops.libvirt.plugins.module_utils._pool import pool_is_shared
+    from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as E
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import pool_is_shared
 
     client = SimpleNamespace(
         libvirt=libvirt,
@@ -484,8 +484,8 @@ def test_pool_is_shared_rules(host_pair, pools):
 
 
 def test_device_and_disk_inventory():
-    from ansible_collections.virtops.libvirt.plugins.module_utils import _migrate as M
-    from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+    from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
 
     root = X.parse(
         """<domain type='qemu'><name>x</name><devices>
@@ -513,7 +513,7 @@ def test_device_and_disk_inventory():
 
 
 def test_migration_flags_and_params():
-    from ansible_collections.virtops.libvirt.plugins.module_utils import _migrate as M
+    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
 
     lv = libvirt
     params = dict(

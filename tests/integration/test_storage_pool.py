@@ -18,9 +18,9 @@ from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,
 from storage_fixtures import blkid_type, example_tasks, failed, mounts_of, ok, remove_pool, run, substitute
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import LibvirtClient
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import pool_is_shared
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import pool_is_shared
 
 TEST_URI = 'test+unix:///default'
 

@@ -19,7 +19,7 @@ from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,
 from storage_fixtures import STATE_DIR, example_tasks, failed, file_blocks, ok, run, sparse_file, substitute
 from virtops_helpers import content_digest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
 MiB = 1024 * 1024
 
@@ -261,7 +261,7 @@ def test_partly_written_volume_noted_by_an_earlier_run_is_swept(dir_pool, tmp_pa
     its upload) makes the next volume task remove that volume - predicted in check mode - but
     never a volume that was completed by an upload since. A note without the file's identity
     (remote connections) is acted on only by the task for that very volume."""
-    from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import UploadRecords
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
     p = dir_pool.name()
     notes = STATE_DIR / 'volume-partial'

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from typed_specs import PC_MACHINES, Q35_MACHINES, Resources, guest_args
 from virtops_helpers import PREFIX, assert_valid, run_module
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import TYPED_OPTIONS
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import TYPED_OPTIONS
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

@@ -8,11 +8,11 @@ import json
 import pytest
 import yaml
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _agent as A
-from ansible_collections.virtops.libvirt.plugins.module_utils import _agent_actions as AA
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import CONNECTION_SPEC
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import channel as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import manager as AA
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import CONNECTION_SPEC
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     OperationFailed,
     TimeoutExpired,
@@ -615,7 +615,7 @@ def test_wait_times_out_and_notices_a_stopped_guest(channel):
 
 
 def test_channel_helpers():
-    from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+    from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
     root = X.parse(
         "<domain><devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' "

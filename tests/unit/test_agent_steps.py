@@ -12,10 +12,10 @@ import time
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _agent as A
-from ansible_collections.virtops.libvirt.plugins.module_utils import _agent_actions as AA
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import failure_result
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import channel as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import manager as AA
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import failure_result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     LibvirtModuleError,
     OperationFailed,
     TimeoutExpired,

@@ -4,8 +4,8 @@
 
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _applied as A
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
 DOMAIN = """<domain type="qemu">
   <name>g1</name>

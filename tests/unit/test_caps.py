@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """_caps: machine-type aliases expand to libvirt's canonical names; capabilities read once."""
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _caps as C
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import caps as C
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
 # shaped like libvirt 9 / QEMU 7.2's getCapabilities(), trimmed; aarch64 has a kvm-only list
 CAPS = """<capabilities>

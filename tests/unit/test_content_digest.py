@@ -8,7 +8,7 @@ import os
 import pytest
 from virtops_helpers import content_digest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume_content import ContentDigest, file_digest
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.content import ContentDigest, file_digest
 
 MiB = 1024 * 1024
 

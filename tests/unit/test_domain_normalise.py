@@ -2,7 +2,7 @@
 """X.normalise_domain: what libvirt adds or rewrites by itself in a raw domain XML (taken from
 virt-install --print-xml and libvirt 9.0's XMLDesc of it) compares equal; real changes do not."""
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
 WANT = """<domain type="qemu">
   <name>g</name>

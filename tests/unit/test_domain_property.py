@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from typed_specs import Resources, guest_args, module_params
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._caps import canonical_machine_from_caps
-from ansible_collections.virtops.libvirt.plugins.module_utils._domain_build import build_domain
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import TYPED_OPTIONS
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import canonical_machine_from_caps
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import TYPED_OPTIONS
 from ansible_collections.virtops.libvirt.plugins.modules.guest import SPEC
 
 RES = Resources()

@@ -6,11 +6,11 @@ import copy
 import pytest
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._domain_base import summarize
-from ansible_collections.virtops.libvirt.plugins.module_utils._domain_build import build_domain
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import summarize
 
 
 def spec(**kw):

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as E
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec, check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as E
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec, check_object_name
 
 
 class FakeLibvirt:

@@ -8,10 +8,10 @@ import json
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _applied as A
-from ansible_collections.virtops.libvirt.plugins.module_utils import _errors
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import ObjectNotFound
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import GuestManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import GuestManager
 
 SECURE = libvirt.VIR_DOMAIN_XML_SECURE
 

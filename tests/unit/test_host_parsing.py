@@ -4,8 +4,8 @@ the capabilities side."""
 
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _host as H
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._host import info as H
 
 CPUINFO_INTEL = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _host_use as HU
-from ansible_collections.virtops.libvirt.plugins.module_utils import _hostdev as H
-from ansible_collections.virtops.libvirt.plugins.module_utils import _nodedev as N
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import host_use as HU
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import hostdev as H
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
 
 PCI = dict(type='pci', domain=None, bus='03', slot='0x00', function=1)
 

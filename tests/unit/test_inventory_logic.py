@@ -13,7 +13,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
 from ansible_collections.virtops.libvirt.plugins.inventory import libvirt as plugin_mod
-from ansible_collections.virtops.libvirt.plugins.module_utils import _inventory as inv
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import inventory as inv
 
 
 class FakeError(Exception):
@@ -96,7 +96,7 @@ AGENT = {
 }
 
 
-# -- module_utils/_inventory ---------------------------------------------------------------
+# -- module_utils/_guest/inventory ---------------------------------------------------------------
 @pytest.mark.parametrize(
     'addresses, family, expected',
     [

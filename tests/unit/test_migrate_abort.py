@@ -12,8 +12,8 @@ import types
 
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _migrate as M
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import TimeoutExpired
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import TimeoutExpired
+from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
 
 
 class FakeError(Exception):

@@ -7,10 +7,10 @@ import copy
 import pytest
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _network as N
-from ansible_collections.virtops.libvirt.plugins.module_utils import _network_change as C
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
+from ansible_collections.virtops.libvirt.plugins.module_utils._network import manager as N
 
 UUID = '0d9b4c5e-4d62-4a4e-8a8e-7a3b9a0c2f11'
 

@@ -6,10 +6,10 @@ import re
 import pytest
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _nodedev as N
-from ansible_collections.virtops.libvirt.plugins.module_utils import _npiv as V
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import npiv as V
 
 NAA5 = re.compile(r'^5001a4a[0-9a-f]{9}$')
 

@@ -15,11 +15,11 @@ import types
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _migrate as M
-from ansible_collections.virtops.libvirt.plugins.module_utils import _npiv as V
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import LibvirtClient, failure_result
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import LibvirtModuleError
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient, failure_result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices import npiv as V
+from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

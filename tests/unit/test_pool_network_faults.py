@@ -14,11 +14,11 @@ import types
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import LibvirtClient
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import LibvirtModuleError
-from ansible_collections.virtops.libvirt.plugins.module_utils._network import NetworkManager
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import PoolManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError
+from ansible_collections.virtops.libvirt.plugins.module_utils._network.manager import NetworkManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import PoolManager
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

@@ -7,11 +7,11 @@ import types
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _errors
-from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_change as PC
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._pool import PoolManager
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import disk_users
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as PC
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import PoolManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import disk_users
 
 
 def lv_error(code, message):

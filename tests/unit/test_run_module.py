@@ -6,14 +6,14 @@ import json
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _connection
-from ansible_collections.virtops.libvirt.plugins.module_utils._argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import (
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection as _connection
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
 
 SPEC = ArgumentSpec(dict(name=dict(type='str', required=True)))
 

@@ -7,10 +7,10 @@ import copy
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _domain as D
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest import MAX_MEMORY_KIB, GuestManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import MAX_MEMORY_KIB, GuestManager
 
 DOMAIN = """<domain type='qemu'>
   <name>g</name>

@@ -8,10 +8,10 @@ import struct
 import pytest
 from virtops_helpers import assert_valid
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _pool_xml as P
-from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 IQN = 'iqn.2024-01.com.example:storage.lun1'
 

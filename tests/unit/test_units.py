@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._units import human, parse_size, to_unit
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human, parse_size, to_unit
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,13 @@ import types
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils import _errors as E
-from ansible_collections.virtops.libvirt.plugins.module_utils import _storage as S
-from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_change as VCh
-from ansible_collections.virtops.libvirt.plugins.module_utils import _volume_content as VC
-from ansible_collections.virtops.libvirt.plugins.module_utils import _xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._connection import LibvirtClient
-from ansible_collections.virtops.libvirt.plugins.module_utils._volume import VolumeManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as E
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import volume_apply as VCh
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume import VolumeManager
 
 MiB = 1024 * 1024
 POOL_DIR = '/fake/pool'
@@ -641,7 +641,7 @@ def test_size_warnings_name_the_unit():
 def test_records_never_keep_url_credentials(tmp_path, monkeypatch):
     import json
 
-    from ansible_collections.virtops.libvirt.plugins.module_utils._volume_shared import UploadRecords
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
     monkeypatch.setenv('VIRTOPS_LIBVIRT_STATE_DIR', str(tmp_path))
     records = UploadRecords('qemu:///system')

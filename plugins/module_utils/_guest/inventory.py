@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Data side of the ``virtops.libvirt.libvirt`` inventory plugin.
+
+:func:`collect` reads the guests of one libvirt connection into plain, JSON-serialisable dicts
+(so the plugin can cache them); :func:`pick_address` chooses the address Ansible connects to.
+Everything here is independent of Ansible's inventory classes and unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from urllib.parse import urlsplit
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import is_not_found
+
+ADDRESS_SOURCES = ('none', 'agent', 'lease', 'arp', 'any')
+STATES = ('running', 'paused', 'stopped', 'shutting_down', 'crashed', 'pmsuspended', 'unknown')
+
+# libvirt constants, by value: this module never needs libvirt imported to be tested
+_SRC_LEASE, _SRC_AGENT, _SRC_ARP = 0, 1, 2
+_SOURCE_ORDER = {
+    'none': (),
+    'lease': (_SRC_LEASE,),
+    'agent': (_SRC_AGENT,),
+    'arp': (_SRC_ARP,),
+    'any': (_SRC_AGENT, _SRC_LEASE, _SRC_ARP),
+}
+_IPV4 = 0
+
+
+def libvirt_host(uri, conn_hostname):
+    """Name of the hypervisor host a URI talks to: the URI's host part, else libvirt's hostname."""
+    host = urlsplit(uri).hostname
+    return host or conn_hostname
+
+
+def _addresses(dom, source, libvirt):
+    """Interface addresses from the first source (in ``any`` order) that reports some."""
+    for src in _SOURCE_ORDER[source]:
+        try:
+            found = dom.interfaceAddresses(src, 0) or {}
+        except libvirt.libvirtError:
+            found = {}  # no agent, agent not answering, no lease database: try the next source
+        if found:
+            return src, found
+    return None, {}
+
+
+def _flatten(found):
+    out = []
+    for ifname in sorted(found):
+        data = found[ifname] or {}
+        for addr in data.get('addrs') or []:
+            out.append(
+                dict(
+                    interface=ifname,
+                    mac=(data.get('hwaddr') or '').lower() or None,
+                    address=addr.get('addr'),
+                    prefix=addr.get('prefix'),
+                    family='ipv4' if addr.get('type') == _IPV4 else 'ipv6',
+                )
+            )
+    return out
+
+
+def pick_address(addresses, family='ipv4'):
+    """The address Ansible should connect to: the first usable one of ``family`` (then any family).
+
+    Loopback, link-local, multicast and unspecified addresses are never picked.
+    """
+    usable = []
+    for entry in addresses:
+        try:
+            ip = ipaddress.ip_address((entry.get('address') or '').split('%')[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            continue
+        usable.append((entry, ip))
+    for entry, ip in usable:
+        if family == 'any' or ('ipv%d' % ip.version) == family:
+            return entry['address']
+    return usable[0][0]['address'] if usable else None
+
+
+def describe(dom, uri, host, source, libvirt):
+    """One guest as plain data."""
+    state_code, max_mem_kib, mem_kib, vcpus = dom.info()[:4]
+    state = state_name(state_code)
+    guest = dict(
+        name=dom.name(),
+        uuid=dom.UUIDString(),
+        state=state,
+        vcpus=vcpus,
+        memory=max_mem_kib * 1024,
+        current_memory=mem_kib * 1024,
+        persistent=bool(dom.isPersistent()),
+        autostart=bool(dom.autostart()),
+        uri=uri,
+        host=host,
+        addresses=[],
+        address_source=None,
+    )
+    if state == 'running' and source != 'none':
+        src, found = _addresses(dom, source, libvirt)
+        guest['addresses'] = _flatten(found)
+        guest['address_source'] = {_SRC_AGENT: 'agent', _SRC_LEASE: 'lease', _SRC_ARP: 'arp'}.get(src)
+    return guest
+
+
+def name_selected(name, include=None, exclude=None):
+    """Whether a guest named ``name`` becomes a host: it matches one of the ``include`` glob
+    patterns (every name when there are none) and none of the ``exclude`` patterns.
+
+    Patterns are shell-style globs (``*``, ``?``, ``[abc]``, ``[!abc]``) matched against the whole
+    name, case-sensitively like libvirt's guest names.
+    """
+    if include and not any(fnmatch.fnmatchcase(name, pattern) for pattern in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude or ())
+
+
+def collect(conn, uri, source, libvirt, states=None, include=None, exclude=None):
+    """All guests of ``conn`` (sorted by name), optionally only those in ``states`` and those whose
+    names ``name_selected`` keeps (filtered by name first: an excluded guest is not even read).
+
+    ``libvirt`` is the libvirt module (for ``libvirtError`` and the error codes).
+    """
+    host = libvirt_host(uri, conn.getHostname())
+    guests = []
+    for dom in conn.listAllDomains(0):
+        try:
+            if not name_selected(dom.name(), include, exclude):
+                continue
+            guest = describe(dom, uri, host, source, libvirt)
+        except libvirt.libvirtError as exc:
+            if is_not_found(libvirt, exc):
+                continue  # the guest went away while it was read
+            raise
+        if states and guest['state'] not in states:
+            continue
+        guests.append(guest)
+    guests.sort(key=lambda g: g['name'])
+    return guests

@@ -1,0 +1,449 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Volume content: the sparse-aware content digest, sparse stream upload and comparison, and URL
+downloads. ``_volume`` imports it only when a task has ``src`` or ``url``: a volume task without
+content does not compile it (module_utils are compiled from source on every module run)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import struct
+import tempfile
+from contextlib import contextmanager
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
+    InvalidParameter,
+    OperationFailed,
+    redact,
+    redact_url,
+    translate,
+)
+
+CHUNK = 1024 * 1024
+_ZERO_CHUNK = bytes(CHUNK)
+
+
+def file_size(fd):
+    """Size of a regular file or block device."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return end
+
+
+class ContentDigest:
+    """A digest of a disk image's content that needs no reading of its holes.
+
+    A sha256 over the whole content would hash every zero of a sparse image: 4 GiB of holes cost
+    ~2.5 s of CPU for 64 MiB of data. This one is a sha256 over every 1 MiB block (aligned at
+    multiples of 1 MiB) that holds a non-zero byte, each preceded by its offset and length, and
+    then the total size. All-zero blocks, read or skipped as holes, add nothing, so the digest
+    depends only on the bytes (zeros and holes alike), never on how the file is laid out, and data
+    is fed in any chunking (``update`` for bytes, ``skip`` for a run of zeros)."""
+
+    PREFIX = 'sparse-sha256'
+
+    def __init__(self):
+        self._hash = hashlib.sha256(b'virtops.libvirt content digest v1\n')
+        self._buf = bytearray()  # the block being filled
+        self._offset = 0  # where that block starts
+
+    @property
+    def size(self):
+        return self._offset + len(self._buf)
+
+    def update(self, data):
+        view = memoryview(data)
+        while view:
+            if not self._buf and len(view) >= CHUNK:
+                self._block(view[:CHUNK])
+                view = view[CHUNK:]
+                continue
+            take = view[: CHUNK - len(self._buf)]
+            self._buf += take
+            view = view[len(take) :]
+            if len(self._buf) == CHUNK:
+                self._block(self._buf)
+                self._buf = bytearray()
+
+    def skip(self, length):
+        """``length`` zero bytes (a hole)."""
+        if self._buf:
+            fill = min(length, CHUNK - len(self._buf))
+            self.update(_ZERO_CHUNK[:fill])
+            length -= fill
+        whole = length - length % CHUNK
+        self._offset += whole  # zero blocks add nothing
+        self._buf += _ZERO_CHUNK[: length - whole]
+
+    def _block(self, block):
+        if block != _ZERO_CHUNK[: len(block)]:
+            self._hash.update(struct.pack('>QQ', self._offset, len(block)))
+            self._hash.update(block)
+        self._offset += len(block)
+
+    def hexdigest(self):
+        final = self._hash.copy()
+        if self._buf and bytes(self._buf) != _ZERO_CHUNK[: len(self._buf)]:
+            final.update(struct.pack('>QQ', self._offset, len(self._buf)))
+            final.update(self._buf)
+        final.update(struct.pack('>Q', self.size))
+        return '%s:%s' % (self.PREFIX, final.hexdigest())
+
+
+def file_identity(info):
+    """What changes when a file is written, truncated, replaced or unlinked (ctime moves with
+    every change of content or link count, and cannot be set back)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_nlink)
+
+
+def file_digest(path):
+    """The :class:`ContentDigest` of a file, reading only its data extents (SEEK_DATA/SEEK_HOLE)."""
+    return measure_file(path)[0]
+
+
+def measure_file(path):
+    """``(content digest, identity)`` of a file; OSError when it changed while it was read."""
+    digest = ContentDigest()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        before = file_identity(os.fstat(fd))
+        size = file_size(fd)
+        pos = 0
+        while pos < size:
+            start, end = _data_extent(fd, pos, size)
+            digest.skip(start - pos)
+            os.lseek(fd, start, os.SEEK_SET)
+            while start < end:
+                chunk = os.read(fd, min(CHUNK, end - start))
+                if not chunk:
+                    raise OSError(errno.EIO, 'the file shrank while it was read')
+                digest.update(chunk)
+                start += len(chunk)
+            pos = end
+        if file_identity(os.fstat(fd)) != before:
+            raise OSError(errno.EAGAIN, 'the file changed while it was read')
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), before
+
+
+def _data_extent(fd, pos, size):
+    """``(start, end)`` of the next data extent at or after ``pos``; ``(size, size)`` when only
+    a hole remains. Without hole information (block devices, some file systems) all is data."""
+    try:
+        start = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return size, size
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return pos, size
+        raise
+    if start >= size:
+        return size, size
+    try:
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+    except OSError:
+        end = size
+    return start, min(end, size)
+
+
+def read_header(path, size=512):
+    with open(path, 'rb') as handle:
+        return handle.read(size)
+
+
+class _SparseReader:
+    """Callbacks for ``virStream.sparseSendAll``: data sections are read, holes (SEEK_DATA /
+    SEEK_HOLE) are sent as holes without reading them."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.size = file_size(fd)
+        self.sent = 0  # what was actually sent (data and holes)
+
+    def read(self, _stream, nbytes, _opaque):
+        data = os.read(self.fd, nbytes)
+        self.sent += len(data)
+        return data
+
+    def section(self, _stream, _opaque):
+        cur = os.lseek(self.fd, 0, os.SEEK_CUR)
+        if cur >= self.size:
+            return [True, 0]
+        start, end = _data_extent(self.fd, cur, self.size)
+        os.lseek(self.fd, cur, os.SEEK_SET)
+        if start > cur:
+            return [False, start - cur]  # a hole up to the next data
+        return [True, end - cur]
+
+    def skip(self, _stream, length, _opaque):
+        os.lseek(self.fd, length, os.SEEK_CUR)
+        self.sent += length
+        return 0
+
+
+def _abort(stream, libvirt):
+    try:
+        stream.abort()
+    except libvirt.libvirtError:
+        pass  # the stream is already closed by the error that brought us here
+
+
+@contextmanager
+def _streaming(client, stream, what, path):
+    """Abort ``stream`` on any error inside; a libvirt error is translated, a failed read of
+    ``path`` becomes OperationFailed."""
+    lv = client.libvirt
+    try:
+        yield
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        raise translate(lv, exc, what=what, uri=client.uri) from None
+    except OSError as exc:
+        _abort(stream, lv)
+        raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
+
+
+def _open_stream(client, start, what, sparse_flag):
+    """``start(stream, flags)`` with the sparse flag, falling back to a plain stream when the
+    driver cannot do sparse streams. Returns (stream, sparse)."""
+    lv = client.libvirt
+    flag = getattr(lv, sparse_flag, 0)
+    stream = client.call('newStream', 0, what=what)
+    try:
+        start(stream, flag)
+        return stream, bool(flag)
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        if not flag or not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+            raise translate(lv, exc, what=what, uri=client.uri) from None
+    stream = client.call('newStream', 0, what=what)
+    try:
+        start(stream, 0)
+    except lv.libvirtError as exc:
+        _abort(stream, lv)
+        raise translate(lv, exc, what=what, uri=client.uri) from None
+    return stream, False
+
+
+def upload_file(client, vol, path, what, identity=None):
+    """Upload ``path`` into ``vol`` through libvirt's stream API, keeping holes as holes.
+
+    ``identity``: :func:`file_identity` of the file when its digest was measured. The upload fails
+    with InvalidParameter('src', 'changed while uploading') when the file is not that file any
+    more, changes while it is sent, or not all of it was sent. Comparing identities instead of
+    hashing what is sent saves a second pass over the data."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+    try:
+        before = os.fstat(fd)
+        reader = _SparseReader(fd)
+        stream, sparse = _open_stream(
+            client, lambda st, flags: vol.upload(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM'
+        )
+        with _streaming(client, stream, what, path):
+            if sparse:
+                stream.sparseSendAll(reader.read, reader.section, reader.skip, None)
+            else:
+                stream.sendAll(reader.read, None)
+            stream.finish()
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    problems = []
+    if identity is not None and file_identity(before) != identity:
+        problems.append('it changed after its content was measured')
+    if file_identity(after) != file_identity(before):
+        problems.append('size, modification time or links changed')
+    if reader.sent != reader.size:
+        problems.append('%d of %d bytes sent' % (reader.sent, reader.size))
+    if problems:
+        raise InvalidParameter(
+            'src', 'changed while uploading %s (%s); the upload is incomplete' % (path, '; '.join(problems))
+        )
+
+
+def volume_equals_file(client, vol, path, what):
+    """True when the volume's content is the file's content (zero-extended): a sparse download
+    compared as it arrives, stopping at the first difference."""
+    lv = client.libvirt
+    stream, sparse = _open_stream(
+        client, lambda st, flags: vol.download(st, 0, 0, flags), what, 'VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM'
+    )
+    equal = True
+    with _streaming(client, stream, what, path):
+        with open(path, 'rb') as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            offset = 0
+            while True:
+                got = stream.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE) if sparse else stream.recv(CHUNK)
+                if got == -3:
+                    length = stream.recvHole()
+                    if not _region_is_zero(handle, offset, length, size):
+                        equal = False
+                        break
+                    offset += length
+                    continue
+                if isinstance(got, int):
+                    raise OperationFailed('%s: unexpected stream state %r' % (what, got))
+                if not got:
+                    break
+                handle.seek(offset)
+                want = handle.read(len(got)) if offset < size else b''
+                if want != got[: len(want)] or (len(want) < len(got) and any(got[len(want) :])):
+                    equal = False
+                    break
+                offset += len(got)
+            if equal and offset < size:
+                equal = False  # the file is longer than the volume
+        if equal:
+            stream.finish()
+        else:
+            _abort(stream, lv)
+    return equal
+
+
+def _region_is_zero(handle, offset, length, size):
+    end = min(offset + length, size)
+    handle.seek(offset)
+    pos = offset
+    while pos < end:
+        chunk = handle.read(min(CHUNK, end - pos))
+        if not chunk:
+            break
+        if chunk != _ZERO_CHUNK[: len(chunk)]:
+            return False
+        pos += len(chunk)
+    return True
+
+
+ALLOWED_URL_SCHEMES = ('http', 'https', 'ftp')
+
+
+def check_url(url):
+    """Refuse what ``url`` must not be (InvalidParameter('url', ...)): only http, https and ftp
+    are downloaded; a file on the managed host is ``src``'s business (``file://`` would copy any
+    host file, /etc/shadow included, into a volume a guest can read)."""
+    from urllib.parse import urlsplit
+
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise InvalidParameter('url', '%s is not a valid URL: %s' % (shown, redact(str(exc), url))) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_URL_SCHEMES:
+        hint = ' (for a file on the managed host use src)' if scheme in ('file', '') else ''
+        raise InvalidParameter(
+            'url',
+            '%s: scheme %r is not allowed; use one of %s%s'
+            % (shown, parts.scheme or '(none)', ', '.join(ALLOWED_URL_SCHEMES), hint),
+        )
+    if not parts.hostname:
+        raise InvalidParameter('url', '%s has no host name' % shown)
+
+
+def _expected_length(response):
+    """The number of bytes the server announced (Content-Length), or None when the body's length
+    is not known beforehand (chunked, or content-encoded: then the decoder notices a short body)."""
+    headers = getattr(response, 'headers', None)
+    if headers is None:
+        return None
+    if (headers.get('Content-Encoding') or 'identity').strip().lower() != 'identity':
+        return None
+    value = headers.get('Content-Length')
+    if value is None or (headers.get('Transfer-Encoding') or '').strip().lower() == 'chunked':
+        return None
+    try:
+        length = int(value.strip())
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def download_url(url, directory, checksum, validate_certs, timeout):
+    """Fetch ``url`` into a sparse temp file; verify that all of it arrived (Content-Length, or
+    the chunked/gzip framing) and ``checksum`` ((algo, hex) or None).
+
+    Returns ``(path, content digest, size)``; raises InvalidParameter naming url/checksum. Nothing
+    but the temp file is touched, and that is removed on every failure: a short read (a server
+    that closes the connection early, a reset) never reaches a volume. Messages show the URL with
+    its userinfo redacted.
+    """
+    # imported here: only downloads need them (http.client pulls in the email package), and
+    # import time counts on every task
+    from http.client import HTTPException
+
+    from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+    from ansible.module_utils.urls import SSLValidationError, open_url
+
+    check_url(url)
+    shown = redact_url(url)
+    try:
+        response = open_url(url, validate_certs=validate_certs, timeout=timeout, http_agent='virtops.libvirt')
+    except (OSError, HTTPException, UrlConnectionError, SSLValidationError, ValueError) as exc:
+        code = getattr(exc, 'code', None)
+        reason = ('HTTP %s %s' % (code, getattr(exc, 'reason', ''))).strip() if code else str(exc)
+        raise InvalidParameter('url', 'cannot download %s: %s' % (shown, redact(reason, url))) from None
+    content = ContentDigest()
+    verify = hashlib.new(checksum[0]) if checksum else None
+    expected = _expected_length(response)
+    fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
+    total = 0
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, HTTPException, EOFError, ValueError) as exc:
+                    # IncompleteRead (chunked), a reset, a truncated gzip stream
+                    raise InvalidParameter(
+                        'url',
+                        'download of %s broke off after %d bytes: %s; nothing was changed'
+                        % (shown, total, redact(str(exc) or type(exc).__name__, url)),
+                    ) from None
+                if not chunk:
+                    break
+                content.update(chunk)
+                if verify is not None:
+                    verify.update(chunk)
+                if chunk == _ZERO_CHUNK[: len(chunk)]:
+                    out.seek(len(chunk), os.SEEK_CUR)  # keep zeros as a hole
+                else:
+                    out.write(chunk)
+                total += len(chunk)
+                if expected is not None and total > expected:
+                    break  # more than announced: reported below
+            if expected is not None and total != expected:
+                # http.client ends a body quietly when the server closes the connection before
+                # Content-Length bytes arrived: a short read must not pass for the image
+                raise InvalidParameter(
+                    'url',
+                    'download of %s is incomplete: the server announced %d bytes (Content-Length) '
+                    'but sent %s%d; nothing was changed'
+                    % (shown, expected, 'more than ' if total > expected else '', total),
+                )
+            out.truncate(total)
+    except (InvalidParameter, OSError) as exc:
+        os.unlink(path)
+        if isinstance(exc, OSError):
+            raise OperationFailed('cannot store the download of %s: %s' % (shown, exc)) from None
+        raise
+    finally:
+        response.close()
+    if checksum:
+        got = verify.hexdigest()
+        if got != checksum[1]:
+            os.unlink(path)
+            raise InvalidParameter(
+                'checksum', 'mismatch for %s: %s is %s, expected %s' % (shown, checksum[0], got, checksum[1])
+            )
+    return path, content.hexdigest(), total

@@ -1,0 +1,384 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Storage spec <-> XML shared by pools and volumes, and the volume layer.
+
+Pure functions over lxml trees (no libvirt calls), unit-tested and validated against libvirt's
+``storagevol.rng`` / ``storagepool.rng``:
+
+* :func:`normalize_path`, :func:`normalize_permissions` and :func:`permissions_element` for the
+  paths and permissions of pools and volumes; :func:`diff_xml` for the diffs of both.
+* :func:`build_volume`, :func:`summarize_volume` for volumes; :func:`probe_image` reads an
+  image header (qcow2 or not); :func:`parse_checksum`; :func:`capacity_matches`.
+* Two small readers that do call libvirt, :func:`pool_xml` and :func:`describe_volume`: they
+  are here, not in ``_volume``, so that ``storage_pool`` and ``storage_pool_info`` (and
+  ``migrate``) need not compile ``_volume`` on every run.
+
+The pool spec <-> XML layer is ``_pool_xml``, which the ``volume`` module does not need.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human, parse_size
+
+# ---------------------------------------------------------------------------------------------
+# Pool facts that reading a pool or a volume needs (the shared-storage marker: see _pool_xml)
+
+# Pools whose volumes are files (formats such as qcow2 apply).
+FILE_POOL_TYPES = frozenset(('dir', 'fs', 'netfs', 'gluster', 'vstorage'))
+# libvirt's pool run states (virStoragePoolInfo.state)
+POOL_STATES = {0: 'inactive', 1: 'building', 2: 'active', 3: 'degraded', 4: 'inaccessible'}
+# Storage that lives on (or is attached to) one host only: a guest using it cannot live-migrate
+# without copying its disks.
+LOCAL_POOL_TYPES = frozenset(('dir', 'fs', 'disk', 'logical', 'zfs'))
+MARKER_VENDOR = 'virtops.libvirt'
+MARKER_SHARED = 'shared'
+MARKER_LOCAL = 'local'
+
+
+def default_shared(pool_type):
+    return pool_type not in LOCAL_POOL_TYPES
+
+
+def shared_override(root):
+    """True/False when the pool carries the virtops marker, else None."""
+    source = root.find('source')
+    if source is None:
+        return None
+    vendor = source.find('vendor')
+    product = source.find('product')
+    if vendor is None or product is None or vendor.get('name') != MARKER_VENDOR:
+        return None
+    value = product.get('name')
+    if value == MARKER_SHARED:
+        return True
+    if value == MARKER_LOCAL:
+        return False
+    return None
+
+
+def is_shared(root):
+    override = shared_override(root)
+    return default_shared(root.get('type')) if override is None else override
+
+
+def summarize_pool(root):
+    """Plain dict of a pool definition (sizes come from the caller's ``info()``)."""
+    source = root.find('source')
+    src = {}
+    if source is not None:
+        src = dict(
+            hosts=[
+                dict(name=h.get('name'), port=int(h.get('port')) if h.get('port') else None)
+                for h in source.findall('host')
+            ],
+            devices=[d.get('path') for d in source.findall('device')],
+            dir=source.find('dir').get('path') if source.find('dir') is not None else None,
+            name=X.findtext(source, 'name'),
+            format=source.find('format').get('type') if source.find('format') is not None else None,
+        )
+        adapter = source.find('adapter')
+        if adapter is not None:
+            src['adapter'] = dict(adapter.attrib)
+    return dict(
+        name=X.findtext(root, 'name'),
+        uuid=X.findtext(root, 'uuid'),
+        type=root.get('type'),
+        target=X.findtext(root, 'target/path'),
+        source=src,
+        shared=is_shared(root),
+        shared_override=shared_override(root),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths and permissions (names the option in every message)
+
+
+def normalize_path(path):
+    """The form libvirt stores: duplicate and trailing slashes removed."""
+    path = re.sub('/+', '/', path)
+    if len(path) > 1:
+        path = path.rstrip('/')
+    return path
+
+
+def normalize_mode(option, value):
+    """Octal mode as libvirt prints it (``0750``). An int is taken as the already-converted value
+    (YAML reads an unquoted 0750 as the integer 488)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidParameter(option, 'expected an octal mode such as "0750", got a boolean')
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip()
+        if text.startswith('0o'):
+            text = text[2:]
+        if not text or any(c not in '01234567' for c in text):
+            raise InvalidParameter(option, '%r is not an octal mode (example: "0750")' % (value,))
+        number = int(text, 8)
+    if not 0 <= number <= 0o7777:
+        raise InvalidParameter(option, '%r is out of range for a file mode' % (value,))
+    return '%04o' % number
+
+
+def _id_value(option, value, resolver):
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidParameter(option, 'expected a numeric id or a name, got a boolean')
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip('-').isdigit()):
+        number = int(value)
+        if number < -1:
+            raise InvalidParameter(option, 'must be a non-negative id (or -1), got %r' % (value,))
+        return str(number)
+    if resolver is None:
+        raise InvalidParameter(option, 'must be a numeric id, got %r' % (value,))
+    resolved = resolver(str(value))
+    if resolved is None:
+        raise InvalidParameter(option, 'unknown user or group %r on the managed host' % (value,))
+    return str(resolved)
+
+
+def normalize_permissions(option, perms, user_resolver=None, group_resolver=None):
+    """``{'mode','owner','group','label'}`` with values as libvirt writes them (None = not set)."""
+    if not perms:
+        return None
+    out = dict(
+        mode=normalize_mode(option + '.mode', perms.get('mode')),
+        owner=_id_value(option + '.owner', perms.get('owner'), user_resolver),
+        group=_id_value(option + '.group', perms.get('group'), group_resolver),
+        label=perms.get('label'),
+    )
+    if all(v is None for v in out.values()):
+        return None
+    return out
+
+
+def permissions_element(perms):
+    node = X.element('permissions')
+    for key in ('mode', 'owner', 'group', 'label'):
+        if perms.get(key) is not None:
+            X.sub(node, key, perms[key])
+    return node
+
+
+def diff_xml(text):
+    """Pool or volume XML without the volatile parts (sizes, free extents, timestamps) for diffs."""
+    if not text:
+        return ''
+    root = X.parse(text)
+    for tag in ('capacity', 'allocation', 'available', 'physical'):
+        for node in root.findall(tag):
+            if root.tag == 'volume' and tag == 'capacity':
+                continue
+            root.remove(node)
+    for tag in ('freeExtent', 'timestamps', 'extent'):
+        for node in list(root.iter(tag)):
+            node.getparent().remove(node)
+    return X.tostring(root)
+
+
+def pool_xml(client, pool, inactive=True):
+    """The pool's persistent definition (drivers without the INACTIVE flag: the current one)."""
+    lv = client.libvirt
+    what = "storage pool '%s'" % pool.name()
+    if inactive:
+        try:
+            return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
+        except lv.libvirtError as exc:
+            if not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
+                raise translate(lv, exc, what=what, uri=client.uri) from None
+    return client.call(pool.XMLDesc, 0, what=what)
+
+
+# ---------------------------------------------------------------------------------------------
+# Volumes
+
+VOLUME_FORMATS_FILE = (
+    'raw',
+    'qcow2',
+    'qcow',
+    'qed',
+    'vmdk',
+    'vpc',
+    'vdi',
+    'vhd',
+    'iso',
+    'dmg',
+    'cloop',
+    'bochs',
+    'cow',
+    'fat',
+    'ploop',
+    'dir',
+    'none',
+)
+BACKING_CAPABLE = ('qcow2', 'qed', 'qcow', 'vmdk')
+WIPE_ALGORITHMS = ('zero', 'nnsa', 'dod', 'bsi', 'gutmann', 'schneier', 'pfitzner7', 'pfitzner33', 'random', 'trim')
+
+
+# Volume sizes: larger than MAX_VOLUME_SIZE is refused (no host has that storage behind one
+# volume; it is a unit slip such as 1000000TiB), larger than LARGE_VOLUME_SIZE gets a warning. A
+# number without unit is bytes; one below SMALL_BARE_SIZE gets a warning (10 meant as 10 GiB).
+MAX_VOLUME_SIZE = 1024**5  # 1 PiB
+LARGE_VOLUME_SIZE = 64 * 1024**4  # 64 TiB
+SMALL_BARE_SIZE = 1024**2  # 1 MiB
+
+
+def size_bytes(option, value):
+    """``value`` (a size with unit, or a number of bytes) in bytes; InvalidParameter naming
+    ``option`` for what is not a size, or larger than :data:`MAX_VOLUME_SIZE`."""
+    if value is None:
+        return None
+    try:
+        size = parse_size(value, default_unit='B')
+    except ValueError as exc:
+        raise InvalidParameter(
+            option, '%s (a size with unit such as 10GiB, or a number of bytes; at most 1 PiB)' % exc
+        ) from None
+    if size > MAX_VOLUME_SIZE:
+        raise InvalidParameter(
+            option,
+            '%r is %s (%d bytes), more than 1 PiB, the largest volume size this module accepts; check the unit'
+            % (value, human(size), size),
+        )
+    return size
+
+
+def check_size(option, value, size):
+    """Warnings (unit named) for a plausible but unusual ``size`` given as ``value``."""
+    if size is None:
+        return []
+    if size > LARGE_VOLUME_SIZE:
+        return ['%s: %r is %s, more than 64 TiB; check the unit' % (option, value, human(size))]
+    bare = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+    if bare and 0 < size < SMALL_BARE_SIZE:
+        return [
+            '%s: %s is %d bytes (a number without unit is bytes); write the unit for larger sizes, '
+            'for example %sGiB' % (option, str(value).strip(), size, str(value).strip())
+        ]
+    return []
+
+
+def build_volume(spec):
+    """Volume XML for ``storageVolCreateXML``. ``spec``: name, capacity (bytes), allocation
+    (bytes or None), format (or None), permissions (normalised or None), backing
+    (``{'path', 'format'}`` or None)."""
+    root = X.element('volume')
+    X.sub(root, 'name', spec['name'])
+    X.sub(root, 'capacity', int(spec.get('capacity') or 0), unit='bytes')
+    if spec.get('allocation') is not None:
+        X.sub(root, 'allocation', int(spec['allocation']), unit='bytes')
+    target = X.sub(root, 'target')
+    if spec.get('format'):
+        X.sub(target, 'format', type=spec['format'])
+    if spec.get('permissions'):
+        target.append(permissions_element(spec['permissions']))
+    backing = spec.get('backing')
+    if backing:
+        bnode = X.sub(root, 'backingStore')
+        X.sub(bnode, 'path', backing['path'])
+        if backing.get('format'):
+            X.sub(bnode, 'format', type=backing['format'])
+    return root
+
+
+def _bytes(node):
+    if node is None or not (node.text or '').strip():
+        return None
+    from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import unit_factor
+
+    return int(node.text.strip()) * unit_factor(node.get('unit', 'bytes'))
+
+
+def summarize_volume(root):
+    """Plain dict of a volume XML (``volume`` result and ``storage_pool_info``)."""
+    fmt = root.find('target/format')
+    backing = root.find('backingStore')
+    back = None
+    if backing is not None and X.findtext(backing, 'path'):
+        bfmt = backing.find('format')
+        back = dict(path=X.findtext(backing, 'path'), format=bfmt.get('type') if bfmt is not None else None)
+    perms = root.find('target/permissions')
+    return dict(
+        name=X.findtext(root, 'name'),
+        key=X.findtext(root, 'key'),
+        path=X.findtext(root, 'target/path'),
+        type=root.get('type'),
+        format=fmt.get('type') if fmt is not None else None,
+        capacity=_bytes(root.find('capacity')),
+        allocation=_bytes(root.find('allocation')),
+        backing=back,
+        permissions=None if perms is None else {c.tag: (c.text or '').strip() for c in perms if isinstance(c.tag, str)},
+    )
+
+
+def describe_volume(client, vol):
+    """Plain dict of a volume, or None when it vanished meanwhile."""
+    lv = client.libvirt
+    try:
+        root = X.parse(vol.XMLDesc(0))
+        _vtype, capacity, allocation = vol.info()
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+            return None
+        raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=client.uri) from None
+    info = summarize_volume(root)
+    info.update(capacity=capacity, allocation=allocation)
+    return info
+
+
+def capacity_granularity(ptype):
+    """Bytes by which storage may round a requested capacity up (partition alignment, LVM extents)."""
+    return {'logical': 4 * 1024 * 1024, 'disk': 1024 * 1024}.get(ptype, 512)
+
+
+def capacity_matches(wanted, actual, ptype):
+    """True when ``actual`` is ``wanted`` rounded up by the storage's granularity."""
+    return wanted <= actual < wanted + capacity_granularity(ptype)
+
+
+QCOW2_MAGIC = b'QFI\xfb'
+
+
+def probe_image(header):
+    """``(format, virtual_size, has_backing_file)`` from the first bytes of an image file.
+
+    Only qcow2 is recognised (everything else is uploaded as opaque data: ``raw``). A qcow2
+    header gives the virtual size and whether it references a backing file.
+    """
+    if len(header) >= 32 and header[:4] == QCOW2_MAGIC:
+        _version, backing_offset, _backing_size, _cluster_bits, size = struct.unpack('>IQIIQ', header[4:32])
+        return 'qcow2', size, backing_offset != 0
+    return 'raw', None, False
+
+
+CHECKSUM_ALGORITHMS = {'md5': 32, 'sha1': 40, 'sha224': 56, 'sha256': 64, 'sha384': 96, 'sha512': 128}
+
+
+def parse_checksum(value):
+    """``'sha256:abc…'`` -> ``('sha256', 'abc…')``; raises InvalidParameter('checksum', …)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or ':' not in value:
+        raise InvalidParameter(
+            'checksum', "expected '<algorithm>:<hex digest>', e.g. 'sha256:9f86d0…', got %r" % (value,)
+        )
+    algo, digest = value.split(':', 1)
+    algo, digest = algo.strip().lower(), digest.strip().lower()
+    if algo not in CHECKSUM_ALGORITHMS:
+        raise InvalidParameter(
+            'checksum', 'unsupported algorithm %r (use one of %s)' % (algo, ', '.join(sorted(CHECKSUM_ALGORITHMS)))
+        )
+    if len(digest) != CHECKSUM_ALGORITHMS[algo] or any(c not in '0123456789abcdef' for c in digest):
+        raise InvalidParameter('checksum', 'the %s digest must be %d hex digits' % (algo, CHECKSUM_ALGORITHMS[algo]))
+    return algo, digest
