@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -41,6 +42,23 @@ CONNECTION_SPEC = ArgumentSpec(
 )
 
 
+_LOCAL_HOSTS = ('localhost', '127.0.0.1', '::1')
+
+
+def is_local(uri):
+    """The one answer to "does ``uri`` reach the libvirt daemon of the machine this module runs
+    on": no host part (or a loopback name), whatever the transport. The test driver is local too:
+    callers that need real host resources check ``client.is_test_driver`` as well."""
+    if not uri or '://' not in uri:
+        return True  # '' or an alias: libvirt's default, on this machine
+    parts = urlsplit(uri)
+    try:
+        host = parts.hostname
+    except ValueError:
+        return False
+    return not host or host.lower() in _LOCAL_HOSTS
+
+
 class LibvirtClient:
     """Holds the AnsibleModule and one lazily opened libvirt connection."""
 
@@ -55,6 +73,8 @@ class LibvirtClient:
         if secrets:
             self.hide(secrets)
         self.libvirt = libvirt
+        self.is_local = is_local(self.uri)
+        self.is_test_driver = urlsplit(self.uri or '').scheme.split('+')[0] == 'test'
         self._conn = None
         self.events_enabled = False
 

@@ -141,3 +141,47 @@ def summarize(root):
         )
     info['guest_agent'] = bool(agent_channels(devices))
     return info
+
+
+def disk_sources(root, backing=False):
+    """The one parser of a domain's disk sources: one dict per disk that has a source, with
+    ``target``, ``type``, ``device``, ``readonly``, ``shareable``, ``path`` (file/dev/dir),
+    ``pool``/``volume``, ``protocol``, ``label`` (a short description) and ``top`` (False for a
+    backing-chain entry). ``backing=True`` also lists the backing chain's sources (a guest running
+    on an overlay uses its base image too). Empty CD-ROM drives have no source and are left out."""
+    disks = []
+    for disk in root.findall('devices/disk'):
+        target = disk.find('target')
+        if target is None:
+            continue
+        sources = list(disk.iter('source')) if backing else [disk.find('source')]
+        for source in sources:
+            if source is None:
+                continue
+            top = source.getparent() is disk
+            kind = disk.get('type', 'file') if top else source.getparent().get('type', 'file')
+            entry = dict(
+                target=target.get('dev'),
+                type=kind,
+                device=disk.get('device', 'disk'),
+                readonly=disk.find('readonly') is not None or disk.get('device') in ('cdrom', 'floppy'),
+                shareable=disk.find('shareable') is not None,
+                path=None,
+                pool=None,
+                volume=None,
+                protocol=None,
+                top=top,
+            )
+            if source.get('pool') and source.get('volume'):
+                entry['pool'], entry['volume'] = source.get('pool'), source.get('volume')
+                entry['label'] = 'pool %s volume %s' % (entry['pool'], entry['volume'])
+            elif kind == 'network':
+                entry['protocol'] = source.get('protocol')
+                entry['label'] = '%s %s' % (entry['protocol'], source.get('name') or '')
+            else:
+                entry['path'] = source.get('file') or source.get('dev') or source.get('dir')
+                if not entry['path']:
+                    continue  # empty CD-ROM drive
+                entry['label'] = entry['path']
+            disks.append(entry)
+    return disks

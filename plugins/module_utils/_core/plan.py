@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The one shape of every module: read -> plan -> report -> apply.
+
+A kind's manager (a :class:`Manager`) *reads* the current object and *plans*: ``plan()`` returns
+a :class:`Plan` - the steps in order, each with the message the result reports, the before/after
+of the diff - and never changes anything. :func:`run` (shared by every module) turns the plan into
+the result: in check mode the steps are reported and nothing more happens; otherwise each step is
+applied by the kind's *apply* code (imported only when there is something to do, so an idempotent
+re-run stays cheap) and recorded once libvirt has made it. A step that finds the object changed
+under it by a concurrent run raises :class:`Replan` before it changed anything: the manager reads
+and plans once more.
+
+Steps name their action as a function of the kind's apply module (``Step('... started',
+'start', name)`` calls ``apply.start(client, name)``) or give a callable. An action returns
+``False`` when a concurrent run had already made the change: the step is then not reported (only
+what this run did is). A step may carry an ``undo`` (same forms): when a later step fails, the
+steps with an undo are undone newest first and leave the reported actions, so a task that cannot
+finish does not leave a half-made object behind.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+
+
+class Step:
+    """One change of a plan: ``message`` (what ``actions`` says), ``action`` (a name in the kind's
+    apply module, a callable, or None for a step that only reports) with its ``args``."""
+
+    __slots__ = ('action', 'args', 'message', 'undo')
+
+    def __init__(self, message, action=None, *args, undo=None):
+        self.message = message
+        self.action = action
+        self.args = args
+        self.undo = undo  # None, or (action, *args) that takes this step back
+
+    def __repr__(self):
+        return 'Step(%r, %r)' % (self.message, self.action)
+
+
+class Plan:
+    """What a manager found and wants: the steps in order and both sides of the diff.
+
+    ``before``/``after`` are text or dicts ('' for an absent object); ``values`` are extra result
+    keys known at plan time (``reboot_required`` ...). A plan without steps changes nothing.
+    """
+
+    def __init__(self, what=None):
+        self.what = what  # "network 'x'": names the object in the diff headers
+        self.steps = []
+        self.before = ''
+        self.after = ''
+        self.before_header = None
+        self.after_header = None
+        self.values = {}
+
+    def __bool__(self):
+        return bool(self.steps)
+
+    def add(self, message, action=None, *args, undo=None):
+        """Append one step; returns it."""
+        step = Step(message, action, *args, undo=undo)
+        self.steps.append(step)
+        return step
+
+    def extend(self, steps):
+        self.steps.extend(steps)
+
+    @property
+    def messages(self):
+        return [step.message for step in self.steps]
+
+    def diff(self, before, after, before_exists=True, after_exists=True):
+        """Both sides of the diff with the one header style of the collection:
+        ``<what> (before)`` / ``<what> (after)``, ``<what> absent`` for a side with no object."""
+        self.before, self.after = before, after
+        what = self.what or 'object'
+        self.before_header = '%s (before)' % what if before_exists else '%s absent' % what
+        self.after_header = '%s (after)' % what if after_exists else '%s absent' % what
+
+
+class Replan(Exception):
+    """Raised by an apply step, before it changed anything, when the object is no longer what the
+    plan was made from (a concurrent run changed it): :func:`run` reads and plans once more."""
+
+
+class Manager:
+    """What every manager has: the client, its params, check mode and the one :class:`Result`.
+
+    Subclasses implement :meth:`plan` (read and plan, never act), :meth:`applier` (returns the
+    kind's apply module, imported inside the method so only a change compiles it) when a step
+    names its action, and :meth:`report` (the module's own result keys, read after the apply or
+    predicted in check mode).
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.libvirt = client.libvirt
+        self.params = client.params
+        self.check_mode = client.check_mode
+        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+
+    def plan(self):
+        raise NotImplementedError
+
+    def applier(self):
+        """The kind's apply module (override with a function-level import)."""
+        raise NotImplementedError('%s names an apply action but has no applier()' % type(self).__name__)
+
+    def report(self, plan):
+        return {}
+
+    def run(self):
+        return run(self)
+
+
+def _resolve(manager, action, cache):
+    if callable(action):
+        return action
+    if 'module' not in cache:
+        cache['module'] = manager.applier()
+    return getattr(cache['module'], action)
+
+
+def apply(manager, plan):
+    """Apply ``plan`` step by step (nothing in check mode), recording each step once made."""
+    result = manager.result
+    if manager.check_mode:
+        for step in plan.steps:
+            result.change(step.message)
+        return
+    cache = {}
+    done = []
+    for index, step in enumerate(plan.steps):
+        result.pending = [later.message for later in plan.steps[index:]]
+        try:
+            made = None
+            if step.action is not None:
+                made = _resolve(manager, step.action, cache)(manager.client, *step.args)
+        except LibvirtModuleError:
+            _undo(manager, done, cache)
+            raise
+        if made is not False:
+            result.change(step.message)
+            done.append(step)
+    result.pending = []
+
+
+def _undo(manager, done, cache):
+    """Take back the steps of this task that can be undone, newest first; a step whose undo
+    fails stays reported (and so does everything before it)."""
+    result = manager.result
+    for step in reversed(done):
+        if step.undo is None:
+            return
+        action, args = step.undo[0], step.undo[1:]
+        try:
+            _resolve(manager, action, cache)(manager.client, *args)
+        except LibvirtModuleError:
+            return
+        if step.message in result.actions:
+            result.actions.remove(step.message)
+
+
+def run(manager):
+    """read -> plan -> report -> stop in check mode -> apply -> re-plan once on a race."""
+    plan = manager.plan()
+    try:
+        apply(manager, plan)
+    except Replan as race:
+        if manager.result.actions:
+            raise OperationFailed('%s changed while this task applied its plan: %s' % (plan.what, race)) from None
+        plan = manager.plan()
+        try:
+            apply(manager, plan)
+        except Replan as again:
+            raise OperationFailed(
+                '%s keeps changing under this task (changed by another run twice): %s' % (plan.what, again)
+            ) from None
+    manager.result.set_diff(plan.before, plan.after, plan.before_header, plan.after_header)
+    values = dict(plan.values)
+    values.update(manager.report(plan))
+    return manager.result.build(**values)
