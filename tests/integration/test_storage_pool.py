@@ -20,7 +20,7 @@ from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import pool_is_shared
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import pool_is_shared
 
 TEST_URI = 'test+unix:///default'
 

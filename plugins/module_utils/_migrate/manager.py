@@ -613,7 +613,7 @@ class MigrationManager:
         """Return the targets of the disks libvirt must copy; fail when a disk cannot follow."""
         # imported here: a re-run (the guest is on the destination already) checks no storage, and
         # module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import SHARED_MARKER, pool_is_shared
+        from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import SHARED_MARKER, pool_is_shared
 
         mode = self.params['copy_storage']
         problems, copy = [], []
@@ -929,7 +929,7 @@ class MigrationManager:
             hint = ''
             if errors.is_code(self.libvirt, error, 'VIR_ERR_MIGRATE_UNSAFE'):
                 # not at the top: see _check_storage (which imported it already)
-                from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import SHARED_MARKER
+                from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import SHARED_MARKER
 
                 hint = (
                     '. libvirt refuses disks on a file system it does not know as shared (it knows NFS, '

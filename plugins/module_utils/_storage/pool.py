@@ -6,8 +6,6 @@
 (the read-only ``storage_pool_info`` has its own, ``_pool_info``). What only a change needs
 (define, build and start, remove) is in ``_pool_change``, imported when a change is made.
 
-Also home of :func:`pool_is_shared`, which other modules (``migrate``) use to decide whether a
-guest's disks must be copied.
 """
 
 from __future__ import annotations
@@ -19,14 +17,16 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec impo
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
-    ObjectNotFound,
     OperationFailed,
     translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import POOL_STATES, pool_xml
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
+    POOL_STATES,
+    pool_xml,
+)
 
 TYPED_OPTIONS = ('type', 'target', 'source', 'permissions')
 
@@ -42,55 +42,6 @@ def _has_inactive_xml(client, pool):
 
 def pool_state(client, pool):
     return POOL_STATES.get(client.call(pool.info, what="storage pool '%s'" % pool.name())[0], 'inactive')
-
-
-# A dir/fs pool whose target directory holds a file of this name is shared: the convention for a
-# cluster file system or an NFS mount made outside libvirt.
-SHARED_MARKER = '.virtops-shared'
-MARKABLE_POOL_TYPES = frozenset(('dir', 'fs'))
-
-
-def pool_is_shared(client, pool):
-    """Whether the storage of ``pool`` (a virStoragePool or a pool name) is reachable from other
-    hosts too, so guests using it can live-migrate without copying their disks.
-
-    In this order: the ``shared`` override stored by the ``storage_pool`` module in the pool's
-    persistent definition wins (``<vendor name='virtops.libvirt'/><product name='shared|local'/>``
-    in the pool source, see ``_storage``); local pool types (dir, fs, disk, logical, zfs) are not
-    shared and all others are, except that a dir/fs pool whose target directory holds a file named
-    :data:`SHARED_MARKER` is shared. The marker is found through libvirt (a file of a pool is one of
-    its volumes; the pool is refreshed once when it is missing), so this works over remote URIs.
-    Raises ObjectNotFound for an unknown pool name. Used by ``storage_pool`` and ``migrate``.
-    """
-    if isinstance(pool, str):
-        name = pool
-        pool = client.lookup('pool', name)
-        if pool is None:
-            raise ObjectNotFound("storage pool '%s' not found on %s" % (name, client.uri))
-    root = X.parse(pool_xml(client, pool))
-    if S.shared_override(root) is not None or root.get('type') not in MARKABLE_POOL_TYPES:
-        return S.is_shared(root)
-    return _has_shared_marker(client, pool)
-
-
-def _has_shared_marker(client, pool):
-    lv = client.libvirt
-    try:
-        if not pool.isActive():
-            return False
-        try:
-            pool.storageVolLookupByName(SHARED_MARKER)
-            return True
-        except lv.libvirtError as exc:
-            if not client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-                raise
-        pool.refresh(0)
-        pool.storageVolLookupByName(SHARED_MARKER)
-        return True
-    except lv.libvirtError as exc:
-        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL', 'VIR_ERR_OPERATION_INVALID'):
-            return False
-        raise translate(lv, exc, what="storage pool '%s'" % pool.name(), uri=client.uri) from None
 
 
 def _resolve_user(name):

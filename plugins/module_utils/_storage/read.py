@@ -24,7 +24,11 @@ import re
 import struct
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
+    InvalidParameter,
+    ObjectNotFound,
+    translate,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human, parse_size
 
 # ---------------------------------------------------------------------------------------------
@@ -382,3 +386,52 @@ def parse_checksum(value):
     if len(digest) != CHECKSUM_ALGORITHMS[algo] or any(c not in '0123456789abcdef' for c in digest):
         raise InvalidParameter('checksum', 'the %s digest must be %d hex digits' % (algo, CHECKSUM_ALGORITHMS[algo]))
     return algo, digest
+
+
+# A dir/fs pool whose target directory holds a file of this name is shared: the convention for a
+# cluster file system or an NFS mount made outside libvirt.
+SHARED_MARKER = '.virtops-shared'
+MARKABLE_POOL_TYPES = frozenset(('dir', 'fs'))
+
+
+def pool_is_shared(client, pool):
+    """Whether the storage of ``pool`` (a virStoragePool or a pool name) is reachable from other
+    hosts too, so guests using it can live-migrate without copying their disks.
+
+    In this order: the ``shared`` override stored by the ``storage_pool`` module in the pool's
+    persistent definition wins (``<vendor name='virtops.libvirt'/><product name='shared|local'/>``
+    in the pool source, see ``_storage``); local pool types (dir, fs, disk, logical, zfs) are not
+    shared and all others are, except that a dir/fs pool whose target directory holds a file named
+    :data:`SHARED_MARKER` is shared. The marker is found through libvirt (a file of a pool is one of
+    its volumes; the pool is refreshed once when it is missing), so this works over remote URIs.
+    Raises ObjectNotFound for an unknown pool name. Used by ``storage_pool`` and ``migrate``.
+    """
+    if isinstance(pool, str):
+        name = pool
+        pool = client.lookup('pool', name)
+        if pool is None:
+            raise ObjectNotFound("storage pool '%s' not found on %s" % (name, client.uri))
+    root = X.parse(pool_xml(client, pool))
+    if shared_override(root) is not None or root.get('type') not in MARKABLE_POOL_TYPES:
+        return is_shared(root)
+    return _has_shared_marker(client, pool)
+
+
+def _has_shared_marker(client, pool):
+    lv = client.libvirt
+    try:
+        if not pool.isActive():
+            return False
+        try:
+            pool.storageVolLookupByName(SHARED_MARKER)
+            return True
+        except lv.libvirtError as exc:
+            if not client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                raise
+        pool.refresh(0)
+        pool.storageVolLookupByName(SHARED_MARKER)
+        return True
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL', 'VIR_ERR_OPERATION_INVALID'):
+            return False
+        raise translate(lv, exc, what="storage pool '%s'" % pool.name(), uri=client.uri) from None
