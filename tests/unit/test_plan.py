@@ -11,9 +11,10 @@ import types
 
 import pytest
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import plan as plan_module
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.diff import DifferenceTracker
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan, Replan
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Manager, Plan, Replan, partly_made
 
 
 class FakeClient:
@@ -126,3 +127,199 @@ def test_difference_tracker():
     assert diff.messages() == ['memory: 1024 -> 2048']
     assert diff.before() == dict(memory=1024, vcpus=2, autostart=True)
     assert diff.after() == dict(memory=2048, vcpus=2, autostart=True)
+
+
+class Restart(Manager):
+    """A stop, a change and a start that completes the stop (one restart), a step not named."""
+
+    def __init__(self, client, fail_at=None):
+        super().__init__(client)
+        self.fail_at = fail_at
+
+        def act(_client, name):
+            if name == self.fail_at:
+                raise OperationFailed('%s failed' % name)
+            return 'made ' + name
+
+        self.module = types.SimpleNamespace(act=act)
+
+    def applier(self):
+        return self.module
+
+    def plan(self):
+        plan = Plan("pool 'p'")
+        stop = plan.add('stopped', 'act', 'stop', pending=False)
+        plan.add('changed', 'act', 'change', pending=False)
+        plan.add('restarted', 'act', 'start', pending='started again', replaces=stop)
+        plan.add('autostart set', 'act', 'autostart', pending=False)
+        return plan
+
+    def report(self, plan):
+        return dict(outcomes=[step.outcome for step in plan.steps])
+
+
+def test_step_completing_an_earlier_one_replaces_its_message():
+    assert Restart(FakeClient(check_mode=True)).run()['actions'] == ['changed', 'restarted', 'autostart set']
+    result = Restart(FakeClient()).run()
+    assert result['actions'] == ['changed', 'restarted', 'autostart set']
+    assert result['outcomes'] == ['made stop', 'made change', 'made start', 'made autostart']
+
+
+@pytest.mark.parametrize(
+    ('fail_at', 'done', 'not_done'),
+    [
+        ('change', ['stopped'], 'started again'),
+        ('start', ['stopped', 'changed'], 'started again'),
+        ('autostart', ['changed', 'restarted'], None),
+    ],
+)
+def test_pending_names_only_what_the_steps_say(fail_at, done, not_done):
+    kind = Restart(FakeClient(), fail_at=fail_at)
+    with pytest.raises(OperationFailed):
+        kind.run()
+    msg = kind.result.failure('boom')['msg']
+    assert kind.result.actions == done
+    if not_done:
+        assert msg.endswith('; not done: %s)' % not_done)
+    else:
+        assert 'not done' not in msg
+
+
+class Started(Manager):
+    """A step whose action reports more than the plan knew (the pid of a started command)."""
+
+    def applier(self):
+        def start(_client, name):
+            return Made('%s started (pid 7)' % name, dict(pid=7))
+
+        return types.SimpleNamespace(start=start)
+
+    def plan(self):
+        plan = Plan("guest 'g'")
+        plan.add('cmd started', 'start', 'cmd')
+        plan.add('reported')
+        return plan
+
+    def report(self, plan):
+        return dict(outcome=plan.steps[0].outcome)
+
+
+def test_action_made_message_replaces_the_planned_one():
+    assert Started(FakeClient(check_mode=True)).run()['actions'] == ['cmd started', 'reported']
+    result = Started(FakeClient()).run()
+    assert result['actions'] == ['cmd started (pid 7)', 'reported'] and result['outcome'] == dict(pid=7)
+
+
+class Several(Manager):
+    """A step reporting several messages, a step never reported (a wait), an action that made
+    more than planned (a forced stop)."""
+
+    def applier(self):
+        def act(_client, name):
+            return Made(('%s stopped' % name, '%s forced off' % name)) if name == 'forced' else None
+
+        return types.SimpleNamespace(act=act)
+
+    def plan(self):
+        plan = Plan("guest 'g'")
+        plan.add(('memory set', 'vcpus set'), 'act', 'define')
+        plan.add(None, 'act', 'wait')
+        plan.add('forced stopped', 'act', 'forced')
+        return plan
+
+
+def test_step_with_several_messages_or_none():
+    assert Several(FakeClient(check_mode=True)).run()['actions'] == ['memory set', 'vcpus set', 'forced stopped']
+    result = Several(FakeClient()).run()
+    assert result['actions'] == ['memory set', 'vcpus set', 'forced stopped', 'forced forced off']
+
+
+class Build(Manager):
+    """A start that also built the storage: the build is reported before the start."""
+
+    def __init__(self, client):
+        super().__init__(client)
+
+        def start(_client, name):
+            return plan_module.also_made('the ' + name, 'built (file system created)')
+
+        self.module = types.SimpleNamespace(start=start)
+
+    def applier(self):
+        return self.module
+
+    def plan(self):
+        plan = Plan("pool 'p'")
+        plan.add('started', 'start', 'pool')
+        return plan
+
+    def report(self, plan):
+        return dict(outcome=plan.steps[0].outcome)
+
+
+def test_an_action_that_also_made_more_reports_it_first():
+    assert Build(FakeClient(check_mode=True)).run()['actions'] == ['started']
+    result = Build(FakeClient()).run()
+    assert result['actions'] == ['built (file system created)', 'started'] and result['outcome'] == 'the pool'
+
+
+class GivesUp(Kind):
+    """A kind that words its own failure after the undo (as network does for a define it undid)."""
+
+    def failed(self, step, exc, undone, undo_error):
+        if not undone and undo_error is None:
+            return exc
+        return OperationFailed(
+            '%s; undone: %s; undo error: %s'
+            % (exc.msg, ','.join(s.message for s in undone), undo_error.msg if undo_error else None)
+        )
+
+
+def test_failed_hook_words_the_failure_after_the_undo():
+    kind = GivesUp(FakeClient(), ['define', 'autostart'], fail_at='autostart')
+    with pytest.raises(OperationFailed, match=r'^autostart failed; undone: define done; undo error: None$'):
+        kind.run()
+    kind = GivesUp(FakeClient(), ['define', 'autostart'], fail_at='autostart', undo_fails=True)
+    with pytest.raises(OperationFailed, match=r'undone: ; undo error: no undo$'):
+        kind.run()
+    assert kind.result.actions == ['define done']
+    # nothing undone: the action's own error
+    kind = GivesUp(FakeClient(), ['start', 'autostart'], fail_at='autostart')
+    with pytest.raises(OperationFailed, match=r'^autostart failed$'):
+        kind.run()
+
+
+def test_partly_made_change_is_reported_before_the_undo():
+    kind = Kind(FakeClient(), ['start'])
+
+    def half(_client, name):
+        raise partly_made(OperationFailed('%s failed half-way' % name), 'half of %s done' % name)
+
+    kind.module.act = half
+    with pytest.raises(OperationFailed, match='half-way'):
+        kind.run()
+    assert kind.result.actions == ['half of start done']
+
+
+class Facts(Manager):
+    """A read-only (info) manager: no steps, facts from report(), no ``actions`` key."""
+
+    facts_only = True
+
+    def plan(self):
+        return Plan('guests')
+
+    def report(self, plan):
+        return dict(guests=['g'])
+
+
+def test_facts_only_result_has_no_actions():
+    assert Facts(FakeClient()).run() == dict(changed=False, guests=['g'])
+
+
+def test_a_failure_half_way_reports_the_planned_diff():
+    kind = Kind(FakeClient(), ['start', 'autostart'], fail_at='autostart')
+    with pytest.raises(OperationFailed):
+        kind.run()
+    failure = kind.result.failure('boom')
+    assert failure['changed'] is True and failure['diff'] == dict(before='a', after='b')

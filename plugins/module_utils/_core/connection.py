@@ -43,6 +43,7 @@ CONNECTION_SPEC = ArgumentSpec(
 
 
 _LOCAL_HOSTS = ('localhost', '127.0.0.1', '::1')
+_LABELS = dict(guest='guest', pool='storage pool', network='network', nodedev='host device')
 
 
 def is_local(uri):
@@ -59,23 +60,135 @@ def is_local(uri):
     return not host or host.lower() in _LOCAL_HOSTS
 
 
-class LibvirtClient:
-    """Holds the AnsibleModule and one lazily opened libvirt connection."""
+class Connection:
+    """One lazily opened libvirt connection to ``uri``: the one place where libvirt's errors are
+    translated (:meth:`call`) and objects are looked up. :class:`LibvirtClient` is the module's
+    own; ``migrate`` opens a second one to its destination."""
+
+    # reconnect and retry once when the daemon went away (a restart between two calls)
+    reconnects = True
+
+    def __init__(self, libvirt_module, uri, conn=None):
+        self.libvirt = libvirt_module
+        self.uri = uri
+        self.is_local = is_local(uri)
+        self.is_test_driver = urlsplit(uri or '').scheme.split('+')[0] == 'test'
+        self._conn = conn  # None: opened on first use
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self):
+        try:
+            return self.libvirt.open(self.uri)
+        except self.libvirt.libvirtError as exc:
+            raise errors.connect_error(self.libvirt, exc, self.uri) from None
+
+    def reconnect(self):
+        """Drop a dead connection and open a new one (used once after a daemon restart)."""
+        self._close_quietly()
+        self._conn = self._open()
+        return self._conn
+
+    def close(self):
+        self._close_quietly()
+
+    def _close_quietly(self):
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except self.libvirt.libvirtError:
+            pass  # the daemon is already gone; nothing to release
+
+    # -- calls ----------------------------------------------------------------------------
+    def error(self, exc, what=None):
+        """``exc`` (a libvirtError) as the collection's typed error, naming this URI."""
+        return errors.translate(self.libvirt, exc, what=what, uri=self.uri)
+
+    def call(self, func, *args, what=None, retry=True):
+        """Call ``func(*args)`` translating libvirtError; reconnect and retry once when the
+        daemon went away. ``func`` may be a callable taking the connection first when given as
+        a string method name of the connection."""
+        try:
+            if isinstance(func, str):
+                return getattr(self.conn, func)(*args)
+            return func(*args)
+        except self.libvirt.libvirtError as exc:
+            if retry and self.reconnects and isinstance(func, str) and errors.is_connection_lost(self.libvirt, exc):
+                self.reconnect()
+                return self.call(func, *args, what=what, retry=False)
+            raise self.error(exc, what) from None
+
+    def call_unless_done(self, func, *args, done, what=None):
+        """Call ``func(*args)`` for a change that a concurrent run may have made first. When
+        libvirt refuses, ``done(exc)`` decides: True when the wanted state holds anyway (the
+        object is already started, stopped, gone ...), else the error is raised, translated.
+        Returns True when this call made the change, False when another run had."""
+        try:
+            func(*args)
+        except self.libvirt.libvirtError as exc:
+            if done(exc):
+                return False
+            raise self.error(exc, what) from None
+        return True
+
+    def lookup(self, kind, name, lookup=None):
+        """Return the object or None when it does not exist."""
+        method = (
+            lookup
+            or {
+                'guest': 'lookupByName',
+                'pool': 'storagePoolLookupByName',
+                'network': 'networkLookupByName',
+                'nodedev': 'nodeDeviceLookupByName',
+            }[kind]
+        )
+        if isinstance(name, str) and '\x00' in name:
+            return None  # no libvirt object has a NUL in its name (the C API cannot even take one)
+        lv = self.libvirt
+        try:
+            return getattr(self.conn, method)(name)
+        except lv.libvirtError as exc:
+            if errors.is_not_found(lv, exc):
+                return None
+            if self.reconnects and errors.is_connection_lost(lv, exc):
+                self.reconnect()
+                return self.lookup(kind, name, lookup)
+            raise self.error(exc, "%s '%s'" % (kind, name)) from None
+
+    def lookup_again(self, kind, name):
+        """The object a plan was made for, looked up again while applying it: raises
+        ObjectNotFound when it is gone (removed by a concurrent run meanwhile)."""
+        obj = self.lookup(kind, name)
+        if obj is None:
+            raise errors.ObjectNotFound(
+                "%s '%s' disappeared while this task changed it (removed by a concurrent run?)" % (_LABELS[kind], name)
+            )
+        return obj
+
+    def is_error(self, exc, *names):
+        return errors.is_code(self.libvirt, exc, *names)
+
+
+class LibvirtClient(Connection):
+    """The module's connection: holds the AnsibleModule (params, check and diff mode, warnings,
+    values to mask) and one lazily opened libvirt connection with the module's credentials."""
 
     def __init__(self, module):
+        super().__init__(libvirt, module.params['uri'])
         self.module = module
         self.params = module.params
         self.check_mode = module.check_mode
         self.diff_mode = module._diff
-        self.uri = module.params['uri']
         # a password in the URI is masked wherever Ansible prints the task (invocation included)
         secrets = errors.url_secrets(self.uri, keep_user=True)
         if secrets:
             self.hide(secrets)
-        self.libvirt = libvirt
-        self.is_local = is_local(self.uri)
-        self.is_test_driver = urlsplit(self.uri or '').scheme.split('+')[0] == 'test'
-        self._conn = None
         self.events_enabled = False
 
     def hide(self, values):
@@ -97,116 +210,34 @@ class LibvirtClient:
         _start_event_loop()
         self.events_enabled = True
 
-    # -- connection ---------------------------------------------------------------------
-    @property
-    def conn(self):
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
     def _open(self):
         username = self.params.get('username')
+        if username is None:
+            return super()._open()
+        lv = self.libvirt
         try:
-            if username is not None:
-                return libvirt.openAuth(
-                    self.uri,
-                    [
-                        [
-                            libvirt.VIR_CRED_AUTHNAME,
-                            libvirt.VIR_CRED_PASSPHRASE,
-                            libvirt.VIR_CRED_NOECHOPROMPT,
-                            libvirt.VIR_CRED_ECHOPROMPT,
-                        ],
-                        self._auth_callback,
-                        None,
-                    ],
-                    0,
-                )
-            return libvirt.open(self.uri)
-        except libvirt.libvirtError as exc:
-            raise errors.connect_error(libvirt, exc, self.uri) from None
+            return lv.openAuth(
+                self.uri,
+                [
+                    [lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT, lv.VIR_CRED_ECHOPROMPT],
+                    self._auth_callback,
+                    None,
+                ],
+                0,
+            )
+        except lv.libvirtError as exc:
+            raise errors.connect_error(lv, exc, self.uri) from None
 
     def _auth_callback(self, credentials, user_data):
+        lv = self.libvirt
         for cred in credentials:
-            if cred[0] in (libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_ECHOPROMPT):
+            if cred[0] in (lv.VIR_CRED_AUTHNAME, lv.VIR_CRED_ECHOPROMPT):
                 cred[4] = self.params['username']
-            elif cred[0] in (libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT):
+            elif cred[0] in (lv.VIR_CRED_PASSPHRASE, lv.VIR_CRED_NOECHOPROMPT):
                 cred[4] = self.params['password']
             else:
                 return -1
         return 0
-
-    def reconnect(self):
-        """Drop a dead connection and open a new one (used once after a daemon restart)."""
-        self._close_quietly()
-        self._conn = self._open()
-        return self._conn
-
-    def close(self):
-        self._close_quietly()
-
-    def _close_quietly(self):
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass  # the daemon is already gone; nothing to release
-
-    # -- calls ----------------------------------------------------------------------------
-    def call(self, func, *args, what=None, retry=True):
-        """Call ``func(*args)`` translating libvirtError; reconnect and retry once when the
-        daemon went away. ``func`` may be a callable taking the connection first when given as
-        a string method name of the connection."""
-        try:
-            if isinstance(func, str):
-                return getattr(self.conn, func)(*args)
-            return func(*args)
-        except libvirt.libvirtError as exc:
-            if retry and isinstance(func, str) and errors.is_connection_lost(libvirt, exc):
-                self.reconnect()
-                return self.call(func, *args, what=what, retry=False)
-            raise errors.translate(libvirt, exc, what=what, uri=self.uri) from None
-
-    def call_unless_done(self, func, *args, done, what=None):
-        """Call ``func(*args)`` for a change that a concurrent run may have made first. When
-        libvirt refuses, ``done(exc)`` decides: True when the wanted state holds anyway (the
-        object is already started, stopped, gone ...), else the error is raised, translated.
-        Returns True when this call made the change, False when another run had."""
-        try:
-            func(*args)
-        except libvirt.libvirtError as exc:
-            if done(exc):
-                return False
-            raise errors.translate(libvirt, exc, what=what, uri=self.uri) from None
-        return True
-
-    def lookup(self, kind, name, lookup=None):
-        """Return the object or None when it does not exist."""
-        method = (
-            lookup
-            or {
-                'guest': 'lookupByName',
-                'pool': 'storagePoolLookupByName',
-                'network': 'networkLookupByName',
-                'nodedev': 'nodeDeviceLookupByName',
-            }[kind]
-        )
-        if isinstance(name, str) and '\x00' in name:
-            return None  # no libvirt object has a NUL in its name (the C API cannot even take one)
-        try:
-            return getattr(self.conn, method)(name)
-        except libvirt.libvirtError as exc:
-            if errors.is_not_found(libvirt, exc):
-                return None
-            if errors.is_connection_lost(libvirt, exc):
-                self.reconnect()
-                return self.lookup(kind, name, lookup)
-            raise errors.translate(libvirt, exc, what="%s '%s'" % (kind, name), uri=self.uri) from None
-
-    def is_error(self, exc, *names):
-        return errors.is_code(libvirt, exc, *names)
 
     def fail(self, msg, **kwargs):
         self.close()

@@ -28,16 +28,24 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.result impor
 
 
 class Step:
-    """One change of a plan: ``message`` (what ``actions`` says), ``action`` (a name in the kind's
+    """One change of a plan: ``message`` (what ``actions`` says: one text, a tuple of several, or
+    None for a step never reported, see :func:`each_message`), ``action`` (a name in the kind's
     apply module, a callable, or None for a step that only reports) with its ``args``."""
 
-    __slots__ = ('action', 'args', 'message', 'undo')
+    __slots__ = ('action', 'args', 'message', 'outcome', 'pending', 'replaces', 'undo')
 
-    def __init__(self, message, action=None, *args, undo=None):
+    def __init__(self, message, action=None, *args, undo=None, pending=None, replaces=None):
         self.message = message
         self.action = action
         self.args = args
         self.undo = undo  # None, or (action, *args) that takes this step back
+        # how a failure before this step names it as not done: None by its message, False not
+        # at all, or a text of its own
+        self.pending = pending
+        # an earlier step this one completes (a stop, then this start: one restart): once this
+        # step is made its message replaces that step's; check mode reports only this one
+        self.replaces = replaces
+        self.outcome = None  # what the action returned (the object it made ...), for report()
 
     def __repr__(self):
         return 'Step(%r, %r)' % (self.message, self.action)
@@ -62,9 +70,9 @@ class Plan:
     def __bool__(self):
         return bool(self.steps)
 
-    def add(self, message, action=None, *args, undo=None):
+    def add(self, message, action=None, *args, undo=None, pending=None, replaces=None):
         """Append one step; returns it."""
-        step = Step(message, action, *args, undo=undo)
+        step = Step(message, action, *args, undo=undo, pending=pending, replaces=replaces)
         self.steps.append(step)
         return step
 
@@ -112,11 +120,67 @@ class Manager:
         """The kind's apply module (override with a function-level import)."""
         raise NotImplementedError('%s names an apply action but has no applier()' % type(self).__name__)
 
+    # a read-only (info) module: its plan has no steps, its result no ``actions``
+    facts_only = False
+
     def report(self, plan):
         return {}
 
+    def failed(self, step, exc, undone, undo_error):
+        """The error to raise when ``step`` failed with ``exc``, after the steps before it were
+        undone as far as they could be: ``undone`` the steps taken back (newest first),
+        ``undo_error`` the error of an undo that failed (None). Default: ``exc`` as it is."""
+        return exc
+
     def run(self):
         return run(self)
+
+
+def partly_made(exc, *messages):
+    """``exc`` for an action that failed after libvirt had made part of its change: the runner
+    reports ``messages`` (what is made) as done before it undoes the steps before."""
+    exc.partly_made = messages
+    return exc
+
+
+_SAME = object()
+
+
+class Made:
+    """What an action returns when it made more than its plan could know: ``message`` (one text,
+    several, or None) is reported and kept as the step's message instead of the planned one (the
+    pid of a command it started ...), ``first`` are reported before it (a build that formatted a
+    device, see :func:`also_made`), ``outcome`` becomes the step's outcome."""
+
+    __slots__ = ('first', 'message', 'outcome')
+
+    def __init__(self, message=_SAME, outcome=None, first=()):
+        self.message = message
+        self.outcome = outcome
+        self.first = first
+
+
+def each_message(message):
+    """The messages of a step: its ``message`` is one text, a tuple/list of several (a redefinition
+    reports each change it makes), or None (a step never reported, such as a wait)."""
+    if message is None:
+        return []
+    if isinstance(message, (tuple, list)):
+        return list(message)
+    return [message]
+
+
+def _unreport(result, message):
+    for text in each_message(message):
+        if text in result.actions:
+            result.actions.remove(text)
+
+
+def also_made(outcome, *messages):
+    """What an action returns when it made changes that are known only once libvirt did them (a
+    build that formatted a device, the volumes a removal deleted ...): the runner reports
+    ``messages`` (in order) before the step's own message; ``outcome`` is the step's outcome."""
+    return Made(outcome=outcome, first=messages)
 
 
 def _resolve(manager, action, cache):
@@ -131,51 +195,80 @@ def apply(manager, plan):
     """Apply ``plan`` step by step (nothing in check mode), recording each step once made."""
     result = manager.result
     if manager.check_mode:
+        replaced = [step.replaces for step in plan.steps if step.replaces is not None]
         for step in plan.steps:
-            result.change(step.message)
+            if not any(step is other for other in replaced):
+                for message in each_message(step.message):
+                    result.change(message)
         return
     cache = {}
     done = []
     for index, step in enumerate(plan.steps):
-        result.pending = [later.message for later in plan.steps[index:]]
+        result.pending = [
+            message
+            for later in plan.steps[index:]
+            if later.pending is not False
+            for message in each_message(later.message if later.pending is None else later.pending)
+        ]
         try:
             made = None
             if step.action is not None:
                 made = _resolve(manager, step.action, cache)(manager.client, *step.args)
-        except LibvirtModuleError:
-            _undo(manager, done, cache)
-            raise
+        except LibvirtModuleError as exc:
+            for message in getattr(exc, 'partly_made', ()):
+                result.change(message)
+            undone, undo_error = _undo(manager, done, cache)
+            failure = manager.failed(step, exc, undone, undo_error)
+            if failure is exc:
+                raise
+            raise failure from None
+        if isinstance(made, Made):
+            for message in made.first:
+                result.change(message)
+            if made.message is not _SAME:
+                step.message = made.message
+            made = made.outcome
+        step.outcome = made
         if made is not False:
-            result.change(step.message)
+            if step.replaces is not None:
+                _unreport(result, step.replaces.message)
+            for message in each_message(step.message):
+                result.change(message)
             done.append(step)
     result.pending = []
 
 
 def _undo(manager, done, cache):
     """Take back the steps of this task that can be undone, newest first; a step whose undo
-    fails stays reported (and so does everything before it)."""
+    fails stays reported (and so does everything before it). Returns the steps undone and the
+    error of the undo that failed (None)."""
     result = manager.result
+    undone = []
     for step in reversed(done):
         if step.undo is None:
-            return
+            break
         action, args = step.undo[0], step.undo[1:]
         try:
             _resolve(manager, action, cache)(manager.client, *args)
-        except LibvirtModuleError:
-            return
-        if step.message in result.actions:
-            result.actions.remove(step.message)
+        except LibvirtModuleError as exc:
+            return undone, exc
+        _unreport(result, step.message)
+        undone.append(step)
+    return undone, None
 
 
 def run(manager):
     """read -> plan -> report -> stop in check mode -> apply -> re-plan once on a race."""
     plan = manager.plan()
+    # the diff is known before anything is applied: a failure half-way reports it too
+    manager.result.set_diff(plan.before, plan.after, plan.before_header, plan.after_header)
     try:
         apply(manager, plan)
     except Replan as race:
         if manager.result.actions:
             raise OperationFailed('%s changed while this task applied its plan: %s' % (plan.what, race)) from None
         plan = manager.plan()
+        manager.result.set_diff(plan.before, plan.after, plan.before_header, plan.after_header)
         try:
             apply(manager, plan)
         except Replan as again:
@@ -185,4 +278,7 @@ def run(manager):
     manager.result.set_diff(plan.before, plan.after, plan.before_header, plan.after_header)
     values = dict(plan.values)
     values.update(manager.report(plan))
-    return manager.result.build(**values)
+    result = manager.result.build(**values)
+    if manager.facts_only:
+        del result['actions']  # an info module returns facts (its RETURN has no actions)
+    return result
