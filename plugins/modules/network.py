@@ -320,12 +320,8 @@ attached_guests:
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._network.manager import (
-    FORWARD_MODES,
-    STATES,
-    TYPED_OPTIONS,
-    NetworkManager,
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._network.manager import NetworkManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import FORWARD_MODES, STATES, TYPED_OPTIONS
 
 SPEC = ArgumentSpec(
     dict(

@@ -11,7 +11,7 @@ from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
-from ansible_collections.virtops.libvirt.plugins.module_utils._network import manager as N
+from ansible_collections.virtops.libvirt.plugins.module_utils._network import spec as N
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)

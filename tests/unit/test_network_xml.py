@@ -9,8 +9,7 @@ from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
-from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
-from ansible_collections.virtops.libvirt.plugins.module_utils._network import manager as N
+from ansible_collections.virtops.libvirt.plugins.module_utils._network import spec as N
 
 UUID = '0d9b4c5e-4d62-4a4e-8a8e-7a3b9a0c2f11'
 
@@ -418,7 +417,7 @@ def test_dhcp_plan_for_host_and_range_changes():
     dhcp['ranges'] = dhcp['ranges'][:1] + [dict(start='198.51.100.200', end='198.51.100.220')]
     wanted = copy.deepcopy(current)
     N.apply_spec(wanted, spec(dhcp=dhcp))
-    plan = C.dhcp_update_plan(current, wanted)
+    plan = N.dhcp_update_plan(current, wanted)
     assert [(c, s) for c, s, _i, _m in plan] == [
         ('delete', 'host'),
         ('delete', 'range'),
@@ -428,20 +427,20 @@ def test_dhcp_plan_for_host_and_range_changes():
     assert {i for _c, _s, i, _m in plan} == {0}
     assert X.parse(plan[0][3]).attrib == {'name': 'db1', 'ip': '198.51.100.11'}
     assert X.parse(plan[2][3]).attrib == {'start': '198.51.100.200', 'end': '198.51.100.220'}
-    assert C.dhcp_update_plan(current, current) == []
+    assert N.dhcp_update_plan(current, current) == []
 
 
 def test_dhcp_plan_refuses_other_changes():
     current = as_libvirt(build(**FULL))
     wanted = copy.deepcopy(current)
     N.apply_spec(wanted, spec(mtu=1500, dhcp=dict(hosts=[])))
-    assert C.dhcp_update_plan(current, wanted) is None
+    assert N.dhcp_update_plan(current, wanted) is None
     # DHCP switched on or off entirely needs a restart (dnsmasq is configured at start)
     plain = as_libvirt(build(ip='198.51.100.1/24'))
-    assert C.dhcp_update_plan(plain, N.inherit_generated(build(**FULL), plain)) is None
+    assert N.dhcp_update_plan(plain, N.inherit_generated(build(**FULL), plain)) is None
     off = copy.deepcopy(current)
     N.apply_spec(off, spec(dhcp=dict(ranges=[], hosts=[])))
-    assert C.dhcp_update_plan(current, off) is None
+    assert N.dhcp_update_plan(current, off) is None
 
 
 def test_schema_check_of_user_xml(tmp_path):

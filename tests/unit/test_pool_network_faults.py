@@ -614,3 +614,33 @@ def test_network_restart_with_attached_guests_refused_unless_force():
     assert exc is None and result['actions'][-1] == "network 'n1' restarted to apply the new definition"
     assert '<mtu size="9000"/>' in world.objects[NET]['xml'] and world.objects[NET]['active']
     assert any(c.startswith('warn: force: restarting') for c in world.calls)
+
+
+def test_network_defined_by_a_concurrent_run_is_converged_onto():
+    """The define fails because another run defined the network a moment ago: this run changed
+    nothing, plans again against that network and only starts it and sets autostart."""
+    world = World()
+    real_step = world.step
+
+    def step(name):
+        if name == 'define' and NET not in world.objects:
+            existing_net(world, active=False)  # the other run's network
+            world.calls.append(name)
+            raise lv_error(libvirt.VIR_ERR_OPERATION_FAILED, 'network n1 already exists', libvirt.VIR_FROM_NETWORK)
+        real_step(name)
+
+    world.step = step
+    _mgr, result, exc = run_net(world, forward=None, bridge=None, ip=None)
+    assert exc is None
+    assert result['actions'] == ["network 'n1' started", "network 'n1' autostart enabled"]
+    assert world.calls == ['define', 'create', 'setAutostart']
+    assert world.objects[NET]['active'] and world.objects[NET]['autostart']
+
+
+def test_network_check_mode_predicts_the_create_and_changes_nothing():
+    world = World()
+    _mgr, result, exc = run_net(world, check=True)
+    assert exc is None and world.calls == [] and NET not in world.objects
+    assert result['actions'] == ["network 'n1' defined", "network 'n1' started", "network 'n1' autostart enabled"]
+    assert result['network']['state'] == 'active' and result['network']['autostart'] is True
+    assert result['diff']['before_header'] == 'network absent'

@@ -2,870 +2,167 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Virtual networks: typed spec <-> network XML (pure functions) and the ``network`` service.
+"""The ``network`` service: read the network, plan the steps to the wanted definition, run state
+and autostart, report.
 
-Spec side: :func:`validate_spec` checks the typed options on their own, :func:`apply_spec` merges
-them into an existing definition (options not given are left as they are) and
-:func:`build_network` is the same merge onto an empty definition. Subnet-relative checks (DHCP
-ranges and hosts inside the subnet) run after the merge, against the effective address.
-
-Comparison side: :func:`same_definition` compares two definitions after :func:`canonical` removed
-what libvirt fills in by itself (stp/delay defaults, the NAT port range, ``connections`` counters,
-netmask vs prefix, DHCP entry order, MAC case).
-
-What only a change needs (defining, restarting, live DHCP updates with ``dhcp_update_plan``, the
-guests attached to a network) is in ``_network_change``, imported when a change is made: a run
-that changes nothing does not compile it.
+The typed spec and the XML comparison are pure functions in ``_network/spec.py``; the changes
+themselves (the actions of the planned steps) are in ``_network/apply.py``, which the shared
+runner (``_core/plan.py``) imports only when there is something to do: a run that changes nothing
+does not compile it.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
-import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
-    LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
-    translate,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
-
-FORWARD_MODES = ('nat', 'route', 'open', 'bridge', 'isolated')
-# Modes in which libvirt owns the bridge and runs the host side (address, dnsmasq).
-ROUTED_MODES = ('nat', 'route', 'open')
-TYPED_OPTIONS = ('forward', 'bridge', 'ip', 'netmask', 'prefix', 'dhcp', 'mtu', 'domain', 'ipv6')
-STATES = ('present', 'active', 'inactive', 'absent')
-
-# Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
-_BRIDGE_RE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
-_DNS_RE = re.compile(
-    r'^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
-    r'(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$'
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import (
+    TYPED_OPTIONS,
+    apply_spec,
+    build_network,
+    definition_differences,
+    dhcp_update_plan,
+    forward_mode,
+    inherit_generated,
+    parse_user_xml,
+    same_definition,
+    summarize,
+    validate_spec,
 )
-_MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
-# libvirt's element order, used to place new elements where libvirt itself would write them.
-_ORDER = ('name', 'uuid', 'metadata', 'forward', 'bridge', 'mtu', 'mac', 'domain', 'dns', 'ip', 'route')
 
-# libvirt's own schema (what VIR_NETWORK_DEFINE_VALIDATE uses), when installed on the managed host
+# why a task that defined a network gives it up again, by the step that failed after the define
+_GIVEN_UP = {'start': 'could not be started', 'set_autostart': 'autostart could not be set'}
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation of the typed options (no libvirt, no current state)
-
-
-def validate_bridge_name(option, value):
-    if value in ('.', '..') or not _BRIDGE_RE.match(value or ''):
-        if value and len(value) > 15:
-            raise InvalidParameter(
-                option, '%r is %d characters long; Linux interface names are at most 15' % (value, len(value))
-            )
-        raise InvalidParameter(
-            option, '%r is not a valid interface name (letters, digits, _ . - only, at most 15 characters)' % (value,)
-        )
-    return value
-
-
-def _ipv4(option, value):
-    try:
-        addr = ipaddress.ip_address(str(value).strip())
-    except ValueError:
-        raise InvalidParameter(option, '%r is not an IP address' % (value,)) from None
-    if addr.version != 4:
-        raise InvalidParameter(option, '%s is an IPv6 address; give it as ipv6.address (ip is the IPv4 address)' % addr)
-    return addr
-
-
-def _interface(spec):
-    """The host address with its subnet from ip + prefix/netmask, as an IPv4Interface."""
-    raw = str(spec['ip']).strip()
-    address, sep, length = raw.partition('/')
-    addr = _ipv4('ip', address)
-    netmask, prefix = spec.get('netmask'), spec.get('prefix')
-    if sep:
-        if not length.isdigit():
-            raise InvalidParameter('ip', '%r: the part after / must be a prefix length' % raw)
-        if netmask is not None or prefix is not None:
-            given = _mask_prefix(netmask) if netmask is not None else prefix
-            if given != int(length):
-                raise InvalidParameter(
-                    'ip',
-                    '%r states prefix /%s but %s says %s'
-                    % (
-                        raw,
-                        length,
-                        'netmask' if netmask is not None else 'prefix',
-                        netmask if netmask is not None else prefix,
-                    ),
-                )
-        prefix_len = int(length)
-        option = 'ip'
-    elif prefix is not None:
-        prefix_len, option = prefix, 'prefix'
-    elif netmask is not None:
-        prefix_len, option = _mask_prefix(netmask), 'netmask'
-    else:
-        raise InvalidParameter('ip', 'needs a prefix length: write it as %s/24, or give prefix or netmask' % raw)
-    if not 1 <= prefix_len <= 30:
-        raise InvalidParameter(option, 'prefix length must be between 1 and 30, got %s' % prefix_len)
-    iface = ipaddress.IPv4Interface('%s/%d' % (addr, prefix_len))
-    if addr in (iface.network.network_address, iface.network.broadcast_address):
-        raise InvalidParameter(
-            'ip',
-            '%s is the %s address of %s; give the host (gateway) address, for example %s'
-            % (
-                addr,
-                'network' if addr == iface.network.network_address else 'broadcast',
-                iface.network,
-                next(iface.network.hosts()),
-            ),
-        )
-    return iface
-
-
-def _mask_prefix(netmask):
-    try:
-        net = ipaddress.IPv4Network('0.0.0.0/%s' % str(netmask).strip())
-    except ValueError:
-        raise InvalidParameter(
-            'netmask', '%r is not a valid IPv4 netmask (example: 255.255.255.0)' % (netmask,)
-        ) from None
-    if '.' not in str(netmask):
-        raise InvalidParameter('netmask', '%r is not a dotted netmask; use prefix for a length' % (netmask,))
-    return net.prefixlen
-
-
-def _mac(option, value):
-    mac = str(value).strip().lower().replace('-', ':')
-    if not _MAC_RE.match(mac):
-        raise InvalidParameter(option, '%r is not a MAC address (example: 52:54:00:12:34:56)' % (value,))
-    if int(mac[:2], 16) & 1:
-        raise InvalidParameter(option, '%s is a multicast MAC address' % mac)
-    return mac
-
-
-def validate_spec(spec):
-    """Check the typed options on their own; return a normalized copy.
-
-    Raises InvalidParameter naming the option. Checks that need the effective subnet (when the
-    address comes from the existing network) run in :func:`apply_spec`.
-    """
-    spec = copy.deepcopy(spec)
-    check_object_name('name', spec.get('name'))
-    forward = spec.get('forward')
-    if forward is not None and forward not in FORWARD_MODES:
-        raise InvalidParameter(
-            'forward', '%r is not a forward mode; use one of %s' % (forward, ', '.join(FORWARD_MODES))
-        )
-    if spec.get('bridge') is not None:
-        validate_bridge_name('bridge', spec['bridge'])
-    if spec.get('netmask') is not None and spec.get('prefix') is not None:
-        raise InvalidParameter('netmask', 'give either netmask or prefix, not both')
-    for option in ('netmask', 'prefix'):
-        if spec.get(option) is not None and spec.get('ip') is None:
-            raise InvalidParameter(option, 'needs ip')
-    if spec.get('ip') is not None:
-        spec['_iface'] = _interface(spec)
-        spec['_mask_form'] = 'netmask' if spec.get('netmask') is not None else 'prefix'
-    mtu = spec.get('mtu')
-    if mtu is not None and not 68 <= mtu <= 65535:
-        raise InvalidParameter('mtu', 'must be between 68 and 65535, got %s' % mtu)
-    domain = spec.get('domain')
-    if domain and not _DNS_RE.match(domain):
-        raise InvalidParameter('domain', '%r is not a valid DNS domain name' % (domain,))
-    if forward == 'bridge':
-        if not spec.get('bridge'):
-            raise InvalidParameter(
-                'bridge', 'required with forward: bridge (the existing host bridge to attach guests to)'
-            )
-        for option in ('ip', 'dhcp', 'mtu', 'ipv6'):
-            if spec.get(option) is not None:
-                raise InvalidParameter(
-                    option, 'not supported with forward: bridge (the host bridge is configured outside libvirt)'
-                )
-        if domain:
-            raise InvalidParameter('domain', 'not supported with forward: bridge')
-    dhcp = spec.get('dhcp')
-    if dhcp is not None:
-        _validate_dhcp_entries(dhcp)
-    if spec.get('ipv6') is not None:
-        spec['ipv6'] = _validate_ipv6(spec['ipv6'])
-    return spec
-
-
-def _validate_ipv6(v6):
-    """Check the ``ipv6`` option: ``address`` (with ``/prefix`` or ``prefix``; '' removes IPv6) and
-    ``dhcp_ranges`` (DHCPv6, inside the subnet). Adds ``_iface`` (an IPv6Interface, or None)."""
-    v6 = dict(v6)
-    raw = (v6.get('address') or '').strip()
-    prefix = v6.get('prefix')
-    if not raw:
-        if prefix is not None or v6.get('dhcp_ranges'):
-            raise InvalidParameter(
-                'ipv6.address', "is required with ipv6.prefix and ipv6.dhcp_ranges ('' removes IPv6)"
-            )
-        v6['_iface'] = None
-        return v6
-    address, sep, length = raw.partition('/')
-    if sep:
-        if not length.isdigit():
-            raise InvalidParameter('ipv6.address', '%r: the part after / must be a prefix length' % raw)
-        if prefix is not None and prefix != int(length):
-            raise InvalidParameter(
-                'ipv6.address', '%r states prefix /%s but ipv6.prefix says %s' % (raw, length, prefix)
-            )
-        prefix = int(length)
-    elif prefix is None:
-        raise InvalidParameter('ipv6.address', 'needs a prefix length: write it as %s/64, or give ipv6.prefix' % raw)
-    if not 1 <= prefix <= 128:
-        raise InvalidParameter('ipv6.prefix', 'must be between 1 and 128, got %s' % prefix)
-    try:
-        addr = ipaddress.IPv6Address(address)
-    except ValueError:
-        raise InvalidParameter('ipv6.address', '%r is not an IPv6 address' % (address,)) from None
-    if addr.is_multicast or addr.is_link_local or addr.is_loopback or addr.is_unspecified or addr.ipv4_mapped:
-        raise InvalidParameter(
-            'ipv6.address',
-            '%s cannot be the address of a network (multicast, link-local, loopback or unspecified)' % addr,
-        )
-    iface = ipaddress.IPv6Interface('%s/%d' % (addr, prefix))
-    v6['_iface'] = iface
-    ranges = []
-    for index, entry in enumerate(v6.get('dhcp_ranges') or []):
-        option = 'ipv6.dhcp_ranges[%d]' % index
-        bounds = []
-        for key in ('start', 'end'):
-            try:
-                bounds.append(ipaddress.IPv6Address(str(entry.get(key) or '').strip()))
-            except ValueError:
-                raise InvalidParameter(
-                    '%s.%s' % (option, key), '%r is not an IPv6 address' % (entry.get(key),)
-                ) from None
-        start, end = bounds
-        if start > end:
-            raise InvalidParameter(option, 'start %s is after end %s' % (start, end))
-        if start not in iface.network or end not in iface.network:
-            raise InvalidParameter(option, '%s-%s is not inside %s' % (start, end, iface.network))
-        if start <= addr <= end:
-            raise InvalidParameter(option, '%s-%s holds the address of the host side, %s' % (start, end, addr))
-        for other_index, (ostart, oend) in enumerate(ranges):
-            if start <= oend and ostart <= end:
-                raise InvalidParameter(option, '%s-%s overlaps ipv6.dhcp_ranges[%d]' % (start, end, other_index))
-        ranges.append((start, end))
-    v6['dhcp_ranges'] = None if v6.get('dhcp_ranges') is None else [(str(a), str(b)) for a, b in ranges]
-    return v6
-
-
-def _validate_dhcp_entries(dhcp):
-    """Format checks of DHCP ranges and hosts; subnet checks come later (see _check_dhcp_subnet)."""
-    ranges = []
-    for index, entry in enumerate(dhcp.get('ranges') or []):
-        option = 'dhcp.ranges[%d]' % index
-        start = _ipv4(option + '.start', entry.get('start'))
-        end = _ipv4(option + '.end', entry.get('end'))
-        if start > end:
-            raise InvalidParameter(option, 'start %s is after end %s' % (start, end))
-        for other_index, (ostart, oend) in enumerate(ranges):
-            if start <= oend and ostart <= end:
-                raise InvalidParameter(option, '%s-%s overlaps dhcp.ranges[%d]' % (start, end, other_index))
-        ranges.append((start, end))
-        entry['start'], entry['end'] = str(start), str(end)
-    seen = {}
-    for index, host in enumerate(dhcp.get('hosts') or []):
-        option = 'dhcp.hosts[%d]' % index
-        host['ip'] = str(_ipv4(option + '.ip', host.get('ip')))
-        if host.get('mac'):
-            host['mac'] = _mac(option + '.mac', host['mac'])
-        else:
-            host['mac'] = None
-        if host.get('name'):
-            if not _DNS_RE.match(host['name']):
-                raise InvalidParameter(option + '.name', '%r is not a valid host name' % (host['name'],))
-        else:
-            host['name'] = None
-        if not host['mac'] and not host['name']:
-            raise InvalidParameter(option, 'give mac or name (or both) with ip')
-        for key in ('mac', 'ip', 'name'):
-            value = host[key]
-            if value is None:
+def attached_guests(client, name, live):
+    """Names of running guests with an interface on network ``name`` (or on the bridge libvirt
+    made for it; ``live`` is its running definition)."""
+    lv = client.libvirt
+    bridge_node = live.find('bridge') if live is not None else None
+    bridge = bridge_node.get('name') if bridge_node is not None else None
+    if live is not None and forward_mode(live) == 'bridge':
+        bridge = None  # a host bridge survives a network restart
+    names = set()
+    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='guests'):
+        try:
+            root = X.parse(client.call(dom.XMLDesc, 0, what="guest '%s'" % dom.name()))
+        except ObjectNotFound:
+            continue  # stopped meanwhile
+        for nic in root.findall('devices/interface'):
+            source = nic.find('source')
+            if source is None:
                 continue
-            if (key, value.lower()) in seen:
-                raise InvalidParameter(
-                    '%s.%s' % (option, key),
-                    '%s is already used by dhcp.hosts[%d]' % (value, seen[(key, value.lower())]),
-                )
-            seen[(key, value.lower())] = index
+            if (nic.get('type') == 'network' and source.get('network') == name) or (
+                bridge and nic.get('type') == 'bridge' and source.get('bridge') == bridge
+            ):
+                names.add(dom.name())
+    return names
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading a definition
-
-
-def forward_mode(root):
-    """``nat``/``route``/``open``/``bridge``/... or ``isolated`` when there is no <forward>."""
-    node = root.find('forward')
-    if node is None:
-        return 'isolated'
-    return node.get('mode') or 'nat'
-
-
-def ipv4_nodes(root):
-    out = []
-    for node in root.findall('ip'):
-        family = node.get('family')
-        address = node.get('address') or ''
-        if family in (None, 'ipv4') and ':' not in address:
-            out.append(node)
-    return out
-
-
-def ipv6_nodes(root):
-    return [node for node in root.findall('ip') if node not in ipv4_nodes(root)]
-
-
-def ipv6_interface(node):
-    """IPv6Interface of an <ip family='ipv6'> element (prefix 64 when not stated, as libvirt), or None."""
-    if node is None or not node.get('address'):
-        return None
-    try:
-        return ipaddress.IPv6Interface('%s/%s' % (node.get('address'), node.get('prefix') or 64))
-    except ValueError:
-        return None
-
-
-def ip_interface(node):
-    """IPv4Interface of an <ip> element, or None when it has no usable address."""
-    if node is None or not node.get('address'):
-        return None
-    try:
-        if node.get('prefix'):
-            return ipaddress.IPv4Interface('%s/%s' % (node.get('address'), node.get('prefix')))
-        if node.get('netmask'):
-            return ipaddress.IPv4Interface('%s/%s' % (node.get('address'), node.get('netmask')))
-        return ipaddress.IPv4Interface(node.get('address'))
-    except ValueError:
-        return None
-
-
-def summarize(root):
-    """Plain facts of a network definition (used in the module result)."""
-    ip_node = next(iter(ipv4_nodes(root)), None)
-    iface = ip_interface(ip_node)
-    bridge = root.find('bridge')
-    dhcp = ip_node.find('dhcp') if ip_node is not None else None
-    return dict(
-        forward=forward_mode(root),
-        bridge=bridge.get('name') if bridge is not None else None,
-        ip=str(iface.ip) if iface else None,
-        prefix=iface.network.prefixlen if iface else None,
-        netmask=str(iface.netmask) if iface else None,
-        dhcp=dict(
-            ranges=[dict(start=r.get('start'), end=r.get('end')) for r in dhcp.findall('range')],
-            hosts=[{k: h.get(k) for k in ('mac', 'ip', 'name') if h.get(k)} for h in dhcp.findall('host')],
-        )
-        if dhcp is not None
-        else None,
-        mtu=int(root.find('mtu').get('size')) if root.find('mtu') is not None else None,
-        domain=root.find('domain').get('name') if root.find('domain') is not None else None,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Spec -> XML
-
-
-def _place(root, node):
-    """Insert ``node`` among root's children at libvirt's usual position."""
-    rank = _ORDER.index(node.tag) if node.tag in _ORDER else len(_ORDER)
-    for child in root:
-        if isinstance(child.tag, str) and child.tag in _ORDER and _ORDER.index(child.tag) > rank:
-            child.addprevious(node)
-            return node
-    root.append(node)
-    return node
-
-
-def _remove(node):
-    if node is not None:
-        node.getparent().remove(node)
-
-
-def build_network(spec):
-    """Definition of a new network from validated typed options (forward defaults to isolated)."""
-    root = X.element('network')
-    X.sub(root, 'name', spec['name'])
-    apply_spec(root, spec, new=True)
-    return root
-
-
-def apply_spec(root, spec, new=False):
-    """Merge validated typed options into ``root`` in place; return the list of change messages.
-
-    Options that are None are left as they are. Raises InvalidParameter when the merged
-    definition would be inconsistent (DHCP outside the subnet, nat without an address).
-    """
-    changes = []
-    have_fwd = forward_mode(root)
-    want_fwd = spec.get('forward')
-    if want_fwd is not None and want_fwd != have_fwd:
-        _set_forward(root, want_fwd, have_fwd, spec, changes, new)
-    fwd = forward_mode(root)
-    _apply_bridge(root, spec, changes, new)
-    _apply_mtu(root, spec.get('mtu'), changes, new)
-    _apply_domain(root, spec.get('domain'), changes, new)
-    ip_node = _apply_ip(root, spec, changes, new)
-    if spec.get('dhcp') is not None:
-        _apply_dhcp(root, ip_node, spec['dhcp'], changes, new)
-    if spec.get('ipv6') is not None:
-        _apply_ipv6(root, spec['ipv6'], changes, new)
-    _check_consistency(root, fwd, spec)
-    return changes
-
-
-def _set_forward(root, want, have, spec, changes, new):
-    _remove(root.find('forward'))
-    if want != 'isolated':
-        _place(root, X.element('forward', mode=want))
-    if not new:
-        changes.append('forward mode %s -> %s' % (have, want))
-    if want == 'bridge':
-        # A host bridge has no libvirt-managed address, DNS, MTU or STP settings.
-        for tag in ('ip', 'domain', 'dns', 'mtu', 'mac', 'route'):
-            for node in root.findall(tag):
-                _remove(node)
-                if not new:
-                    changes.append('%s removed (not used with forward bridge)' % tag)
-        bridge = root.find('bridge')
-        if bridge is not None:
-            for attr in ('stp', 'delay', 'zone'):
-                bridge.attrib.pop(attr, None)
-    elif have == 'bridge' and spec.get('bridge') is None:
-        # the old name is a host bridge: let libvirt create its own
-        _remove(root.find('bridge'))
-
-
-def _apply_bridge(root, spec, changes, new):
-    want = spec.get('bridge')
-    if want is None:
-        return
-    node = root.find('bridge')
-    if node is None:
-        node = _place(root, X.element('bridge'))
-    have = node.get('name')
-    if have != want:
-        node.set('name', want)
-        if not new:
-            changes.append('bridge %s -> %s' % (have or '(generated)', want))
-
-
-def _apply_mtu(root, want, changes, new):
-    if want is None:
-        return
-    node = root.find('mtu')
-    have = int(node.get('size')) if node is not None and (node.get('size') or '').isdigit() else None
-    if have == want:
-        return
-    if node is None:
-        node = _place(root, X.element('mtu'))
-    node.set('size', str(want))
-    if not new:
-        changes.append('mtu %s -> %s' % (have or 'default', want))
-
-
-def _apply_domain(root, want, changes, new):
-    if want is None:
-        return
-    node = root.find('domain')
-    have = node.get('name') if node is not None else None
-    if (have or '') == want:
-        return
-    if not want:
-        _remove(node)
-        changes.append('DNS domain %s removed' % have)
-        return
-    if node is None:
-        node = _place(root, X.element('domain'))
-    node.set('name', want)
-    if not new:
-        changes.append('DNS domain %s -> %s' % (have or '(none)', want))
-
-
-def _apply_ip(root, spec, changes, new):
-    nodes = ipv4_nodes(root)
-    node = nodes[0] if nodes else None
-    want = spec.get('_iface')
-    if want is None:
-        return node
-    have = ip_interface(node)
-    if have == want:
-        return node
-    if node is None:
-        node = _place(root, X.element('ip'))
-    node.set('address', str(want.ip))
-    for attr in ('netmask', 'prefix', 'family'):
-        node.attrib.pop(attr, None)
-    if spec.get('_mask_form') == 'netmask':
-        node.set('netmask', str(want.netmask))
-    else:
-        node.set('prefix', str(want.network.prefixlen))
-    if not new:
-        changes.append('address %s -> %s' % (have.with_prefixlen if have else '(none)', want.with_prefixlen))
-    return node
-
-
-def _apply_ipv6(root, v6, changes, new):
-    nodes = ipv6_nodes(root)
-    node = nodes[0] if nodes else None
-    have = ipv6_interface(node)
-    want = v6['_iface']
-    if want is None:
-        for old in nodes:
-            _remove(old)
-        if nodes and not new:
-            changes.append('IPv6 address %s removed' % (have.with_prefixlen if have else '(none)'))
-        return
-    if have != want:
-        if node is None:
-            node = _place(root, X.element('ip', family='ipv6'))
-        for attr in ('netmask', 'prefix', 'address', 'family'):
-            node.attrib.pop(attr, None)
-        node.set('family', 'ipv6')
-        node.set('address', str(want.ip))
-        node.set('prefix', str(want.network.prefixlen))
-        if not new:
-            changes.append('IPv6 address %s -> %s' % (have.with_prefixlen if have else '(none)', want.with_prefixlen))
-    ranges = v6.get('dhcp_ranges')
-    if ranges is None:
-        return
-    dhcp = node.find('dhcp')
-    have_ranges = [_range_key(r) for r in dhcp.findall('range')] if dhcp is not None else []
-    if sorted(have_ranges) == sorted(ranges):
-        return
-    if dhcp is None:
-        dhcp = X.sub(node, 'dhcp')
-    for old in dhcp.findall('range'):
-        dhcp.remove(old)
-    anchor = dhcp.find('host')
-    for start, end in ranges:
-        elem = X.element('range', start=start, end=end)
-        if anchor is not None:
-            anchor.addprevious(elem)
-        else:
-            dhcp.append(elem)
-    if len(dhcp) == 0:
-        node.remove(dhcp)
-    if not new:
-        changes.extend('DHCPv6 range %s-%s removed' % r for r in have_ranges if r not in ranges)
-        changes.extend('DHCPv6 range %s-%s added' % r for r in ranges if r not in have_ranges)
-
-
-def _host_key(node_or_dict):
-    get = node_or_dict.get
-    return ((get('mac') or '').lower(), get('ip') or '', get('name') or '')
-
-
-def _range_key(node_or_dict):
-    return (str(ipaddress.ip_address(node_or_dict.get('start'))), str(ipaddress.ip_address(node_or_dict.get('end'))))
-
-
-def _apply_dhcp(root, ip_node, dhcp, changes, new):
-    if ip_node is None:
-        raise InvalidParameter('dhcp', 'needs an IPv4 address on the network: give ip')
-    node = ip_node.find('dhcp')
-    if node is None:
-        node = X.sub(ip_node, 'dhcp')
-        # keep <tftp> (if any) before <dhcp>
-    ranges, hosts = dhcp.get('ranges'), dhcp.get('hosts')
-    if ranges is not None:
-        have = [_range_key(r) for r in node.findall('range')]
-        want = [(r['start'], r['end']) for r in ranges]
-        if sorted(have) != sorted(want):
-            for old in node.findall('range'):
-                node.remove(old)
-            anchor = node.find('host')
-            for start, end in want:
-                elem = X.element('range', start=start, end=end)
-                if anchor is not None:
-                    anchor.addprevious(elem)
-                else:
-                    node.append(elem)
-            if not new:
-                changes.extend('DHCP range %s-%s removed' % r for r in have if r not in want)
-                changes.extend('DHCP range %s-%s added' % r for r in want if r not in have)
-    if hosts is not None:
-        have = [_host_key(h) for h in node.findall('host')]
-        want = [_host_key(h) for h in hosts]
-        if sorted(have) != sorted(want):
-            for old in node.findall('host'):
-                node.remove(old)
-            anchor = node.find('bootp')
-            for host in hosts:
-                elem = X.element('host', mac=host.get('mac'), name=host.get('name'), ip=host['ip'])
-                if anchor is not None:
-                    anchor.addprevious(elem)
-                else:
-                    node.append(elem)
-            if not new:
-                changes.extend('DHCP host %s removed' % _describe_host(h) for h in have if h not in want)
-                changes.extend('DHCP host %s added' % _describe_host(h) for h in want if h not in have)
-    if len(node) == 0:
-        ip_node.remove(node)
-
-
-def _describe_host(key):
-    mac, ip, name = key
-    return '%s=%s' % (' '.join(p for p in (mac, name) if p), ip)
-
-
-def _check_consistency(root, fwd, spec):
-    v6_node = next(iter(ipv6_nodes(root)), None)
-    v6_iface = ipv6_interface(v6_node)
-    if v6_iface is not None and v6_node.find('dhcp') is not None:
-        given = (spec.get('ipv6') or {}).get('dhcp_ranges') is not None
-        for node in v6_node.find('dhcp').findall('range'):
-            start, end = ipaddress.ip_address(node.get('start')), ipaddress.ip_address(node.get('end'))
-            if start not in v6_iface.network or end not in v6_iface.network:
-                raise InvalidParameter(
-                    'ipv6.dhcp_ranges' if given else 'ipv6.address',
-                    'DHCPv6 range %s-%s is not inside %s' % (start, end, v6_iface.network),
-                )
-    ip_node = next(iter(ipv4_nodes(root)), None)
-    iface = ip_interface(ip_node)
-    if fwd in ROUTED_MODES and not root.findall('ip'):
-        raise InvalidParameter('ip', 'forward %s needs an address for the host side of the network' % fwd)
-    if fwd == 'bridge' and not (root.find('bridge') is not None and root.find('bridge').get('name')):
-        raise InvalidParameter('bridge', 'required with forward: bridge (the existing host bridge)')
-    dhcp = ip_node.find('dhcp') if ip_node is not None else None
-    if dhcp is None or iface is None:
-        return
-    given = spec.get('dhcp') or {}
-    net = iface.network
-    usable = (net.network_address, net.broadcast_address)
-    for index, node in enumerate(dhcp.findall('range')):
-        option = 'dhcp.ranges[%d]' % index if given.get('ranges') is not None else 'ip'
-        start, end = ipaddress.ip_address(node.get('start')), ipaddress.ip_address(node.get('end'))
-        if start not in net or end not in net or start in usable or end in usable:
-            raise InvalidParameter(
-                option, 'DHCP range %s-%s is not inside the usable addresses of %s' % (start, end, net)
-            )
-    for index, node in enumerate(dhcp.findall('host')):
-        option = 'dhcp.hosts[%d].ip' % index if given.get('hosts') is not None else 'ip'
-        addr = ipaddress.ip_address(node.get('ip'))
-        if addr not in net or addr in usable:
-            raise InvalidParameter(
-                option, 'DHCP host address %s is not inside the usable addresses of %s' % (addr, net)
-            )
-        if addr == iface.ip:
-            raise InvalidParameter(option, 'DHCP host address %s is the address of the host side' % addr)
-
-
-# ---------------------------------------------------------------------------------------------
-# Full XML given by the user
-
-
-def parse_user_xml(text, name):
-    try:
-        root = X.parse(text)
-    except X.XMLSyntaxError as exc:
-        raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-    if root.tag != 'network':
-        raise InvalidParameter('xml', 'root element must be <network>, got <%s>' % root.tag)
-    xml_name = X.findtext(root, 'name')
-    if xml_name != name:
-        raise InvalidParameter('xml', 'the <name> in xml (%r) differs from name (%r)' % (xml_name, name))
-    bridge = root.find('bridge')
-    if bridge is not None and bridge.get('name'):
-        validate_bridge_name('xml', bridge.get('name'))
-    return root
-
-
-def inherit_generated(desired, current):
-    """Copy what libvirt generated for ``current`` (uuid, MAC, bridge name) into ``desired``
-    where the user's XML does not state it, so a re-definition keeps them."""
-    tree = copy.deepcopy(desired)
-    uuid = X.findtext(current, 'uuid')
-    want_uuid = X.findtext(tree, 'uuid')
-    if want_uuid and uuid and want_uuid.lower() != uuid.lower():
-        raise InvalidParameter(
-            'xml', "the <uuid> in xml (%s) differs from the existing network's (%s)" % (want_uuid, uuid)
-        )
-    if not want_uuid and uuid:
-        tree.find('name').addnext(X.element('uuid', uuid))
-    same_kind = (forward_mode(tree) == 'bridge') == (forward_mode(current) == 'bridge')
-    have_mac = current.find('mac')
-    if tree.find('mac') is None and have_mac is not None and forward_mode(tree) != 'bridge':
-        _place(tree, copy.deepcopy(have_mac))
-    have_bridge = current.find('bridge')
-    if same_kind and have_bridge is not None and have_bridge.get('name'):
-        node = tree.find('bridge')
-        if node is None:
-            node = _place(tree, X.element('bridge'))
-        if not node.get('name'):
-            node.set('name', have_bridge.get('name'))
-    return tree
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparison
-
-
-def canonical(root):
-    """Copy of ``root`` without what libvirt adds or spells differently, for comparison."""
-    tree = copy.deepcopy(root)
-    for node in tree.iter():
-        if isinstance(node.tag, str):
-            node.attrib.pop('connections', None)
-    bridge = tree.find('bridge')
-    if bridge is not None:
-        if bridge.get('stp') in ('on', 'yes'):
-            del bridge.attrib['stp']
-        if bridge.get('delay') == '0':
-            del bridge.attrib['delay']
-        if not bridge.attrib and len(bridge) == 0:
-            _remove(bridge)
-    forward = tree.find('forward')
-    if forward is not None:
-        forward.set('mode', forward.get('mode') or 'nat')
-        nat = forward.find('nat')
-        if nat is not None:
-            port = nat.find('port')
-            if port is not None and port.get('start') == '1024' and port.get('end') == '65535':
-                _remove(port)
-            if len(nat) == 0 and not nat.attrib:
-                _remove(nat)
-    mac = tree.find('mac')
-    if mac is not None and mac.get('address'):
-        mac.set('address', mac.get('address').lower())
-    for ip_node in tree.findall('ip'):
-        iface = ip_interface(ip_node) if ':' not in (ip_node.get('address') or '') else None
-        if iface is not None:
-            ip_node.attrib.pop('netmask', None)
-            ip_node.set('prefix', str(iface.network.prefixlen))
-            if ip_node.get('family') == 'ipv4':
-                del ip_node.attrib['family']
-        dhcp = ip_node.find('dhcp')
-        if dhcp is None:
-            continue
-        for host in dhcp.findall('host'):
-            if host.get('mac'):
-                host.set('mac', host.get('mac').lower())
-        _sort_children(dhcp, 'range', lambda n: (_ip_sort(n.get('start')), _ip_sort(n.get('end'))))
-        _sort_children(dhcp, 'host', lambda n: (n.get('mac') or '', _ip_sort(n.get('ip')), n.get('name') or ''))
-        if len(dhcp) == 0 and not dhcp.attrib:
-            _remove(dhcp)
-    return tree
-
-
-def _ip_sort(value):
-    try:
-        return ipaddress.ip_address(value or '').packed.rjust(16, b'\0')
-    except ValueError:
-        return (value or '').encode()
-
-
-def _sort_children(parent, tag, key):
-    nodes = parent.findall(tag)
-    if len(nodes) < 2:
-        return
-    for node in nodes:
-        parent.remove(node)
-    for node in sorted(nodes, key=key):
-        parent.append(node)
-
-
-def definition_differences(a, b):
-    """Readable paths where two definitions differ after canonicalisation (both directions)."""
-    ca, cb = canonical(a), canonical(b)
-    out = X.differences(ca, cb)
-    out.extend('removed: %s' % d for d in X.differences(cb, ca))
-    return out
-
-
-def same_definition(a, b):
-    return not definition_differences(a, b)
-
-
-# ---------------------------------------------------------------------------------------------
-# Service: read current -> compare -> act unless check mode -> report
-
-
-class NetworkManager:
+class NetworkManager(Manager):
     """The ``network`` module: one definition, its run state and autostart, declaratively."""
 
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+        super().__init__(client)
         self.name = self.params['name']
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "network '%s'" % self.name
+        self.net = None  # the network as read by the last plan, None when absent
         self.before_xml = ''  # persistent definition before the task ('' when absent)
         self.after_xml = None  # new definition text, None while unchanged
         self.before_run = None  # (state, autostart) before the task, None when absent
-        self.active = False  # whether the network runs (as predicted in check mode)
+        self.active = False  # whether the network runs (as planned)
         self.want = None  # libvirt's reading of user XML, for the comparison (see _libvirt_reading)
-        self.created = False  # this run defined the network (a later failing step undefines it again)
+        self._wanted = None  # (desired XML tree or None, validated spec or None), once checked
+
+    def applier(self):
+        # imported here: only a change needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply
+
+        return apply
 
     # ------------------------------------------------------------------------------------
-    def run(self):
+    # plan
+    def plan(self):
         check_object_name('name', self.name)
         state = self.params['state']
-        desired, spec = None, None
-        if self.params.get('xml'):
-            desired = parse_user_xml(self.params['xml'], self.name)
-            self.want = self._libvirt_reading(desired)
-        else:
-            spec = validate_spec({key: self.params.get(key) for key in TYPED_OPTIONS + ('name',)})
-        net = self._read(self.client.lookup('network', self.name))
+        desired, spec = self._wanted_definition()
+        self.after_xml = None
+        net = self.net = self._read(self.client.lookup('network', self.name))
+        plan = Plan(self.what)
         if state == 'absent':
-            self._absent(net)
-            network = dict(
-                name=self.name,
-                uuid=None,
-                state='absent',
-                autostart=False,
-                persistent=False,
-                bridge=None,
-                forward=None,
-                xml='',
-            )
+            self._plan_absent(plan, net)
         else:
             if spec is not None and spec.get('forward') == 'bridge':
                 self._check_host_bridge(spec['bridge'])
             if net is None:
-                # imported here: only a change needs it, and module start-up time counts
-                from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
-
-                net = C.create(self, desired, spec, state)
+                self._plan_create(plan, desired, spec, state)
             else:
-                self._converge(net, desired, spec, state)
+                self._plan_converge(plan, net, desired, spec, state)
             if self.params.get('autostart') is not None:
-                try:
-                    self._ensure_autostart(net, self.params['autostart'])
-                except LibvirtModuleError as exc:
-                    if not self.created:
-                        raise
-                    from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
+                self._plan_autostart(plan, self.params['autostart'])
+        self._set_diff(plan)
+        return plan
 
-                    C.roll_back(self, net, exc, 'autostart could not be set')
-            network = self._describe(net)
-        self._set_diff()
-        return self.result.build(network=network)
+    def _wanted_definition(self):
+        if self._wanted is None:
+            desired, spec = None, None
+            if self.params.get('xml'):
+                desired = parse_user_xml(self.params['xml'], self.name)
+                self.want = self._libvirt_reading(desired)
+            else:
+                spec = validate_spec({key: self.params.get(key) for key in TYPED_OPTIONS + ('name',)})
+            self._wanted = (desired, spec)
+        return self._wanted
 
-    def _converge(self, net, desired, spec, state):
+    def _plan_create(self, plan, desired, spec, state):
+        """Define the new network (and start it for state=active). When a later step fails, the
+        network just defined is stopped and undefined again: nothing changed."""
+        tree = desired if desired is not None else build_network(spec)
+        self.after_xml = X.tostring(tree)
+        # both steps undo with the one stop-and-undefine (already gone counts as undone): either the
+        # whole new network is taken back, or, when that fails, both steps stay reported
+        undo = ('undefine_new', self.name)
+        plan.add(
+            '%s defined' % self.what, 'define_new', self.name, self.after_xml, bool(self.params.get('xml')), undo=undo
+        )
+        if state == 'active':
+            plan.add('%s started' % self.what, 'start', self.name, undo=undo)
+            self.active = True
+
+    def _plan_converge(self, plan, net, desired, spec, state):
         """Bring an existing network to the wanted definition and run state."""
         if state == 'inactive':
             # stop first: a definition saved while running is only pending until the stop
-            self._ensure_state(net, state)
-            self._update(net, desired, spec, state)
+            self._plan_state(plan, net, state)
+            self._plan_update(plan, net, desired, spec, state)
         else:
-            self._update(net, desired, spec, state)
-            self._ensure_state(net, state)
+            self._plan_update(plan, net, desired, spec, state)
+            self._plan_state(plan, net, state)
+
+    def failed(self, step, exc, undone, undo_error):
+        """A step after the define of a network this task created failed: the runner stopped and
+        undefined it again ("nothing changed"), or could not (it stays, the steps done stay
+        reported and the message says what is left)."""
+        why = _GIVEN_UP.get(step.action)
+        if why is None or (undo_error is None and not undone):
+            return exc
+        if undo_error is not None:
+            return OperationFailed(
+                '%s %s: %s. It stays defined: removing it again failed too (%s); fix the cause and run the '
+                'task again, or remove it with state=absent' % (self.what, why, exc.msg, undo_error.msg),
+                **exc.details,
+            )
+        self.after_xml = None
+        return OperationFailed(
+            '%s %s, so it was not kept (nothing changed): %s' % (self.what, why, exc.msg), **exc.details
+        )
 
     def _libvirt_reading(self, desired):
         """Check user XML the way ``virsh net-define`` does, with libvirt's own parser (not the
@@ -890,7 +187,9 @@ class NetworkManager:
         if warning:
             self.client.warn(warning)
         if X.findtext(desired, 'uuid') is None:
-            _remove(normalized.find('uuid'))  # made up by the parser: the existing one is kept
+            made_up = normalized.find('uuid')  # made up by the parser: the existing one is kept
+            if made_up is not None:
+                normalized.remove(made_up)
         return normalized
 
     # ------------------------------------------------------------------------------------
@@ -918,7 +217,7 @@ class NetworkManager:
             except lv.libvirtError as exc:
                 # drivers without separate persistent/live definitions (test driver) reject the flag
                 if not self.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                    raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+                    raise self.client.error(exc, self.what) from None
         return self.client.call(net.XMLDesc, 0, what=self.what)
 
     def _active(self, net):
@@ -965,7 +264,7 @@ class NetworkManager:
 
     # ------------------------------------------------------------------------------------
     # definition
-    def _update(self, net, desired, spec, state):
+    def _plan_update(self, plan, net, desired, spec, state):
         current = X.parse(self.before_xml)
         active = self.active
         persistent = self._persistent(net)
@@ -988,26 +287,21 @@ class NetworkManager:
         live_differs = keep_running and not same_definition(compared, live)
         if not config_differs and not live_differs:
             return
-        # imported here: only a change needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
-
         self.after_xml = X.tostring(new)
-        # each step is recorded once libvirt made it (in check mode: that it would be made)
+        user_xml = bool(self.params.get('xml'))
+        # one step (one action) reporting each change, once libvirt made it (in check mode: that it
+        # would be made)
         done = ['%s: %s' % (self.what, message) for message in messages]
         if not persistent:
             done.append('%s made persistent' % self.what)
         if not keep_running:
-            if not self.check_mode:
-                C.define(self, self.after_xml)
-            self._record(done)
+            plan.add(tuple(done), 'define', self.name, self.after_xml, user_xml)
             return
-        plan = C.dhcp_update_plan(current, new) if persistent and same_definition(current, live) else None
-        if plan is not None:
-            if not self.check_mode:
-                C.apply_dhcp_plan(self, net, plan)
-            self._record(done + ['%s: DHCP changes applied live' % self.what])
+        ops = dhcp_update_plan(current, new) if persistent and same_definition(current, live) else None
+        if ops is not None:
+            plan.add(tuple(done) + ('%s: DHCP changes applied live' % self.what,), 'update_dhcp', self.name, ops)
             return
-        guests = C.attached_guests(self, live)
+        guests = attached_guests(self.client, self.name, live)
         if guests and not self.params.get('force'):
             raise OperationFailed(
                 '%s must be restarted to apply this change (%s), but running guest(s) are attached: %s. Stop them '
@@ -1020,47 +314,30 @@ class NetworkManager:
             self.client.warn(
                 'force: restarting %s disconnects running guest(s): %s' % (self.what, ', '.join(sorted(guests)))
             )
-        if not self.check_mode:
-            C.restart(self, net, self.after_xml if config_differs else None)
-        self._record(done + ['%s restarted to apply the new definition' % self.what])
-
-    def _record(self, actions):
-        for action in actions:
-            self.result.change(action)
+        plan.add(
+            tuple(done) + ('%s restarted to apply the new definition' % self.what,),
+            'restart',
+            self.name,
+            self.after_xml if config_differs else None,
+            self.before_xml,
+            user_xml,
+        )
 
     # ------------------------------------------------------------------------------------
     # run state
-    def _ensure_state(self, net, state):
+    def _plan_state(self, plan, net, state):
         if state == 'active' and not self.active:
-            if not self.check_mode:
-                self.client.call_unless_done(
-                    net.create, done=lambda _exc: self._is_active_now(net), what=self.what + ' start'
-                )
-            self.result.change('%s started' % self.what)
+            plan.add('%s started' % self.what, 'start', self.name)
             self.active = True
         elif state == 'inactive' and self.active:
             self._refuse_if_attached(net, '')
-            if not self.check_mode:
-                self.client.call_unless_done(
-                    net.destroy, done=lambda _exc: not self._is_active_now(net), what=self.what + ' stop'
-                )
-            self.result.change('%s stopped' % self.what)
+            plan.add('%s stopped' % self.what, 'stop', self.name)
             self.active = False
-
-    def _is_active_now(self, net):
-        """Whether ``net`` runs right now (after a failed start/stop that a concurrent run may explain)."""
-        try:
-            return bool(net.isActive())
-        except self.libvirt.libvirtError as exc:
-            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
 
     def _refuse_if_attached(self, net, why):
         """Stopping a network disconnects the running guests attached to it: refused unless
         ``force`` (then a warning names them). The same rule as ``storage_pool``'s."""
-        # imported here: only stopping or removing a network needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._network import apply as C
-
-        guests = sorted(C.attached_guests(self, X.parse(self._xml(net, inactive=False))))
+        guests = sorted(attached_guests(self.client, self.name, X.parse(self._xml(net, inactive=False))))
         if not guests:
             return
         if not self.params.get('force'):
@@ -1072,19 +349,16 @@ class NetworkManager:
             )
         self.client.warn('force: stopping %s disconnects running guest(s): %s' % (self.what, ', '.join(guests)))
 
-    def _ensure_autostart(self, net, wanted):
+    def _plan_autostart(self, plan, wanted):
         current = self.before_run[1] if self.before_run else False
-        if net is not None and not self.check_mode:
-            current = bool(self.client.call(net.autostart, what=self.what)) if self._persistent(net) else False
-        if current == wanted:
-            return
-        if not self.check_mode:
-            self.client.call(net.setAutostart, int(wanted), what=self.what + ' autostart')
-        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
+        if current != wanted:
+            plan.add(
+                '%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'), 'set_autostart', self.name, wanted
+            )
 
     # ------------------------------------------------------------------------------------
     # absent
-    def _absent(self, net):
+    def _plan_absent(self, plan, net):
         if net is None:
             return
         active = self.active
@@ -1094,24 +368,32 @@ class NetworkManager:
                 self._refuse_if_attached(net, ' to remove it')
         except ObjectNotFound:
             return  # removed by a concurrent run meanwhile: the wanted state holds
-        if self.check_mode:
-            if active:
-                self.result.change('%s stopped' % self.what)
-            if persistent:
-                self.result.change('%s undefined' % self.what)
-            return
-
-        # report only what this run did (a concurrent run may have done it first)
-        def gone(exc):
-            return self.client.is_error(exc, 'VIR_ERR_NO_NETWORK', 'VIR_ERR_OPERATION_INVALID')
-
-        if active and self.client.call_unless_done(net.destroy, done=gone, what=self.what):
-            self.result.change('%s stopped' % self.what)
-        if persistent and self.client.call_unless_done(net.undefine, done=gone, what=self.what):
-            self.result.change('%s undefined' % self.what)
+        # the actions report only what this run did (a concurrent run may have done it first)
+        if active:
+            plan.add('%s stopped' % self.what, 'destroy', self.name)
+        if persistent:
+            plan.add('%s undefined' % self.what, 'undefine', self.name)
 
     # ------------------------------------------------------------------------------------
     # report
+    def report(self, plan):
+        if self.params['state'] == 'absent':
+            network = dict(
+                name=self.name,
+                uuid=None,
+                state='absent',
+                autostart=False,
+                persistent=False,
+                bridge=None,
+                forward=None,
+                xml='',
+            )
+            return dict(network=network)
+        net = self.net
+        if net is None and not self.check_mode:  # defined by this run
+            net = self.client.call('networkLookupByName', self.name, what=self.what)
+        return dict(network=self._describe(net))
+
     def _render(self, xml, run):
         """One diff side: a comment line with the run state, then the XML, serialized the same way on
         both sides so that only real differences show."""
@@ -1121,14 +403,13 @@ class NetworkManager:
             xml = X.tostring(X.parse(xml))
         return '<!-- network %s: state=%s autostart=%s -->\n%s' % (self.name, run[0], 'yes' if run[1] else 'no', xml)
 
-    def _set_diff(self):
+    def _set_diff(self, plan):
         after_xml = self.after_xml if self.after_xml is not None else self.before_xml
-        self.result.set_diff(
-            self._render(self.before_xml, self.before_run),
-            self._render(after_xml, self._after_run()),
-            '%s (before)' % self.what if self.before_run else 'network absent',
-            '%s (after)' % self.what if self.params['state'] != 'absent' else 'network absent',
-        )
+        plan.before = self._render(self.before_xml, self.before_run)
+        plan.after = self._render(after_xml, self._after_run())
+        # the headers of this module since before the shared runner: 'network absent'
+        plan.before_header = '%s (before)' % self.what if self.before_run else 'network absent'
+        plan.after_header = '%s (after)' % self.what if self.params['state'] != 'absent' else 'network absent'
 
     def _describe(self, net):
         run_state = self._after_run()
@@ -1146,13 +427,11 @@ class NetworkManager:
                 xml=xml,
             )
         lv = self.libvirt
-        try:
-            persistent = bool(net.isPersistent())
-            active = bool(net.isActive())
-            autostart = bool(net.autostart()) if persistent else False
-            uuid = net.UUIDString()
-        except lv.libvirtError as exc:
-            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+        call = self.client.call
+        persistent = bool(call(net.isPersistent, what=self.what))
+        active = bool(call(net.isActive, what=self.what))
+        autostart = bool(call(net.autostart, what=self.what)) if persistent else False
+        uuid = call(net.UUIDString, what=self.what)
         xml = self._xml(net, inactive=persistent)
         bridge = None
         if self.check_mode:  # report the prediction
