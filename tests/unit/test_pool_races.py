@@ -9,8 +9,8 @@ import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as PC
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import PoolManager
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import removed_meanwhile
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import disk_users
 
 
@@ -24,15 +24,17 @@ NOT_ACTIVE = libvirt.VIR_ERR_OPERATION_INVALID
 NO_POOL = libvirt.VIR_ERR_NO_STORAGE_POOL
 
 
-class Client:
-    libvirt = libvirt
-    uri = 'qemu:///system'
+class Client(Connection):
+    """The real connection's error handling over a fake world."""
 
-    def __init__(self, domains=()):
+    def __init__(self, domains=(), world=None):
+        super().__init__(libvirt, 'qemu:///system')
         self.domains = list(domains)
+        self.world = world
 
-    def is_error(self, exc, *names):
-        return _errors.is_code(libvirt, exc, *names)
+    def lookup(self, kind, name):
+        assert kind == 'pool' and name == 'p'
+        return object() if self.world.defined else None
 
     def call(self, method, *args, what=None):
         assert method == 'listAllDomains'
@@ -70,12 +72,9 @@ class Pool:
         return []
 
 
-def manager(world):
-    """The parts of PoolManager that _tolerable uses: its own _pool_active, and _gone() from the world."""
-    mgr = types.SimpleNamespace(client=Client(), libvirt=libvirt)
-    mgr._gone = lambda: not world.defined
-    mgr._pool_active = lambda p: PoolManager._pool_active(mgr, p)
-    return mgr
+def client(world):
+    """What removed_meanwhile asks: isActive() of the pool, and the lookup from the world."""
+    return Client(world=world)
 
 
 def undefined_by_another_run(world):
@@ -91,21 +90,21 @@ def test_destroy_refused_then_pool_undefined_before_is_active_counts_as_done():
     world.active = False
     pool = Pool(world, on_is_active=undefined_by_another_run)
     exc = lv_error(NOT_ACTIVE, "Requested operation is not valid: storage pool 'p' is not active")
-    assert PC._tolerable(manager(world), exc, pool) is True
+    assert removed_meanwhile(client(world), exc, pool, 'p') is True
 
 
 def test_destroy_refused_while_the_pool_still_runs_is_an_error():
     world = World()
     pool = Pool(world)
     exc = lv_error(libvirt.VIR_ERR_INTERNAL_ERROR, "pool 'p' has asynchronous jobs running")
-    assert PC._tolerable(manager(world), exc, pool) is False
+    assert removed_meanwhile(client(world), exc, pool, 'p') is False
 
 
 @pytest.mark.parametrize('code', [NO_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL])
 def test_pool_or_volume_gone_is_done(code):
     world = World()
     pool = Pool(world)
-    assert PC._tolerable(manager(world), lv_error(code, 'gone'), pool) is True
+    assert removed_meanwhile(client(world), lv_error(code, 'gone'), pool, 'p') is True
 
 
 def _domain(name, xml):

@@ -2,10 +2,10 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of ``storage_pool``: read current -> compare -> act unless check mode -> report
-(the read-only ``storage_pool_info`` has its own, ``_pool_info``). What only a change needs
-(define, build and start, remove) is in ``_pool_change``, imported when a change is made.
-
+"""Manager of ``storage_pool``: read the pool -> plan the steps (define, redefine, start, stop,
+autostart, remove) -> the shared runner (``_core.plan``) applies them unless in check mode ->
+report. The steps' actions are in ``pool_apply`` (imported only when a change is made); the
+read-only ``storage_pool_info`` has its own manager, ``pool_info``.
 """
 
 from __future__ import annotations
@@ -17,18 +17,21 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec impo
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
-    translate,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     POOL_STATES,
+    pool_state,
+    pool_volumes,
     pool_xml,
 )
 
 TYPED_OPTIONS = ('type', 'target', 'source', 'permissions')
+ABSENT = dict(xml=None, state='absent', autostart=False)
 
 
 def _has_inactive_xml(client, pool):
@@ -38,10 +41,6 @@ def _has_inactive_xml(client, pool):
         return True
     except lv.libvirtError:
         return False
-
-
-def pool_state(client, pool):
-    return POOL_STATES.get(client.call(pool.info, what="storage pool '%s'" % pool.name())[0], 'inactive')
 
 
 def _resolve_user(name):
@@ -69,62 +68,57 @@ def _render(xml, state, autostart):
     return '<!-- state: %s, autostart: %s -->\n%s' % (state, 'yes' if autostart else 'no', S.diff_xml(xml))
 
 
-class PoolManager:
+class PoolManager(Manager):
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+        super().__init__(client)
         self.name = self.params['name']
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "storage pool '%s'" % self.name
-        # what the pool looks like now (or will, in check mode): xml, state, autostart
-        self.model = dict(xml=None, state='absent', autostart=False)
+        # what the pool looks like now (or will once the plan is applied): xml, state, autostart
+        self.model = dict(ABSENT)
         # drivers without VIR_STORAGE_XML_INACTIVE (the test driver) only ever show the running
         # definition: there every definition change of a running pool needs a restart to show
         self.inactive_xml = True
-        self.stopped = False  # stopped already (to redefine it)
         self.want = None  # what the comparison wants of user XML (see _parse_user_xml)
-        self.created = False  # this run defined the pool (a later failing step undefines it again)
+        self.pool = None  # the pool as plan() found it (None: absent)
+        self.define_step = None  # the step defining a new pool (a later failing step undefines it again)
+
+    def applier(self):
+        # imported here: a run that changes nothing does not compile the apply code
+        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply
+
+        return pool_apply
 
     # ------------------------------------------------------------------------------------
-    def run(self):
+    def plan(self):
         check_object_name('name', self.name)
         state = self.params['state']
         desired_xml = self._parse_user_xml() if self.params.get('xml') else None
         spec = None if desired_xml is not None else self._typed_spec()
-        pool = self._load()
+        self.define_step = None
+        pool = self.pool = self._load()
+        plan = Plan(self.what)
         before = _render(self.model['xml'], self.model['state'], self.model['autostart'])
         if state == 'absent':
-            self._absent(pool)
-            self.result.set_diff(before, '', self.what, 'storage pool absent')
-            return self.result.build(pool=dict(name=self.name, state='absent'))
-        pool, restart = self._ensure_defined(pool, desired_xml, spec, state)
-        try:
-            self._ensure_state(pool, state, restart)
-            if self.params.get('autostart') is not None:
-                self._ensure_autostart(pool, self.params['autostart'])
-        except LibvirtModuleError as exc:
-            if not self.created:
-                raise
-            # a later step of the task that defined the pool failed: undefine it again
-            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as _pool_change
-
-            _pool_change.roll_back(self, pool, exc)
-        described = self._describe(pool)
-        after = _render(described['xml'], described['state'], described['autostart'])
-        self.result.set_diff(
-            before,
-            after,
-            self.what if pool is not None or not self.check_mode else 'storage pool absent',
-            self.what + ' (wanted)',
-        )
-        return self.result.build(pool=described)
+            if pool is not None:
+                self._plan_removal(plan, pool)
+            plan.diff(before, '', before_exists=pool is not None, after_exists=False)
+            return plan
+        restart, stopped = self._plan_definition(plan, pool, desired_xml, spec, state)
+        self._plan_state(plan, state, restart, stopped)
+        wanted = self.params.get('autostart')
+        if wanted is not None and self.model['autostart'] != wanted:
+            plan.add(
+                '%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'), 'set_autostart', self.name, wanted
+            )
+            self.model['autostart'] = wanted
+        # the after side is what report() reads once the plan is applied (predicted in check mode)
+        plan.diff(before, '', before_exists=pool is not None)
+        return plan
 
     def _load(self):
         """Look the pool up and read its model; None (model absent) when it does not exist or
         vanished meanwhile (a concurrent removal)."""
-        self.model = dict(xml=None, state='absent', autostart=False)
+        self.model = dict(ABSENT)
         pool = self.client.lookup('pool', self.name)
         if pool is None:
             return None
@@ -136,14 +130,11 @@ class PoolManager:
             )
         except LibvirtModuleError:
             if self.client.lookup('pool', self.name) is None:
-                self.model = dict(xml=None, state='absent', autostart=False)
+                self.model = dict(ABSENT)
                 return None
             raise
         self.inactive_xml = _has_inactive_xml(self.client, pool)
         return pool
-
-    def _gone(self):
-        return self.client.lookup('pool', self.name) is None
 
     # ------------------------------------------------------------------------------------
     # desired definition
@@ -217,30 +208,18 @@ class PoolManager:
         return P.validate_pool_spec(spec, creating=existing_type is None)
 
     # ------------------------------------------------------------------------------------
-    def _ensure_defined(self, pool, desired_xml, spec, state):
+    # the plan
+    def _plan_definition(self, plan, pool, desired_xml, spec, state):
+        """Plan the define of a new pool or the redefine of this one; returns (restart, stopped):
+        whether the running pool needs a restart to apply it, whether the redefine stops it."""
+        user_xml = bool(self.params.get('xml'))
         if pool is None:
-            if desired_xml is not None:
-                tree = desired_xml
-            else:
-                tree = P.build_pool(self._validated(spec))
+            tree = desired_xml if desired_xml is not None else P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
             self._check_target(tree)
-            if self.check_mode:
-                self.result.change('%s defined' % self.what)
-                self.model = dict(xml=xml, state='inactive', autostart=False)
-                return None, False
-            try:
-                pool = self._define(xml)
-            except OperationFailed:
-                # defined meanwhile by a concurrent run ("already exists with uuid"): update it
-                pool = self._load()
-                if pool is None:
-                    raise
-                return self._ensure_defined(pool, desired_xml, spec, state)
-            self.created = True
-            self.result.change('%s defined' % self.what)
+            self.define_step = plan.add('%s defined' % self.what, 'create', self.name, xml, user_xml)
             self.model = dict(xml=xml, state='inactive', autostart=False)
-            return pool, False
+            return False, False
         current = X.parse(self.model['xml'])
         if desired_xml is not None:
             new_tree, changes = self._merge_user_xml(current, desired_xml)
@@ -262,40 +241,63 @@ class PoolManager:
         if stop:
             self._refuse_if_in_use(pool, 'apply the changed definition' if restart else 'stop it')
         if not changes:
-            return pool, False
+            return False, False
         self._check_target(new_tree)
-        messages = ['%s: %s' % (self.what, change.message) for change in changes]
         xml = X.tostring(new_tree)
         self.model['xml'] = xml
-        if self.check_mode:
-            for message in messages:
-                self.result.change(message)
-            return pool, restart
-        if stop:
-            # stop first, then redefine: drivers differ in when a definition given to a running
-            # pool takes effect (the test driver never applies it)
-            self.client.call(pool.destroy, what=self.what)
-            self.stopped = True
-        try:
-            pool = self._define(xml)
-        except (OperationFailed, InvalidParameter):
-            if self.stopped:
-                try:
-                    pool.create(0)  # back to the old definition, running as before: nothing changed
-                    self.stopped = False
-                except self.libvirt.libvirtError:
-                    self.result.change('%s stopped (it did not start again with its old definition)' % self.what)
-            raise
-        # recorded once libvirt took the definition: a later failing step reports these as done
-        for message in messages:
-            self.result.change(message)
-        self.model['xml'] = pool_xml(self.client, pool)
-        return pool, restart
+        # stop first, then redefine: drivers differ in when a definition given to a running pool
+        # takes effect (the test driver never applies it). Reported once libvirt took it.
+        messages = tuple('%s: %s' % (self.what, change.message) for change in changes)
+        plan.add(messages, 'redefine', self.name, xml, stop, user_xml)
+        return restart, stop
+
+    def _plan_state(self, plan, state, restart, stopped):
+        running = self._is_running()
+        ptype = X.parse(self.model['xml']).get('type')
+        start = (self.name, ptype, self.params['build'], self.params['build_overwrite'])
+        if state == 'active':
+            if not running:
+                plan.add('%s started' % self.what, 'start', *start)
+                self.model['state'] = 'active'
+            elif restart:
+                plan.add('%s restarted to apply the new definition' % self.what, 'restart', *start)
+        elif state == 'inactive':
+            if running:
+                # stopped already to redefine it, or stopped now (a concurrent stop is as good)
+                plan.add('%s stopped' % self.what, None if stopped else 'stop', self.name)
+                self.model['state'] = 'inactive'
+        elif state == 'present' and running and restart:
+            plan.add('%s restarted to apply the new definition' % self.what, 'restart', *start)
+
+    def _plan_removal(self, plan, pool):
+        """Stop and undefine the pool; with delete_storage delete its volumes and storage first.
+        The volumes of a pool that does not run are only known once the apply started it."""
+        was_running = self._is_running()
+        delete = self.params['delete_storage']
+        if was_running:
+            try:
+                self._refuse_if_in_use(pool, 'remove it')
+            except (ObjectNotFound, OperationFailed):
+                if self.client.lookup('pool', self.name) is None:
+                    return  # removed meanwhile by a concurrent run
+                raise
+        messages = []
+        if delete and was_running:
+            volumes = pool_volumes(self.client, pool, self.name)
+            messages.extend("volume '%s' deleted" % vol.name() for vol in volumes)
+        if was_running:
+            messages.append('%s stopped' % self.what)
+        if delete:
+            messages.append('%s storage deleted' % self.what)
+        undefined = '%s undefined' % self.what
+        messages.append(undefined)
+        plan.add(tuple(messages), 'remove', self.name, delete, was_running, pending=undefined)
 
     def _check_target(self, tree):
         """A dir, fs or netfs pool needs a directory as its target: refuse an existing file there
         before anything is defined (checked where this module runs, so for local URIs only)."""
-        if tree.get('type') not in ('dir', 'fs', 'netfs') or not _local_uri(self.client.uri):
+        client = self.client
+        if tree.get('type') not in ('dir', 'fs', 'netfs') or not client.is_local or client.is_test_driver:
             return
         import os
 
@@ -350,60 +352,6 @@ class PoolManager:
         return self.model['state'] not in ('inactive', 'absent')
 
     # ------------------------------------------------------------------------------------
-    # run state
-    def _ensure_state(self, pool, state, restart):
-        running = self._is_running()
-        if state == 'active':
-            if not running:
-                self._start(pool)
-            elif restart:
-                self._restart(pool)
-        elif state == 'inactive':
-            if running:
-                if not self.check_mode and not self.stopped:
-                    # stopped meanwhile by a concurrent run: that is what we want
-                    self.client.call_unless_done(
-                        pool.destroy, done=lambda _exc: self._pool_active(pool) is False, what=self.what
-                    )
-                self.result.change('%s stopped' % self.what)
-                self.model['state'] = 'inactive'
-        elif state == 'present' and running and restart:
-            self._restart(pool)
-
-    def _start(self, pool):
-        self.model['state'] = 'active'
-        if not self.check_mode and pool is not None:
-            self._activate(pool)
-        self.result.change('%s started' % self.what)
-
-    def _restart(self, pool):
-        if not self.check_mode:
-            if not self.stopped:
-                self.client.call(pool.destroy, what=self.what)
-                self.stopped = True
-            try:
-                self._activate(pool)
-            except LibvirtModuleError:
-                self.result.change('%s stopped (it did not start again)' % self.what)
-                raise
-        self.result.change('%s restarted to apply the new definition' % self.what)
-
-    def _pool_active(self, pool):
-        """Whether the pool runs now; None when that cannot be told (or the pool is gone)."""
-        try:
-            return bool(pool.isActive())
-        except self.libvirt.libvirtError:
-            return None
-
-    def _ensure_autostart(self, pool, wanted):
-        if self.model['autostart'] == wanted:
-            return
-        if not self.check_mode and pool is not None:
-            self.client.call(pool.setAutostart, int(wanted), what=self.what + ' autostart')
-        self.result.change('%s autostart %s' % (self.what, 'enabled' if wanted else 'disabled'))
-        self.model['autostart'] = wanted
-
-    # ------------------------------------------------------------------------------------
     # volumes in use
     def _refuse_if_in_use(self, pool, why):
         # imported here: only stopping or removing a pool needs it, and module start-up time counts
@@ -422,26 +370,51 @@ class PoolManager:
         self.client.warn('force: stopping %s while running guests use its volumes: %s' % (self.what, '; '.join(users)))
 
     # ------------------------------------------------------------------------------------
-    # define, start, remove: in _pool_change, imported here when a change is made, because module
-    # start-up time counts (a run that changes nothing does not compile it)
-    def _define(self, xml):
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as _pool_change
-
-        return _pool_change.define(self, xml)
-
-    def _activate(self, pool):
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as _pool_change
-
-        _pool_change.activate(self, pool)
-
-    def _absent(self, pool):
-        if pool is None:
-            return
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_apply as _pool_change
-
-        _pool_change.absent(self, pool)
+    # a failure after this task defined the pool
+    def failed(self, step, exc, undone, undo_error):
+        """A later step (build, start, autostart) of the task that defined the pool failed with
+        ``exc``: stop and undefine it again and fail, reporting nothing changed. When a build
+        already wrote to the device (a file system, a partition table, a volume group), or the
+        undo fails, the pool is kept and the failure lists the steps done (changed) and says what
+        is left."""
+        define = self.define_step
+        if define is None or step is define or define.outcome is None:
+            return exc
+        what_failed = exc.msg
+        if any(' built' in action for action in self.result.actions):
+            return OperationFailed(
+                '%s. It stays defined, as its storage was already built; fix the cause and run the task again'
+                % what_failed,
+                **exc.details,
+            )
+        undo = self.applier().undefine_again(self.client, self.name)
+        if undo is not None:
+            return OperationFailed(
+                '%s. It stays defined: removing it again failed too (%s); fix the cause and run the task again, '
+                'or remove it with state=absent' % (what_failed, str(undo).strip()),
+                **exc.details,
+            )
+        del self.result.actions[:]
+        self.define_step = None
+        self.model = dict(ABSENT)
+        if isinstance(exc, InvalidParameter):
+            return InvalidParameter(
+                exc.option,
+                '%s (the pool was not kept: nothing changed)' % what_failed[len(exc.option) + 2 :],
+                **exc.details,
+            )
+        return OperationFailed('%s (the pool was not kept: nothing changed)' % what_failed, **exc.details)
 
     # ------------------------------------------------------------------------------------
+    def report(self, plan):
+        if self.params['state'] == 'absent':
+            return dict(pool=dict(name=self.name, state='absent'))
+        pool = self.pool if self.check_mode else self.client.lookup('pool', self.name)
+        described = self._describe(pool)
+        after = _render(described['xml'], described['state'], described['autostart'])
+        self.result.set_diff(plan.before, after, plan.before_header, plan.after_header)
+        return dict(pool=described)
+
     def _describe(self, pool):
         model = self.model
         root = X.parse(model['xml'])
@@ -462,14 +435,14 @@ class PoolManager:
         )
         if pool is None:
             return result
-        try:
-            state, capacity, allocation, available = pool.info()
-            xml = pool_xml(self.client, pool)
-            result.update(
-                uuid=pool.UUIDString(), persistent=bool(pool.isPersistent()), autostart=bool(pool.autostart())
-            )
-        except self.libvirt.libvirtError as exc:
-            raise translate(self.libvirt, exc, what=self.what, uri=self.client.uri) from None
+        call = self.client.call
+        state, capacity, allocation, available = call(pool.info, what=self.what)
+        xml = pool_xml(self.client, pool)
+        result.update(
+            uuid=call(pool.UUIDString, what=self.what),
+            persistent=bool(call(pool.isPersistent, what=self.what)),
+            autostart=bool(call(pool.autostart, what=self.what)),
+        )
         if not self.check_mode:
             result.update(state=POOL_STATES.get(state, 'inactive'), xml=xml, shared=S.is_shared(X.parse(xml)))
         else:
@@ -492,14 +465,6 @@ def _refuse_uuid_of_another(client, lookup, root, name, what):
         return  # no such uuid (or not a valid one: libvirt's parser says so)
     if other.name() != name:
         raise InvalidParameter('xml', "the <uuid> %s belongs to the %s '%s'" % (uuid, what, other.name()))
-
-
-def _local_uri(uri):
-    """Whether ``uri`` reaches the storage of this machine (no host; not the test driver)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri or '')
-    return not parts.hostname and parts.scheme.split('+')[0] not in ('', 'test')
 
 
 def _yaml_bool(value):

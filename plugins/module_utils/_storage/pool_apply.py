@@ -2,23 +2,29 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The part of the ``storage_pool`` service that only runs when something changes: define a pool,
-build and start it, remove it (with its volumes and storage).
+"""The actions of the ``storage_pool`` plan, run only when something changes: define a pool,
+redefine it, build and start it, stop it, set autostart, remove it (with its volumes and storage).
 
-``PoolManager`` (``_pool``) imports it when it gets there, so that a run that changes nothing does
-not compile it (module_utils are compiled from source on every module run). The functions take
-that manager (``mgr``) and use and update its state.
+``PoolManager`` (``pool``) names them in its plan and imports this module only when there is
+something to do, so that a run that changes nothing does not compile it (module_utils are compiled
+from source on every module run). Each action takes the client and plain values (the pool is
+looked up again by name) and reports what it made through the shared runner (``_core.plan``).
 """
 
 from __future__ import annotations
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import undefine_again
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
-    ObjectNotFound,
+    LibvirtModuleError,
     OperationFailed,
-    translate,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, also_made, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
+    pool_active,
+    pool_gone,
+    pool_volumes,
+    removed_meanwhile,
 )
 
 # build flags that never destroy data: dir/netfs builds only create the directory (and apply
@@ -31,55 +37,106 @@ _SAFE_BUILD = {
     'logical': 'no_overwrite',
 }
 
-
-def define(mgr, xml):
-    """Define (or redefine) the pool. libvirt's refusal of user XML is a bad ``xml``."""
-    try:
-        return mgr.client.call('storagePoolDefineXML', xml, 0, what=mgr.what)
-    except OperationFailed as exc:
-        code = exc.details.get('libvirt_code')
-        if mgr.params.get('xml') and code in _codes(mgr.libvirt, _XML_ERRORS):
-            raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc.msg) from None
-        raise
-
-
 _XML_ERRORS = ('VIR_ERR_XML_INVALID_SCHEMA', 'VIR_ERR_XML_ERROR', 'VIR_ERR_XML_DETAIL')
+
+
+def _what(name):
+    return "storage pool '%s'" % name
+
+
+def _pool(client, name):
+    return client.call('storagePoolLookupByName', name, what=_what(name))
 
 
 def _codes(lv, names):
     return {getattr(lv, name) for name in names if hasattr(lv, name)}
 
 
-def activate(mgr, pool):
-    """Build when needed (never overwriting data unless build_overwrite) and start."""
-    lv = mgr.libvirt
+def define(client, name, xml, user_xml=False):
+    """Define (or redefine) the pool. libvirt's refusal of user XML is a bad ``xml``."""
+    try:
+        return client.call('storagePoolDefineXML', xml, 0, what=_what(name))
+    except OperationFailed as exc:
+        code = exc.details.get('libvirt_code')
+        if user_xml and code in _codes(client.libvirt, _XML_ERRORS):
+            raise InvalidParameter('xml', 'libvirt rejected the pool definition: %s' % exc.msg) from None
+        raise
+
+
+def create(client, name, xml, user_xml=False):
+    """Define the new pool; a pool of that name defined meanwhile by a concurrent run ("already
+    exists with uuid") is planned again (then updated)."""
+    try:
+        return define(client, name, xml, user_xml)
+    except OperationFailed:
+        if client.lookup('pool', name) is None:
+            raise
+        raise Replan('%s was defined by another run' % _what(name)) from None
+
+
+def undefine_again(client, name):
+    """Stop and undefine the pool this task has just defined (a later step failed). Returns None
+    when it is gone again, else the libvirtError of the undo."""
+    pool = client.lookup('pool', name)
+    if pool is None:
+        return None
+    return connection.undefine_again(client.libvirt, pool)
+
+
+def redefine(client, name, xml, stop, user_xml=False):
+    """Redefine the pool, stopping it first when ``stop``; when libvirt refuses the definition the
+    pool is started again with its old one (nothing changed)."""
+    what = _what(name)
+    pool = _pool(client, name)
+    if stop:
+        client.call(pool.destroy, what=what)
+    try:
+        define(client, name, xml, user_xml)
+    except (OperationFailed, InvalidParameter) as exc:
+        if stop:
+            try:
+                pool.create(0)  # back to the old definition, running as before: nothing changed
+            except client.libvirt.libvirtError:
+                raise partly_made(exc, '%s stopped (it did not start again with its old definition)' % what) from None
+        raise
+
+
+def start(client, name, ptype, build, build_overwrite):
+    """Build when needed (never overwriting data unless build_overwrite) and start. What a build
+    made of the device is reported before the start (also when the start then fails)."""
+    lv = client.libvirt
+    what = _what(name)
+    pool = _pool(client, name)
+    made = []
     build_error = None
     built_already = False
-    ptype = X.parse(mgr.model['xml']).get('type')
     kind = _SAFE_BUILD.get(ptype)
-    if mgr.params['build'] and kind is not None:
+    if build and kind is not None:
         flags = lv.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE if kind == 'no_overwrite' else 0
         try:
             pool.build(flags)
             if kind == 'no_overwrite':
-                mgr.result.change('%s built (%s)' % (mgr.what, _built_what(ptype)))
+                made.append('%s built (%s)' % (what, _built_what(ptype)))
         except lv.libvirtError as exc:
             # already built (device holds data) or a driver that cannot build: starting decides
-            built_already = mgr.client.is_error(exc, 'VIR_ERR_STORAGE_POOL_BUILT')
+            built_already = client.is_error(exc, 'VIR_ERR_STORAGE_POOL_BUILT')
             build_error = str(exc).strip()
     try:
         pool.create(0)
-        return
+        return also_made(None, *made)
     except lv.libvirtError as exc:
         start_error = exc
-    if mgr._pool_active(pool):
-        return  # started meanwhile by a concurrent run ("storage pool is active")
-    if built_already and mgr.params['build_overwrite']:
-        mgr.client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=mgr.what + ' build')
-        mgr.result.change('%s built, overwriting what the device held (build_overwrite)' % mgr.what)
-        mgr.client.call(pool.create, 0, what=mgr.what + ' start')
-        return
-    err = translate(lv, start_error, what=mgr.what + ' start', uri=mgr.client.uri)
+    if pool_active(client, pool):
+        return also_made(None, *made)  # started meanwhile by a concurrent run ("storage pool is active")
+    if built_already and build_overwrite:
+        client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=what + ' build')
+        made.append('%s built, overwriting what the device held (build_overwrite)' % what)
+        try:
+            client.call(pool.create, 0, what=what + ' start')
+        except LibvirtModuleError as exc:
+            raise partly_made(exc, *made) from None
+        return also_made(None, *made)
+    err = client.error(start_error, what + ' start')
     hint = ''
     if build_error and built_already:
         hint = (
@@ -88,28 +145,53 @@ def activate(mgr, pool):
         )
     elif build_error:
         hint = '. Building it failed: %s' % build_error
-    elif not mgr.params['build'] and kind is not None:
+    elif not build and kind is not None:
         hint = '. It may need building: set build: true'
-    raise OperationFailed(err.msg + hint, **err.details)
+    raise partly_made(OperationFailed(err.msg + hint, **err.details), *made)
 
 
-def absent(mgr, pool):
+def restart(client, name, ptype, build, build_overwrite):
+    """Start the pool stopped to redefine it (applies the new definition)."""
+    try:
+        return start(client, name, ptype, build, build_overwrite)
+    except LibvirtModuleError as exc:
+        made = tuple(getattr(exc, 'partly_made', ())) + ('%s stopped (it did not start again)' % _what(name),)
+        raise partly_made(exc, *made) from None
+
+
+def stop(client, name):
+    """Stop the pool; stopped meanwhile by a concurrent run is what we want."""
+    pool = _pool(client, name)
+    client.call_unless_done(pool.destroy, done=lambda _exc: pool_active(client, pool) is False, what=_what(name))
+
+
+def set_autostart(client, name, wanted):
+    client.call(_pool(client, name).setAutostart, int(wanted), what=_what(name) + ' autostart')
+
+
+def remove(client, name, delete, was_running):
     """Stop and undefine the pool; with delete_storage delete its volumes and storage first.
-    Each step is reported once done, so a failure half-way says what was done."""
-    lv = mgr.libvirt
-    was_running = mgr._is_running()
-    delete = mgr.params['delete_storage']
-    if was_running:
-        try:
-            mgr._refuse_if_in_use(pool, 'remove it')
-        except (ObjectNotFound, OperationFailed):
-            if mgr._gone():
-                return  # removed meanwhile by a concurrent run
-            raise
+    Reports each part once done, so a failure half-way says what was done. A pool removed
+    meanwhile by a concurrent run is not reported."""
+    what = _what(name)
+    pool = client.lookup('pool', name)
+    if pool is None:
+        return False
+    made = []
+    try:
+        _remove(client, pool, name, delete, was_running, made)
+    except LibvirtModuleError as exc:
+        raise partly_made(exc, *made) from None
+    return Made(tuple(made) + ('%s undefined' % what,))
+
+
+def _remove(client, pool, name, delete, was_running, made):
+    lv = client.libvirt
+    what = _what(name)
     started = False
     volumes = []
     if delete:
-        if not was_running and not mgr.check_mode:
+        if not was_running:
             # the volumes of an inactive pool are only visible while it runs
             try:
                 pool.create(0)
@@ -117,102 +199,41 @@ def absent(mgr, pool):
             except lv.libvirtError:
                 started = False
         if was_running or started:
-            try:
-                volumes = pool.listAllVolumes(0)
-            except lv.libvirtError as exc:
-                # stopped or removed meanwhile by a concurrent run: its volumes are going
-                if not _tolerable(mgr, exc, pool):
-                    raise translate(lv, exc, what=mgr.what + ' volumes', uri=mgr.client.uri) from None
-    if mgr.check_mode:
-        for vol in volumes:
-            mgr.result.change("volume '%s' deleted" % vol.name())
-        if was_running:
-            mgr.result.change('%s stopped' % mgr.what)
-        if delete:
-            mgr.result.change('%s storage deleted' % mgr.what)
-        mgr.result.change('%s undefined' % mgr.what)
-        return
+            volumes = pool_volumes(client, pool, name)
     # imported here: only removing a pool needs it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
-    records = UploadRecords(mgr.client.uri)
+    records = UploadRecords(client.uri)
     for vol in volumes:
         key, vol_name = vol.key(), vol.name()  # kept in the object: no daemon call
-        if mgr.client.call_unless_done(
-            vol.delete, 0, done=lambda exc: _tolerable(mgr, exc, pool), what="volume '%s'" % vol_name
+        if client.call_unless_done(
+            vol.delete, 0, done=lambda exc: removed_meanwhile(client, exc, pool, name), what="volume '%s'" % vol_name
         ):
             records.forget(key)
-        mgr.result.change("volume '%s' deleted" % vol_name)
+        made.append("volume '%s' deleted" % vol_name)
     if was_running or started:
-        mgr.client.call_unless_done(pool.destroy, done=lambda exc: _tolerable(mgr, exc, pool), what=mgr.what)
+        client.call_unless_done(pool.destroy, done=lambda exc: removed_meanwhile(client, exc, pool, name), what=what)
         if was_running:
-            mgr.result.change('%s stopped' % mgr.what)
+            made.append('%s stopped' % what)
     if delete:
         try:
             pool.delete(0)
         except lv.libvirtError as exc:
-            if mgr.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                mgr.client.warn('%s: this pool type has no storage to delete beyond its volumes' % mgr.what)
+            if client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                client.warn('%s: this pool type has no storage to delete beyond its volumes' % what)
             elif not (
-                mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL')
+                client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL')
                 or 'No such file or directory' in str(exc)  # deleted by a concurrent run
-                or mgr._gone()
+                or pool_gone(client, name)
             ):
-                raise translate(lv, exc, what=mgr.what + ' delete', uri=mgr.client.uri) from None
-        mgr.result.change('%s storage deleted' % mgr.what)
+                raise client.error(exc, what + ' delete') from None
+        made.append('%s storage deleted' % what)
     try:
         if pool.isPersistent():
             pool.undefine()
     except lv.libvirtError as exc:
-        if not (mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or mgr._gone()):
-            raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
-    mgr.result.change('%s undefined' % mgr.what)
-
-
-def roll_back(mgr, pool, exc):
-    """A later step (build, start, autostart) of the task that defined ``pool`` failed with
-    ``exc``: stop and undefine it again and raise, reporting nothing changed. When a build already
-    wrote to the device (a file system, a partition table, a volume group), or the undo fails, the
-    pool is kept and the failure lists the steps done (changed) and says what is left."""
-    lv = mgr.libvirt
-    what_failed = exc.msg
-    if any(' built' in action for action in mgr.result.actions):
-        raise OperationFailed(
-            '%s. It stays defined, as its storage was already built; fix the cause and run the task again'
-            % what_failed,
-            **exc.details,
-        ) from None
-    undo = undefine_again(lv, pool)
-    if undo is not None:
-        raise OperationFailed(
-            '%s. It stays defined: removing it again failed too (%s); fix the cause and run the task again, '
-            'or remove it with state=absent' % (what_failed, str(undo).strip()),
-            **exc.details,
-        ) from None
-    del mgr.result.actions[:]
-    mgr.created = False
-    mgr.model = dict(xml=None, state='absent', autostart=False)
-    cls = InvalidParameter if isinstance(exc, InvalidParameter) else OperationFailed
-    if cls is InvalidParameter:
-        raise InvalidParameter(
-            exc.option,
-            '%s (the pool was not kept: nothing changed)' % what_failed[len(exc.option) + 2 :],
-            **exc.details,
-        ) from None
-    raise OperationFailed('%s (the pool was not kept: nothing changed)' % what_failed, **exc.details) from None
-
-
-def _tolerable(mgr, exc, pool):
-    """A concurrent removal got there first: the pool is gone, or no longer running.
-
-    Asked in this order because another run may undefine the pool between the two questions: then
-    ``isActive()`` fails (None) and the lookup that follows finds it gone. The other way round, the
-    lookup would still find it and the failing ``isActive()`` would count as "running"."""
-    if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
-        return True
-    if mgr._pool_active(pool) is False:
-        return True
-    return mgr._gone()
+        if not (client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or pool_gone(client, name)):
+            raise client.error(exc, what) from None
 
 
 def _built_what(ptype):

@@ -2,14 +2,16 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of ``storage_pool_info`` (read only), apart from ``_pool`` so that the info module
-does not compile the ``storage_pool`` service on every run."""
+"""Manager of ``storage_pool_info`` (read only: a plan without steps, the facts in ``report``),
+apart from ``pool`` so that the info module does not compile the ``storage_pool`` manager on every
+run."""
 
 from __future__ import annotations
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound, translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     POOL_STATES,
@@ -18,28 +20,34 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read impo
 )
 
 
-class PoolInfo:
-    def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+class PoolInfo(Manager):
+    """Runner of ``storage_pool_info``: reads only (a plan without steps); :meth:`report` gives the facts."""
 
-    def run(self):
+    facts_only = True
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.pools = []
+
+    def plan(self):
         name = self.params.get('name')
         if name is not None:
             check_object_name('name', name)
             pool = self.client.lookup('pool', name)
             if pool is None:
                 raise ObjectNotFound("storage pool '%s' not found on %s" % (name, self.client.uri))
-            pools = [pool]
+            self.pools = [pool]
         else:
-            pools = self.client.call('listAllStoragePools', 0, what='storage pools')
-        described = [self._describe(pool) for pool in pools]
+            self.pools = self.client.call('listAllStoragePools', 0, what='storage pools')
+        return Plan("storage pool '%s'" % name if name is not None else 'storage pools')
+
+    def report(self, plan):
+        described = [self._describe(pool) for pool in self.pools]
         described = [d for d in described if d is not None]
         described.sort(key=lambda p: p['name'])
         capabilities = self._capabilities()
         supported = None if capabilities is None else sorted(t for t, c in capabilities.items() if c['supported'])
-        return dict(changed=False, pools=described, supported_types=supported, capabilities=capabilities)
+        return dict(pools=described, supported_types=supported, capabilities=capabilities)
 
     def _describe(self, pool):
         lv = self.libvirt
@@ -60,7 +68,7 @@ class PoolInfo:
         except lv.libvirtError as exc:
             if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
                 return None  # removed while we looked
-            raise translate(lv, exc, what=what, uri=self.client.uri) from None
+            raise self.client.error(exc, what) from None
         info = S.summarize_pool(X.parse(xml))
         info.update(
             uuid=uuid,
@@ -75,11 +83,7 @@ class PoolInfo:
             info['xml'] = xml
         info['volumes'] = []
         if info['state'] == 'active' and self.params['volumes']:
-            try:
-                vols = pool.listAllVolumes(0)
-            except lv.libvirtError as exc:
-                raise translate(lv, exc, what=what + ' volumes', uri=self.client.uri) from None
-            for vol in vols:
+            for vol in self.client.call(pool.listAllVolumes, 0, what=what + ' volumes'):
                 entry = describe_volume(self.client, vol)
                 if entry is not None:
                     info['volumes'].append(entry)
@@ -93,7 +97,7 @@ class PoolInfo:
         except lv.libvirtError as exc:
             if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
                 return None  # e.g. the test driver
-            raise translate(lv, exc, what='storage pool capabilities', uri=self.client.uri) from None
+            raise self.client.error(exc, 'storage pool capabilities') from None
         except AttributeError:
             return None  # libvirt-python older than 5.2
         caps = {}

@@ -11,11 +11,13 @@ Pure functions over lxml trees (no libvirt calls), unit-tested and validated aga
   paths and permissions of pools and volumes; :func:`diff_xml` for the diffs of both.
 * :func:`build_volume`, :func:`summarize_volume` for volumes; :func:`probe_image` reads an
   image header (qcow2 or not); :func:`parse_checksum`; :func:`capacity_matches`.
-* Two small readers that do call libvirt, :func:`pool_xml` and :func:`describe_volume`: they
-  are here, not in ``_volume``, so that ``storage_pool`` and ``storage_pool_info`` (and
-  ``migrate``) need not compile ``_volume`` on every run.
+* Small readers that do call libvirt: :func:`pool_xml`, the run state of a pool
+  (:func:`pool_state`, :func:`pool_active`, :func:`pool_gone`, :func:`removed_meanwhile`,
+  :func:`pool_volumes`) and :func:`describe_volume`: they are here, not in ``volume``, so that
+  ``storage_pool`` and ``storage_pool_info`` (and ``migrate``) need not compile the volume code
+  on every run, and both the pool's plan and its apply code read the same way.
 
-The pool spec <-> XML layer is ``_pool_xml``, which the ``volume`` module does not need.
+The pool spec <-> XML layer is ``pool_spec``, which the ``volume`` module does not need.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     ObjectNotFound,
-    translate,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human, parse_size
 
@@ -200,8 +201,52 @@ def pool_xml(client, pool, inactive=True):
             return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
         except lv.libvirtError as exc:
             if not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                raise translate(lv, exc, what=what, uri=client.uri) from None
+                raise client.error(exc, what) from None
     return client.call(pool.XMLDesc, 0, what=what)
+
+
+def pool_state(client, pool):
+    """The run state of ``pool`` (one of :data:`POOL_STATES`)."""
+    return POOL_STATES.get(client.call(pool.info, what="storage pool '%s'" % pool.name())[0], 'inactive')
+
+
+def pool_active(client, pool):
+    """Whether the pool runs now; None when that cannot be told (or the pool is gone)."""
+    try:
+        return bool(pool.isActive())
+    except client.libvirt.libvirtError:
+        return None
+
+
+def pool_gone(client, name):
+    """Whether the pool ``name`` no longer exists (removed by a concurrent run)."""
+    return client.lookup('pool', name) is None
+
+
+def removed_meanwhile(client, exc, pool, name):
+    """Whether libvirt refused a change of ``pool`` (``exc``) because a concurrent removal got there
+    first: the pool is gone, or no longer running.
+
+    Asked in this order because another run may undefine the pool between the two questions: then
+    ``isActive()`` fails (None) and the lookup that follows finds it gone. The other way round, the
+    lookup would still find it and the failing ``isActive()`` would count as "running"."""
+    if client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL'):
+        return True
+    if pool_active(client, pool) is False:
+        return True
+    return pool_gone(client, name)
+
+
+def pool_volumes(client, pool, name):
+    """The volumes of the running ``pool``; none when a concurrent run stopped or removed it
+    meanwhile (its volumes are going)."""
+    lv = client.libvirt
+    try:
+        return pool.listAllVolumes(0)
+    except lv.libvirtError as exc:
+        if not removed_meanwhile(client, exc, pool, name):
+            raise client.error(exc, "storage pool '%s' volumes" % name) from None
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +380,7 @@ def describe_volume(client, vol):
     except lv.libvirtError as exc:
         if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
             return None
-        raise translate(lv, exc, what="volume '%s'" % vol.name(), uri=client.uri) from None
+        raise client.error(exc, "volume '%s'" % vol.name()) from None
     info = summarize_volume(root)
     info.update(capacity=capacity, allocation=allocation)
     return info
@@ -434,4 +479,4 @@ def _has_shared_marker(client, pool):
     except lv.libvirtError as exc:
         if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL', 'VIR_ERR_OPERATION_INVALID'):
             return False
-        raise translate(lv, exc, what="storage pool '%s'" % pool.name(), uri=client.uri) from None
+        raise client.error(exc, "storage pool '%s'" % pool.name()) from None

@@ -40,7 +40,8 @@ import tempfile
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url, translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
@@ -180,7 +181,7 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
             # "not active": a concurrent run stopped the pool after isActive(); it lists no volumes
             # then, and the directory prefix below still finds the disks of a file pool
             if not client.is_error(exc, 'VIR_ERR_OPERATION_INVALID'):
-                raise translate(lv, exc, what="storage pool '%s' volumes" % pool_name, uri=client.uri) from None
+                raise client.error(exc, "storage pool '%s' volumes" % pool_name) from None
         target = X.findtext(pool_root, 'target/path')
         prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
     users = []
@@ -189,20 +190,18 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
             root = X.parse(dom.XMLDesc(0))
         except lv.libvirtError:
             continue  # stopped or removed while we looked: not using anything
-        for disk in root.findall('devices/disk'):
-            target = disk.find('target')
-            dev = target.get('dev') if target is not None else '?'
-            for source in disk.iter('source'):
-                path = source.get('file') or source.get('dev') or source.get('dir')
-                hit = (source.get('pool') == pool_name and (names is None or source.get('volume') in names)) or (
-                    path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
-                )
-                if hit:
-                    shown = path or '%s/%s' % (source.get('pool'), source.get('volume'))
-                    users.append(
-                        dict(guest=dom.name(), dom=dom, target=dev, source=shown, top=source.getparent() is disk)
-                    )
-                    break
+        found = set()  # one entry per disk: the first of its sources (top, then backing chain)
+        for source in disk_sources(root, backing=True):
+            if source['target'] in found:
+                continue
+            path = source['path']
+            hit = (source['pool'] == pool_name and (names is None or source['volume'] in names)) or (
+                path is not None and (path in paths or (prefix is not None and path.startswith(prefix)))
+            )
+            if hit:
+                found.add(source['target'])
+                shown = path or '%s/%s' % (source['pool'], source['volume'])
+                users.append(dict(guest=dom.name(), dom=dom, target=source['target'], source=shown, top=source['top']))
     return users
 
 
