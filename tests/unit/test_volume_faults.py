@@ -654,3 +654,60 @@ def test_records_never_keep_url_credentials(tmp_path, monkeypatch):
     assert records.load('/k/b')['url'] == 'http://***@h/x'
     with open(records.path('/k/b')) as handle:
         assert 'OldCanary' not in handle.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# read -> plan -> apply
+
+
+def test_idempotent_run_never_loads_the_apply_code(env, monkeypatch):
+    existing(env)
+
+    def no_apply(self):
+        raise AssertionError('the apply code was loaded for a run that changes nothing')
+
+    monkeypatch.setattr(VolumeManager, 'applier', no_apply)
+    res, err = run(env.manager(capacity='4MiB'))
+    assert err is None and not res['changed'] and res['volume']['capacity'] == 4 * MiB
+    res, err = run(env.manager(state='absent', name='other.raw'))
+    assert err is None and not res['changed']
+
+
+def test_plan_reads_only_and_names_the_steps(env):
+    src = env.image('a.raw', 2 * MiB, [(0, b'A' * 4096)])
+    mgr = env.manager(src=src, capacity='4MiB')
+    mgr._read_pool()
+    plan = mgr.plan()
+    assert env.world.calls == [] and env.world.volumes == {}
+    assert [step.action for step in plan.steps] == ['create', 'upload_new', 'resize']
+    assert plan.before_header == "volume 'v.raw' in storage pool 'p' absent"
+    assert plan.after_header == "volume 'v.raw' in storage pool 'p' (after)"
+
+
+def test_created_meanwhile_by_another_run_continues_as_existing(env, monkeypatch):
+    pool = Conn(env.world).pool
+    real_create = Pool.createXML
+
+    def other_run_first(self, xml, flags):
+        real_create(self, xml, flags)  # the other run's create came first
+        return real_create(self, xml, flags)  # -> VIR_ERR_STORAGE_VOL_EXIST
+
+    monkeypatch.setattr(Pool, 'createXML', other_run_first)
+    res, err = run(env.manager(capacity='4MiB'))
+    assert err is None and not res['changed'] and res['volume']['capacity'] == 4 * MiB
+    assert pool.storageVolLookupByName('v.raw').capacity == 4 * MiB
+
+
+def test_partly_written_volume_of_this_task_is_swept_then_made(env):
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
+
+    existing(env, MiB)
+    notes = VCh.PartialVolumes(UploadRecords('qemu:///system'), 'qemu:///system')
+    assert notes.remember('p', 'v.raw', env.world.volumes['v.raw'].key()) is None
+    removed = "volume 'v.raw' in storage pool 'p' removed: %s" % VCh.PARTIAL_REMOVED
+    predicted, err = run(env.manager(check=True, capacity='1MiB'))
+    assert err is None and predicted['actions'] == [removed] and 'v.raw' in env.world.volumes
+    real, err = run(env.manager(capacity='1MiB'))
+    assert err is None and real['actions'] == [removed, "volume 'v.raw' in storage pool 'p' created"]
+    assert not any(env.world.volumes['v.raw'].data), 'the partly written volume was made anew'
+    assert not list((env.tmp / 'state' / 'volume-partial').iterdir()), 'the note is used up'

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Volume content: the sparse-aware content digest, sparse stream upload and comparison, and URL
-downloads. ``_volume`` imports it only when a task has ``src`` or ``url``: a volume task without
-content does not compile it (module_utils are compiled from source on every module run)."""
+downloads. The volume manager (``volume``) and its apply code (``volume_apply``) import it only when
+a task has ``src`` or ``url``: a volume task without content does not compile it (module_utils are
+compiled from source on every module run)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from contextlib import contextmanager
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
+    LibvirtModuleError,
     OperationFailed,
     redact,
     redact_url,
-    translate,
 )
 
 CHUNK = 1024 * 1024
@@ -202,7 +203,7 @@ def _streaming(client, stream, what, path):
         yield
     except lv.libvirtError as exc:
         _abort(stream, lv)
-        raise translate(lv, exc, what=what, uri=client.uri) from None
+        raise client.error(exc, what) from None
     except OSError as exc:
         _abort(stream, lv)
         raise OperationFailed('%s: reading %s failed: %s' % (what, path, exc)) from None
@@ -220,13 +221,13 @@ def _open_stream(client, start, what, sparse_flag):
     except lv.libvirtError as exc:
         _abort(stream, lv)
         if not flag or not client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-            raise translate(lv, exc, what=what, uri=client.uri) from None
+            raise client.error(exc, what) from None
     stream = client.call('newStream', 0, what=what)
     try:
-        start(stream, 0)
-    except lv.libvirtError as exc:
+        client.call(start, stream, 0, what=what)
+    except LibvirtModuleError:
         _abort(stream, lv)
-        raise translate(lv, exc, what=what, uri=client.uri) from None
+        raise
     return stream, False
 
 

@@ -2,35 +2,43 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``volume`` module. What only a change needs (create, upload, resize,
-delete, reconnecting after a libvirtd restart, partly written volumes) is in ``_volume_change``;
-content (digest, sparse stream upload and comparison, downloads) in ``_volume_content``. Both are
-imported only when needed. The upload records (what was uploaded into which volume) and the
-"which running guests use this" check are in ``_volume_shared``, which ``_pool`` uses too.
+"""Read and plan of the ``volume`` module (a :class:`~._core.plan.Manager`): ``plan()`` reads the
+pool and the volume, validates everything and resolves the sources (a download included) before
+anything is touched, and returns the steps; ``volume_apply`` makes them, imported only when there
+is something to do. Content (digest, sparse stream upload and comparison, downloads) is in
+``content``, imported only for tasks with ``src``/``url``. The upload records (what was uploaded
+into which volume) and the "which running guests use this" check are in ``shared``, which the pool
+manager uses too; what the manager and its apply code both need is in ``volume_read``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
-    LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
     redact_url,
-    translate,
     url_secrets,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import run as run_plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import (
     UploadRecords,
+    describe_users,
+    disk_users,
     guests_using,
     partial_dir,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume_read import (
+    CreatedMeanwhile,
+    canonical_uri,
+    lookup_volume,
 )
 
 
@@ -41,21 +49,24 @@ def _render(xml, content=None):
     return head + S.diff_xml(xml)
 
 
-class VolumeManager:
+class VolumeManager(Manager):
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+        super().__init__(client)
         self.name = self.params['name']
         self.pool_name = self.params['pool']
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
         self.records = UploadRecords(client.uri)
-        self.partial = None  # _volume_change.PartialVolumes, made when a change needs it
         self.pool = None
         self.pool_root = None
         self.ptype = None
+        self.vol = None  # the volume as plan() found it (None: absent)
+        self.predicted = None  # its XML as plan() predicts it after the change
+        self.digest = None  # content digest of src/url (shown in the diff)
+        self.refresh = None  # (key, record, path): an upload record to write after the apply
+        self.resize_step = None  # the resize after replaced content: named "run the task again"
+        self.new_steps = []  # the steps that make a new volume (created first)
+        self.note_uri = None  # the canonical URI that notes a new volume left partly written
+        self.raced = False  # planning again: a concurrent run created the volume meanwhile
         self._tempfiles = []
         self.uri_shown = redact_url(client.uri, keep_user=True)
         # the userinfo of url (and a password in uri) is a secret: Ansible masks it in the
@@ -66,12 +77,11 @@ class VolumeManager:
         if secrets and no_log_values is not None:
             no_log_values.update(secrets)
 
-    @staticmethod
-    def _change_code():
+    def applier(self):
         # what only a change needs is imported when one is made: module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import volume_apply as _volume_change
+        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import volume_apply
 
-        return _volume_change
+        return volume_apply
 
     def run(self):
         try:
@@ -84,6 +94,38 @@ class VolumeManager:
                     pass
 
     def _run(self):
+        self._read_pool()
+        if os.path.isdir(partial_dir()):
+            # an earlier run left a partly written volume (rare): remove it when still safe
+            for action in self.applier().sweep_partial(self.client, self.pool_name, self.name, self.check_mode):
+                self.result.change(action)
+        try:
+            result = run_plan(self)
+        except CreatedMeanwhile:
+            # a concurrent run created it ("storage vol already exists") before this run's create
+            # changed anything: plan again, for the existing volume (swept volumes stay reported)
+            self.raced = True
+            result = run_plan(self)
+        if self.refresh and not self.check_mode:
+            self.applier().save_record(self.client, *self.refresh)
+        return result
+
+    def failed(self, step, exc, undone, undo_error):
+        new = self.new_steps
+        if step in new[1:] and new[0].outcome is not None:
+            # a later step of the new volume failed: remove it again, so that either the whole
+            # volume is made or nothing changed (the error says which)
+            key = new[0].outcome
+            if self.applier().remove_new(self.client, self.pool_name, self.name, self.what, key, exc, self.note_uri):
+                for made in new:
+                    if made.message in self.result.actions:
+                        self.result.actions.remove(made.message)
+        # a failed step names as not done only a resize after replaced content (which stays)
+        retry = step.message == self.resize_step
+        self.result.pending = [step.message + ' (run the task again)'] if retry else []
+        return exc
+
+    def _read_pool(self):
         check_object_name('name', self.name)
         check_object_name('pool', self.pool_name)
         self.pool = self.client.lookup('pool', self.pool_name)
@@ -96,49 +138,57 @@ class VolumeManager:
             )
         self.pool_root = X.parse(S.pool_xml(self.client, self.pool))
         self.ptype = self.pool_root.get('type')
-        if os.path.isdir(partial_dir()):
-            # an earlier run left a partly written volume (rare): remove it when still safe
-            self._change_code().sweep_partial(self)
+
+    # ------------------------------------------------------------------------------------
+    # read -> plan
+
+    def plan(self):
+        self.refresh = self.resize_step = self.digest = self.note_uri = None
+        self.new_steps = []
+        plan = Plan(self.what)
         vol, before_xml, record = self._current()
+        self.vol = vol
         if self.params['state'] == 'absent':
-            self.result.set_diff(_render(before_xml, record and record.get('content')), '', self.what, 'volume absent')
+            plan.diff(_render(before_xml, record and record.get('content')), '', after_exists=False)
             if vol is not None:
-                self._change_code().absent(self, vol)
-            return self.result.build(volume=dict(name=self.name, pool=self.pool_name, state='absent'))
-        plan = self._plan(vol)
+                self._plan_absent(plan, vol)
+            return plan
+        if vol is None and self.raced:
+            raise OperationFailed('%s: removed again by another run meanwhile' % self.what)
+        want = self._want(vol)
         if vol is None:
-            change = self._change_code()
-            try:
-                vol, after_xml = change.create(self, plan)
-            except change.CreatedMeanwhile:
-                # a concurrent run created it ("storage vol already exists"): continue as existing
-                swept = [a for a in self.result.actions if a.endswith(change.PARTIAL_REMOVED)]
-                self.result = Result(diff_mode=self.client.diff_mode, check_mode=self.client.check_mode)
-                self.result.actions.extend(swept)
-                vol, before_xml, _record = self._current()
-                if vol is None:
-                    raise OperationFailed('%s: removed again by another run meanwhile' % self.what) from None
-                plan = self._plan(vol)
-                after_xml = self._update(vol, plan)
+            self.predicted = self._plan_create(plan, want)
         else:
-            after_xml = self._update(vol, plan)
-        if vol is not None and not self.check_mode:
-            after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
-        content = plan['content']['digest'] if plan.get('content') else None
-        before_content = plan.get('before_content')
-        self.result.set_diff(
-            _render(before_xml, before_content),
-            _render(after_xml, content),
-            self.what if before_xml else 'volume absent',
-            self.what + ' (wanted)',
+            self.predicted = self._plan_update(plan, vol, want)
+        self.digest = want['content']['digest'] if want.get('content') else None
+        plan.diff(
+            _render(before_xml, want.get('before_content')),
+            _render(self.predicted, self.digest),
+            before_exists=vol is not None,
         )
-        return self.result.build(volume=self._describe(vol, after_xml))
+        return plan
+
+    def report(self, plan):
+        if self.params['state'] == 'absent':
+            return dict(volume=dict(name=self.name, pool=self.pool_name, state='absent'))
+        if self.check_mode:
+            return dict(volume=self._describe(self.vol, self.predicted))
+        vol = self.vol
+        if self.result.actions:
+            # looked up again: a step may have reconnected (libvirtd restarted underneath)
+            pool = self.client.lookup('pool', self.pool_name)
+            vol = lookup_volume(self.client, pool, self.name) if pool is not None else None
+            if vol is None:
+                raise ObjectNotFound('%s: removed by another run meanwhile' % self.what)
+        after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
+        self.result.set_diff(plan.before, _render(after_xml, self.digest), plan.before_header, plan.after_header)
+        return dict(volume=self._describe(vol, after_xml))
 
     def _current(self):
         """``(vol, xml, upload record)`` of the volume; ``(None, None, None)`` when it does not
         exist or vanished meanwhile (a concurrent removal)."""
         lv = self.libvirt
-        vol = self._lookup()
+        vol = lookup_volume(self.client, self.pool, self.name)
         if vol is None:
             return None, None, None
         try:
@@ -147,28 +197,45 @@ class VolumeManager:
         except lv.libvirtError as exc:
             if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
                 return None, None, None
-            raise translate(lv, exc, what=self.what, uri=self.client.uri) from None
+            raise self.client.error(exc, self.what) from None
         return vol, xml, self.records.load(key, path)
 
-    # ------------------------------------------------------------------------------------
-    def _lookup(self, pool=None, name=None, refresh=True):
+    def _plan_absent(self, plan, vol):
         lv = self.libvirt
-        pool = pool or self.pool
-        name = name or self.name
-        for attempt in (0, 1):
-            try:
-                return pool.storageVolLookupByName(name)
-            except lv.libvirtError as exc:
-                if not self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-                    raise translate(lv, exc, what="volume '%s'" % name, uri=self.client.uri) from None
-            if attempt or not refresh:
-                return None
-            try:
-                pool.refresh(0)  # a volume created outside libvirt shows up only after a refresh
-            except lv.libvirtError:
-                return None
-        return None
+        try:
+            users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                return  # removed meanwhile by a concurrent run
+            raise self.client.error(exc, self.what) from None
+        if users:
+            raise OperationFailed(
+                '%s is in use by running guests (%s); stop them or detach the disk first'
+                % (self.what, '; '.join(users)),
+                in_use_by=users,
+            )
+        wipe = self.params.get('wipe')
+        hint = self._partition_hint()
+        if wipe:
+            plan.add('%s wiped (%s)' % (self.what, wipe), 'wipe', self.pool_name, self.name, self.what, wipe, hint)
+        plan.add('%s deleted' % self.what, 'delete', self.pool_name, self.name, self.what, hint)
 
+    def _partition_hint(self):
+        """libvirt finds a partition's number by cutting the pool device's name off the
+        partition's name, which fails for devices whose names end in a digit (loop0p1, nvme0n1p1)."""
+        if self.ptype != 'disk':
+            return ''
+        device = self.pool_root.find('source/device')
+        path = device.get('path') if device is not None else ''
+        if not path or not path[-1].isdigit():
+            return ''
+        return (
+            ". libvirt cannot delete partitions of devices whose names end in a digit: point the pool's "
+            'source device at a symlink named like the partitions without their number (for example '
+            '/dev/disk/pools/%sp -> %s)' % (os.path.basename(path), path)
+        )
+
+    # ------------------------------------------------------------------------------------
     def _vol_summary(self, vol):
         root = X.parse(self.client.call(vol.XMLDesc, 0, what="volume '%s'" % vol.name()))
         return S.summarize_volume(root)
@@ -187,11 +254,11 @@ class VolumeManager:
         return None
 
     # ------------------------------------------------------------------------------------
-    # plan: validate everything and resolve the sources before touching anything
-    def _plan(self, vol):
+    # what the task wants: validate everything and resolve the sources before touching anything
+    def _want(self, vol):
         params = self.params
         file_pool = self.ptype in S.FILE_POOL_TYPES
-        plan = dict(
+        want = dict(
             capacity=S.size_bytes('capacity', params.get('capacity')),
             allocation=S.size_bytes('allocation', params.get('allocation')),
             format=params.get('format'),
@@ -200,52 +267,52 @@ class VolumeManager:
             clone=None,
             content=None,
         )
-        if plan['capacity'] is not None and plan['capacity'] == 0 and not params.get('backing'):
+        if want['capacity'] is not None and want['capacity'] == 0 and not params.get('backing'):
             raise InvalidParameter('capacity', 'must be larger than 0 bytes')
         for option in ('capacity', 'allocation'):
-            for warning in S.check_size(option, params.get(option), plan[option]):
+            for warning in S.check_size(option, params.get(option), want[option]):
                 self.client.warn(warning)
-        if plan['format']:
+        if want['format']:
             formats = self._pool_formats()
-            if formats is not None and plan['format'] not in formats:
+            if formats is not None and want['format'] not in formats:
                 raise InvalidParameter(
                     'format',
                     '%r is not a volume format of %s pools; choose from: %s'
-                    % (plan['format'], self.ptype, ', '.join(formats)),
+                    % (want['format'], self.ptype, ', '.join(formats)),
                 )
         if params.get('backing'):
-            plan['backing'] = self._resolve_backing(params['backing'])
-            fmt = plan['format'] or 'qcow2'
+            want['backing'] = self._resolve_backing(params['backing'])
+            fmt = want['format'] or 'qcow2'
             if fmt not in S.BACKING_CAPABLE:
                 raise InvalidParameter('format', '%r volumes cannot have a backing volume; use qcow2' % fmt)
-            plan['format'] = fmt
-            bcap = plan['backing'].get('capacity')
-            if plan['capacity'] is not None and bcap and plan['capacity'] < bcap:
+            want['format'] = fmt
+            bcap = want['backing'].get('capacity')
+            if want['capacity'] is not None and bcap and want['capacity'] < bcap:
                 raise InvalidParameter(
                     'capacity',
                     '%s is smaller than the backing volume (%s); an overlay must be '
-                    'at least as large' % (human(plan['capacity']), human(bcap)),
+                    'at least as large' % (human(want['capacity']), human(bcap)),
                 )
         if params.get('clone_from'):
-            plan['clone'] = self._resolve_clone(params['clone_from'])
-            ccap = plan['clone']['capacity']
-            if plan['capacity'] is not None and plan['capacity'] < ccap:
+            want['clone'] = self._resolve_clone(params['clone_from'])
+            ccap = want['clone']['capacity']
+            if want['capacity'] is not None and want['capacity'] < ccap:
                 raise InvalidParameter(
                     'capacity',
-                    '%s is smaller than the volume cloned from (%s)' % (human(plan['capacity']), human(ccap)),
+                    '%s is smaller than the volume cloned from (%s)' % (human(want['capacity']), human(ccap)),
                 )
-            if not plan['format'] and file_pool:
-                plan['format'] = plan['clone']['format']
+            if not want['format'] and file_pool:
+                want['format'] = want['clone']['format']
         if params.get('src') or params.get('url'):
-            plan['content'] = self._resolve_content(vol, plan)
+            want['content'] = self._resolve_content(vol, want)
         if vol is None:
-            if plan['capacity'] is None and not (plan['backing'] or plan['clone'] or plan['content']):
+            if want['capacity'] is None and not (want['backing'] or want['clone'] or want['content']):
                 raise InvalidParameter(
                     'capacity', 'is required to create %s (or give backing, clone_from, src or url)' % self.what
                 )
-            if not plan['format'] and file_pool:
-                plan['format'] = 'qcow2'
-        return plan
+            if not want['format'] and file_pool:
+                want['format'] = 'qcow2'
+        return want
 
     def _resolve_backing(self, backing):
         lv = self.libvirt
@@ -272,7 +339,7 @@ class VolumeManager:
             pool = self.client.lookup('pool', bpool)
             if pool is None:
                 raise InvalidParameter('backing.pool', "storage pool '%s' does not exist" % bpool)
-            vol = self._lookup(pool, bname)
+            vol = lookup_volume(self.client, pool, bname)
             if vol is None:
                 raise InvalidParameter('backing.name', "volume '%s' not found in storage pool '%s'" % (bname, bpool))
         info = S.describe_volume(self.client, vol) if vol is not None else None
@@ -291,15 +358,15 @@ class VolumeManager:
         pool = self.client.lookup('pool', clone['pool'])
         if pool is None:
             raise InvalidParameter('clone_from.pool', "storage pool '%s' does not exist" % clone['pool'])
-        vol = self._lookup(pool, clone['name'])
+        vol = lookup_volume(self.client, pool, clone['name'])
         if vol is None:
             raise InvalidParameter(
                 'clone_from.name', "volume '%s' not found in storage pool '%s'" % (clone['name'], clone['pool'])
             )
         info = S.describe_volume(self.client, vol)
-        return dict(vol=vol, capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
+        return dict(capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
 
-    def _resolve_content(self, vol, plan):
+    def _resolve_content(self, vol, want):
         """Where the content comes from, its content digest, and whether it must be uploaded."""
         # imported here: only tasks with src/url need it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
@@ -308,7 +375,7 @@ class VolumeManager:
         file_pool = self.ptype in S.FILE_POOL_TYPES
         record = self.records.load(vol.key(), vol.path()) if vol is not None else None
         if record:
-            plan['before_content'] = record.get('content')
+            want['before_content'] = record.get('content')
         if params.get('url'):
             VC.check_url(params['url'])
             checksum = S.parse_checksum(params.get('checksum'))
@@ -343,18 +410,18 @@ class VolumeManager:
                 '%s is a qcow2 image that references a backing file; flatten it first '
                 '(qemu-img convert) or upload the backing image as its own volume' % label,
             )
-        fmt = plan['format'] or (vol is not None and self._vol_summary(vol)['format']) or None
+        fmt = want['format'] or (vol is not None and self._vol_summary(vol)['format']) or None
         if file_pool:
             if fmt and fmt != detected and (detected == 'qcow2' or fmt == 'qcow2'):
                 raise InvalidParameter('format', '%s holds a %s image but format is %s' % (label, detected, fmt))
-            if not plan['format'] and vol is None:
-                plan['format'] = detected
+            if not want['format'] and vol is None:
+                want['format'] = detected
         size = identity[2]
         content_capacity = virtual_size if detected == 'qcow2' and file_pool else size
-        if plan['capacity'] is not None and plan['capacity'] < content_capacity:
+        if want['capacity'] is not None and want['capacity'] < content_capacity:
             raise InvalidParameter(
                 'capacity',
-                '%s is smaller than the image to upload (%s)' % (human(plan['capacity']), human(content_capacity)),
+                '%s is smaller than the image to upload (%s)' % (human(want['capacity']), human(content_capacity)),
             )
         content = dict(
             label=label,
@@ -384,12 +451,74 @@ class VolumeManager:
 
     # ------------------------------------------------------------------------------------
 
-    def _update(self, vol, plan):
+    def _plan_create(self, plan, want):
+        """The steps that make the volume: created, uploaded, resized. A step that fails removes
+        the volume again (the steps before it then leave the actions: nothing changed). Returns
+        the predicted XML."""
+        file_pool = self.ptype in S.FILE_POOL_TYPES
+        content = want['content']
+        capacity = want['capacity']
+        if content:
+            create_capacity = content['capacity']
+        elif want['clone']:
+            create_capacity = want['clone']['capacity']
+        elif want['backing'] and capacity is None:
+            create_capacity = want['backing']['capacity'] or 0
+        else:
+            create_capacity = capacity
+        allocation = want['allocation']
+        if allocation is None:
+            allocation = 0 if file_pool else create_capacity
+        spec = dict(
+            name=self.name,
+            capacity=create_capacity,
+            allocation=allocation,
+            format=want['format'],
+            permissions=want['permissions'],
+            backing=want['backing'],
+        )
+        xml = X.tostring(S.build_volume(spec))
+        how = ''
+        clone = None
+        if want['clone']:
+            clone = (want['clone']['pool'], want['clone']['name'])
+            how = " as a clone of '%s/%s'" % clone
+        elif want['backing']:
+            how = ' as an overlay of %s' % want['backing']['path']
+        resize = (
+            capacity is not None
+            and capacity > create_capacity
+            and not S.capacity_matches(capacity, create_capacity, self.ptype)
+        )
+        note = note_uri = None
+        if content:
+            # a volume that gets content is noted when libvirtd goes away while it is written;
+            # the URI is asked now, while the daemon answers
+            note_uri = None if self.check_mode else canonical_uri(self.client)
+            target = X.findtext(self.pool_root, 'target/path')
+            note = dict(uri=note_uri, path=os.path.join(target, self.name) if target and file_pool else None)
+        args = (self.pool_name, self.name, self.what)
+        steps = [plan.add('%s created%s' % (self.what, how), 'create', *args, xml, clone, note)]
+        if content:
+            steps.append(plan.add('%s uploaded from %s' % (self.what, content['label']), 'upload_new', *args, content))
+        if resize:
+            steps.append(plan.add('%s resized to %s' % (self.what, human(capacity)), 'resize', *args, capacity, 0))
+        self.new_steps, self.note_uri = steps, note_uri
+        predicted = X.parse(xml)
+        size = capacity if resize else create_capacity
+        if want['format'] == 'qcow2':
+            size = -(-size // 512) * 512  # qemu-img rounds qcow2 sizes up to whole sectors
+        predicted.find('capacity').text = str(size)
+        return X.tostring(predicted)
+
+    def _plan_update(self, plan, vol, want):
+        """The steps that bring an existing volume to what is wanted: content replaced, grown or
+        shrunk. Returns the predicted XML."""
         lv = self.libvirt
         current = S.describe_volume(self.client, vol)
         before_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
         predicted = X.parse(before_xml)
-        want_fmt = plan['format'] if self.params.get('format') else None
+        want_fmt = want['format'] if self.params.get('format') else None
         if (
             want_fmt
             and current['format'] not in (want_fmt, None)
@@ -400,25 +529,25 @@ class VolumeManager:
                 '%s exists with format %s; the format of an existing volume cannot be '
                 'changed (convert it, or remove it first)' % (self.what, current['format']),
             )
-        if plan['backing']:
+        if want['backing']:
             have = (current.get('backing') or {}).get('path')
-            if have != plan['backing']['path']:
+            if have != want['backing']['path']:
                 raise InvalidParameter(
                     'backing',
                     '%s exists with backing %s, not %s; the backing of an existing '
-                    'volume cannot be changed' % (self.what, have, plan['backing']['path']),
+                    'volume cannot be changed' % (self.what, have, want['backing']['path']),
                 )
-        if plan['permissions']:
+        if want['permissions']:
             have = current.get('permissions') or {}
-            diff = [k for k, v in plan['permissions'].items() if v is not None and have.get(k) != v]
+            diff = [k for k, v in want['permissions'].items() if v is not None and have.get(k) != v]
             if diff:
                 self.client.warn(
                     '%s: permissions (%s) differ, but libvirt can only set them when it creates a '
                     'volume; left unchanged' % (self.what, ', '.join(diff))
                 )
         capacity_now = current['capacity']
-        content = plan['content']
-        steps = []  # (action, step): recorded when each step is done (all at once in check mode)
+        content = want['content']
+        args = (self.pool_name, self.name, self.what)
         if content and content['upload']:
             users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
             if users:
@@ -427,22 +556,26 @@ class VolumeManager:
                     'stop them first' % (self.what, '; '.join(users)),
                     in_use_by=users,
                 )
-            steps.append(('%s content replaced from %s' % (self.what, content['label']), 'content'))
+            plan.add('%s content replaced from %s' % (self.what, content['label']), 'replace_content', *args, content)
             if content['qcow2']:
                 capacity_now = content['capacity']  # the image's header sets the size
             else:
                 # the volume is zeroed and the image written over its start: it keeps its size
                 capacity_now = max(content['capacity'], capacity_now)
-        capacity = plan['capacity']
-        resize_flags = None
-        live = None
+        elif content and content.get('refresh_record'):
+            self.refresh = (vol.key(), content['record'], vol.path())
+        capacity = want['capacity']
         if capacity is not None and not S.capacity_matches(capacity, capacity_now, self.ptype):
             if capacity > capacity_now:
-                resize_flags = 0
-                live = self._change_code().live_resizer(self, vol)
-                how = " (live, through guest '%s' disk %s)" % (live['guest'], live['target']) if live else ''
-                steps.append(
-                    ('%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how), 'resize')
+                live = self._live_resizer(vol)
+                how = " (live, through guest '%s' disk %s)" % live if live else ''
+                step = plan.add(
+                    '%s grown from %s to %s%s' % (self.what, human(capacity_now), human(capacity), how),
+                    'resize',
+                    *args,
+                    capacity,
+                    0,
+                    live,
                 )
             elif not self.params['allow_shrink']:
                 raise InvalidParameter(
@@ -458,39 +591,32 @@ class VolumeManager:
                         '%s cannot be shrunk while running guests use it (%s)' % (self.what, '; '.join(users)),
                         in_use_by=users,
                     )
-                resize_flags = lv.VIR_STORAGE_VOL_RESIZE_SHRINK
-                steps.append(('%s shrunk from %s to %s' % (self.what, human(capacity_now), human(capacity)), 'resize'))
+                step = plan.add(
+                    '%s shrunk from %s to %s' % (self.what, human(capacity_now), human(capacity)),
+                    'resize',
+                    *args,
+                    capacity,
+                    lv.VIR_STORAGE_VOL_RESIZE_SHRINK,
+                    None,
+                )
+            self.resize_step = step.message
             predicted.find('capacity').text = str(capacity)
             predicted.find('capacity').set('unit', 'bytes')
-        if self.check_mode:
-            for action, _step in steps:
-                self.result.change(action)
-            return X.tostring(predicted)
-        actions = {step: action for action, step in steps}
-        if 'content' in actions:
-            vol = self._change_code().replace_content(self, vol, content, actions['content'])
-        elif content and content.get('refresh_record'):
-            self.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
-        if 'resize' in actions:
-            try:
-                if live is not None:
-                    self.client.call(
-                        live['dom'].blockResize,
-                        live['target'],
-                        capacity,
-                        lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
-                        what="%s resize through guest '%s'" % (self.what, live['guest']),
-                    )
-                else:
-                    self.client.call(vol.resize, capacity, resize_flags, what=self.what + ' resize')
-            except LibvirtModuleError:
-                # after replaced content (that stays, reported as done) the resize is left to do
-                self.result.pending.append(actions['resize'] + ' (run the task again)')
-                raise
-            self.result.change(actions['resize'])
-        return None
+        return X.tostring(predicted)
 
-    # ------------------------------------------------------------------------------------
+    def _live_resizer(self, vol):
+        """``(guest, disk target)`` of the running guest to grow the volume through (QEMU holds
+        the image), or None."""
+        users = disk_users(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        if not users:
+            return None
+        if len(users) > 1 or not users[0]['top']:
+            raise OperationFailed(
+                '%s cannot be grown while %s use it%s'
+                % (self.what, '; '.join(describe_users(users)), '' if len(users) > 1 else ' as a backing image'),
+                in_use_by=describe_users(users),
+            )
+        return users[0]['guest'], users[0]['target']
 
     # ------------------------------------------------------------------------------------
     def _describe(self, vol, predicted_xml):
@@ -504,7 +630,3 @@ class VolumeManager:
         info['pool'] = self.pool_name
         info.pop('permissions', None)
         return info
-
-
-def _now():
-    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())

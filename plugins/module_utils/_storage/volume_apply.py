@@ -2,13 +2,16 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The part of the ``volume`` service that only runs when something changes: create (clone,
-overlay, upload), grow or shrink, delete; reconnecting when libvirtd restarts underneath; and the
-notes of partly written volumes (:class:`PartialVolumes`).
+"""The apply side of ``volume``: the steps the manager (``volume``) plans - create (clone,
+overlay, upload), replace content, grow or shrink, wipe, delete - with reconnecting when libvirtd
+restarts underneath, and the notes of partly written volumes (:class:`PartialVolumes`).
 
-``VolumeManager`` (``_volume``) imports it when it gets there, so that a run that changes
-nothing does not compile it (module_utils are compiled from source on every module run). The
-functions take that manager (``mgr``) and use and update its state.
+The manager imports it only when there is something to do (``applier()``), so that a run that
+changes nothing does not compile it (module_utils are compiled from source on every module run).
+Every function takes the client and plain arguments (pool and volume names, the planned content):
+the volume is looked up again by name in each step, so a step after a reconnect uses the new
+connection. When a later step of a new volume fails, the manager removes it again
+(:func:`remove_new`): no half-made volume stays.
 """
 
 from __future__ import annotations
@@ -23,27 +26,30 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     ConnectionFailed,
     LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
     is_connection_lost,
     redact_url,
-    translate,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import (
-    describe_users,
-    disk_users,
+    UploadRecords,
     guests_using,
     partial_dir,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume import _now
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume_read import (
+    CreatedMeanwhile,
+    canonical_uri,
+    lookup_volume,
+)
 
 PARTIAL_REMOVED = 'an earlier run left it partly written'
 RESTART_PATIENCE = 8.0  # seconds to wait for a restarted libvirtd (a service manager needs ~1-2 s)
 
 
-class CreatedMeanwhile(Exception):
-    """Internal: the volume was created by a concurrent run between the lookup and the create."""
+def now():
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,8 +62,8 @@ class PartialVolumes:
     the connection URI that created it. A run claims an entry by renaming it, so two runs never
     sweep the same volume."""
 
-    def __init__(self, records):
-        self.uri = None  # the connection's canonical URI (note_uri)
+    def __init__(self, records, uri):
+        self.uri = uri  # the connection's canonical URI (volume_read.canonical_uri)
         self.records = records
         self.directory = partial_dir()
 
@@ -111,136 +117,118 @@ class PartialVolumes:
             pass
 
 
-def partials(mgr):
-    """The manager's :class:`PartialVolumes`, made on first use."""
-    if mgr.partial is None:
-        mgr.partial = PartialVolumes(mgr.records)
-    return mgr.partial
-
-
 # ---------------------------------------------------------------------------------------------
-# changes
+# housekeeping: volumes earlier runs had to leave partly written
 
 
-def note_uri(mgr):
-    """The canonical URI that keys the partial-volume notes ("qemu:///system" given or
-    defaulted name the same host); asked before a change, while libvirtd answers."""
-    if partials(mgr).uri is None:
-        # kept in the notes: without a password that the URI may hold
-        partials(mgr).uri = redact_url(mgr.client.call('getURI', what='the connection URI'), keep_user=True)
-
-
-def sweep_partial(mgr):
+def sweep_partial(client, pool_name, name, check_mode):
     """Remove the volumes earlier runs created and had to leave partly written (libvirtd went
     away and stayed away). A volume is removed only when it is still that volume (same key
     and file identity), no upload completed it since (no upload record), and no running
-    guest uses it; otherwise the note is dropped and the volume left alone."""
-    lv = mgr.libvirt
-    note_uri(mgr)
-    for entry, taken in partials(mgr).claim():
+    guest uses it; otherwise the note is dropped and the volume left alone. ``pool_name``/``name``:
+    the volume of this task (a note without file identity is acted on only by its task).
+    Returns the actions, one per volume removed (in check mode: that would be removed)."""
+    lv = client.libvirt
+    records = UploadRecords(client.uri)
+    notes = PartialVolumes(records, canonical_uri(client))
+    removed = []
+    for entry, taken in notes.claim():
         keep = False
         what = "volume '%s' in storage pool '%s'" % (entry.get('name'), entry.get('pool'))
         try:
-            if entry.get('identity') is None and (entry['pool'], entry['name']) != (mgr.pool_name, mgr.name):
+            if entry.get('identity') is None and (entry['pool'], entry['name']) != (pool_name, name):
                 # without a file identity a volume created again since cannot be told apart:
                 # only the task for that very volume (about to fill it anyway) removes it
                 keep = True
                 continue
-            pool = mgr.client.conn.storagePoolLookupByName(entry['pool'])
-            vol = mgr._lookup(pool, entry['name'])
+            pool = client.conn.storagePoolLookupByName(entry['pool'])
+            vol = lookup_volume(client, pool, entry['name'])
             key = vol.key() if vol is not None else None
             path = key if key and key.startswith('/') else None
             if (
                 key != entry.get('volume_key')
-                or (entry.get('identity') is not None and entry['identity'] != mgr.records.identity(path))
-                or mgr.records.load(key, path) is not None
+                or (entry.get('identity') is not None and entry['identity'] != records.identity(path))
+                or records.load(key, path) is not None
             ):
                 continue  # gone, replaced or completed since
-            if guests_using(mgr.client, pool, entry['pool'], X.parse(S.pool_xml(mgr.client, pool)), vol):
+            if guests_using(client, pool, entry['pool'], X.parse(S.pool_xml(client, pool)), vol):
                 keep = True  # in use: not ours to remove now
                 continue
-            mgr.result.change('%s removed: %s' % (what, PARTIAL_REMOVED))
-            if mgr.check_mode:
+            action = '%s removed: %s' % (what, PARTIAL_REMOVED)
+            if check_mode:
+                removed.append(action)
                 keep = True
                 continue
             vol.delete(0)
+            removed.append(action)
         except lv.libvirtError as exc:
-            keep = not mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL')
+            keep = not client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL', 'VIR_ERR_NO_STORAGE_VOL')
         except LibvirtModuleError:
             keep = True  # could not tell: try again next time
         except (KeyError, TypeError, AttributeError):
             pass  # a damaged note: drop it
         finally:
-            partials(mgr).release(taken, keep)
+            notes.release(taken, keep)
+    return removed
 
 
-def create(mgr, plan):
-    file_pool = mgr.ptype in S.FILE_POOL_TYPES
-    content = plan['content']
-    capacity = plan['capacity']
-    if content:
-        create_capacity = content['capacity']
-    elif plan['clone']:
-        create_capacity = plan['clone']['capacity']
-    elif plan['backing'] and capacity is None:
-        create_capacity = plan['backing']['capacity'] or 0
-    else:
-        create_capacity = capacity
-    allocation = plan['allocation']
-    if allocation is None:
-        allocation = 0 if file_pool else create_capacity
-    spec = dict(
-        name=mgr.name,
-        capacity=create_capacity,
-        allocation=allocation,
-        format=plan['format'],
-        permissions=plan['permissions'],
-        backing=plan['backing'],
-    )
-    tree = S.build_volume(spec)
-    xml = X.tostring(tree)
-    how = ''
-    if plan['clone']:
-        how = " as a clone of '%s/%s'" % (plan['clone']['pool'], plan['clone']['name'])
-    elif plan['backing']:
-        how = ' as an overlay of %s' % plan['backing']['path']
-    resize = (
-        capacity is not None
-        and capacity > create_capacity
-        and not S.capacity_matches(capacity, create_capacity, mgr.ptype)
-    )
-    created = '%s created%s' % (mgr.what, how)
-    uploaded = '%s uploaded from %s' % (mgr.what, content['label']) if content else None
-    resized = '%s resized to %s' % (mgr.what, human(capacity)) if resize else None
-    if mgr.check_mode:
-        for action in (created, uploaded, resized):
-            if action:
-                mgr.result.change(action)
-        predicted = X.parse(xml)
-        size = capacity if resize else create_capacity
-        if plan['format'] == 'qcow2':
-            size = -(-size // 512) * 512  # qemu-img rounds qcow2 sizes up to whole sectors
-        predicted.find('capacity').text = str(size)
-        return None, X.tostring(predicted)
-    what = mgr.what
-    if content:
-        note_uri(mgr)  # needed to note a partly written volume, when the daemon may be gone
+# ---------------------------------------------------------------------------------------------
+# finding what a step works on
+
+
+def _pool(client, pool_name):
+    return client.call('storagePoolLookupByName', pool_name, what="storage pool '%s'" % pool_name)
+
+
+def _find(client, pool_name, name):
+    """The volume, or None when it (or its pool) is gone."""
+    pool = client.lookup('pool', pool_name)
+    return lookup_volume(client, pool, name, refresh=False) if pool is not None else None
+
+
+def _volume(client, pool_name, name, what):
+    vol = _find(client, pool_name, name)
+    if vol is None:
+        raise ObjectNotFound('%s: not found (removed by another run meanwhile)' % what)
+    return vol
+
+
+def _records(client):
+    return UploadRecords(client.uri)
+
+
+# ---------------------------------------------------------------------------------------------
+# a new volume: create -> upload (-> resize); a failing step has the volume removed again
+
+
+def create(client, pool_name, name, what, xml, clone=None, note=None):
+    """Create the volume from ``xml``; a clone of ``clone`` (``(pool, name)``) when given.
+
+    ``note`` (for a volume that gets content): ``{'uri', 'path'}``, where to note the volume as
+    partly written when libvirtd goes away while creating it and does not come back. Raises
+    :class:`CreatedMeanwhile` when a concurrent run created the volume first."""
     try:
-        if plan['clone']:
-            vol = mgr.client.call(mgr.pool.createXMLFrom, xml, plan['clone']['vol'], 0, what=what + ' clone')
+        pool = _pool(client, pool_name)
+        if clone:
+            source = lookup_volume(client, _pool(client, clone[0]), clone[1])
+            if source is None:
+                raise ObjectNotFound(
+                    "%s clone: volume '%s' not found in storage pool '%s' (removed meanwhile)"
+                    % (what, clone[1], clone[0])
+                )
+            vol = client.call(pool.createXMLFrom, xml, source, 0, what=what + ' clone')
         else:
-            vol = mgr.client.call(mgr.pool.createXML, xml, 0, what=what)
+            vol = client.call(pool.createXML, xml, 0, what=what)
     except ConnectionFailed as exc:
         # libvirtd died while creating: once it is back the volume may or may not exist
         try:
-            vol = reattach(mgr, exc)
+            vol = reattach(client, pool_name, name, exc)
         except ConnectionFailed:
             # a file volume is known by its path: note it when the daemon got to create it
-            target = X.findtext(mgr.pool_root, 'target/path')
-            path = os.path.join(target, mgr.name) if target and mgr.ptype in S.FILE_POOL_TYPES else None
+            path = note.get('path') if note else None
             noted = None
-            if content and path and os.path.isfile(path):
-                noted = partials(mgr).remember(mgr.pool_name, mgr.name, path) or (
+            if path and os.path.isfile(path):
+                noted = PartialVolumes(_records(client), note['uri']).remember(pool_name, name, path) or (
                     'the next volume task on this host removes it'
                 )
             exc.msg = '%s; the volume may exist partly created: %s' % (
@@ -249,50 +237,65 @@ def create(mgr, plan):
             )
             exc.args = (exc.msg,)
             raise exc from None
-        if plan['clone']:
+        if clone:
             if vol is not None:
-                delete_quietly(mgr, vol)  # a clone cut short is not worth keeping
+                delete_quietly(client, pool_name, name, what, vol, vol.key())  # a clone cut short is not worth keeping
             raise
         if vol is None:
-            vol = mgr.client.call(mgr.pool.createXML, xml, 0, what=what)
-        mgr.client.warn('%s: libvirtd restarted while the volume was created; reconnected' % what)
+            vol = client.call(_pool(client, pool_name).createXML, xml, 0, what=what)
+        client.warn('%s: libvirtd restarted while the volume was created; reconnected' % what)
     except OperationFailed:
-        if mgr._lookup(refresh=False) is not None:
+        if _find(client, pool_name, name) is not None:
             raise CreatedMeanwhile() from None
         raise
-    # each step is reported once it is done; when a later one fails, the volume is removed again
-    # and none is: either the whole volume is made, or nothing changed
-    done = [created]
-    mgr.result.change(created)
+    return vol.key()  # the step's outcome: what remove_new() needs when the daemon is gone by then
+
+
+def upload_new(client, pool_name, name, what, content):
+    """Upload the content into the volume just created."""
+    upload(client, pool_name, name, what, _volume(client, pool_name, name, what), content)
+
+
+def remove_new(client, pool_name, name, what, key, exc, note_uri=None):
+    """A later step of a new volume (key ``key``) failed with ``exc``: remove the volume again -
+    either the whole volume is made, or nothing changed - and say in ``exc`` which of the two it
+    is. True when it is gone. When it cannot be removed it is noted as partly written (with
+    ``note_uri``, the connection's canonical URI): the next volume task on this host removes it."""
     try:
-        if content:
-            vol = upload(mgr, vol, content)
-            done.append(uploaded)
-            mgr.result.change(uploaded)
-        if resize:
-            mgr.client.call(vol.resize, capacity, 0, what=what + ' resize')
-            done.append(resized)
-            mgr.result.change(resized)
-    except LibvirtModuleError as exc:
-        # after a lost connection _upload already waited for the daemon: do not wait again
-        problem = delete_quietly(mgr, vol, patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE)
-        if problem:
-            noted = partials(mgr).remember(mgr.pool_name, mgr.name, vol.key())
-            exc.msg = '%s; the partly created volume could not be removed: %s; %s' % (
-                exc.msg,
-                problem,
-                noted or 'the next volume task on this host removes it',
-            )
-        else:
-            for action in done:
-                mgr.result.actions.remove(action)
-            exc.msg = '%s; the new volume was removed again: nothing changed' % exc.msg
-        exc.args = (exc.msg,)
-        raise
-    return vol, None
+        vol = _find(client, pool_name, name)
+        gone = vol is None
+    except LibvirtModuleError:
+        vol, gone = None, False  # libvirtd does not answer: delete_quietly() waits for it
+    # after a lost connection upload() already waited for the daemon: do not wait again
+    problem = None
+    if not gone:
+        problem = delete_quietly(
+            client,
+            pool_name,
+            name,
+            what,
+            vol,
+            key,
+            patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE,
+        )
+    if problem:
+        noted = PartialVolumes(_records(client), note_uri).remember(pool_name, name, key)
+        exc.msg = '%s; the partly created volume could not be removed: %s; %s' % (
+            exc.msg,
+            problem,
+            noted or 'the next volume task on this host removes it',
+        )
+    else:
+        exc.msg = '%s; the new volume was removed again: nothing changed' % exc.msg
+    exc.args = (exc.msg,)
+    return not problem
 
 
-def upload(mgr, vol, content, patience=RESTART_PATIENCE):
+# ---------------------------------------------------------------------------------------------
+# content
+
+
+def upload(client, pool_name, name, what, vol, content, patience=RESTART_PATIENCE):
     """Upload the content into ``vol`` and record it. When libvirtd restarts underneath (the
     connection is lost mid-stream), wait up to ``patience`` seconds for it to come back,
     reconnect once, look the volume up again and upload from the start: a service manager
@@ -301,23 +304,28 @@ def upload(mgr, vol, content, patience=RESTART_PATIENCE):
     # imported here: only uploads need it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
 
-    what = mgr.what + ' upload'
+    shown = what + ' upload'
     expected = content['identity']
     try:
-        VC.upload_file(mgr.client, vol, content['path'], what, expected)
+        VC.upload_file(client, vol, content['path'], shown, expected)
     except ConnectionFailed as exc:
-        fresh = reattach(mgr, exc, patience)
+        fresh = reattach(client, pool_name, name, exc, patience)
         if fresh is None:
-            raise OperationFailed('%s: gone after libvirtd restarted during the upload' % mgr.what) from None
-        mgr.client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (mgr.what, exc.msg))
+            raise OperationFailed('%s: gone after libvirtd restarted during the upload' % what) from None
+        client.warn('%s: libvirtd restarted during the upload (%s); uploaded again' % (what, exc.msg))
         vol = fresh
-        VC.upload_file(mgr.client, vol, content['path'], what, expected)
-    mgr.records.save(vol.key(), dict(content['record'], uploaded=_now()), vol.path())
+        VC.upload_file(client, vol, content['path'], shown, expected)
+    _records(client).save(vol.key(), dict(content['record'], uploaded=now()), vol.path())
     return vol
 
 
-def replace_content(mgr, vol, content, action):
-    """Replace the content of an existing volume; report ``action`` once it is done.
+def save_record(client, key, record, path):
+    """Record ``record`` as the content of volume ``key`` (adopted, or the url/checksum changed)."""
+    _records(client).save(key, dict(record, uploaded=now()), path)
+
+
+def replace_content(client, pool_name, name, what, content):
+    """Replace the content of an existing volume.
 
     The download (url) and the source were read and verified completely before: what can still
     fail is libvirt. An upload writes the image's data over the volume and skips its holes, so
@@ -325,12 +333,13 @@ def replace_content(mgr, vol, content, action):
     no old data stays where the new image has a hole or past its end. The upload record is
     dropped first too (a run killed part way leaves no record that vouches for the old
     content; the next run compares the volume with the source). When a step fails after the
-    volume was touched, that is reported as a change and the message says the volume holds
-    part of the new content; when nothing was written, nothing changed."""
-    lv = mgr.libvirt
-    mgr.records.forget(vol.key())
+    volume was touched, that is reported as a change (``partly_made``) and the message says the
+    volume holds part of the new content; when nothing was written, nothing changed."""
+    lv = client.libvirt
+    vol = _volume(client, pool_name, name, what)
+    _records(client).forget(vol.key())
     try:
-        mgr.client.call(vol.wipePattern, lv.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0, what=mgr.what + ' zeroing')
+        client.call(vol.wipePattern, lv.VIR_STORAGE_VOL_WIPE_ALG_ZERO, 0, what=what + ' zeroing')
     except LibvirtModuleError as exc:
         refused = exc.details.get('libvirt_code') in _codes_of(
             lv, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_ARGUMENT_UNSUPPORTED', 'VIR_ERR_INVALID_ARG', 'VIR_ERR_OPERATION_INVALID'
@@ -341,56 +350,77 @@ def replace_content(mgr, vol, content, action):
                 'the task again)' % exc.msg
             )
         else:  # an I/O error part way: some of the old content may be zeroed
-            mgr.result.change(
-                '%s partly zeroed for new content from %s (zeroing failed)' % (mgr.what, content['label'])
-            )
+            partly_made(exc, '%s partly zeroed for new content from %s (zeroing failed)' % (what, content['label']))
             exc.msg = '%s; part of its old content may be zeroed: run the task again to upload the new content' % (
                 exc.msg
             )
         exc.args = (exc.msg,)
         raise
     try:
-        vol = upload(mgr, vol, content)
+        upload(client, pool_name, name, what, vol, content)
     except LibvirtModuleError as exc:
-        mgr.result.change('%s content partly overwritten from %s (upload failed)' % (mgr.what, content['label']))
+        partly_made(exc, '%s content partly overwritten from %s (upload failed)' % (what, content['label']))
         exc.msg = (
             '%s; the volume was zeroed and holds part of the new content at most (its old content is lost): '
             'run the task again to upload it completely' % exc.msg
         )
         exc.args = (exc.msg,)
         raise
-    mgr.result.change(action)
-    return vol
 
 
 def _codes_of(libvirt, *names):
     return {getattr(libvirt, name) for name in names if hasattr(libvirt, name)}
 
 
-def reattach(mgr, lost, patience=RESTART_PATIENCE):
+def resize(client, pool_name, name, what, capacity, flags, live=None):
+    """Grow or shrink an existing volume; ``live``: ``(guest, disk target)`` of the running guest
+    to grow it through (QEMU holds the image)."""
+    lv = client.libvirt
+    if live is None:
+        vol = _volume(client, pool_name, name, what)
+        client.call(vol.resize, capacity, flags, what=what + ' resize')
+        return
+    guest, target = live
+    dom = client.lookup('guest', guest)
+    if dom is None:
+        raise ObjectNotFound("%s resize through guest '%s': the guest is gone" % (what, guest))
+    client.call(
+        dom.blockResize,
+        target,
+        capacity,
+        lv.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+        what="%s resize through guest '%s'" % (what, guest),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reconnecting, removing again
+
+
+def reattach(client, pool_name, name, lost, patience=RESTART_PATIENCE):
     """Reconnect after the daemon went away (``lost``, the ConnectionFailed raised) and
-    return this volume from the new connection, None when it does not exist. Raises ``lost``
+    return the volume from the new connection, None when it does not exist. Raises ``lost``
     when the daemon is not back within ``patience`` seconds."""
-    lv = mgr.libvirt
+    lv = client.libvirt
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         time.sleep(0.5)
         try:
-            conn = mgr.client.reconnect()
-            mgr.pool = conn.storagePoolLookupByName(mgr.pool_name)
+            conn = client.reconnect()
+            pool = conn.storagePoolLookupByName(pool_name)
         except (lv.libvirtError, ConnectionFailed):
             continue  # not back yet
-        return mgr._lookup(mgr.pool, mgr.name)
+        return lookup_volume(client, pool, name)
     raise lost
 
 
-def delete_quietly(mgr, vol, patience=RESTART_PATIENCE):
+def delete_quietly(client, pool_name, name, what, vol, key, patience=RESTART_PATIENCE):
     """Remove a volume this run created when a later step failed: no half-made volume stays.
     When the connection was lost (daemon restarted), reconnect, look the volume up again by
     pool and name and delete it, retrying for up to ``patience`` seconds. Returns None when
-    done, else what went wrong."""
-    lv = mgr.libvirt
-    key = vol.key()  # kept in the object: no daemon call
+    done, else what went wrong. ``vol``: the volume object (None: look it up again), ``key``: its
+    key (its upload record is dropped)."""
+    lv = client.libvirt
     deadline = time.monotonic() + patience
     problem = None
     fresh = False  # vol comes from a connection this loop opened (the first may be dead)
@@ -401,7 +431,7 @@ def delete_quietly(mgr, vol, patience=RESTART_PATIENCE):
                 problem = None
                 break
             except lv.libvirtError as exc:
-                if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+                if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
                     problem = None
                     break
                 problem = str(exc).strip()
@@ -412,7 +442,7 @@ def delete_quietly(mgr, vol, patience=RESTART_PATIENCE):
             break
         try:
             lost = ConnectionFailed(problem or 'libvirt is not reachable')
-            vol = reattach(mgr, lost, deadline - time.monotonic())
+            vol = reattach(client, pool_name, name, lost, deadline - time.monotonic())
             fresh = True
         except LibvirtModuleError as exc:  # not back yet, or the lookup failed: try again
             vol, problem = None, exc.msg
@@ -421,84 +451,55 @@ def delete_quietly(mgr, vol, patience=RESTART_PATIENCE):
             problem = None  # it is gone
             break
     try:
-        mgr.records.forget(key)
+        _records(client).forget(key)
     except LibvirtModuleError as exc:
         problem = problem or exc.msg
     if problem:
-        mgr.client.warn('%s: could not remove the partly created volume: %s' % (mgr.what, problem))
+        client.warn('%s: could not remove the partly created volume: %s' % (what, problem))
     return problem
 
 
-def live_resizer(mgr, vol):
-    """The running guest disk to grow a volume through (QEMU holds the image), or None."""
-    users = disk_users(mgr.client, mgr.pool, mgr.pool_name, mgr.pool_root, vol)
-    if not users:
-        return None
-    if len(users) > 1 or not users[0]['top']:
-        raise OperationFailed(
-            '%s cannot be grown while %s use it%s'
-            % (mgr.what, '; '.join(describe_users(users)), '' if len(users) > 1 else ' as a backing image'),
-            in_use_by=describe_users(users),
-        )
-    return users[0]
+# ---------------------------------------------------------------------------------------------
+# state=absent
 
 
-def absent(mgr, vol):
-    lv = mgr.libvirt
-    try:
-        users = guests_using(mgr.client, mgr.pool, mgr.pool_name, mgr.pool_root, vol)
-    except lv.libvirtError as exc:
-        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
-            return  # removed meanwhile by a concurrent run
-        raise translate(lv, exc, what=mgr.what, uri=mgr.client.uri) from None
-    if users:
-        raise OperationFailed(
-            '%s is in use by running guests (%s); stop them or detach the disk first' % (mgr.what, '; '.join(users)),
-            in_use_by=users,
-        )
-    wipe = mgr.params.get('wipe')
-    wiped = '%s wiped (%s)' % (mgr.what, wipe)
-    deleted = '%s deleted' % mgr.what
-    if mgr.check_mode:
-        if wipe:
-            mgr.result.change(wiped)
-        mgr.result.change(deleted)
-        return
-    key = vol.key()
-
+def _gone(client, pool_name, name):
     def gone(exc):
         # a concurrent run removed it first: its run reports the change, this one is ok
-        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'):
             return True
-        if mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
+        if client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL'):
             return False
-        return mgr._lookup(refresh=False) is None
+        return _find(client, pool_name, name) is None
 
+    return gone
+
+
+def wipe(client, pool_name, name, what, algorithm, hint=''):
+    """Wipe the volume with ``algorithm`` (a name of WIPE_ALGORITHMS); False when a concurrent
+    run removed it first. ``hint``: appended to a failure (see the manager's partition hint)."""
+    vol = _find(client, pool_name, name)
+    if vol is None:
+        return False
+    code = getattr(client.libvirt, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % algorithm.upper())
     try:
-        if wipe:
-            algorithm = getattr(lv, 'VIR_STORAGE_VOL_WIPE_ALG_%s' % wipe.upper())
-            if not mgr.client.call_unless_done(vol.wipePattern, algorithm, 0, done=gone, what=mgr.what + ' wipe'):
-                return
-            mgr.result.change(wiped)
-        made = mgr.client.call_unless_done(vol.delete, 0, done=gone, what=mgr.what)
+        return client.call_unless_done(
+            vol.wipePattern, code, 0, done=_gone(client, pool_name, name), what=what + ' wipe'
+        )
     except OperationFailed as exc:
-        raise OperationFailed(exc.msg + partition_hint(mgr), **exc.details) from None
+        raise OperationFailed(exc.msg + hint, **exc.details) from None
+
+
+def delete(client, pool_name, name, what, hint=''):
+    """Delete the volume and its upload record; False when a concurrent run removed it first."""
+    vol = _find(client, pool_name, name)
+    if vol is None:
+        return False
+    key = vol.key()
+    try:
+        made = client.call_unless_done(vol.delete, 0, done=_gone(client, pool_name, name), what=what)
+    except OperationFailed as exc:
+        raise OperationFailed(exc.msg + hint, **exc.details) from None
     if made:
-        mgr.result.change(deleted)
-        mgr.records.forget(key)
-
-
-def partition_hint(mgr):
-    """libvirt finds a partition's number by cutting the pool device's name off the partition's
-    name, which fails for devices whose names end in a digit (loop0p1, nvme0n1p1)."""
-    if mgr.ptype != 'disk':
-        return ''
-    device = mgr.pool_root.find('source/device')
-    path = device.get('path') if device is not None else ''
-    if not path or not path[-1].isdigit():
-        return ''
-    return (
-        ". libvirt cannot delete partitions of devices whose names end in a digit: point the pool's "
-        'source device at a symlink named like the partitions without their number (for example '
-        '/dev/disk/pools/%sp -> %s)' % (os.path.basename(path), path)
-    )
+        _records(client).forget(key)
+    return made
