@@ -49,11 +49,11 @@ sys.path.insert(0, str(ensure_collection_link()))
 import libvirt  # noqa: E402
 import libvirt_qemu  # noqa: E402
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel import Agent  # noqa: E402
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import (  # noqa: E402
     LibvirtClient,
     _start_event_loop,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import Agent  # noqa: E402
 
 POLL = 0.01
 

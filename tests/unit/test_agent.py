@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent import channel as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import apply as AP
 from ansible_collections.virtops.libvirt.plugins.module_utils._agent import manager as AA
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import CONNECTION_SPEC
@@ -17,6 +17,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
     TimeoutExpired,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import agent as A
 from ansible_collections.virtops.libvirt.plugins.modules import guest_agent
 
 # What libvirt 9.0's virDomainGetGuestInfo returned for the test image (captured).
@@ -74,7 +75,7 @@ def test_documentation_matches_argument_spec():
 
 def test_every_action_has_a_handler():
     for action in AA.ACTIONS:
-        assert callable(getattr(AA.AgentActions, '_action_%s' % action))
+        assert callable(getattr(AA.AgentActions, '_plan_%s' % action))
 
 
 def test_examples_and_return_are_yaml():
@@ -208,13 +209,13 @@ def test_exec_output_is_shaped_like_command():
         stdout_truncated=False,
         stderr_truncated=True,
     )
-    out = AA.exec_output(raw, output_b64=True)
+    out = AP.exec_output(raw, output_b64=True)
     assert out['rc'] == 3 and out['pid'] == 7
     assert out['stdout'] == 'one\ntwo' and out['stdout_lines'] == ['one', 'two']
     assert out['stderr'] == 'bad \ufffd' and out['stderr_truncated'] is True
     assert base64.b64decode(out['stdout_b64']) == b'one\ntwo\n\n'
     assert 'signal' not in out
-    killed = AA.exec_output(dict(pid=8, rc=None, signal=9, stdout=b'', stderr=b''))
+    killed = AP.exec_output(dict(pid=8, rc=None, signal=9, stdout=b'', stderr=b''))
     assert killed['rc'] == -9 and killed['signal'] == 9 and 'stdout_b64' not in killed
 
 
@@ -384,6 +385,9 @@ class FakeClient:
     libvirt = FakeLibvirt
     uri = 'qemu:///system'
     events_enabled = False
+
+    def call(self, func, *args, what=None):
+        return func(*args)
 
 
 class FakeDom:

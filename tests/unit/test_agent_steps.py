@@ -12,7 +12,7 @@ import time
 import libvirt
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent import channel as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._agent import apply as AP
 from ansible_collections.virtops.libvirt.plugins.module_utils._agent import manager as AA
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import failure_result
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
@@ -20,6 +20,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
     TimeoutExpired,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import agent as A
 from ansible_collections.virtops.libvirt.plugins.modules import guest_agent
 
 
@@ -141,7 +142,7 @@ class FakeGuest:
                 return 0, b'missing\n', b''
             _data, mode, owner = self.files[path]
             return 0, ('exists %o %s %s\n' % (mode, owner, path)).encode(), b''
-        if argv[:2] == ['/bin/sh', '-c'] and argv[2] == AA.REPLACE_SCRIPT:
+        if argv[:2] == ['/bin/sh', '-c'] and argv[2] == AP.REPLACE_SCRIPT:
             temp, real, mode, owner, size = argv[4:9]
             if len(self.files[temp][0]) != int(size):
                 return 1, b'', b'short'
@@ -198,7 +199,7 @@ def actions_for(monkeypatch, guest, check=False, **params):
 def run_action(runner):
     """(result, None) or (None, the fail_json keys run_module would report)."""
     try:
-        return runner.result.build(**getattr(runner, '_action_%s' % runner.action)()), None
+        return runner.run(), None
     except LibvirtModuleError as exc:
         return None, failure_result(exc, runner)
 
@@ -267,7 +268,7 @@ def test_write_file_rename_started_answer_lost_and_not_done(monkeypatch):
     guest.fail_at, guest.error = len(calls) - 2, 'after'  # guest-exec of the mv: started, answer lost
 
     def run(argv, original=guest.run):
-        if argv[2:3] == [AA.REPLACE_SCRIPT]:
+        if argv[2:3] == [AP.REPLACE_SCRIPT]:
             return 1, b'', b'mv: permission denied'  # ran and failed
         return original(argv)
 

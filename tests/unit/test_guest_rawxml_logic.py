@@ -9,7 +9,9 @@ import libvirt
 import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import apply
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import GuestManager
 
@@ -99,6 +101,8 @@ class Client:
     uri = 'qemu:///system'
     diff_mode = True
 
+    lookup_again = LibvirtClient.lookup_again  # the real one, over this fake lookup()
+
     def __init__(self, dom, check_mode=False, xml=USER_XML):
         self.conn = Conn(dom)
         self.check_mode = check_mode
@@ -117,14 +121,19 @@ class Client:
         except libvirt.libvirtError as exc:
             raise _errors.translate(libvirt, exc, what=what, uri=self.uri) from None
 
+    def lookup(self, kind, name):
+        assert (kind, name) == ('guest', 'g1')
+        return self.conn.dom
+
     def warn(self, msg):
         self.warnings.append(msg)
 
 
 def run(client, dom):
+    """Plan and apply (the module's run without its final report): (manager, the guest after)."""
     mgr = GuestManager(client)
-    desired = mgr._parse_user_xml()
-    return mgr, mgr._ensure_defined(dom, desired)
+    apply(mgr, mgr.plan())
+    return mgr, client.lookup('guest', 'g1')
 
 
 def test_secure_read_falls_back_when_denied():
@@ -190,3 +199,60 @@ def test_failed_second_step_warns_and_the_next_run_heals():
     dom.kib = 65536  # drift
     mgr, _new = run(Client(dom, check_mode=True), dom)
     assert mgr.result.actions and 'memory' in mgr.result.actions[0]
+
+
+class NewDom(Dom):
+    """A guest this task defines, whose start fails (and whose undefine may fail too)."""
+
+    def __init__(self, undefine_fails=False):
+        super().__init__(kib=262144)
+        self.undefine_fails = undefine_fails
+        self.undefined = False
+
+    def create(self):
+        raise lv_error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: qemu unexpectedly closed the monitor')
+
+    def undefineFlags(self, flags):
+        if self.undefine_fails:
+            raise lv_error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: cannot remove nvram')
+        self.undefined = True
+
+
+class NewClient(Client):
+    def __init__(self, dom):
+        super().__init__(dom)
+        self.params['state'] = 'running'
+
+    def lookup(self, kind, name):
+        exists = self.conn.defined and not self.conn.dom.undefined
+        return self.conn.dom if exists else None
+
+    def call_unless_done(self, func, *args, done, what=None):
+        try:
+            func(*args)
+        except libvirt.libvirtError as exc:
+            if done(exc):
+                return False
+            raise _errors.translate(libvirt, exc, what=what, uri=self.uri) from None
+        return True
+
+    def is_error(self, exc, *names):
+        return _errors.is_code(libvirt, exc, *names)
+
+
+@pytest.mark.parametrize('undefine_fails', [False, True])
+def test_failed_start_of_a_new_guest_takes_its_define_back(undefine_fails):
+    dom = NewDom(undefine_fails)
+    mgr = GuestManager(NewClient(dom))
+    with pytest.raises(_errors.OperationFailed) as info:
+        mgr.run()
+    failure = mgr.result.failure(info.value.msg, **info.value.details)
+    assert info.value.msg.startswith("guest 'g1': internal error: qemu unexpectedly closed the monitor; ")
+    if undefine_fails:
+        assert 'the guest was defined but could not be removed again: ' in info.value.msg
+        assert failure['changed'] is True and failure['actions'] == ["guest 'g1' defined"]
+        assert 'not done: state running' in failure['msg']
+    else:
+        kept = 'the guest was not kept (it did not exist before this task; nothing was changed)'
+        assert info.value.msg.endswith(kept)
+        assert dom.undefined and failure['changed'] is False and failure['actions'] == []

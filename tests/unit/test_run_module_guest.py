@@ -206,3 +206,74 @@ def test_check_mode_plan_equals_the_run_plan():
     live = domain(cur=196608)
     args = dict(vcpus=2, current_memory='224MiB')
     assert plan(live, copy.copy(live), **args) == plan(live, copy.copy(live), check_mode=True, **args)
+
+
+# -- the plan: steps and what a failure names as not done ----------------------------------------
+
+
+class StateDom(FakeDom):
+    def __init__(self, live, state=libvirt.VIR_DOMAIN_RUNNING):
+        super().__init__(live)
+        self.code = state
+
+    def state(self):
+        return [self.code, 0]
+
+    def autostart(self):
+        return 0
+
+
+class PlanClient(FakeClient):
+    def __init__(self, dom, **params):
+        super().__init__(**params)
+        self.dom = dom
+
+    def lookup(self, kind, name):
+        return self.dom if kind == 'guest' else None
+
+
+def planned(dom, **params):
+    plan = GuestManager(PlanClient(dom, **params)).plan()
+    return [(step.message, step.action, step.pending) for step in plan.steps]
+
+
+def test_restart_plans_a_stop_then_a_start():
+    steps = planned(StateDom(domain()), state='restarted', shutdown_timeout=60, force=False, autostart=True)
+    assert steps == [
+        ("guest 'g' stopped", 'stop', False),
+        ("guest 'g' started", 'transition', 'state restarted'),
+        ("guest 'g' autostart enabled", 'set_autostart', 'autostart'),
+    ]
+
+
+def test_running_guest_with_wait_for_agent_reads_its_running_configuration_once():
+    class Counted(StateDom):
+        reads = []
+
+        def XMLDesc(self, flags):
+            self.reads.append(flags)
+            return self.live
+
+    class Events(PlanClient):
+        def enable_events(self):
+            self.events = True
+
+    dom = Counted(domain(cur=196608), state=libvirt.VIR_DOMAIN_PAUSED)
+    client = Events(dom, state='running', wait_for='agent', wait_timeout=30, current_memory='224MiB')
+    plan = GuestManager(client).plan()
+    assert sorted(dom.reads) == [0, libvirt.VIR_DOMAIN_XML_INACTIVE] and client.events
+    assert [(step.message, step.action, step.pending) for step in plan.steps] == [
+        (('current memory 196608 KiB -> 229376 KiB',), 'define', False),
+        ("guest 'g' balloon set to 229376 KiB live", 'set_live', False),
+        ("guest 'g' resumed", 'transition', False),
+        (None, 'wait_agent', 'state running (guest agent answering)'),
+    ]
+
+
+def test_absent_is_one_step_naming_what_it_removes():
+    client = PlanClient(StateDom(domain()), state='absent', delete_volumes=True, shutdown_timeout=5, force=True)
+    mgr = GuestManager(client)
+    (step,) = mgr.plan().steps
+    assert step.message == ("guest 'g' stopped", "guest 'g' undefined") and step.pending == ('undefine',)
+    assert step.args == ('g', 'running', [], 5, True)
+    assert client.warnings == ["disk vda of guest 'g' is not a storage volume libvirt knows; not deleted"]

@@ -2,13 +2,15 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``guest_agent`` module.
+"""Read and plan side of the ``guest_agent`` module.
 
 One action per task. Input is validated completely before libvirt is touched; then the guest is
 looked up, its agent channel and run state checked, the agent waited for (bounded by
-``timeout``), and the action run: read current -> compare -> act unless check mode -> report.
-The pure helpers (parsing user input, shaping libvirt's answers) are module level functions so
-they can be unit tested without a guest.
+``timeout``), and the action planned: ``plan()`` reads (ping, guest info, the file to compare,
+its mode and owner, the freeze status, the guest clock) and returns the steps that
+``_agent/apply.py`` makes (exec, write_file, freeze, thaw, set_time, set_password). The pure
+helpers (parsing user input, shaping libvirt's answers) are module level functions so they can
+be unit tested without a guest.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ import binascii
 import datetime
 import hashlib
 import math
-import posixpath
 import re
-import secrets
 import time
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel import (
-    EXEC_OUTPUT_LIMIT,
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
+    InvalidParameter,
+    ObjectNotFound,
+    OperationFailed,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import (
     Agent,
     FileTooLarge,
     agent_channel_state,
@@ -32,17 +40,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel imp
     has_agent_channel,
     remaining,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
-    InvalidParameter,
-    LibvirtModuleError,
-    ObjectNotFound,
-    OperationFailed,
-    TimeoutExpired,
-)
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
 
 ACTIONS = ('wait', 'ping', 'info', 'exec', 'read_file', 'write_file', 'freeze', 'thaw', 'set_time', 'set_password')
 
@@ -70,8 +67,6 @@ NO_DIFF_ACTIONS = ('exec', 'set_time', 'set_password')
 DIFF_MAX = 64 * 1024
 _OCTAL_MODE = re.compile(r'^0?[0-7]{3,4}$')
 _FILE_INFO = re.compile(r'^exists ([0-7]{1,5}) ([0-9]+:[0-9]+) (.+)$', re.S)
-# Removing a temporary file after a failure gets its own time, also when the action's is spent.
-CLEANUP_TIMEOUT = 10
 
 # write_file's helper scripts (run with /bin/sh -c through guest-exec, arguments as $1...).
 # ``exists MODE UID:GID REALPATH`` (symlinks resolved: the link keeps pointing at the file) or
@@ -79,15 +74,6 @@ CLEANUP_TIMEOUT = 10
 FILE_INFO_SCRIPT = (
     'p=$1; if [ -e "$p" ]; then r=$(readlink -f "$p") && s=$(stat -L -c "%a %u:%g" "$p") '
     '&& printf "exists %s %s\\n" "$s" "$r"; else printf "missing\\n"; fi'
-)
-# Temporary file $1, checked to have $5 bytes, gets owner $4 and mode $3 (when given) and
-# replaces $2 (rename(2): atomic).
-REPLACE_SCRIPT = (
-    't=$1; p=$2; m=$3; o=$4; n=$5; s=$(stat -c %s "$t") || exit 1; '
-    'if [ "$s" != "$n" ]; then echo "$t has $s bytes instead of $n" >&2; exit 1; fi; '
-    'if [ -n "$o" ]; then chown "$o" "$t" || exit 1; fi; '
-    'if [ -n "$m" ]; then chmod "$m" "$t" || exit 1; fi; '
-    'mv -f "$t" "$p"'
 )
 _ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
@@ -296,32 +282,6 @@ def parse_file_info(out, path, guest):
     return dict(exists=True, real=match.group(3), mode=int(match.group(1), 8), owner=match.group(2))
 
 
-def temp_path(real):
-    """A unique hidden file name next to ``real`` (same directory: the rename is atomic)."""
-    directory, base = posixpath.split(real)
-    return posixpath.join(directory, '.%s.virtops-%s.tmp' % (base[:100], secrets.token_hex(6)))
-
-
-def exec_output(raw, output_b64=False):
-    """Shape ``Agent.exec_command``'s answer like ansible.builtin.command's result."""
-    result = dict(pid=raw['pid'])
-    rc = raw.get('rc')
-    if rc is None and raw.get('signal') is not None:
-        rc = -int(raw['signal'])
-    result['rc'] = rc
-    if raw.get('signal') is not None:
-        result['signal'] = raw['signal']
-    for stream in ('stdout', 'stderr'):
-        data = raw.get(stream) or b''
-        text = data.decode('utf-8', 'replace').rstrip('\r\n')
-        result[stream] = text
-        result['%s_lines' % stream] = text.splitlines()
-        result['%s_truncated' % stream] = bool(raw.get('%s_truncated' % stream))
-        if output_b64:
-            result['%s_b64' % stream] = base64.b64encode(data).decode('ascii')
-    return result
-
-
 # ------------------------------------------------------------------------------------------
 # libvirt's answers -> plain data
 def _indexed(flat, prefix):
@@ -499,21 +459,47 @@ def parse_raw_interfaces(entries):
 
 
 # ------------------------------------------------------------------------------------------
-class AgentActions:
+class AgentActions(Manager):
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+        super().__init__(client)
         self.name = self.params['name']
         self.action = self.params['action']
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.timeout = None
         self.deadline = None
         self.dom = None
         self.agent = None
+        self.channel_state = None
+        self.argv = self.env = self.mode = self.data = None
 
     def run(self):
+        result = super().run()
+        if self.action in NO_DIFF_ACTIONS:
+            result.pop('diff', None)  # nothing to compare: the change is the action itself
+        return result
+
+    def applier(self):
+        # imported here: only a change needs it
+        from ansible_collections.virtops.libvirt.plugins.module_utils._agent import apply
+
+        return apply
+
+    def plan(self):
+        if self.agent is None:
+            self._prepare()
+        return getattr(self, '_plan_%s' % self.action)()
+
+    def report(self, plan):
+        """What only the apply knows: exec's output, how many filesystems froze or thawed."""
+        if self.check_mode or not plan.steps:
+            return {}
+        outcome = plan.steps[0].outcome
+        if self.action == 'exec':
+            return outcome
+        if self.action in ('freeze', 'thaw'):
+            return dict(filesystems=outcome)
+        return {}
+
+    def _prepare(self):
         self._validate()
         self.deadline = time.monotonic() + self.timeout
         # events must be on before the connection opens: wait() sleeps on agent-lifecycle events
@@ -522,11 +508,11 @@ class AgentActions:
         self.agent = Agent(self.client, self.dom, self.name)
         if self.action not in ('wait', 'ping'):
             self.agent.wait(max(1, self.deadline - time.monotonic()))
-        values = getattr(self, '_action_%s' % self.action)()
-        result = self.result.build(**values)
-        if self.action in NO_DIFF_ACTIONS:
-            result.pop('diff', None)  # nothing to compare: the change is the action itself
-        return result
+
+    def _new_plan(self, **values):
+        plan = Plan("guest '%s'" % self.name)
+        plan.values = values
+        return plan
 
     # -- checks ---------------------------------------------------------------------------
     def _validate(self):
@@ -594,14 +580,14 @@ class AgentActions:
         codes = {getattr(self.libvirt, n, None) for n in ('VIR_ERR_NO_SUPPORT', 'VIR_ERR_ARGUMENT_UNSUPPORTED')}
         return exc.details.get('libvirt_code') in codes - {None}
 
-    # -- read-only actions ------------------------------------------------------------------
-    def _action_wait(self):
+    # -- read-only actions: plans without steps ---------------------------------------------
+    def _plan_wait(self):
         waited = self.agent.wait(max(1, self.deadline - time.monotonic()))
-        return dict(agent_wait_seconds=round(waited, 3))
+        return self._new_plan(agent_wait_seconds=round(waited, 3))
 
-    def _action_ping(self):
+    def _plan_ping(self):
         self.agent.command('guest-ping', timeout=self._left())
-        return dict(agent_version=self._agent_version())
+        return self._new_plan(agent_version=self._agent_version())
 
     def _agent_version(self):
         try:
@@ -611,12 +597,12 @@ class AgentActions:
                 return None
             raise
 
-    def _action_info(self):
+    def _plan_info(self):
         info = self._guest_info()
         info['vcpus'] = self._vcpus()
         info['interfaces'] = self._interfaces()
         info['agent_version'] = self._agent_version()
-        return dict(info=info)
+        return self._new_plan(info=info)
 
     def _guest_info(self):
         dom = self.dom
@@ -686,65 +672,36 @@ class AgentActions:
         raw = self._raw_optional('guest-network-get-interfaces')
         return parse_raw_interfaces(raw) if raw is not None else None
 
-    def _action_read_file(self):
+    def _plan_read_file(self):
         path = self.params['path']
         data = self.agent.read_file(path, timeout=self._left())
         if data is None:
             raise ObjectNotFound("path: %s does not exist in guest '%s'" % (path, self.name))
-        return file_result(data, self.params['encoding'], path)
+        return self._new_plan(**file_result(data, self.params['encoding'], path))
 
     # -- changing actions -------------------------------------------------------------------
-    def _action_exec(self):
+    def _plan_exec(self):
+        """Always a change: the command runs (its output is only known once it ran)."""
         params = self.params
         ran = 'ran %s' % ' '.join(self.argv)
-        if self.check_mode:
-            self.result.change(ran)
-            return dict(argv=self.argv, msg='not run in check mode')
-        stdin = params.get('stdin')
-        # Output is capped in the guest through /bin/sh (EXEC_CAP_SCRIPT); Windows has none.
-        limit = None if self._guest_is_windows() else EXEC_OUTPUT_LIMIT
-        try:
-            raw = self.agent.exec_command(
-                self.argv,
-                stdin=stdin.encode('utf-8') if stdin is not None else None,
-                env=self.env,
-                timeout=self._left(),
-                # recorded once the agent started it: a command that could not start changed nothing,
-                # one that timed out afterwards did run
-                on_start=lambda pid: self.result.change('%s (pid %s)' % (ran, pid)),
-                limit=limit,
-            )
-        except TimeoutExpired as exc:
-            if not self.result.actions:
-                exc.msg += '; the agent may have started the command all the same (its answer was lost)'
-            raise
-        output = exec_output(raw, params['output_b64'])
-        output['argv'] = self.argv
-        if params['allow_failure']:
-            output['failed'] = False  # Ansible fails any result with a non-zero rc unless failed is given
-        elif output['rc'] != 0:
-            raise OperationFailed(
-                "non-zero return code %s from %s in guest '%s'" % (output['rc'], self.argv[0], self.name),
-                **output,
-            )
-        return output
+        plan = self._new_plan(**(dict(argv=self.argv, msg='not run in check mode') if self.check_mode else {}))
+        plan.add(
+            ran,
+            'exec_command',
+            self.dom,
+            self.name,
+            ran,
+            self.argv,
+            params.get('stdin'),
+            self.env,
+            self.deadline,
+            params['output_b64'],
+            params['allow_failure'],
+            pending=False,  # once started it ran; before that nothing is done
+        )
+        return plan
 
-    def _guest_is_windows(self):
-        """True for a Windows guest (qemu-ga reports the id ``mswindows``); False when the agent
-        does not say."""
-        try:
-            osinfo = self.agent.command('guest-get-osinfo', timeout=self._left()) or {}
-        except OperationFailed as exc:
-            if classify_agent_error(exc.msg) in ('disabled', 'unsupported'):
-                return False
-            raise
-        return osinfo.get('id') == 'mswindows'
-
-    # -- write_file -------------------------------------------------------------------------
-    # The new content goes to a temporary file next to the target, gets the target's owner and
-    # mode (or the wanted mode), and is renamed over it: the target has its old or its new
-    # content, never a part. Any failure before the rename removes the temporary file.
-    def _action_write_file(self):
+    def _plan_write_file(self):
         path = self.params['path']
         data = self.data
         try:
@@ -756,7 +713,7 @@ class AgentActions:
             before = '(%s: longer than %d bytes, not shown)\n' % (path, max(len(data), DIFF_MAX))
         rewrite = current != data
         file_info = None
-        windows = (rewrite or self.mode is not None) and self._guest_is_windows()
+        windows = (rewrite or self.mode is not None) and self.agent.is_windows(timeout=self._left())
         if windows and self.mode is not None:
             raise InvalidParameter('mode', "is not supported for guest '%s': it runs Windows" % self.name)
         if (rewrite or self.mode is not None) and not windows:
@@ -764,145 +721,56 @@ class AgentActions:
             file_info = self._file_info(path)
         old_mode = file_info['mode'] if file_info and file_info['exists'] else None
         set_mode = self.mode is not None and old_mode != self.mode
-        actions = []
-        if rewrite:
-            actions.append('%s %s' % ('created' if current is None else 'rewrote', path))
-            self.result.set_diff(
-                before, diff_text(data, path), '%s (guest %s)' % (path, self.name), '%s (wanted)' % path
-            )
-        if set_mode:
-            actions.append('mode of %s set to %04o' % (path, self.mode))
-        if self.check_mode:
-            for action in actions:
-                self.result.change(action)
-        elif rewrite and windows:
-            self._write_in_place(path, data, actions)
-        elif rewrite:
-            self._replace(path, data, file_info, actions)
-        elif set_mode:
-            self._run_checked(['chmod', '%04o' % self.mode, file_info['real']], 'mode')
-            self.result.change(actions[0])
         mode = '%04o' % self.mode if self.mode is not None else None
-        return dict(path=path, size=len(data), checksum=sha1(data), mode=mode)
+        plan = self._new_plan(path=path, size=len(data), checksum=sha1(data), mode=mode)
+        messages = []
+        if rewrite:
+            messages.append('%s %s' % ('created' if current is None else 'rewrote', path))
+            plan.before, plan.after = before, diff_text(data, path)
+            plan.before_header, plan.after_header = '%s (guest %s)' % (path, self.name), '%s (wanted)' % path
+        if set_mode:
+            messages.append('mode of %s set to %04o' % (path, self.mode))
+        # one change, made at once (the rename also sets the mode): nothing is named "not done"
+        if rewrite and windows:
+            plan.add(messages[0], 'write_in_place', self.dom, self.name, path, data, self.deadline, pending=False)
+        elif rewrite:
+            plan.add(
+                tuple(messages),
+                'replace',
+                self.dom,
+                self.name,
+                path,
+                data,
+                file_info,
+                self.mode,
+                self.deadline,
+                messages,
+                pending=False,
+            )
+        elif set_mode:
+            plan.add(
+                messages[0], 'chmod', self.dom, self.name, file_info['real'], self.mode, self.deadline, pending=False
+            )
+        return plan
 
     def _file_info(self, path):
         """``exists``, ``real`` (symlinks resolved), ``mode``, ``owner`` (``uid:gid``) of ``path``."""
         option = 'mode' if self.mode is not None else 'path'
-        out = self._run_checked(['/bin/sh', '-c', FILE_INFO_SCRIPT, 'virtops-stat', path], option, what='stat')
-        return parse_file_info(out, path, self.name)
+        argv = ['/bin/sh', '-c', FILE_INFO_SCRIPT, 'virtops-stat', path]
+        return parse_file_info(self.agent.run_checked(argv, option, self._left(), what='stat'), path, self.name)
 
-    def _replace(self, path, data, file_info, actions):
-        """Write ``data`` to a temporary file next to ``path`` and rename it over ``path``.
-
-        The steps are recorded once the rename is done. On any failure the temporary file is
-        removed and the target keeps its old content; when the answer to a started rename was lost,
-        the target's content tells whether it happened (and the steps are recorded when it did).
-        """
-        real = file_info['real']
-        temp = temp_path(real)
-        mode = self.mode if self.mode is not None else file_info['mode']
-        owner = file_info['owner'] if file_info['exists'] else ''
-        script = ['/bin/sh', '-c', REPLACE_SCRIPT, 'virtops-replace', temp, real]
-        script += ['%04o' % mode if mode is not None else '', owner, str(len(data))]
-        option = 'mode' if self.mode is not None else 'path'
-        started = []
-        raw = None
-        renaming = False
-        try:
-            self.agent.write_file(temp, data, timeout=self._left())
-            renaming = True
-            try:
-                raw = self.agent.exec_command(script, timeout=self._left(), on_start=started.append, limit=None)
-            except OperationFailed as exc:
-                if started:
-                    raise
-                raise OperationFailed(
-                    '%s: needs guest-exec in the guest to run chown/chmod/mv: %s' % (option, exc.msg)
-                ) from None
-            if raw['rc'] != 0:
-                raise OperationFailed(
-                    "%s: chown/chmod/mv of the new content failed in guest '%s' (rc %s): %s"
-                    % (option, self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
-                )
-        except LibvirtModuleError as exc:
-            # started (or its start unanswered) but no answer: the rename may have been done
-            unknown = renaming and raw is None and (bool(started) or isinstance(exc, TimeoutExpired))
-            if self._after_failed_replace(exc, path, data, temp, unknown):
-                for action in actions:
-                    self.result.change(action)
-            raise
-        for action in actions:
-            self.result.change(action)
-
-    def _after_failed_replace(self, exc, path, data, temp, unknown):
-        """Remove the temporary file (adding to ``exc.msg`` when that fails). ``unknown``: the
-        rename was started but its answer was lost; returns True when the target has the new
-        content (the rename was done)."""
-        try:
-            self.agent.exec_command(['rm', '-f', temp], timeout=CLEANUP_TIMEOUT, limit=None)
-        except LibvirtModuleError as cleanup:
-            exc.msg += '; the temporary file %s may be left in the guest (removing it failed: %s)' % (temp, cleanup.msg)
-        if not unknown:
-            exc.msg += '; %s is unchanged' % path
-            return False
-        try:
-            replaced = self.agent.read_file(path, timeout=CLEANUP_TIMEOUT, max_size=len(data)) == data
-        except LibvirtModuleError:
-            exc.msg += '; %s may have its new content or its old one' % path
-            return False
-        exc.msg += '; %s has its %s content' % (path, 'new' if replaced else 'old')
-        return replaced
-
-    def _write_in_place(self, path, data, actions):
-        """Windows guests (no POSIX shell to rename with): the old way, written in place."""
-        self.client.warn(
-            "guest '%s' runs Windows: %s is written in place, not through a temporary file; a failed write "
-            'leaves it incomplete' % (self.name, path)
-        )
-        self.agent.write_file(path, data, timeout=self._left())
-        for action in actions:
-            self.result.change(action)
-
-    def _run_checked(self, argv, option, what=None):
-        """Run a helper command in the guest for ``option``; its failure names the option."""
-        what = what or argv[0]
-        try:
-            raw = self.agent.exec_command(argv, timeout=self._left(), limit=None)
-        except OperationFailed as exc:
-            raise OperationFailed('%s: needs guest-exec in the guest to run %s: %s' % (option, what, exc.msg)) from None
-        if raw['rc'] != 0:
-            raise OperationFailed(
-                "%s: %s failed in guest '%s' (rc %s): %s"
-                % (option, what, self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
-            )
-        return raw['stdout'].decode('utf-8', 'replace')
-
-    def _action_freeze(self):
+    def _plan_freeze(self):
         status = self.agent.fsfreeze_status(timeout=self._left())
         mountpoints = self.params.get('mountpoints')
         if status == 'frozen':
-            return dict(status='frozen', filesystems=0)
+            return self._new_plan(status='frozen', filesystems=0)
         if mountpoints:
             self._check_mountpoints(mountpoints)
-        self._status_change(
-            'thawed', 'frozen', 'filesystems frozen' + (' (%s)' % ', '.join(mountpoints) if mountpoints else '')
-        )
-        if self.check_mode:
-            return dict(status='frozen', filesystems=None)
-        try:
-            count = self.agent.call(
-                self.dom.fsFreeze, mountpoints or None, 0, execute='guest-fsfreeze-freeze', timeout=self._left()
-            )
-        except LibvirtModuleError:
-            self._thaw_after_failure()
-            raise
-        if not count:
-            self._thaw_after_failure()
-            raise OperationFailed(
-                "guest '%s': the agent froze no filesystem (the guest has no filesystem it can "
-                'freeze%s)' % (self.name, ' among mountpoints' if mountpoints else '')
-            )
-        return dict(status='frozen', filesystems=count)
+        plan = self._new_plan(status='frozen', filesystems=None)
+        message = 'filesystems frozen' + (' (%s)' % ', '.join(mountpoints) if mountpoints else '')
+        plan.add(message, 'freeze', self.dom, self.name, mountpoints, self.deadline)
+        self._status_diff(plan, 'thawed', 'frozen')
+        return plan
 
     def _check_mountpoints(self, mountpoints):
         entries = self.agent.call(self.dom.fsInfo, 0, execute='guest-get-fsinfo', timeout=self._left())
@@ -921,70 +789,48 @@ class AgentActions:
                 ),
             )
 
-    def _thaw_after_failure(self):
-        """A freeze that failed halfway may have frozen some filesystems: never leave them frozen."""
-        try:
-            if self.agent.fsfreeze_status(timeout=10) == 'frozen':
-                self.agent.call(self.dom.fsThaw, None, 0, execute='guest-fsfreeze-thaw', timeout=30)
-        except LibvirtModuleError as exc:
-            self.client.warn("guest '%s': could not thaw after the failed freeze: %s" % (self.name, exc.msg))
-
-    def _action_thaw(self):
+    def _plan_thaw(self):
         status = self.agent.fsfreeze_status(timeout=self._left())
         if status != 'frozen':
-            return dict(status='thawed', filesystems=0)
-        self._status_change('frozen', 'thawed', 'filesystems thawed')
-        if self.check_mode:
-            return dict(status='thawed', filesystems=None)
-        count = self.agent.call(self.dom.fsThaw, None, 0, execute='guest-fsfreeze-thaw', timeout=self._left())
-        return dict(status='thawed', filesystems=count)
+            return self._new_plan(status='thawed', filesystems=0)
+        plan = self._new_plan(status='thawed', filesystems=None)
+        plan.add('filesystems thawed', 'thaw', self.dom, self.name, self.deadline)
+        self._status_diff(plan, 'frozen', 'thawed')
+        return plan
 
-    def _status_change(self, before, after, message):
-        self.result.change(message)
-        self.result.set_diff(
-            'fsfreeze: %s\n' % before,
-            'fsfreeze: %s\n' % after,
-            "guest '%s'" % self.name,
-            "guest '%s' (wanted)" % self.name,
-        )
+    def _status_diff(self, plan, before, after):
+        plan.before, plan.after = 'fsfreeze: %s\n' % before, 'fsfreeze: %s\n' % after
+        plan.before_header, plan.after_header = "guest '%s'" % self.name, "guest '%s' (wanted)" % self.name
 
-    def _action_set_time(self):
-        given = self.params.get('time')
+    def _plan_set_time(self):
+        """Always a change: the guest clock moves on, there is nothing to compare."""
         guest = self.agent.call(self.dom.getTime, 0, execute='guest-get-time', timeout=self._left())
         offset = round(guest['seconds'] + guest['nseconds'] / 1e9 - time.time(), 3)
-        seconds, nanos = parse_time(given)  # None: the host clock, now
-        self.result.change('guest clock set to %s' % iso_time(seconds, nanos))
-        if not self.check_mode:
-            self.agent.call(
-                self.dom.setTime,
-                {'seconds': seconds, 'nseconds': nanos},
-                0,
-                execute='guest-set-time',
-                timeout=self._left(),
-            )
-        return dict(time=iso_time(seconds, nanos), offset_before=offset)
+        seconds, nanos = parse_time(self.params.get('time'))  # None: the host clock, now
+        plan = self._new_plan(time=iso_time(seconds, nanos), offset_before=offset)
+        plan.add(
+            'guest clock set to %s' % iso_time(seconds, nanos),
+            'set_time',
+            self.dom,
+            self.name,
+            seconds,
+            nanos,
+            self.deadline,
+        )
+        return plan
 
-    def _action_set_password(self):
+    def _plan_set_password(self):
+        """Always a change: the agent cannot tell the current password."""
         user = self.params['user']
-        crypted = self.params['crypted']
-        self.result.change("password of user '%s' set" % user)
-        if self.check_mode:
-            return dict(user=user)
-        flags = self.libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED if crypted else 0
-        try:
-            self.agent.call(
-                self.dom.setUserPassword,
-                user,
-                self.params['user_password'],
-                flags,
-                execute='guest-set-user-password',
-                timeout=self._left(),
-            )
-        except OperationFailed as exc:
-            if 'failed to set user password' in exc.msg:
-                raise OperationFailed(
-                    "guest '%s': the agent could not set the password of user '%s' (does the "
-                    'user exist, and does the guest have chpasswd?)' % (self.name, user)
-                ) from None
-            raise
-        return dict(user=user)
+        plan = self._new_plan(user=user)
+        plan.add(
+            "password of user '%s' set" % user,
+            'set_password',
+            self.dom,
+            self.name,
+            user,
+            self.params['user_password'],
+            self.params['crypted'],
+            self.deadline,
+        )
+        return plan

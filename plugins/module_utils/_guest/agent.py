@@ -26,7 +26,7 @@ import threading
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import AGENT_CHANNEL
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import agent_channels
 
 try:
     import libvirt_qemu  # pylint: disable=import-error
@@ -79,25 +79,20 @@ KILL_WAIT = 5
 _LIBVIRT_PREFIX = re.compile(r"^(internal error: )?unable to execute QEMU agent command '[^']*': ")
 
 
-def has_agent_channel(dom_xml_root):
+def _agent_channel(dom_xml_root):
     devices = dom_xml_root.find('devices')
-    if devices is None:
-        return False
-    for channel in devices.findall('channel'):
-        target = channel.find('target')
-        if target is not None and target.get('name') == AGENT_CHANNEL:
-            return True
-    return False
+    channels = agent_channels(devices) if devices is not None else []
+    return channels[0] if channels else None
+
+
+def has_agent_channel(dom_xml_root):
+    return _agent_channel(dom_xml_root) is not None
 
 
 def agent_channel_state(dom_xml_root):
     """``connected`` / ``disconnected`` from the live XML, None when libvirt does not say."""
-    devices = dom_xml_root.find('devices')
-    for channel in devices.findall('channel') if devices is not None else []:
-        target = channel.find('target')
-        if target is not None and target.get('name') == AGENT_CHANNEL:
-            return target.get('state')
-    return None
+    channel = _agent_channel(dom_xml_root)
+    return channel.find('target').get('state') if channel is not None else None
 
 
 def agent_error_text(text):
@@ -300,10 +295,7 @@ class Agent:
         )
 
     def _check_running(self):
-        try:
-            state = self.dom.state()[0]
-        except self.libvirt.libvirtError as exc:
-            raise errors.translate(self.libvirt, exc, what="guest '%s'" % self.name) from None
+        state = self.client.call(self.dom.state, what="guest '%s'" % self.name)[0]
         if state not in (self.libvirt.VIR_DOMAIN_RUNNING, self.libvirt.VIR_DOMAIN_PAUSED):
             raise errors.OperationFailed("guest '%s' stopped while waiting for its agent" % self.name)
 
@@ -403,6 +395,34 @@ class Agent:
         except errors.LibvirtModuleError:
             return False
 
+    def run_checked(self, argv, option, timeout, what=None):
+        """Run a short helper command (``chmod`` ...) for ``option``; its failure names the
+        option. Returns its stdout as text."""
+        what = what or argv[0]
+        try:
+            raw = self.exec_command(argv, timeout=timeout, limit=None)
+        except errors.OperationFailed as exc:
+            raise errors.OperationFailed(
+                '%s: needs guest-exec in the guest to run %s: %s' % (option, what, exc.msg)
+            ) from None
+        if raw['rc'] != 0:
+            raise errors.OperationFailed(
+                "%s: %s failed in guest '%s' (rc %s): %s"
+                % (option, what, self.name, raw['rc'], raw['stderr'].decode('utf-8', 'replace').strip())
+            )
+        return raw['stdout'].decode('utf-8', 'replace')
+
+    def is_windows(self, timeout=DEFAULT_COMMAND_TIMEOUT):
+        """True for a Windows guest (qemu-ga reports the id ``mswindows``); False when the agent
+        does not say."""
+        try:
+            osinfo = self.command('guest-get-osinfo', timeout=timeout) or {}
+        except errors.OperationFailed as exc:
+            if classify_agent_error(exc.msg) in ('disabled', 'unsupported'):
+                return False
+            raise
+        return osinfo.get('id') == 'mswindows'
+
     # -- files ----------------------------------------------------------------------------
     def read_file(self, path, timeout=DEFAULT_COMMAND_TIMEOUT, max_size=MAX_FILE_SIZE):
         """The file's bytes, or None when it does not exist. The handle is always closed."""
@@ -433,7 +453,7 @@ class Agent:
 
     def write_file(self, path, data, timeout=DEFAULT_COMMAND_TIMEOUT):
         """Write ``data`` (bytes) to ``path``, created or truncated: callers give a temporary
-        path and rename it over the target (see ``AgentActions``). The handle is always closed."""
+        path and rename it over the target (see ``_agent/apply.py``). The handle is always closed."""
         deadline = time.monotonic() + timeout
         handle = self._open(path, 'w', deadline, missing_ok=False)
         closed = False

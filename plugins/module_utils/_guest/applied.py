@@ -32,6 +32,7 @@ import hashlib
 import json
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError
 
 NAMESPACE = 'https://virtops.dev/xmlns/libvirt/applied/1'
 PREFIX = 'virtops'
@@ -179,3 +180,18 @@ def redact(root):
                 if node.get(name) is not None:
                     node.set(name, '********')
     return new
+
+
+def read_definition(client, dom, what):
+    """(inactive XML, secure) of a guest: with VIR_DOMAIN_XML_SECURE (graphics passwords) when the
+    connection allows it, else without (read-only connection, ACL). The record's result digest is
+    always taken from this read, so that the digests of two runs compare."""
+    lv = client.libvirt
+    flags = lv.VIR_DOMAIN_XML_INACTIVE
+    try:
+        return client.call(dom.XMLDesc, flags | lv.VIR_DOMAIN_XML_SECURE, what=what), True
+    except LibvirtModuleError as exc:
+        denied = {getattr(lv, n, None) for n in ('VIR_ERR_OPERATION_DENIED', 'VIR_ERR_ACCESS_DENIED')}
+        if exc.details.get('libvirt_code') not in denied:
+            raise
+    return client.call(dom.XMLDesc, flags, what=what), False

@@ -2,12 +2,12 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The part of the ``guest`` service that only runs when something changes: define a new guest,
-apply changes to a running guest live, stop a guest, remove one.
+"""The apply side of guests: the actions the steps of ``GuestManager.plan()`` name.
 
-``GuestManager`` (``_guest``) imports it when it gets there, so that a run that changes nothing
-does not compile it (module_utils are compiled from source on every module run). The functions
-take that manager (``mgr``) and use and update its state.
+Imported by the runner only when there is something to do (``GuestManager.applier``), so that a
+run that changes nothing does not compile it (module_utils are compiled from source on every
+module run). Every action takes the client and plain arguments (the guest's name: it looks the
+guest up again) and returns ``False`` when a concurrent run had already made its change.
 """
 
 from __future__ import annotations
@@ -15,328 +15,334 @@ from __future__ import annotations
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import (
-    capabilities,
-    domain_types_available,
-    host_domain_type,
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
-    InvalidParameter,
     LibvirtModuleError,
+    ObjectNotFound,
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import volume_by_path
 
 
-def define_new(mgr, desired_xml):
-    """Define the guest, which does not exist yet; return it (None in check mode).
+def _what(name):
+    return "guest '%s'" % name
 
-    The step is recorded only once libvirt has defined the guest; ``mgr.defined_here`` tells a
-    later step that fails (the start) that the task made the guest and must take it back."""
-    if desired_xml is not None:
-        tree = desired_xml
-    else:
-        spec = mgr._typed_spec()
-        domain_type = _pick_domain_type(mgr, spec)
-        tree = build_domain(spec, domain_type, spec.get('arch') or _host_arch(mgr))
-    mgr._check_agent_wait(tree, None)
-    mgr._check_memory_fits(tree)
-    xml = X.tostring(tree)
-    mgr.result.set_diff('', xml, 'guest absent', "guest '%s' (wanted)" % mgr.name)
-    if mgr.check_mode:
-        mgr.result.change("guest '%s' defined" % mgr.name)
-        mgr.predicted_state = 'stopped'
+
+def _guest(client, name):
+    """The guest, looked up again by name (raises ObjectNotFound when it is gone)."""
+    return client.lookup_again('guest', name)
+
+
+def _state(client, dom, name):
+    return state_name(client.call(dom.state, what=_what(name))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# definition
+
+
+def define(client, name, xml, new=False):
+    """Define (or redefine) the guest from ``xml``. A new guest that another run defined a moment
+    ago: :class:`Replan` (this run converges onto that one)."""
+    try:
+        return client.call('defineXML', xml, what=_what(name))
+    except LibvirtModuleError:
+        if new and client.lookup('guest', name) is not None:
+            raise Replan("guest '%s' was defined by another run" % name) from None
+        raise
+
+
+def define_xml(client, name, xml, input_digest, new=False):
+    """Define the guest from raw XML (stamped with the input digest), then store the result digest
+    in the record (:func:`store_record`). Returns the definition read back (None when storing
+    failed), the after side of the diff."""
+    dom = define(client, name, xml, new)
+    return store_record(client, name, input_digest, dom)
+
+
+def store_record(client, name, input_digest, dom=None):
+    """Second step of a define from raw XML: read back what libvirt made of it and store its
+    digest in the record. Returns the XML read back (None when storing failed).
+
+    When this fails the guest keeps a record without result and the next run compares
+    semantically (then completes the record): self-healing, so a warning is enough.
+    """
+    what = _what(name)
+    lv = client.libvirt
+    try:
+        dom = dom or _guest(client, name)
+        # read as the next run will (read_definition), so that the digests compare
+        defined = A.read_definition(client, dom, what)[0]
+        record = A.record_xml(input_digest, A.digest(A.strip(X.parse(defined))))
+        client.call(
+            dom.setMetadata,
+            lv.VIR_DOMAIN_METADATA_ELEMENT,
+            record,
+            A.PREFIX,
+            A.NAMESPACE,
+            lv.VIR_DOMAIN_AFFECT_CONFIG,
+            what=what + ' metadata',
+        )
+    except LibvirtModuleError as exc:
+        client.warn(
+            '%s: could not store the last-applied record (%s); the next run compares the definition '
+            'semantically' % (what, exc.msg)
+        )
         return None
+    return defined
+
+
+def undefine_new(client, name):
+    """Undo of the define of a guest this task made (a later step failed)."""
+    dom = client.lookup('guest', name)
+    if dom is not None:
+        _undefine(client, dom, name)
+
+
+def set_live(client, name, kind, value, message):
+    """One live change planned by ``GuestManager._plan_live``. The definition is already changed:
+    a step libvirt refuses is not a failure of the task - it applies at the next boot
+    (``reboot_required``), with a warning that says why (returns False: not made)."""
+    flags = client.libvirt.VIR_DOMAIN_AFFECT_LIVE
+    what = _what(name)
     try:
-        dom = mgr.client.conn.defineXML(xml)
-    except mgr.libvirt.libvirtError as exc:
-        # Another run defined the same guest a moment ago: converge onto that one.
-        raced = mgr.client.lookup('guest', mgr.name)
-        if raced is None:
-            raise mgr._translate(exc) from None
-        mgr.result.set_diff(None, None)
-        return mgr._ensure_defined(raced, desired_xml)
-    mgr.result.change("guest '%s' defined" % mgr.name)
-    mgr.defined_here = True
-    return dom
+        dom = _guest(client, name)
+        if kind == 'vcpus':
+            client.call(dom.setVcpusFlags, value, flags, what=what + ' live vCPUs')
+        elif kind == 'memory':
+            client.call(dom.setMemoryFlags, value, flags, what=what + ' live memory')
+        elif kind == 'iotune':
+            target, tune = value
+            client.call(dom.setBlockIoTune, target, tune, flags, what=what + ' live iotune of ' + target)
+    except OperationFailed as exc:
+        client.warn('%s not applied live (%s); it applies at the next boot of the guest' % (message, exc.msg))
+        return False
+    return None
 
 
-def undo_define(mgr, dom, exc):
-    """The start of a guest this task defined failed: undefine it again, so that the task changed
-    nothing, and return the error to raise (it says that the guest was not kept)."""
-    try:
-        _undefine(mgr, dom)
-    except LibvirtModuleError as undo_exc:
-        # could not take it back: the definition stays and the failure says so
-        return OperationFailed(
-            '%s; the guest was defined but could not be removed again: %s' % (exc.msg, undo_exc.msg), **exc.details
-        )
-    message = "guest '%s' defined" % mgr.name
-    if message in mgr.result.actions:
-        mgr.result.actions.remove(message)
-    mgr.result.set_diff(None, None)
-    mgr.defined_here = False
-    return OperationFailed(
-        '%s; the guest was not kept (it did not exist before this task; nothing was changed)' % exc.msg,
-        **exc.details,
-    )
+# ---------------------------------------------------------------------------------------------
+# run state
 
 
-def _pick_domain_type(mgr, spec):
-    arch = spec.get('arch') or None
-    wanted = spec.get('domain_type')
-    if wanted is None:
-        return host_domain_type(mgr.client, arch)
-    available = domain_types_available(mgr.client, arch)
-    if wanted not in available:
-        hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
-        raise InvalidParameter(
-            'domain_type',
-            "'%s' is not supported by this host%s; available: %s"
-            % (wanted, hint, ', '.join(sorted(available)) or 'none'),
-        )
-    return wanted
+def transition(client, name, method, args, done_states, settle=None):
+    """One run-state step (``dom.<method>(*args)``: create, resume, suspend ...). When libvirt
+    refuses because a concurrent run got there first (the guest is in one of ``done_states``),
+    it is not this run's change: False. ``settle``: the guest was being shut down (by someone
+    else) - wait up to that many seconds until it is off first; still on: nothing to start."""
+    dom = _guest(client, name)
+    if settle is not None and not _wait_off(client, dom, name, settle):
+        return False
 
-
-def _host_arch(mgr):
-    caps = capabilities(mgr.client)  # read once per run, shared with the machine/secmodel lookups
-    return X.findtext(caps, 'host/cpu/arch') or 'x86_64'
-
-
-def apply_live(mgr, dom, steps):
-    """Apply the live steps planned by ``GuestManager._plan_live`` to the running guest, each
-    recorded once libvirt has made it. The definition is already changed: a step libvirt refuses
-    is not a failure of the task - it applies at the next boot (``reboot_required``), with a
-    warning that says why."""
-    flags = mgr.libvirt.VIR_DOMAIN_AFFECT_LIVE
-    what = "guest '%s'" % mgr.name
-    for kind, value, message in steps:
+    def reached(_exc):
         try:
-            if kind == 'vcpus':
-                mgr.client.call(dom.setVcpusFlags, value, flags, what=what + ' live vCPUs')
-            elif kind == 'memory':
-                mgr.client.call(dom.setMemoryFlags, value, flags, what=what + ' live memory')
-            elif kind == 'iotune':
-                target, tune = value
-                mgr.client.call(dom.setBlockIoTune, target, tune, flags, what=what + ' live iotune of ' + target)
-        except OperationFailed as exc:
-            mgr.reboot_required = True
-            mgr.client.warn('%s not applied live (%s); it applies at the next boot of the guest' % (message, exc.msg))
-            continue
-        mgr.result.change(message)
+            return _state(client, dom, name) in done_states
+        except ObjectNotFound:
+            raise ObjectNotFound(
+                "guest '%s' was removed (by a concurrent run?) while this task changed its state" % name
+            ) from None
+
+    return client.call_unless_done(getattr(dom, method), *args, done=reached, what=_what(name)) or False
 
 
-def stop(mgr, dom, current):
+def wait_agent(client, name, timeout):
+    """``wait_for: agent``: wait until the guest agent answers. The outcome is the seconds waited."""
+    # imported here: only wait_for: agent needs it, and module start-up time counts
+    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import Agent, has_agent_channel
+
+    dom = _guest(client, name)
+    root = X.parse(client.call(dom.XMLDesc, 0, what=_what(name)))
+    if not has_agent_channel(root):
+        # normally refused before anything changed (_check_agent_wait); this is a guest
+        # whose running configuration changed meanwhile
+        raise OperationFailed(
+            "guest '%s' has no guest agent channel: set guest_agent: true (and restart "
+            'the guest) to use wait_for: agent' % name
+        )
+    waited = Agent(client, dom, name).wait(timeout)
+    return Made(None, round(waited, 3))
+
+
+def destroy(client, name):
+    """Power a crashed guest off; False when it was already off (or gone)."""
+    return _destroy(client, _guest(client, name), name)
+
+
+def set_autostart(client, name, wanted):
+    dom = _guest(client, name)
+    client.call(dom.setAutostart, int(wanted), what="guest '%s' autostart" % name)
+
+
+def stop(client, name, current, timeout, force, dom=None):
     """Graceful shutdown that waits until shut off; destroy after the timeout only with force.
 
     A paused guest is resumed for the shutdown; when it does not go down in time (and force is
-    not set) it is paused again, so that the failed task leaves it as it was. Returns whether this
-    run stopped the guest (False: it was stopped by someone else meanwhile); records the step
-    only once the guest is off."""
-    timeout = mgr.params.get('shutdown_timeout')
-    force = mgr.params.get('force')
-    stopped = "guest '%s' stopped" % mgr.name
-    if mgr.check_mode or dom is None:
-        mgr.result.change(stopped)
-        return True
-    what = "guest '%s'" % mgr.name
+    not set) it is paused again, so that the failed task leaves it as it was. Returns False when
+    it was stopped by someone else meanwhile; a forced stop reports that it was forced."""
+    dom = dom or _guest(client, name)
+    what = _what(name)
+    stopped = "guest '%s' stopped" % name
     if current == 'crashed' or (timeout == 0 and force):
-        return _record(mgr, _destroy(mgr, dom), stopped)
+        return None if _destroy(client, dom, name) else False
     resumed = False
     if current == 'paused':
-        if not mgr.client.call_unless_done(dom.resume, done=lambda _exc: _off(mgr, dom), what=what):
+        if not client.call_unless_done(dom.resume, done=lambda _exc: _off(client, dom, name), what=what):
             return False  # stopped by someone else meanwhile
         resumed = True
     try:
-        mgr.client.call(dom.shutdown, what=what)
-    except OperationFailed:
-        if _off(mgr, dom):
+        client.call(dom.shutdown, what=what)
+    except OperationFailed as exc:
+        if _off(client, dom, name):
             return False  # stopped by someone else meanwhile
-        _pause_again(mgr, dom, resumed)
-        raise
-    if _wait_off(mgr, dom, timeout):
-        return _record(mgr, True, stopped)
+        _words, stays_resumed = _pause_again(client, dom, name, resumed)
+        raise (partly_made(exc, "guest '%s' resumed" % name) if stays_resumed else exc) from None
+    if _wait_off(client, dom, name, timeout):
+        return None
     if force:
-        _destroy(mgr, dom)
-        _record(mgr, True, stopped)
-        mgr.result.change("guest '%s' forced off after %ss" % (mgr.name, timeout))
-        return True
-    again = _pause_again(mgr, dom, resumed)
-    raise TimeoutExpired(
+        _destroy(client, dom, name)
+        return Made((stopped, "guest '%s' forced off after %ss" % (name, timeout)))
+    again, stays_resumed = _pause_again(client, dom, name, resumed)
+    exc = TimeoutExpired(
         "guest '%s' did not shut down within shutdown_timeout=%ss (ACPI shutdown "
-        'ignored?)%s. Set force: true to power it off after the timeout.' % (mgr.name, timeout, again),
+        'ignored?)%s. Set force: true to power it off after the timeout.' % (name, timeout, again),
         timeout=timeout,
     )
+    raise partly_made(exc, "guest '%s' resumed" % name) if stays_resumed else exc
 
 
-def _record(mgr, made, message):
-    if made:
-        mgr.result.change(message)
-    return made
+def _off(client, dom, name):
+    return _state(client, dom, name) == 'stopped'
 
 
-def _off(mgr, dom):
-    return mgr._state(dom) == 'stopped'
-
-
-def _wait_off(mgr, dom, timeout):
+def _wait_off(client, dom, name, timeout):
     deadline = time.monotonic() + timeout
     delay = 0.05
     while time.monotonic() < deadline:
-        if _off(mgr, dom):
+        if _off(client, dom, name):
             return True
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
-        if delay == 0.5 and mgr._state(dom) == 'running':
+        if delay == 0.5 and _state(client, dom, name) == 'running':
             # re-send the ACPI request: a guest still booting can miss the first one
             try:
                 dom.shutdown()
-            except mgr.libvirt.libvirtError:
+            except client.libvirt.libvirtError:
                 pass  # stopping already, or stopped: the loop sees it
-    return _off(mgr, dom)
+    return _off(client, dom, name)
 
 
-def _pause_again(mgr, dom, resumed):
+def _pause_again(client, dom, name, resumed):
     """Put a guest resumed for a shutdown that did not happen back to paused; returns the words
-    for the failure message."""
+    for the failure message and whether it stays resumed (then reported)."""
     if not resumed:
-        return ''
+        return '', False
     try:
         dom.suspend()
-    except mgr.libvirt.libvirtError as exc:
-        if _off(mgr, dom):
-            return ''
-        mgr.result.change("guest '%s' resumed" % mgr.name)  # it stays running: say so
-        return '; it was resumed for the shutdown and could not be paused again (%s)' % str(exc).strip()
-    return '; it was paused again, as it was before'
+    except client.libvirt.libvirtError as exc:
+        if _off(client, dom, name):
+            return '', False
+        return '; it was resumed for the shutdown and could not be paused again (%s)' % str(exc).strip(), True
+    return '; it was paused again, as it was before', False
 
 
-def _destroy(mgr, dom):
+def _destroy(client, dom, name):
     """Power the guest off; False when it was already off (or gone) - someone else did it."""
-    try:
-        dom.destroy()
-    except mgr.libvirt.libvirtError as exc:
-        if mgr.client.is_error(exc, 'VIR_ERR_NO_DOMAIN') or _off(mgr, dom):
-            return False  # already off (or gone): what we wanted
-        raise mgr._translate(exc) from None
-    return True
+    return client.call_unless_done(
+        dom.destroy,
+        done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_DOMAIN') or _off(client, dom, name),
+        what=_what(name),
+    )
 
 
-def restart(mgr, dom, current):
-    """state=restarted: a cold restart (shutdown, then start), so that a changed definition
-    applies; a stopped guest is started."""
-    if current == 'crashed':
-        _record(mgr, mgr.check_mode or dom is None or _destroy(mgr, dom), "guest '%s' stopped" % mgr.name)
-    elif current != 'stopped':
-        stop(mgr, dom, current)
-    mgr._act('started', dom and dom.create, dom, ('running',))
-    mgr.reboot_required = False
+# ---------------------------------------------------------------------------------------------
+# absent
 
 
-def remove(mgr, dom):
-    """Stop and undefine the guest (and delete its volumes with delete_volumes).
+def remove(client, name, current, volume_paths, timeout, force):
+    """Stop and undefine the guest, then delete ``volume_paths`` (delete_volumes).
 
-    Each step is recorded once made. When a concurrent run removes the guest first, what this
-    run did on the way (a shutdown request) is not reported: exactly one run reports the
+    Reports what it made, in order. When a concurrent run removes the guest first, what this run
+    did on the way (a shutdown request) is not reported (False): exactly one run reports the
     removal."""
-    start = len(mgr.result.actions)
-    current = mgr._state(dom)
-    volumes = _disk_volumes(mgr, dom) if mgr.params.get('delete_volumes') else []
-    before = mgr.client.call(dom.XMLDesc, mgr.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % mgr.name)
-    mgr.result.set_diff(before, '', "guest '%s' (defined)" % mgr.name, 'guest absent')
-    mgr.result.pending[:] = ['undefine'] + ['delete volume %s' % vol.path() for vol in volumes]
-    if current != 'stopped':
-        stop(mgr, dom, current)
-    if mgr.check_mode:
-        mgr.result.change("guest '%s' undefined" % mgr.name)
-        for vol in volumes:
-            mgr.result.change('volume %s deleted' % vol.path())
-        return
-    if not _undefine(mgr, dom):
-        del mgr.result.actions[start:]
-        mgr.client.warn("guest '%s' was removed by a concurrent run" % mgr.name)
-        return
-    mgr.undefined = True
-    mgr.result.change("guest '%s' undefined" % mgr.name)
-    mgr.result.pending.pop(0)
-    if _active(mgr, dom) and _destroy(mgr, dom):
-        # started by a concurrent run after we looked: undefining left it running (transient)
-        mgr.result.change("guest '%s' stopped (started concurrently)" % mgr.name)
-    for vol in volumes:
-        path = vol.path()
-        if mgr.client.call_unless_done(
-            vol.delete, 0, done=lambda exc: mgr.client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'), what='volume %s' % path
-        ):
-            mgr.result.change('volume %s deleted' % path)
-        mgr.result.pending.pop(0)
+    made = []
+    undefined = False
+    try:
+        dom = _guest(client, name)
+        if current != 'stopped':
+            stopped = stop(client, name, current, timeout, force, dom=dom)
+            if isinstance(stopped, Made):
+                made.extend(stopped.message)
+            elif stopped is not False:
+                made.append("guest '%s' stopped" % name)
+        if not _undefine(client, dom, name):
+            client.warn("guest '%s' was removed by a concurrent run" % name)
+            return False
+        undefined = True
+        made.append("guest '%s' undefined" % name)
+        if _active(client, dom) and _destroy(client, dom, name):
+            # started by a concurrent run after we looked: undefining left it running (transient)
+            made.append("guest '%s' stopped (started concurrently)" % name)
+        for path in volume_paths:
+            vol = volume_by_path(client, path)
+            if vol is not None and client.call_unless_done(
+                vol.delete, 0, done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'), what='volume %s' % path
+            ):
+                made.append('volume %s deleted' % path)
+    except ObjectNotFound as exc:
+        if undefined:
+            raise partly_made(exc, *made) from None  # something after our removal (a volume) is gone
+        # removed by a concurrent run while we worked on it: the wanted state holds, and
+        # exactly one run (the one that undefined it) reports the removal
+        client.warn("guest '%s' disappeared while being removed (removed concurrently?)" % name)
+        return False
+    except LibvirtModuleError as exc:
+        raise partly_made(exc, *(made + list(getattr(exc, 'partly_made', ())))) from None
+    return Made(tuple(made))
 
 
-def _active(mgr, dom):
+def _active(client, dom):
     try:
         return bool(dom.isActive())
-    except mgr.libvirt.libvirtError:
+    except client.libvirt.libvirtError:
         return False  # gone: nothing left running
 
 
-def _undefine(mgr, dom):
+def _undefine(client, dom, name):
     """Undefine; False when the guest was already gone (removed by a concurrent run)."""
-    lv = mgr.libvirt
+    lv = client.libvirt
     flags = 0
-    for name in (
+    for flag in (
         'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE',
         'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
         'VIR_DOMAIN_UNDEFINE_NVRAM',
         'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
     ):
-        flags |= getattr(lv, name, 0)
-    what = "guest '%s'" % mgr.name
+        flags |= getattr(lv, flag, 0)
+    what = _what(name)
+
+    unsupported = []
 
     def gone(exc):
-        return mgr.client.is_error(exc, 'VIR_ERR_NO_DOMAIN')
+        return client.is_error(exc, 'VIR_ERR_NO_DOMAIN')
 
-    try:
-        dom.undefineFlags(flags)
-    except lv.libvirtError as exc:
-        if mgr.client.is_error(exc, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_INVALID_ARG'):
-            return mgr.client.call_unless_done(dom.undefine, done=gone, what=what)
-        if gone(exc) or (mgr.client.is_error(exc, 'VIR_ERR_OPERATION_INVALID') and not _persistent(mgr, dom)):
-            return False  # removed concurrently: the wanted state holds
-        raise mgr._translate(exc) from None
-    return True
+    def settled(exc):
+        if client.is_error(exc, 'VIR_ERR_NO_SUPPORT', 'VIR_ERR_INVALID_ARG'):
+            unsupported.append(exc)  # no flags here: the plain undefine below
+            return True
+        # removed concurrently: the wanted state holds
+        return gone(exc) or (client.is_error(exc, 'VIR_ERR_OPERATION_INVALID') and not _persistent(client, dom))
+
+    if client.call_unless_done(dom.undefineFlags, flags, done=settled, what=what):
+        return True
+    if unsupported:
+        return client.call_unless_done(dom.undefine, done=gone, what=what)
+    return False
 
 
-def _persistent(mgr, dom):
+def _persistent(client, dom):
     try:
         return bool(dom.isPersistent())
-    except mgr.libvirt.libvirtError:
+    except client.libvirt.libvirtError:
         return False
-
-
-def _disk_volumes(mgr, dom):
-    root = X.parse(mgr.client.call(dom.XMLDesc, mgr.libvirt.VIR_DOMAIN_XML_INACTIVE))
-    volumes = []
-    for disk in root.findall('devices/disk'):
-        if disk.get('device', 'disk') not in ('disk', 'lun'):
-            continue
-        source = disk.find('source')
-        if source is None:
-            continue
-        vol = None
-        if source.get('pool') and source.get('volume'):
-            pool = mgr.client.lookup('pool', source.get('pool'))
-            if pool is not None:
-                try:
-                    vol = pool.storageVolLookupByName(source.get('volume'))
-                except mgr.libvirt.libvirtError:
-                    vol = None
-        elif source.get('file') or source.get('dev'):
-            vol = mgr._vol_by_path(source.get('file') or source.get('dev'))
-        if vol is None:
-            mgr.client.warn(
-                "disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
-                % (disk.find('target').get('dev'), mgr.name)
-            )
-        else:
-            volumes.append(vol)
-    return volumes

@@ -9,8 +9,9 @@ from __future__ import annotations
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import summarize
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import interface_addresses, summarize
 
 
 def parse_stats(raw):
@@ -30,13 +31,18 @@ def parse_stats(raw):
     return stats
 
 
-class GuestInfo:
-    def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+class GuestInfo(Manager):
+    """The ``guest_info`` module: reads only (a plan without steps); :meth:`report` gives the facts."""
 
-    def run(self):
+    facts_only = True
+
+    def plan(self):
+        name = self.params.get('name')
+        if name is not None:
+            check_object_name('name', name)
+        return Plan("guest '%s'" % name if name is not None else 'guests')
+
+    def report(self, plan):
         lv = self.libvirt
         name = self.params.get('name')
         stats_flags = lv.VIR_DOMAIN_STATS_STATE
@@ -49,13 +55,12 @@ class GuestInfo:
                 | lv.VIR_DOMAIN_STATS_BLOCK
             )
         if name is not None:
-            check_object_name('name', name)
             dom = self.client.lookup('guest', name)
             if dom is None:
                 raise ObjectNotFound("guest '%s' not found on %s" % (name, self.client.uri))
-            records = self._stats([dom], stats_flags)
+            records = self._stats('domainListGetStats', [dom], stats_flags)
         else:
-            records = self._all_stats(stats_flags)
+            records = self._stats('getAllDomainStats', stats_flags)
         autostart = {
             d.name() for d in self.client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, what='guests')
         }
@@ -66,48 +71,36 @@ class GuestInfo:
         for dom, raw in records:
             guests.append(self._describe(dom, raw, dom.name() in autostart, dom.name() in persistent))
         guests.sort(key=lambda g: g['name'])
-        return dict(changed=False, guests=guests)
+        return dict(guests=guests)
 
-    def _all_stats(self, flags):
+    def _stats(self, method, *args):
+        """Bulk statistics (``getAllDomainStats`` / ``domainListGetStats``); only the run states
+        where the driver has no bulk statistics."""
         try:
-            return self.client.conn.getAllDomainStats(flags, 0)
-        except self.libvirt.libvirtError as exc:
-            if not self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                raise self._translate(exc) from None
-        doms = self.client.call('listAllDomains', 0, what='guests')
+            return self.client.call(method, *args, 0, what='guest statistics')
+        except OperationFailed as exc:
+            if exc.details.get('libvirt_code') != self.libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+        doms = args[0] if method == 'domainListGetStats' else self.client.call('listAllDomains', 0, what='guests')
         return [(dom, {'state.state': dom.state()[0]}) for dom in doms]
-
-    def _stats(self, doms, flags):
-        try:
-            return self.client.conn.domainListGetStats(doms, flags, 0)
-        except self.libvirt.libvirtError as exc:
-            if not self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
-                raise self._translate(exc) from None
-        return [(dom, {'state.state': dom.state()[0]}) for dom in doms]
-
-    def _translate(self, exc):
-        from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import translate
-
-        return translate(self.libvirt, exc, what='guest statistics', uri=self.client.uri)
 
     def _describe(self, dom, raw, autostart, persistent):
         lv = self.libvirt
         state = state_name(raw.get('state.state', 0))
         flags = lv.VIR_DOMAIN_XML_INACTIVE if persistent else 0
         try:
-            xml = dom.XMLDesc(flags)
-        except lv.libvirtError as exc:
-            if self.client.is_error(exc, 'VIR_ERR_NO_DOMAIN'):
-                return dict(
-                    name=dom.name(),
-                    uuid=dom.UUIDString(),
-                    state='absent',
-                    autostart=False,
-                    persistent=False,
-                    disks=[],
-                    interfaces=[],
-                )
-            raise self._translate(exc) from None
+            xml = self.client.call(dom.XMLDesc, flags, what='guest statistics')
+        except ObjectNotFound:
+            # removed since the statistics were read
+            return dict(
+                name=dom.name(),
+                uuid=dom.UUIDString(),
+                state='absent',
+                autostart=False,
+                persistent=False,
+                disks=[],
+                interfaces=[],
+            )
         info = summarize(X.parse(xml))
         info.update(state=state, autostart=autostart, persistent=persistent)
         if 'vcpu.current' in raw:
@@ -125,24 +118,7 @@ class GuestInfo:
 
     def _addresses(self, dom, interfaces, source):
         lv = self.libvirt
-        sources = {
-            'lease': [lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE],
-            'agent': [lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT],
-            'arp': [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP', 2)],
-            'any': [
-                lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-                lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-                getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP', 2),
-            ],
-        }[source]
-        found = {}
-        for src in sources:
-            try:
-                found = dom.interfaceAddresses(src, 0) or {}
-            except lv.libvirtError:
-                found = {}
-            if found:
-                break
+        found = interface_addresses(dom, source, lv)[1]
         by_mac = {}
         for ifname, data in found.items():
             addrs = [

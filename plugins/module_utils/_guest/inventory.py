@@ -17,19 +17,16 @@ from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import is_not_found
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
+    SRC_AGENT,
+    SRC_ARP,
+    SRC_LEASE,
+    interface_addresses,
+)
 
 ADDRESS_SOURCES = ('none', 'agent', 'lease', 'arp', 'any')
 STATES = ('running', 'paused', 'stopped', 'shutting_down', 'crashed', 'pmsuspended', 'unknown')
 
-# libvirt constants, by value: this module never needs libvirt imported to be tested
-_SRC_LEASE, _SRC_AGENT, _SRC_ARP = 0, 1, 2
-_SOURCE_ORDER = {
-    'none': (),
-    'lease': (_SRC_LEASE,),
-    'agent': (_SRC_AGENT,),
-    'arp': (_SRC_ARP,),
-    'any': (_SRC_AGENT, _SRC_LEASE, _SRC_ARP),
-}
 _IPV4 = 0
 
 
@@ -37,18 +34,6 @@ def libvirt_host(uri, conn_hostname):
     """Name of the hypervisor host a URI talks to: the URI's host part, else libvirt's hostname."""
     host = urlsplit(uri).hostname
     return host or conn_hostname
-
-
-def _addresses(dom, source, libvirt):
-    """Interface addresses from the first source (in ``any`` order) that reports some."""
-    for src in _SOURCE_ORDER[source]:
-        try:
-            found = dom.interfaceAddresses(src, 0) or {}
-        except libvirt.libvirtError:
-            found = {}  # no agent, agent not answering, no lease database: try the next source
-        if found:
-            return src, found
-    return None, {}
 
 
 def _flatten(found):
@@ -107,9 +92,9 @@ def describe(dom, uri, host, source, libvirt):
         address_source=None,
     )
     if state == 'running' and source != 'none':
-        src, found = _addresses(dom, source, libvirt)
+        src, found = interface_addresses(dom, source, libvirt)
         guest['addresses'] = _flatten(found)
-        guest['address_source'] = {_SRC_AGENT: 'agent', _SRC_LEASE: 'lease', _SRC_ARP: 'arp'}.get(src)
+        guest['address_source'] = {SRC_AGENT: 'agent', SRC_LEASE: 'lease', SRC_ARP: 'arp'}.get(src)
     return guest
 
 

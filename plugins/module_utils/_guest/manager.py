@@ -2,10 +2,11 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Service layer of the ``guest`` module: read current -> compare -> act unless check mode.
+"""The ``guest`` module's manager: read the guest, plan its definition, run state and autostart
+(``plan()``: steps only, nothing changed), report it afterwards.
 
-What only a change needs (a new guest's definition, live changes, stopping, removing) is in
-``_guest_change``, imported when a change is made: a run that changes nothing does not compile it.
+The steps name actions of ``_guest/apply.py``, which the shared runner (``_core/plan.py``)
+imports only when there is something to do: a run that changes nothing does not compile it.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import (
     canonical_machine,
+    capabilities,
+    domain_types_available,
+    host_domain_type,
     primary_secmodel,
     state_name,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
-    LibvirtModuleError,
-    ObjectNotFound,
     OperationFailed,
-    translate,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, volume_by_path
 
 # memory sizes above this are refused: no host has that much (the largest x86 and POWER systems
 # take 32-48 TiB); a bare number is MiB, so 1073741824 would be 1 PiB
@@ -61,21 +63,35 @@ TYPED_OPTIONS = (
 )
 
 
-class GuestManager:
+class GuestManager(Manager):
+    """The ``guest`` module: :meth:`plan` reads the guest and plans its definition, run state and
+    autostart as steps of ``_guest/apply.py``; :meth:`report` describes the guest afterwards."""
+
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
+        super().__init__(client)
         self.name = self.params['name']
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
         self.reboot_required = False
-        self.predicted_state = None
-        self.defined_here = False  # this task defined the guest: a failed start takes it back
-        self.undefined = False
+        self._reset()
+
+    def _reset(self):
+        """What one plan finds (plan() runs again after a race)."""
+        self.reboot_required = False
+        self.state_before = 'absent'
+        self.definition = None  # (before, after, before header, after header) of a (re)definition
+        self.define_step = None  # the define of a new guest (undone when its start fails)
+        self.record_step = None  # a define from raw XML: its outcome is the definition read back
+        self.live_steps = []
+        self.wait_step = None
+
+    def applier(self):
+        # imported here: only a change needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply
+
+        return apply
 
     # ------------------------------------------------------------------------------------
-    def run(self):
+    def plan(self):
+        self._reset()
         check_object_name('name', self.name)
         self._check_run_options()
         params = self.params
@@ -84,29 +100,65 @@ class GuestManager:
         if desired_xml is None:
             self._typed_spec_checked()
         self._check_memory_sizes()
-        if state in ('running', 'restarted') and params.get('wait_for') == 'agent':
+        waits = state in ('running', 'restarted') and params.get('wait_for') == 'agent'
+        if waits:
             self._check_agent_wait(desired_xml, None)
             self.client.enable_events()
+        plan = Plan("guest '%s'" % self.name)
         dom = self.client.lookup('guest', self.name)
         if state == 'absent':
-            self._absent(dom)
-            return self.result.build(guest=dict(name=self.name, state='absent'), reboot_required=False)
-        state_before = self._state(dom) if dom is not None else 'absent'
-        # what a failure part-way says is left to do (see Result.failure)
-        waits = state in ('running', 'restarted') and params.get('wait_for') == 'agent'
-        self.result.pending[:] = (
-            ['state %s%s' % (state, ' (guest agent answering)' if waits else '')] if state != 'present' else []
-        ) + (['autostart'] if params.get('autostart') is not None else [])
-        dom = self._ensure_defined(dom, desired_xml)
-        self._ensure_state(dom, state)
-        if state != 'present':
-            self.result.pending.pop(0)
-        if params.get('autostart') is not None:
-            self._ensure_autostart(dom, params['autostart'])
-            self.result.pending.pop(0)
-        guest = self._describe(dom)
-        self._state_in_diff(state_before, guest)
-        return self.result.build(guest=guest, reboot_required=self.reboot_required)
+            self._plan_absent(plan, dom)
+        else:
+            current = self._state(dom) if dom is not None else 'absent'
+            self.state_before = current
+            if dom is None:
+                self._plan_new(plan, desired_xml)
+            elif desired_xml is not None:
+                self._plan_xml(plan, dom, desired_xml, current)
+            else:
+                self._plan_typed(plan, dom, current)
+            self._plan_state(plan, state, 'stopped' if dom is None else current, waits)
+            self._plan_autostart(plan, dom)
+        if self.definition is not None:
+            plan.before, plan.after, plan.before_header, plan.after_header = self.definition
+            # a failure after the define reports the diff of what was done
+            self.result.set_diff(*self.definition)
+        return plan
+
+    def report(self, plan):
+        if self.params['state'] == 'absent':
+            return dict(guest=dict(name=self.name, state='absent'), reboot_required=False)
+        if self.record_step is not None and isinstance(self.record_step.outcome, str):
+            # raw XML: the diff shows what libvirt made of it (read back when storing the record)
+            self._definition_diff(self.definition[0] or None, self.record_step.outcome)
+        if self.wait_step is not None and self.wait_step.outcome is not None:
+            self.result.extra['agent_wait_seconds'] = self.wait_step.outcome
+        guest = self._describe(self.client.lookup('guest', self.name))
+        self._state_in_diff(self.state_before, guest)
+        reboot = self.reboot_required
+        if self.params['state'] != 'restarted' and any(step.outcome is False for step in self.live_steps):
+            reboot = True  # libvirt refused a live change: it applies at the next boot
+        return dict(guest=guest, reboot_required=reboot)
+
+    def failed(self, step, exc, undone, undo_error):
+        """The start of a guest this task defined failed: the define was taken back (or could not
+        be), and the failure says so."""
+        define = self.define_step
+        if define is None:
+            return exc
+        if any(done is define for done in undone):
+            self.result.set_diff(None, None)
+            return OperationFailed(
+                '%s; the guest was not kept (it did not exist before this task; nothing was changed)' % exc.msg,
+                **exc.details,
+            )
+        if undo_error is not None:
+            # could not take it back: the definition stays and the failure says so
+            return OperationFailed(
+                '%s; the guest was defined but could not be removed again: %s' % (exc.msg, undo_error.msg),
+                **exc.details,
+            )
+        return exc
 
     def _typed_spec_checked(self):
         """Option checks that need no libvirt: XML-safe strings, non-negative numbers."""
@@ -131,13 +183,14 @@ class GuestManager:
             return
         after = guest['state']
         xml = guest.get('xml') or ''
-        before_xml = self.result.before if self.result.before is not None else ('' if before == 'absent' else xml)
-        after_xml = self.result.after if self.result.after is not None else xml
+        definition = self.definition or (None, None, None, None)
+        before_xml = definition[0] if definition[0] is not None else ('' if before == 'absent' else xml)
+        after_xml = definition[1] if definition[1] is not None else xml
         self.result.set_diff(
             '<!-- state: %s -->\n%s' % (before, before_xml) if before != 'absent' else '',
             '<!-- state: %s -->\n%s' % (after, after_xml),
-            self.result.before_header or "guest '%s'" % self.name,
-            self.result.after_header or "guest '%s' (wanted)" % self.name,
+            definition[2] or "guest '%s'" % self.name,
+            definition[3] or "guest '%s' (wanted)" % self.name,
         )
 
     # ------------------------------------------------------------------------------------
@@ -203,7 +256,7 @@ class GuestManager:
         """Check a pool volume exists and fill in its format when the user gave none."""
         if not disk.get('pool'):
             if disk.get('path') and not disk.get('format') and disk.get('device', 'disk') == 'disk':
-                vol = self._vol_by_path(disk['path'])
+                vol = volume_by_path(self.client, disk['path'])
                 if vol is not None:
                     disk['format'] = _vol_format(vol, self.libvirt)
             return
@@ -220,59 +273,83 @@ class GuestManager:
         if not disk.get('format'):
             disk['format'] = _vol_format(vol, self.libvirt)
 
-    def _vol_by_path(self, path):
-        try:
-            return self.client.conn.storageVolLookupByPath(path)
-        except self.libvirt.libvirtError:
-            return None
+    def _plan_new(self, plan, desired_xml):
+        """Define the guest, which does not exist yet. Recorded once libvirt has defined it; when
+        a later step (the start) fails, the define is undone (:meth:`failed`)."""
+        message = "guest '%s' defined" % self.name
+        undo = ('undefine_new', self.name)
+        if desired_xml is None:
+            spec = self._typed_spec()
+            domain_type = self._pick_domain_type(spec)
+            tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
+            self._check_agent_wait(tree, None)
+            self._check_memory_fits(tree)
+            xml = X.tostring(tree)
+            self.definition = ('', xml, 'guest absent', "guest '%s' (wanted)" % self.name)
+            self.define_step = plan.add(message, 'define', self.name, xml, True, undo=undo, pending=False)
+            return
+        # imported here: only raw XML needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
-    def _ensure_defined(self, dom, desired_xml):
-        if dom is None:
-            # imported here: only a change needs it, and module start-up time counts
-            from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
+        desired = A.strip(desired_xml)
+        input_digest = A.digest(desired)
+        stamped = A.stamp(desired, input_digest)
+        self._check_agent_wait(stamped, None)
+        self._check_memory_fits(stamped)
+        self._definition_diff(None, desired)
+        self.define_step = self.record_step = plan.add(
+            message, 'define_xml', self.name, X.tostring(stamped), input_digest, True, undo=undo, pending=False
+        )
 
-            if desired_xml is not None:
-                return self._define_new_xml(C, desired_xml)
-            return C.define_new(self, desired_xml)
-        if desired_xml is not None:
-            return self._ensure_xml_defined(dom, desired_xml)
-        # typed options
-        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
-        current = X.parse(before)
-        spec = self._typed_spec(current)
-        if spec.get('domain_type') and spec['domain_type'] != current.get('type'):
+    def _pick_domain_type(self, spec):
+        arch = spec.get('arch') or None
+        wanted = spec.get('domain_type')
+        if wanted is None:
+            return host_domain_type(self.client, arch)
+        available = domain_types_available(self.client, arch)
+        if wanted not in available:
+            hint = ' (no hardware virtualization here: use domain_type qemu, or omit it)' if wanted == 'kvm' else ''
+            raise InvalidParameter(
+                'domain_type',
+                "'%s' is not supported by this host%s; available: %s"
+                % (wanted, hint, ', '.join(sorted(available)) or 'none'),
+            )
+        return wanted
+
+    def _host_arch(self):
+        caps = capabilities(self.client)  # read once per run, shared with the machine/secmodel lookups
+        return X.findtext(caps, 'host/cpu/arch') or 'x86_64'
+
+    def _plan_typed(self, plan, dom, current):
+        """The typed options on an existing guest: one redefinition with every change, then what
+        a running guest gets live. The running configuration is read once (live plan and agent
+        check), the options are resolved against the host once."""
+        what = "guest '%s'" % self.name
+        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what=what)
+        defined = X.parse(before)
+        spec = self._typed_spec(defined)
+        if spec.get('domain_type') and spec['domain_type'] != defined.get('type'):
             raise InvalidParameter(
                 'domain_type',
                 "guest '%s' exists with type '%s'; the domain type of an "
-                'existing guest cannot be changed' % (self.name, current.get('type')),
+                'existing guest cannot be changed' % (self.name, defined.get('type')),
             )
-        new_tree = copy.deepcopy(current)
+        new_tree = copy.deepcopy(defined)
         changes = D.apply_spec(new_tree, spec)
-        running = self._state(dom) in ('running', 'paused')
-        live_steps = self._plan_live(dom, None, changes, new_tree) if running else []
-        self._check_agent_wait(new_tree, dom if running and self.params['state'] != 'restarted' else None)
+        running = current in ('running', 'paused')
+        live = X.parse(self.client.call(dom.XMLDesc, 0, what=what)) if running else None
+        live_steps = self._plan_live(dom, None, changes, new_tree, spec=spec, live=live) if running else []
+        keeps_running = running and self.params['state'] != 'restarted'
+        self._check_agent_wait(new_tree, dom if keeps_running else None, live=live)
         if not changes:
-            return dom
+            return
         if any(change.section == 'memory' for change in changes):
             self._check_memory_fits(new_tree)
-        after = X.tostring(new_tree)
         self._definition_diff(before, new_tree)
-        if self.check_mode:
-            for change in changes:
-                self.result.change(change.message)
-            for _kind, _value, message in live_steps:
-                self.result.change(message)
-            return dom
-        new = self.client.call('defineXML', after, what="guest '%s'" % self.name)
         # recorded once libvirt has the new definition: a failure after it reports them as done
-        for change in changes:
-            self.result.change(change.message)
-        if live_steps:
-            # imported here: only a change needs it, and module start-up time counts
-            from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
-
-            C.apply_live(self, new, live_steps)
-        return new
+        plan.add(tuple(change.message for change in changes), 'define', self.name, X.tostring(new_tree), pending=False)
+        for kind, value, message in live_steps:
+            self.live_steps.append(plan.add(message, 'set_live', self.name, kind, value, message, pending=False))
 
     # raw XML (``xml``) ---------------------------------------------------------------------
     # The decision uses the last-applied record (_applied) that every define from raw XML leaves
@@ -280,102 +357,44 @@ class GuestManager:
     # it -> unchanged, whatever libvirt normalised; a record that differs (new input, or drift
     # made outside, e.g. virsh edit) -> redefine. Without a complete record (a guest made by other
     # tools, or the record's second step failed) the comparison is semantic.
-    def _ensure_xml_defined(self, dom, desired):
+    def _plan_xml(self, plan, dom, desired, current):
         # imported here: only raw XML needs it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
-        what = "guest '%s'" % self.name
-        self._xml_compared = True
         before, secure = self._read_definition(dom)
-        current = X.parse(before)
-        desired = A.strip(desired)  # define_new's race path hands back the stamped tree
-        input_digest = A.digest(desired)
-        new_tree, changes = self._merge_user_xml(current, desired, A.unchanged(current, input_digest), secure)
-        running = self._state(dom) in ('running', 'paused')
-        if running:
-            self._plan_live(dom, desired, changes, new_tree)  # raw XML: nothing live, a reboot applies it
-        # the same checks as for the typed options (_ensure_defined), before anything changes
-        self._check_agent_wait(new_tree, dom if running and self.params['state'] != 'restarted' else None)
-        if changes:
-            self._check_memory_fits(new_tree)
-        if not changes:
-            record = A.read(current)
-            if record and record['input'] == input_digest and not record['result'] and not self.check_mode:
-                # our own record lacks its result (storing it failed last time) and the guest
-                # compares equal: complete it (bookkeeping only, the definition is unchanged)
-                self._store_applied(dom, input_digest)
-            return dom
-        if self.check_mode:
-            for change in changes:
-                self.result.change(change.message)
-            self._definition_diff(before, new_tree)
-            return dom
-        new = self.client.call('defineXML', X.tostring(A.stamp(new_tree, input_digest)), what=what)
-        for change in changes:
-            self.result.change(change.message)
-        self._definition_diff(before, self._store_applied(new, input_digest) or new_tree)
-        return new
-
-    def _define_new_xml(self, C, desired):
-        """Define a new guest from raw XML stamped with the input digest, then store the result."""
-        # imported here: only raw XML needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
-
+        defined = X.parse(before)
         desired = A.strip(desired)
         input_digest = A.digest(desired)
-        new = C.define_new(self, A.stamp(desired, input_digest))
-        if getattr(self, '_xml_compared', False):
-            return new  # define_new lost a race and converged onto the other run's guest
-        after = desired
-        if new is not None:
-            after = self._store_applied(new, input_digest) or desired
-        self._definition_diff(None, after)
-        return new
+        new_tree, changes = self._merge_user_xml(defined, desired, A.unchanged(defined, input_digest), secure)
+        running = current in ('running', 'paused')
+        if running:
+            self._plan_live(dom, desired, changes, new_tree)  # raw XML: nothing live, a reboot applies it
+        # the same checks as for the typed options, before anything changes
+        self._check_agent_wait(new_tree, dom if running and self.params['state'] != 'restarted' else None)
+        if not changes:
+            record = A.read(defined)
+            if record and record['input'] == input_digest and not record['result']:
+                # our own record lacks its result (storing it failed last time) and the guest
+                # compares equal: complete it (bookkeeping only, never reported, not in check mode)
+                plan.add(None, 'store_record', self.name, input_digest, pending=False)
+            return
+        self._check_memory_fits(new_tree)
+        self._definition_diff(before, new_tree)
+        self.record_step = plan.add(
+            tuple(change.message for change in changes),
+            'define_xml',
+            self.name,
+            X.tostring(A.stamp(new_tree, input_digest)),
+            input_digest,
+            pending=False,
+        )
 
     def _read_definition(self, dom):
-        """(inactive XML, secure): with VIR_DOMAIN_XML_SECURE (graphics passwords) when the
-        connection allows it, else without (read-only connection, ACL)."""
-        flags = self.libvirt.VIR_DOMAIN_XML_INACTIVE
-        what = "guest '%s'" % self.name
-        try:
-            return self.client.call(dom.XMLDesc, flags | self.libvirt.VIR_DOMAIN_XML_SECURE, what=what), True
-        except LibvirtModuleError as exc:
-            denied = {getattr(self.libvirt, n, None) for n in ('VIR_ERR_OPERATION_DENIED', 'VIR_ERR_ACCESS_DENIED')}
-            if exc.details.get('libvirt_code') not in denied:
-                raise
-        return self.client.call(dom.XMLDesc, flags, what=what), False
-
-    def _store_applied(self, dom, input_digest):
-        """Second step of a define from raw XML: read back what libvirt made of it and store its
-        digest in the record. Returns the XML read back (None when storing failed).
-
-        When this fails the guest keeps a record without result and the next run compares
-        semantically (then completes the record): self-healing, so a warning is enough.
-        """
+        """(inactive XML, secure): see ``_guest/applied.py: read_definition``."""
         # imported here: only raw XML needs it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
-        what = "guest '%s'" % self.name
-        try:
-            # read as the next run will (_read_definition), so that the digests compare
-            defined = self._read_definition(dom)[0]
-            record = A.record_xml(input_digest, A.digest(A.strip(X.parse(defined))))
-            self.client.call(
-                dom.setMetadata,
-                self.libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                record,
-                A.PREFIX,
-                A.NAMESPACE,
-                self.libvirt.VIR_DOMAIN_AFFECT_CONFIG,
-                what=what + ' metadata',
-            )
-        except LibvirtModuleError as exc:
-            self.client.warn(
-                '%s: could not store the last-applied record (%s); the next run compares the definition '
-                'semantically' % (what, exc.msg)
-            )
-            return None
-        return defined
+        return A.read_definition(self.client, dom, "guest '%s'" % self.name)
 
     def _merge_user_xml(self, current, desired, applied=None, secure=True):
         """(tree to define, changes) for the user's XML ``desired`` against the current definition.
@@ -437,7 +456,7 @@ class GuestManager:
             '' if side is None else X.tostring(A.redact(A.strip(X.parse(side) if isinstance(side, str) else side)))
             for side in (before, after)
         ]
-        self.result.set_diff(
+        self.definition = (
             sides[0],
             sides[1],
             "guest '%s' (defined)" % self.name if before is not None else 'guest absent',
@@ -445,19 +464,22 @@ class GuestManager:
         )
 
     # live changes -------------------------------------------------------------------------
-    def _plan_live(self, dom, desired_xml, changes, new_tree=None):
+    def _plan_live(self, dom, desired_xml, changes, new_tree=None, spec=None, live=None):
         """Plan what of ``changes`` (to the definition) the running guest gets live, as
         ``(kind, value, message)`` steps, and set ``reboot_required`` for what it cannot get live.
 
         Planned before anything changes, so that check mode predicts the run: vCPU hot-plug up to
         the running maximum, the balloon up to the running maximum memory, I/O limits of disks the
         running guest has. Everything else (more memory than the guest started with, a disk only in
-        the definition) waits for the next boot."""
+        the definition) waits for the next boot. ``spec``/``live``: the resolved options and the
+        running configuration when the caller has them already."""
         if desired_xml is not None:
             self.reboot_required = bool(changes)
             return []
-        live = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
-        spec = self._typed_spec(live)
+        if live is None:
+            live = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
+        # the options as resolved for the definition (``spec``: resolved once per run)
+        spec = copy.deepcopy(spec) if spec is not None else self._typed_spec(live)
         live_max = D.kib(live.find('memory'))
         above = (D.memory_kib(spec.get('current_memory'), 'current_memory') or 0) > live_max
         if above and spec.get('memory') is None:
@@ -483,14 +505,14 @@ class GuestManager:
                 self.reboot_required = True
             steps.append(('memory', target, '%s balloon set to %d KiB live' % (name, target)))
         if 'disks' in changed and 'disks' in live_pending:
-            have = {D._device_key(node): node for node in live.findall('devices/disk')}
+            have = {D.device_key(node): node for node in live.findall('devices/disk')}
             for disk in spec.get('disks') or []:
                 tune = {k: v for k, v in (disk.get('iotune') or {}).items() if v is not None}
                 node = have.get(disk['target'])
                 if not tune or node is None:
                     continue  # a disk only in the definition: reboot_required (it is 'added' live)
                 want = D.disk_element(disk, live.get('type'))
-                if X.differences(want, node) and D._only_iotune_differs(want, node):
+                if X.differences(want, node) and D.only_iotune_differs(want, node):
                     steps.append(
                         ('iotune', (disk['target'], tune), '%s disk %s I/O limits set live' % (name, disk['target']))
                     )
@@ -503,14 +525,15 @@ class GuestManager:
             self.reboot_required = True
         return steps
 
-    def _check_agent_wait(self, tree, running_dom):
+    def _check_agent_wait(self, tree, running_dom, live=None):
         """``wait_for: agent`` needs the agent channel: refused before anything changes when the
         guest will not have it (``tree``: the definition it gets; ``running_dom``: a guest that
-        keeps running, whose running configuration must have it)."""
+        keeps running, whose running configuration must have it; ``live``: that configuration, when
+        read already)."""
         if self.params['state'] not in ('running', 'restarted') or self.params.get('wait_for') != 'agent':
             return
-        # imported here: only wait_for: agent needs it (and _wait_agent imports it anyway)
-        from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel import has_agent_channel
+        # imported here: only wait_for: agent needs it (and the agent wait imports it anyway)
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import has_agent_channel
 
         if self.params.get('guest_agent') is False and not self.params.get('xml'):
             raise InvalidParameter(
@@ -524,7 +547,8 @@ class GuestManager:
                 'set guest_agent: true' % source,
             )
         if running_dom is not None:
-            live = X.parse(self.client.call(running_dom.XMLDesc, 0, what="guest '%s'" % self.name))
+            if live is None:
+                live = X.parse(self.client.call(running_dom.XMLDesc, 0, what="guest '%s'" % self.name))
             if not has_agent_channel(live):
                 raise InvalidParameter(
                     'wait_for',
@@ -563,143 +587,123 @@ class GuestManager:
     # ------------------------------------------------------------------------------------
     # run state
     def _state(self, dom):
-        if dom is None:
-            return self.predicted_state or 'stopped'
         return state_name(self.client.call(dom.state, what="guest '%s'" % self.name)[0])
 
-    def _ensure_state(self, dom, wanted):
+    def _plan_state(self, plan, wanted, current, waits):
+        """The steps from run state ``current`` to ``wanted``. A failure names the wanted state
+        as not done (once, at the last of its steps)."""
         if wanted == 'present':
             return
-        done_before = len(self.result.actions)
-        try:
-            self._change_state(dom, wanted)
-        except LibvirtModuleError as exc:
-            if not self.defined_here or self.check_mode or len(self.result.actions) != done_before:
-                raise  # run_module reports what was done (the definition, the start ...)
-            # the start of a guest this task defined failed: take the definition back
-            # imported here: only a change needs it, and module start-up time counts
-            from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
-
-            raise C.undo_define(self, dom, exc) from None
-
-    def _change_state(self, dom, wanted):
-        current = self._state(dom)
+        steps = []
+        name = self.name
+        settle = None
         if current == 'shutting_down' and wanted in ('running', 'paused', 'restarted'):
-            # being shut down (by someone else): starting it now fails with "already running"
-            # imported here: only a change needs it, and module start-up time counts
-            from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
+            # being shut down (by someone else): starting it now fails with "already running":
+            # the start waits until it is off first
+            settle = self.params.get('shutdown_timeout') or 0
 
-            C._wait_off(self, dom, self.params.get('shutdown_timeout') or 0)
-            current = self._state(dom)
+        def add(message, action, *args):
+            steps.append(plan.add("guest '%s' %s" % (name, message), action, name, *args, pending=False))
+
+        def transition(message, method, args, done_states, wait=None):
+            add(message, 'transition', method, args, done_states, wait)
+
+        stop_args = (self.params.get('shutdown_timeout'), self.params.get('force'))
         if wanted == 'running':
-            if current in ('running', 'shutting_down'):
-                pass
-            elif current == 'paused':
-                self._act('resumed', dom and dom.resume, dom, ('running',))
+            if current == 'paused':
+                transition('resumed', 'resume', (), ('running',))
             elif current == 'pmsuspended':
-                self._act('woken up', dom and (lambda: dom.pMWakeup(0)), dom, ('running',))
-            else:
+                transition('woken up', 'pMWakeup', (0,), ('running',))
+            elif current == 'shutting_down':
+                transition('started', 'create', (), ('running',), settle)
+            elif current != 'running':
                 if current == 'crashed':
-                    self._act('crashed guest destroyed', dom and dom.destroy, dom, ('stopped',))
-                self._act('started', dom and dom.create, dom, ('running',))
-            if self.params.get('wait_for') == 'agent':
-                self._wait_agent(dom)
+                    transition('crashed guest destroyed', 'destroy', (), ('stopped',))
+                transition('started', 'create', (), ('running',))
         elif wanted == 'restarted':
-            # imported here: only a change needs it, and module start-up time counts
-            from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
-
-            C.restart(self, dom, current)
-            if self.params.get('wait_for') == 'agent':
-                self._wait_agent(dom)
+            # a cold restart (shutdown, then start), so that a changed definition applies; a
+            # stopped guest is started
+            if current == 'crashed':
+                add('stopped', 'destroy')
+            elif current != 'stopped':
+                add('stopped', 'stop', current, *stop_args)
+            transition('started', 'create', (), ('running',))
+            self.reboot_required = False
         elif wanted == 'paused':
+            start_paused = ('createWithFlags', (self.libvirt.VIR_DOMAIN_START_PAUSED,), ('paused',))
             if current == 'running':
-                self._act('paused', dom and dom.suspend, dom, ('paused',))
+                transition('paused', 'suspend', (), ('paused',))
             elif current in ('stopped', 'crashed'):
-                self._act(
-                    'started paused',
-                    dom and (lambda: dom.createWithFlags(self.libvirt.VIR_DOMAIN_START_PAUSED)),
-                    dom,
-                    ('paused',),
-                )
-        elif wanted == 'stopped':
-            if current not in ('stopped',):
-                # imported here: only a change needs it, and module start-up time counts
-                from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
+                transition('started paused', *start_paused)
+            elif current == 'shutting_down':
+                transition('started paused', *start_paused, settle)
+        elif wanted == 'stopped' and current != 'stopped':
+            add('stopped', 'stop', current, *stop_args)
+        if waits:
+            self.wait_step = plan.add(None, 'wait_agent', name, self.params['wait_timeout'], pending=False)
+            steps.append(self.wait_step)
+        if steps:
+            steps[-1].pending = 'state %s%s' % (wanted, ' (guest agent answering)' if waits else '')
 
-                C.stop(self, dom, current)
-
-    def _act(self, message, func, dom=None, done_states=()):
-        """One run-state step: recorded once libvirt made it (in check mode: recorded, not made).
-        When libvirt refuses because a concurrent run got there first, it is not this run's change."""
-        message = "guest '%s' %s" % (self.name, message)
-        if self.check_mode or func is None:
-            self.result.change(message)
+    def _plan_autostart(self, plan, dom):
+        wanted = self.params.get('autostart')
+        if wanted is None:
             return
-        made = self.client.call_unless_done(
-            func, done=lambda _exc: self._reached(dom, done_states), what="guest '%s'" % self.name
-        )
-        if made:
-            self.result.change(message)
-
-    def _reached(self, dom, states):
-        """Whether the guest is in one of ``states`` now (after libvirt refused a step)."""
-        if dom is None or not states:
-            return False
-        try:
-            return self._state(dom) in states
-        except ObjectNotFound:
-            raise ObjectNotFound(
-                "guest '%s' was removed (by a concurrent run?) while this task changed its state" % self.name
-            ) from None
-
-    def _wait_agent(self, dom):
-        # imported here: only wait_for: agent needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._agent.channel import Agent, has_agent_channel
-
-        if self.check_mode or dom is None:
-            return
-        root = X.parse(self.client.call(dom.XMLDesc, 0, what="guest '%s'" % self.name))
-        if not has_agent_channel(root):
-            # normally refused before anything changed (_check_agent_wait); this is a guest
-            # whose running configuration changed meanwhile
-            raise OperationFailed(
-                "guest '%s' has no guest agent channel: set guest_agent: true (and restart "
-                'the guest) to use wait_for: agent' % self.name
-            )
-        waited = Agent(self.client, dom, self.name).wait(self.params['wait_timeout'])
-        self.result.extra['agent_wait_seconds'] = round(waited, 3)
-
-    def _ensure_autostart(self, dom, wanted):
         current = bool(self.client.call(dom.autostart, what="guest '%s'" % self.name)) if dom else False
-        if current == wanted:
-            return
-        message = "guest '%s' autostart %s" % (self.name, 'enabled' if wanted else 'disabled')
-        if not self.check_mode and dom is not None:
-            self.client.call(dom.setAutostart, int(wanted), what="guest '%s' autostart" % self.name)
-        self.result.change(message)
+        if current != wanted:
+            message = "guest '%s' autostart %s" % (self.name, 'enabled' if wanted else 'disabled')
+            plan.add(message, 'set_autostart', self.name, wanted, pending='autostart')
 
     # ------------------------------------------------------------------------------------
     # absent
-    def _absent(self, dom):
+    def _plan_absent(self, plan, dom):
+        """Stop and undefine the guest (and delete its volumes with delete_volumes): one step,
+        whose action reports what it made (nothing when a concurrent run removed the guest)."""
         if dom is None:
             return
-        # imported here: only a change needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import apply as C
+        current = self._state(dom)
+        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
+        paths = self._volume_paths(X.parse(before)) if self.params.get('delete_volumes') else []
+        self.definition = (before, '', "guest '%s' (defined)" % self.name, 'guest absent')
+        messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [
+            "guest '%s' undefined" % self.name
+        ]
+        plan.add(
+            tuple(messages + ['volume %s deleted' % path for path in paths]),
+            'remove',
+            self.name,
+            current,
+            paths,
+            self.params.get('shutdown_timeout'),
+            self.params.get('force'),
+            pending=tuple(['undefine'] + ['delete volume %s' % path for path in paths]),
+        )
 
-        start = len(self.result.actions)
-        try:
-            C.remove(self, dom)
-        except ObjectNotFound:
-            if self.undefined:
-                raise  # something after our removal (a volume) is gone: report it, with what we did
-            # removed by a concurrent run while we worked on it: the wanted state holds, and
-            # exactly one run (the one that undefined it) reports the removal
-            del self.result.actions[start:]
-            self.result.pending[:] = []
-            self.client.warn("guest '%s' disappeared while being removed (removed concurrently?)" % self.name)
-
-    def _translate(self, exc):
-        return translate(self.libvirt, exc, what="guest '%s'" % self.name, uri=self.client.uri)
+    def _volume_paths(self, root):
+        """The paths of the storage volumes of the guest's disks (delete_volumes); a disk that is
+        no volume libvirt knows is named in a warning and kept."""
+        paths = []
+        for disk in disk_sources(root):
+            if disk['device'] not in ('disk', 'lun'):
+                continue
+            vol = None
+            if disk['pool']:
+                pool = self.client.lookup('pool', disk['pool'])
+                if pool is not None:
+                    try:
+                        vol = pool.storageVolLookupByName(disk['volume'])
+                    except self.libvirt.libvirtError:
+                        vol = None
+            elif disk['path']:
+                vol = volume_by_path(self.client, disk['path'])
+            if vol is None:
+                self.client.warn(
+                    "disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
+                    % (disk['target'], self.name)
+                )
+            else:
+                paths.append(self.client.call(vol.path, what='volume of disk %s' % disk['target']))
+        return paths
 
     # ------------------------------------------------------------------------------------
     def _describe(self, dom):
@@ -712,13 +716,11 @@ class GuestManager:
                 persistent=True,
                 xml=self.result.after or '',
             )
+        what = "guest '%s'" % self.name
         state = self._state(dom)
-        try:
-            xml = dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE)
-            autostart = bool(dom.autostart())
-            persistent = bool(dom.isPersistent())
-        except self.libvirt.libvirtError as exc:
-            raise self._translate(exc) from None
+        xml = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what=what)
+        autostart = bool(self.client.call(dom.autostart, what=what))
+        persistent = bool(self.client.call(dom.isPersistent, what=what))
         if self.check_mode:
             state = self.predicted_state_for_check(state)
         return dict(

@@ -2,12 +2,14 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The small part of the domain layer that needs none of the typed options: the agent channel
-name, libvirt's device order (:func:`place`), memory sizes in KiB and :func:`summarize`.
+"""The read side of guests, which needs none of the typed options: the agent channel name,
+libvirt's device order (:func:`place`), memory sizes in KiB, :func:`summarize`, the one domain
+disk parser (:func:`disk_sources`), the volume at a path and a running guest's interface
+addresses (:func:`interface_addresses`, for ``guest_info`` and the inventory plugin).
 
-``guest_info``, ``guest_agent`` and ``hostdev`` import this instead of ``_domain``, whose
-definition builder and merge code they never use: every module run compiles the module_utils it
-imports from source, so that would cost them on every task.
+``guest_info``, ``guest_agent``, ``hostdev`` and other kinds import this instead of
+``_guest/spec.py``, whose definition builder and merge code they never use: every module run
+compiles the module_utils it imports from source, so that would cost them on every task.
 """
 
 from __future__ import annotations
@@ -185,3 +187,37 @@ def disk_sources(root, backing=False):
                 entry['label'] = entry['path']
             disks.append(entry)
     return disks
+
+
+def volume_by_path(client, path):
+    """The storage volume libvirt knows at ``path`` (a disk's source file or device), None when
+    it knows none there."""
+    try:
+        return client.conn.storageVolLookupByPath(path)
+    except client.libvirt.libvirtError:
+        return None
+
+
+# libvirt's VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_* constants, by value (the inventory plugin is
+# tested without libvirt imported)
+SRC_LEASE, SRC_AGENT, SRC_ARP = 0, 1, 2
+ADDRESS_SOURCE_ORDER = {
+    'none': (),
+    'lease': (SRC_LEASE,),
+    'agent': (SRC_AGENT,),
+    'arp': (SRC_ARP,),
+    'any': (SRC_AGENT, SRC_LEASE, SRC_ARP),
+}
+
+
+def interface_addresses(dom, source, libvirt):
+    """A running guest's interface addresses from the first source (in ``any`` order: agent,
+    lease, ARP) that reports some: (source constant, libvirt's ``interfaceAddresses`` dict)."""
+    for src in ADDRESS_SOURCE_ORDER[source]:
+        try:
+            found = dom.interfaceAddresses(src, 0) or {}
+        except libvirt.libvirtError:
+            found = {}  # no agent, agent not answering, no lease database: try the next source
+        if found:
+            return src, found
+    return None, {}

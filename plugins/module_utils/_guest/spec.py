@@ -12,9 +12,10 @@
   matches (subset comparison) is kept verbatim, so libvirt's own additions (addresses, aliases,
   MACs) survive and an unchanged spec produces no change.
 
-Split off, so that the modules compile only what they use on every run: the XML of a new guest
-(``build_domain``) is in ``_domain_build``, the agent channel name, the device order and
-``summarize`` (the plain dict ``guest_info`` returns) are in ``_domain_base``.
+* :func:`build_domain` is the XML of a new guest from the typed options.
+
+The agent channel name, the device order and ``summarize`` (the plain dict ``guest_info``
+returns) are on the read side (``_guest/read.py``), which other kinds import too.
 
 Pure functions over lxml trees: no libvirt calls here (volume formats are resolved by the caller
 and passed in ``spec``), which keeps this layer unit-testable and schema-validated in tests.
@@ -667,13 +668,13 @@ def _apply_memory_backing(root, backing, changes):
         changes.append(Change('memory_backing', 'memory backing updated'))
 
 
-def _device_key(disk_node):
+def device_key(disk_node):
     target = disk_node.find('target')
     return target.get('dev') if target is not None else None
 
 
 def _apply_disks(devices, disks, domain_type, changes):
-    current = {(_device_key(d)): d for d in devices.findall('disk')}
+    current = {(device_key(d)): d for d in devices.findall('disk')}
     wanted = []
     for disk in disks:
         want = disk_element(disk, domain_type)
@@ -685,7 +686,7 @@ def _apply_disks(devices, disks, domain_type, changes):
             address = have.find('address')
             if address is not None and have.find('target').get('bus') == want.find('target').get('bus'):
                 want.append(copy.deepcopy(address))
-            changes.append(Change('disks', 'disk %s updated' % disk['target'], live=_only_iotune_differs(want, have)))
+            changes.append(Change('disks', 'disk %s updated' % disk['target'], live=only_iotune_differs(want, have)))
         else:
             changes.append(Change('disks', 'disk %s added' % disk['target']))
         wanted.append(want)
@@ -720,7 +721,7 @@ def has_medium(disk_node):
     return source is not None and any(source.get(attr) for attr in ('file', 'dev', 'pool', 'volume', 'dir', 'name'))
 
 
-def _only_iotune_differs(want, have):
+def only_iotune_differs(want, have):
     want_c, have_c = copy.deepcopy(want), copy.deepcopy(have)
     for node in (want_c, have_c):
         for tune in node.findall('iotune'):
@@ -891,3 +892,91 @@ def apply_seclabel(root, seclabel, changes):
     else:
         root.append(want)
     changes.append(Change('seclabel', 'seclabel -> %s' % stype))
+
+
+# ---------------------------------------------------------------------------------------------
+# A new guest
+
+
+def build_domain(spec, domain_type, arch='x86_64'):
+    """XML tree for a new guest from the typed options (``spec`` = module params)."""
+    validate_spec(spec)
+    is_xen = domain_type == 'xen'
+    root = X.element('domain', type=domain_type)
+    X.sub(root, 'name', spec['name'])
+    if spec.get('title'):
+        X.sub(root, 'title', spec['title'])
+    if spec.get('description'):
+        X.sub(root, 'description', spec['description'])
+    mem = memory_kib(spec.get('memory') or '512MiB', 'memory')
+    cur = memory_kib(spec.get('current_memory'), 'current_memory') or mem
+    X.sub(root, 'memory', mem, unit='KiB')
+    X.sub(root, 'currentMemory', cur, unit='KiB')
+    backing = spec.get('memory_backing') or {}
+    if backing.get('hugepages') or backing.get('nosharepages'):
+        mb = X.sub(root, 'memoryBacking')
+        if backing.get('hugepages'):
+            X.sub(mb, 'hugepages')
+        if backing.get('nosharepages'):
+            X.sub(mb, 'nosharepages')
+    vcpus = spec.get('vcpus') or 1
+    max_vcpus = spec.get('max_vcpus') or vcpus
+    vcpu = X.sub(root, 'vcpu', max_vcpus, placement='static')
+    if vcpus != max_vcpus:
+        vcpu.set('current', str(vcpus))
+    os_node = X.sub(root, 'os')
+    os_type = spec.get('os_type') or 'hvm'
+    machine = spec.get('machine')
+    if is_xen and os_type in ('xen', 'linux') and not machine:
+        machine = 'xenpv'
+    X.sub(os_node, 'type', os_type, arch=spec.get('arch') or arch, machine=machine)
+    if spec.get('firmware') == 'efi':
+        os_node.set('firmware', 'efi')
+    apply_boot(os_node, spec.get('boot') or {}, [])
+    if os_type == 'hvm':
+        features = X.sub(root, 'features')
+        X.sub(features, 'acpi')
+        X.sub(features, 'apic')
+        if is_xen:
+            X.sub(features, 'pae')
+    cpu = spec.get('cpu')
+    if cpu:
+        root.append(cpu_element(cpu))
+    elif domain_type == 'kvm':
+        X.sub(root, 'cpu', mode='host-model')
+    X.sub(root, 'clock', offset='utc')
+    X.sub(root, 'on_poweroff', 'destroy')
+    X.sub(root, 'on_reboot', 'restart')
+    X.sub(root, 'on_crash', 'destroy')
+    devices = X.sub(root, 'devices')
+    disks = spec.get('disks') or []
+    for disk in disks:
+        devices.append(disk_element(disk, domain_type))
+    if any((d.get('bus') or guess_bus(d['target'], domain_type)) == 'scsi' for d in disks):
+        devices.append(scsi_controller())
+    for nic in spec.get('interfaces') or []:
+        devices.append(interface_element(nic, domain_type))
+    for node in serial_elements(spec.get('serial')):
+        devices.append(node)
+    agent = spec.get('guest_agent')
+    if agent is None:
+        agent = not is_xen
+    if agent:
+        devices.append(agent_channel())
+    graphics = graphics_element(spec.get('graphics'))
+    if graphics is not None:
+        devices.append(graphics)
+    video = spec.get('video')
+    if video is None:
+        video = 'none' if graphics is None else ('virtio' if not is_xen else None)
+    if video and not is_xen:
+        devices.append(video_element(video))
+    rng = spec.get('rng')
+    if rng or (rng is None and not is_xen):
+        devices.append(rng_element())
+    balloon = spec.get('balloon')
+    if not is_xen:
+        devices.append(balloon_element(True if balloon is None else balloon))
+    apply_seclabel(root, spec.get('seclabel'), [])
+    check_topology(root, spec)
+    return root
