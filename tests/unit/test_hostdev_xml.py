@@ -9,6 +9,7 @@ import pytest
 from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient, is_local
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import host_use as HU
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import hostdev as H
@@ -411,7 +412,7 @@ def test_assigned_to_through_the_index():
     ],
 )
 def test_uri_is_local(uri, local):
-    assert N.uri_is_local(uri) is local
+    assert is_local(uri) is local
 
 
 def test_iommu_advice_names_the_kernel_option():
@@ -639,6 +640,8 @@ class FakeClient:
     """Just what HostdevManager uses; libvirt errors arrive already translated (client.call)."""
 
     uri = 'qemu:///system'
+
+    lookup_again = LibvirtClient.lookup_again  # the real one, over this fake lookup()
 
     def __init__(self, dom, check_mode=False, refuse_define=False, **params):
         self.dom = dom

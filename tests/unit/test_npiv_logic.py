@@ -188,14 +188,17 @@ def test_find_vhba_luns_and_parent_record():
 def test_guests_using_luns():
     g1 = X.parse(
         "<domain><name>g1</name><devices><disk type='volume'><source pool='vhba-db1' volume='unit:0:0:1'/>"
-        '</disk></devices></domain>'
+        "<target dev='sda'/></disk></devices></domain>"
     )
     g2 = X.parse(
         "<domain><name>g2</name><devices><disk type='block'><source dev='/dev/disk/by-path/x-lun-1'/>"
-        "</disk><hostdev mode='subsystem' type='scsi'><source><adapter name='scsi_host12'/>"
+        "<target dev='sdb'/></disk><hostdev mode='subsystem' type='scsi'><source><adapter name='scsi_host12'/>"
         "<address bus='0' target='0' unit='1'/></source></hostdev></devices></domain>"
     )
-    g3 = X.parse("<domain><name>g3</name><devices><disk type='file'><source file='/img'/></disk></devices></domain>")
+    g3 = X.parse(
+        "<domain><name>g3</name><devices><disk type='file'><source file='/img'/><target dev='vda'/></disk>"
+        '</devices></domain>'
+    )
     roots = [('g1', g1), ('g2', g2), ('g3', g3)]
     assert V.guests_using(roots, pool='vhba-db1') == [('g1', "disk from pool 'vhba-db1'")]
     assert V.guests_using(roots, paths=['/dev/sdc'], resolve=lambda p: '/dev/sdc' if 'lun-1' in p else p) == [

@@ -7,7 +7,7 @@ carries the default route, is a port of an active libvirt network's bridge; and 
 has an IOMMU.
 
 Pure functions: every path goes through a ``root`` directory, so tests can feed them a fake tree.
-``_nodedev.HostDevices`` imports this only when it is asked for host use or the IOMMU state
+``nodedev.HostDevices`` imports this only when it is asked for host use or the IOMMU state
 (``hostdev`` before it adds a device, ``hostdev_info``): a module run that needs neither does
 not compile it.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._devices.nodedev import from_root, in_root
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.sysfs import from_root, in_root
 
 
 def _read_lines(root, path):

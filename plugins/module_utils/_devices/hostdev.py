@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
-    InvalidParameter,
-    LibvirtModuleError,
-    OperationFailed,
-    TimeoutExpired,
-)
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.nodedev import find_elements
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import place
 
 _ADDRESS_FIELDS = dict(
@@ -167,7 +162,7 @@ def source_from_name(name):
 
 
 def source_key(src):
-    """The identity key (see ``_nodedev.element_keys``) that a source dict stands for."""
+    """The identity key (see ``nodedev.element_keys``) that a source dict stands for."""
     if src['kind'] == 'pci':
         return ('pci', src['domain'], src['bus'], src['slot'], src['function'])
     if src['kind'] == 'usb':
@@ -293,11 +288,6 @@ def build_element(src, managed=True, interface=None, boot_order=None, rom=None):
     return node
 
 
-def find_elements(domain_root, key):
-    """Passthrough elements of a domain tree that stand for the device ``key``."""
-    return [e for e in N.guest_device_elements(domain_root) if key in N.element_keys(e)]
-
-
 def differs(want, have):
     return want.tag != have.tag or want.get('type') != have.get('type') or bool(X.differences(want, have))
 
@@ -349,24 +339,28 @@ def drop_device(domain_root, key):
 # service
 
 
-class HostdevManager:
-    """Runner of the ``hostdev`` module: resolve -> check safety -> compare -> act -> report."""
+class HostdevManager(Manager):
+    """Runner of the ``hostdev`` module: resolve -> check safety -> plan (reads only) -> the
+    runner applies the steps through ``hostdev_apply`` -> report."""
 
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+        super().__init__(client)
         self.devices = N.HostDevices(client)
         self.guest = None
         self.record = None
         self.ambiguous = []
-        self.reboot_required = False
-        self._detached = None  # (node device, recorded action) of a host detach this run made
+        self._dom = None
+        self._found = None  # (src, key, element) report() describes
+        self._hotplug = None  # the hot-plug step of the plan, and whether a host detach precedes it
+        self._host_detach = False
+
+    def applier(self):
+        from ansible_collections.virtops.libvirt.plugins.module_utils._devices import hostdev_apply
+
+        return hostdev_apply
 
     # ------------------------------------------------------------------------------------
-    def run(self):
+    def plan(self):
         params = self.params
         self.guest = check_object_name('guest', params['guest'])
         src = self._resolve()
@@ -386,13 +380,21 @@ class HostdevManager:
         dom = self.client.lookup('guest', self.guest)
         if dom is None:
             raise InvalidParameter('guest', "guest '%s' does not exist on %s" % (self.guest, self.client.uri))
+        self._dom = dom
         key = source_key(src)
+        plan = Plan("guest '%s'" % self.guest)
+        plan.values['reboot_required'] = False
         if params['state'] == 'present':
             want = build_element(src, params['managed'], interface, params.get('boot_order'), params.get('rom'))
-            element = self._present(dom, src, key, want)
+            element = self._plan_present(plan, dom, src, key, want)
         else:
-            element = self._absent(dom, src, key)
-        return self.result.build(hostdev=self._report(dom, src, key, element), reboot_required=self.reboot_required)
+            element = self._plan_absent(plan, dom, src, key)
+        self._found = (src, key, element)
+        return plan
+
+    def report(self, plan):
+        src, key, element = self._found
+        return dict(hostdev=self._report(self._dom, src, key, element))
 
     # ------------------------------------------------------------------------------------
     # which device
@@ -525,8 +527,12 @@ class HostdevManager:
                 )
 
     # ------------------------------------------------------------------------------------
-    # present
-    def _present(self, dom, src, key, want):
+    # present: host detach -> live hot-plug -> persistent definition
+    def _plan_present(self, plan, dom, src, key, want):
+        """The live attach goes first: when the driver refuses the device, the definition was not
+        touched, the host detach is undone, and the failure says that nothing changed (see
+        :meth:`failed`). When the definition fails after a successful hot-plug, the hot-plug is
+        reported (changed) and the failure says what is left to do."""
         lv = self.libvirt
         what = "guest '%s'" % self.guest
         persistent = bool(self.client.call(dom.isPersistent, what=what))
@@ -554,84 +560,70 @@ class HostdevManager:
         host_detach = self._needs_host_detach()
         if adding or host_detach:
             self._check_safe(src, live_root if running else current, running)
-        if self.check_mode:
-            self._predict_present(src, how, live_add, before, new_tree, live_root, want, host_detach)
-        else:
-            self._apply_present(dom, src, how, live_add, before, new_tree, live_root, want, host_detach)
-        if running and how and not live_add:
-            self.reboot_required = True
-        return find_elements(new_tree, key)[0] if persistent else want
-
-    def _predict_present(self, src, how, live_add, before, new_tree, live_root, want, host_detach):
-        """Check mode: record what _apply_present would do, in its order."""
+        described = describe_source(src)
+        self._host_detach = host_detach
         if host_detach:
-            self._record_host_detach()
+            name = self.record['name']
+            plan.add(
+                "host device '%s' detached from %s to vfio-pci"
+                % (name, self.devices.driver_of(self.record) or 'no driver'),
+                'detach_from_host',
+                name,
+                undo=('give_back_to_host', name),
+                pending=False,
+            )
         if live_add:
-            self._record_hotplug(src, how, live_root, want)
-        if how:
-            self._record_config(src, how, before, new_tree)
-
-    def _apply_present(self, dom, src, how, live_add, before, new_tree, live_root, want, host_detach):
-        """Host detach -> live hot-plug -> persistent definition, each recorded once it worked.
-
-        The live attach goes first: when the driver refuses the device, the definition was not
-        touched, the host detach is undone, and the failure says that nothing changed. When the
-        definition fails after a successful hot-plug, the hot-plug is reported (changed) and the
-        failure says what is left to do.
-        """
-        lv = self.libvirt
-        what = "guest '%s'" % self.guest
-        if host_detach:
-            self._detach_from_host()
-        if live_add:
-            try:
-                self.client.call(
-                    dom.attachDeviceFlags,
-                    X.tostring(want),
-                    lv.VIR_DOMAIN_AFFECT_LIVE,
-                    what='hot-plug of %s into %s' % (describe_source(src), what),
-                )
-            except LibvirtModuleError as exc:
-                undone = self._undo_host_detach() if host_detach else True
-                raise OperationFailed(
-                    '%s. %s'
-                    % (
-                        exc.msg,
-                        "Nothing was changed: guest '%s' and its definition are as before%s."
-                        % (self.guest, ' and the host device is back on its host driver' if host_detach else '')
-                        if undone
-                        else "The host device stays detached to vfio-pci (giving it back failed); guest '%s' "
-                        'and its definition are as before.' % self.guest,
-                    ),
-                    **exc.details,
-                ) from None
-            self._record_hotplug(src, how, live_root, want)
-        if how:
-            if live_add:
-                # named by the failure report when the definition fails after the hot-plug
-                self.result.pending.append(
-                    "%s in the persistent definition of guest '%s' (it is attached until the guest stops; run "
-                    'the task again)' % (describe_source(src), self.guest)
-                )
-            self.client.call('defineXML', X.tostring(new_tree), what=what)
-            self.result.pending = []
-            self._record_config(src, how, before, new_tree)
-
-    def _record_hotplug(self, src, how, live_root, want):
-        self.result.change("%s hot-plugged into running guest '%s'" % (describe_source(src), self.guest))
-        if not how:  # only the live XML changes: show that
-            self.result.set_diff(
-                X.tostring(live_root),
-                X.tostring(put_device(live_root, want, source_key(src))[0]),
+            self._hotplug = plan.add(
+                "%s hot-plugged into running guest '%s'" % (described, self.guest),
+                'hotplug',
+                self.guest,
+                X.tostring(want),
+                described,
+                pending=False,
+            )
+            # only the live XML changes: show that (a definition change below shows the definition)
+            plan.before, plan.after = X.tostring(live_root), X.tostring(put_device(live_root, want, key)[0])
+            plan.before_header, plan.after_header = (
                 "guest '%s' (live)" % self.guest,
                 "guest '%s' (live, wanted)" % self.guest,
             )
+        if how:
+            plan.add(
+                "%s %s in the configuration of guest '%s'" % (described, how, self.guest),
+                'define',
+                self.guest,
+                X.tostring(new_tree),
+                # named by the failure report when the definition fails after the hot-plug
+                pending="%s in the persistent definition of guest '%s' (it is attached until the guest stops; run "
+                'the task again)' % (described, self.guest)
+                if live_add
+                else False,
+            )
+            self._config_diff(plan, before, new_tree)
+        if running and how and not live_add:
+            plan.values['reboot_required'] = True
+        return find_elements(new_tree, key)[0] if persistent else want
 
-    def _record_config(self, src, how, before, new_tree):
-        self.result.change("%s %s in the configuration of guest '%s'" % (describe_source(src), how, self.guest))
-        self.result.set_diff(
-            before, X.tostring(new_tree), "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
-        )
+    def _config_diff(self, plan, before, new_tree):
+        plan.before, plan.after = before, X.tostring(new_tree)
+        plan.before_header, plan.after_header = "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
+
+    def failed(self, step, exc, undone, undo_error):
+        """A refused hot-plug: say that nothing changed (the host detach before it is undone),
+        or that the device stays detached when giving it back failed."""
+        if self._hotplug is None or step is not self._hotplug:
+            return exc
+        if undo_error is None:
+            tail = "Nothing was changed: guest '%s' and its definition are as before%s." % (
+                self.guest,
+                ' and the host device is back on its host driver' if self._host_detach else '',
+            )
+        else:
+            tail = (
+                "The host device stays detached to vfio-pci (giving it back failed); guest '%s' "
+                'and its definition are as before.' % self.guest
+            )
+        return OperationFailed('%s. %s' % (exc.msg, tail), **exc.details)
 
     def _needs_host_detach(self):
         if not self.params['detach_on_host']:
@@ -640,37 +632,9 @@ class HostdevManager:
             raise InvalidParameter('detach_on_host', 'the device is not present on the host, nothing to detach')
         return self.devices.driver_of(self.record) != VFIO_DRIVER
 
-    def _record_host_detach(self):
-        name = self.record['name']
-        driver = self.devices.driver_of(self.record)
-        self.result.change("host device '%s' detached from %s to vfio-pci" % (name, driver or 'no driver'))
-
-    def _detach_from_host(self):
-        name = self.record['name']
-        dev = self.client.lookup('nodedev', name)
-        if dev is None:
-            raise OperationFailed("host device '%s' disappeared" % name)
-        message = "host device '%s' detached from %s to vfio-pci" % (
-            name,
-            self.devices.driver_of(self.record) or 'no driver',
-        )
-        self.client.call(dev.detachFlags, 'vfio', 0, what="detaching host device '%s'" % name)
-        self._detached = (dev, message)
-        self.result.change(message)
-
-    def _undo_host_detach(self):
-        """Give a device this run detached back to its host driver; whether that worked."""
-        dev, message = self._detached
-        try:
-            self.client.call(dev.reAttach, what="reattaching host device '%s'" % self.record['name'])
-        except LibvirtModuleError:
-            return False
-        self.result.actions.remove(message)
-        return True
-
     # ------------------------------------------------------------------------------------
-    # absent
-    def _absent(self, dom, src, key):
+    # absent: live hot-unplug -> persistent definition -> back to the host driver
+    def _plan_absent(self, plan, dom, src, key):
         lv = self.libvirt
         what = "guest '%s'" % self.guest
         persistent = bool(self.client.call(dom.isPersistent, what=what))
@@ -681,37 +645,35 @@ class HostdevManager:
         live_nodes = []
         if running and self.params['live']:
             live_nodes = find_elements(X.parse(self.client.call(dom.XMLDesc, 0, what=what)), key)
-        # each step is recorded once it worked (in check mode: as it would be done)
+        described = describe_source(src)
         if live_nodes:
-            if not self.check_mode:
-                for node in live_nodes:
-                    self.client.call(
-                        dom.detachDeviceFlags,
-                        X.tostring(node),
-                        lv.VIR_DOMAIN_AFFECT_LIVE,
-                        what='hot-unplug of %s from %s' % (describe_source(src), what),
-                    )
-            self.result.change("%s hot-unplugged from running guest '%s'" % (describe_source(src), self.guest))
-        elif running and removed:
-            self.reboot_required = True
-        if removed:
-            if not self.check_mode:
-                if live_nodes:
-                    self.result.pending.append(
-                        "%s removed from the persistent definition of guest '%s' (it comes back when the guest "
-                        'starts again; run the task again)' % (describe_source(src), self.guest)
-                    )
-                self.client.call('defineXML', X.tostring(new_tree), what=what)
-                self.result.pending = []
-            self.result.change("%s removed from the configuration of guest '%s'" % (describe_source(src), self.guest))
-            self.result.set_diff(
-                before, X.tostring(new_tree), "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
+            plan.add(
+                "%s hot-unplugged from running guest '%s'" % (described, self.guest),
+                'hotunplug',
+                self.guest,
+                [X.tostring(node) for node in live_nodes],
+                described,
+                pending=False,
             )
+        elif running and removed:
+            plan.values['reboot_required'] = True
+        if removed:
+            plan.add(
+                "%s removed from the configuration of guest '%s'" % (described, self.guest),
+                'define',
+                self.guest,
+                X.tostring(new_tree),
+                pending="%s removed from the persistent definition of guest '%s' (it comes back when the guest "
+                'starts again; run the task again)' % (described, self.guest)
+                if live_nodes
+                else False,
+            )
+            self._config_diff(plan, before, new_tree)
         if self.params['detach_on_host'] and self.record is not None:
-            self._reattach_to_host(dom, src, key, bool(live_nodes))
+            self._plan_reattach(plan, src, key, bool(live_nodes))
         return None
 
-    def _reattach_to_host(self, dom, src, key, wait_unplug):
+    def _plan_reattach(self, plan, src, key, wait_unplug):
         if self.devices.driver_of(self.record) != VFIO_DRIVER:
             return
         name = self.record['name']
@@ -719,29 +681,13 @@ class HostdevManager:
         if others:
             self.client.warn("host device '%s' stays on vfio-pci: guest(s) %s still use it" % (name, ', '.join(others)))
             return
-        message = "host device '%s' reattached to its host driver" % name
-        if not self.check_mode:
-            if wait_unplug:
-                self._wait_unplugged(dom, key)
-            dev = self.client.lookup('nodedev', name)
-            if dev is None:
-                return
-            self.client.call(dev.reAttach, what="reattaching host device '%s'" % name)
-        self.result.change(message)
-
-    def _wait_unplugged(self, dom, key, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                live = X.parse(dom.XMLDesc(0))
-            except self.libvirt.libvirtError:
-                return  # the guest stopped: the device is free
-            if not find_elements(live, key):
-                return
-            time.sleep(0.2)
-        raise TimeoutExpired(
-            "guest '%s' did not release the device within %ss (the guest OS must acknowledge "
-            'the hot-unplug); it stays on vfio-pci' % (self.guest, int(timeout))
+        plan.add(
+            "host device '%s' reattached to its host driver" % name,
+            'reattach_to_host',
+            name,
+            self.guest,
+            key if wait_unplug else None,
+            pending=False,
         )
 
     # ------------------------------------------------------------------------------------

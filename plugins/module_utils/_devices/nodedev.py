@@ -6,7 +6,7 @@
 
 * ``host_use`` - why the host itself needs a device (it backs a mounted filesystem or swap,
   carries the default route, is a port of an active libvirt network's bridge). Computed from
-  sysfs/procfs by the pure functions of ``_host_use`` (imported only when needed: ``hostdev``
+  sysfs/procfs by the pure functions of ``host_use`` (imported only when needed: ``hostdev``
   needs them before adding a device, ``npiv_vhba`` never). Only meaningful when the libvirt URI
   points at this machine and is not the test driver.
 * ``assigned_to`` - the guests whose configuration uses a device (``<hostdev>`` or
@@ -21,7 +21,10 @@ import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import is_local
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, ObjectNotFound
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._devices.sysfs import in_root, pci_driver, pci_sysfs_path
 
 # Node-device capability types hostdev_info lists.
 LISTED_TYPES = ('pci', 'usb_device', 'scsi_host', 'scsi', 'net')
@@ -319,6 +322,11 @@ def guest_device_elements(domain_root):
     ]
 
 
+def find_elements(domain_root, key):
+    """Passthrough elements of a domain tree that stand for the device ``key``."""
+    return [e for e in guest_device_elements(domain_root) if key in element_keys(e)]
+
+
 def assignment_index(guest_roots):
     """``{key: set(guest names)}`` from ``{guest name: [domain XML roots]}``."""
     index = {}
@@ -328,58 +336,6 @@ def assignment_index(guest_roots):
                 for key in element_keys(elem):
                     index.setdefault(key, set()).add(name)
     return index
-
-
-# ---------------------------------------------------------------------------------------------
-# sysfs paths (pure: every path goes through ``root``); what the host uses a device for is in
-# _host_use, which only the checks before a change and hostdev_info need
-
-
-def in_root(root, path):
-    return os.path.join(root, path.lstrip('/'))
-
-
-def from_root(root, path):
-    """Strip ``root`` from a resolved path so it reads like the host's /sys/... path."""
-    root = os.path.realpath(root)
-    if root != '/' and (path == root or path.startswith(root + os.sep)):
-        path = path[len(root) :] or '/'
-    return path
-
-
-def pci_sysfs_path(root, address):
-    link = in_root(root, '/sys/bus/pci/devices/%s' % address)
-    if not os.path.exists(link):
-        return None
-    return from_root(root, os.path.realpath(link))
-
-
-def pci_driver(root, address):
-    """Name of the host driver bound to PCI ``address`` (None: unbound or no such device)."""
-    link = in_root(root, '/sys/bus/pci/devices/%s/driver' % address)
-    if not os.path.islink(link):
-        return None
-    return os.path.basename(os.readlink(link))
-
-
-# ---------------------------------------------------------------------------------------------
-# URIs
-
-_LOCAL_HOSTS = ('', 'localhost', '127.0.0.1', '::1', '[::1]')
-
-
-def uri_is_local(uri):
-    """True when ``uri`` addresses the libvirt daemon of the machine the module runs on."""
-    if not uri or '://' not in uri:
-        return True
-    rest = uri.split('://', 1)[1]
-    authority = rest.split('/', 1)[0]
-    host = authority.rsplit('@', 1)[-1]
-    if host.startswith('['):
-        host = host.split(']', 1)[0] + ']'
-    else:
-        host = host.split(':', 1)[0]
-    return host.lower() in _LOCAL_HOSTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,15 +358,16 @@ class HostDevices:
     # -- what kind of host ---------------------------------------------------------------
     @property
     def is_test_driver(self):
+        """The URI names the test driver, or the daemon says it is one (an alias may hide it)."""
         if self._test_driver is None:
-            kind = self.client.call('getType', what='hypervisor type') or ''
-            self._test_driver = kind.lower() == 'test'
+            kind = 'test' if self.client.is_test_driver else self.client.call('getType', what='hypervisor type')
+            self._test_driver = (kind or '').lower() == 'test'
         return self._test_driver
 
     @property
     def sysfs_applies(self):
         """host_use is computed only for a local, real hypervisor (the test driver's devices are fake)."""
-        return uri_is_local(self.client.uri) and not self.is_test_driver
+        return is_local(self.client.uri) and not self.is_test_driver
 
     def capabilities(self):
         if self._caps is None:
@@ -560,7 +517,7 @@ class HostDevices:
         node = caps.find('host/iommu')
         if node is not None and node.get('support') in ('yes', 'no'):
             enabled, source = node.get('support') == 'yes', 'libvirt capabilities'
-        elif uri_is_local(self.client.uri):
+        elif is_local(self.client.uri):
             enabled, source = iommu_groups_present(self.root), '/sys/kernel/iommu_groups'
         else:
             enabled, source = None, None
@@ -608,18 +565,26 @@ class HostDevices:
         return out
 
 
-class HostdevInfo:
-    """Runner of the ``hostdev_info`` module."""
+class HostdevInfo(Manager):
+    """Runner of the ``hostdev_info`` module: reads only (a plan without steps); :meth:`report`
+    gives the facts."""
+
+    facts_only = True
 
     def __init__(self, client):
-        self.client = client
-        self.params = client.params
+        super().__init__(client)
+        self.devices = None
 
-    def run(self):
+    def plan(self):
         name = self.params.get('name')
         if name is not None:
             check_nodedev_name('name', name)
-        devices = HostDevices(self.client)
+        self.devices = HostDevices(self.client)
+        return Plan("node device '%s'" % name if name is not None else 'node devices')
+
+    def report(self, plan):
+        name = self.params.get('name')
+        devices = self.devices
         types = self.params.get('types') or list(LISTED_TYPES)
         if name is not None:
             record = devices.get(name)
@@ -634,4 +599,4 @@ class HostdevInfo:
         described = [devices.describe(r) for r in records]
         if self.params.get('free_only'):
             described = [d for d in described if not d['assigned_to'] and not d['host_use']]
-        return dict(changed=False, devices=described, iommu=devices.iommu(), host_use_checked=devices.sysfs_applies)
+        return dict(devices=described, iommu=devices.iommu(), host_use_checked=devices.sysfs_applies)

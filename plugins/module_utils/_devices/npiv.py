@@ -20,10 +20,10 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec impo
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     OperationFailed,
-    translate,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
 
 # The IEEE OUI libvirt itself uses for the WWNs it generates (Qumranet / Red Hat).
 WWN_OUI = '001a4a'
@@ -266,16 +266,11 @@ def guests_using(domain_roots, pool=None, paths=(), adapter=None, resolve=None):
     wanted = {resolve(p) for p in paths if p}
     users = []
     for name, root in domain_roots:
-        for disk in root.findall('devices/disk'):
-            source = disk.find('source')
-            if source is None:
-                continue
-            if pool and source.get('pool') == pool:
+        for disk in disk_sources(root):
+            if pool and disk['pool'] == pool:
                 users.append((name, "disk from pool '%s'" % pool))
-                continue
-            path = source.get('dev') or source.get('file')
-            if path and resolve(path) in wanted:
-                users.append((name, 'disk %s' % path))
+            elif disk['path'] and resolve(disk['path']) in wanted:
+                users.append((name, 'disk %s' % disk['path']))
         if adapter:
             for hostdev in root.findall('devices/hostdev'):
                 node = hostdev.find('source/adapter')
@@ -288,21 +283,27 @@ def guests_using(domain_roots, pool=None, paths=(), adapter=None, resolve=None):
 # service
 
 
-class NpivManager:
-    """Runner of the ``npiv_vhba`` module."""
+class NpivManager(Manager):
+    """Runner of the ``npiv_vhba`` module: a transient vHBA (node device) or a persistent one (a
+    scsi storage pool on an fc_host adapter). ``plan()`` reads; ``npiv_apply`` changes.
+
+    Only a failure in the middle of a pool restart names what is left (the start); the other
+    steps are not named as "not done" (``pending=False``): each one's own failure says enough.
+    """
 
     def __init__(self, client):
-        self.client = client
-        self.libvirt = client.libvirt
-        self.params = client.params
-        self.check_mode = client.check_mode
-        self.result = Result(diff_mode=client.diff_mode, check_mode=client.check_mode)
+        super().__init__(client)
         self.devices = N.HostDevices(client)
         self.name = None
-        self.restarting = False
+        self._vhba = None  # what report() describes: record, wwnn, wwpn, persistent, parent
+
+    def applier(self):
+        from ansible_collections.virtops.libvirt.plugins.module_utils._devices import npiv_apply
+
+        return npiv_apply
 
     # ------------------------------------------------------------------------------------
-    def run(self):
+    def plan(self):
         params = self.params
         self.name = params.get('name')
         if self.name is not None:
@@ -317,8 +318,12 @@ class NpivManager:
             explicit = False
         selector = self._selector()
         if params['persistent']:
-            return self._pool(wwnn, wwpn, explicit, selector)
-        return self._transient(wwnn, wwpn, selector)
+            plan = Plan("storage pool '%s'" % self.name)
+            self._plan_pool(plan, wwnn, wwpn, explicit, selector)
+        else:
+            plan = Plan('vHBA wwnn %s wwpn %s' % (wwnn, wwpn))
+            self._plan_transient(plan, wwnn, wwpn, selector)
+        return plan
 
     def _selector(self):
         params = self.params
@@ -344,29 +349,31 @@ class NpivManager:
             )
         return record
 
+    @staticmethod
+    def _diff(plan, before, after, before_header, after_header):
+        plan.before, plan.after = before, after
+        plan.before_header, plan.after_header = before_header, after_header
+
     # ------------------------------------------------------------------------------------
     # transient vHBA (node device)
-    def _transient(self, wwnn, wwpn, selector):
+    def _plan_transient(self, plan, wwnn, wwpn, selector):
         existing = self._existing(wwnn, wwpn)
+        self._vhba = dict(record=None, wwnn=wwnn, wwpn=wwpn, persistent=False, parent=None, created=None)
         if self.params['state'] == 'absent':
             if existing is not None:
-                self._remove_vhba(existing)
-            return self.result.build(vhba=self._report(None, wwnn, wwpn, False))
+                self._plan_remove_vhba(plan, existing)
+            return
         if existing is not None:
             self._check_parent(existing.get('parent'), selector)
-            return self.result.build(vhba=self._report(existing, wwnn, wwpn, False))
+            self._vhba['record'] = existing
+            return
         parent = choose_parent(self._records(), **selector)
         xml = vhba_nodedev_xml(parent['name'], wwnn, wwpn)
         created = "vHBA wwnn %s wwpn %s created on HBA '%s'" % (wwnn, wwpn, parent['name'])
-        self.result.set_diff('', xml, 'vHBA absent', 'vHBA (wanted)')
-        if self.check_mode:
-            self.result.change(created)
-            return self.result.build(vhba=self._report(None, wwnn, wwpn, False, parent=parent['name']))
-        dev = self.client.call('nodeDeviceCreateXML', xml, 0, what="vHBA on '%s'" % parent['name'])
-        self.result.change(created)
-        record = N.parse_nodedev(self.client.call(dev.XMLDesc, 0, what='new vHBA'))
-        self.devices = N.HostDevices(self.client)
-        return self.result.build(vhba=self._report(record, wwnn, wwpn, False))
+        self._diff(plan, '', xml, 'vHBA absent', 'vHBA (wanted)')
+        self._vhba.update(
+            parent=parent['name'], created=plan.add(created, 'create_vhba', xml, parent['name'], pending=False)
+        )
 
     def _check_parent(self, current_parent, selector):
         if not selector:
@@ -389,7 +396,7 @@ class NpivManager:
                     '%s; remove it first (state: absent)' % (current_parent, fabric, selector['parent_fabric_wwn']),
                 )
 
-    def _remove_vhba(self, record):
+    def _plan_remove_vhba(self, plan, record):
         owners = self._pools_on(record)
         if owners:
             raise OperationFailed(
@@ -403,13 +410,8 @@ class NpivManager:
             _fc(record).get('wwnn'),
             _fc(record).get('wwpn'),
         )
-        self.result.set_diff(self._nodedev_xml(record['name']), '', "vHBA '%s'" % record['name'], 'vHBA absent')
-        if not self.check_mode:
-            dev = self.client.lookup('nodedev', record['name'])
-            if dev is None:
-                return  # gone meanwhile (removed concurrently): nothing for this run to do
-            self.client.call(dev.destroy, what="vHBA '%s'" % record['name'])
-        self.result.change(destroyed)
+        self._diff(plan, self._nodedev_xml(record['name']), '', "vHBA '%s'" % record['name'], 'vHBA absent')
+        plan.add(destroyed, 'destroy_vhba', record['name'], pending=False)
 
     def _nodedev_xml(self, name):
         dev = self.client.lookup('nodedev', name)
@@ -431,7 +433,8 @@ class NpivManager:
 
     # ------------------------------------------------------------------------------------
     # persistent vHBA (scsi storage pool with an fc_host adapter)
-    def _pool(self, wwnn, wwpn, explicit, selector):
+    def _plan_pool(self, plan, wwnn, wwpn, explicit, selector):
+        what = "storage pool '%s'" % self.name
         pool = self.client.lookup('pool', self.name)
         before = None
         adapter = None
@@ -446,20 +449,39 @@ class NpivManager:
                 )
         if self.params['state'] == 'absent':
             if pool is not None:
-                self._remove_pool(pool, before, adapter)
-            return self.result.build(
-                vhba=self._report(
-                    None, adapter['wwnn'] if adapter else wwnn, adapter['wwpn'] if adapter else wwpn, True
-                )
-            )
+                self._plan_remove_pool(plan, pool, before, adapter)
+                wwnn, wwpn = adapter['wwnn'], adapter['wwpn']
+            self._vhba = dict(record=None, wwnn=wwnn, wwpn=wwpn, persistent=True, parent=None, created=None)
+            return
+        restart = None
         if pool is None:
-            pool, parent = self._define_pool(wwnn, wwpn, selector)
+            parent = self._plan_define(plan, wwnn, wwpn, selector)
+            active = autostart = False
         else:
             if not explicit:
                 wwnn, wwpn = adapter['wwnn'], adapter['wwpn']
-            pool, parent = self._update_pool(pool, before, adapter, wwnn, wwpn, selector)
-        self._ensure_running(pool)
-        return self.result.build(vhba=self._report(None, wwnn, wwpn, True, parent=parent, pool=pool))
+            parent, restart = self._plan_update(plan, pool, before, adapter, wwnn, wwpn, selector)
+            active = restart is not None or self.client.call(pool.isActive, what=what)
+            autostart = self.client.call(pool.autostart, what=what)
+        if restart is not None:
+            # the stop of the update and this start are one restart once both are made
+            plan.add(
+                '%s restarted to use the new vHBA' % what,
+                'start_pool',
+                self.name,
+                pending='%s started again' % what,
+                replaces=restart,
+            )
+        elif not active:
+            plan.add('%s started (libvirt creates the vHBA)' % what, 'start_pool', self.name, pending=False)
+        if not autostart:
+            plan.add(
+                '%s set to autostart (the vHBA comes back after a host reboot)' % what,
+                'set_autostart',
+                self.name,
+                pending=False,
+            )
+        self._vhba = dict(record=None, wwnn=wwnn, wwpn=wwpn, persistent=True, parent=parent, created=None)
 
     def _pool_xml(self, pool):
         """The pool's persistent definition (the test driver knows no INACTIVE flag: its live XML)."""
@@ -468,7 +490,7 @@ class NpivManager:
             return pool.XMLDesc(lv.VIR_STORAGE_XML_INACTIVE)
         except lv.libvirtError as exc:
             if not self.client.is_error(exc, 'VIR_ERR_INVALID_ARG', 'VIR_ERR_NO_SUPPORT'):
-                raise translate(lv, exc, what="storage pool '%s'" % self.name, uri=self.client.uri) from None
+                raise self.client.error(exc, "storage pool '%s'" % self.name) from None
         return self.client.call(pool.XMLDesc, 0, what="storage pool '%s'" % self.name)
 
     def _parent_attrs(self, selector, record):
@@ -481,7 +503,7 @@ class NpivManager:
             return dict(parent_wwnn=fc['wwnn'], parent_wwpn=fc['wwpn'])
         return dict(parent=record['name'])
 
-    def _define_pool(self, wwnn, wwpn, selector):
+    def _plan_define(self, plan, wwnn, wwpn, selector):
         other = self._existing(wwnn, wwpn)
         parent = choose_parent(self._records(), **selector)
         if other is not None:
@@ -493,14 +515,12 @@ class NpivManager:
             wwpn,
             parent['name'],
         )
-        self.result.set_diff('', xml, 'storage pool absent', "storage pool '%s' (wanted)" % self.name)
-        pool = None
-        if not self.check_mode:
-            pool = self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name)
-        self.result.change(defined)
-        return pool, parent['name']
+        self._diff(plan, '', xml, 'storage pool absent', "storage pool '%s' (wanted)" % self.name)
+        plan.add(defined, 'define_pool', self.name, xml, pending=False)
+        return parent['name']
 
-    def _update_pool(self, pool, before, adapter, wwnn, wwpn, selector):
+    def _plan_update(self, plan, pool, before, adapter, wwnn, wwpn, selector):
+        """Steps that give the pool the wanted adapter: (parent HBA name, the stop step or None)."""
         records = self._records()
         current_parent = parent_record(adapter, records)
         parent_ok = True
@@ -513,7 +533,7 @@ class NpivManager:
                 parent_ok = current_parent is not None and current_parent['name'] == chosen['name']
         parent_name = current_parent['name'] if current_parent else None
         if adapter['wwnn'] == wwnn and adapter['wwpn'] == wwpn and parent_ok:
-            return pool, parent_name
+            return parent_name, None
         root = X.parse(before)
         if parent_ok:
             parent = {
@@ -523,74 +543,33 @@ class NpivManager:
             chosen = choose_parent(records, **selector)
             parent, parent_name = self._parent_attrs(selector, chosen), chosen['name']
         xml = scsi_pool_xml(self.name, wwnn, wwpn, parent, uuid=X.findtext(root, 'uuid'))
-        self.result.set_diff(
-            before, xml, "storage pool '%s' (defined)" % self.name, "storage pool '%s' (wanted)" % self.name
+        self._diff(
+            plan, before, xml, "storage pool '%s' (defined)" % self.name, "storage pool '%s' (wanted)" % self.name
         )
-        active = bool(self.client.call(pool.isActive, what="storage pool '%s'" % self.name))
-        if active:
+        stop = None
+        if self.client.call(pool.isActive, what="storage pool '%s'" % self.name):
             self._refuse_pool_in_use(pool, adapter)
-            # _ensure_running starts it again and records the restart once it has
-            self.restarting = True
-        if not self.check_mode:
-            if active:
-                self._stop_pool(pool)
-                self.result.change("storage pool '%s' stopped to change its vHBA" % self.name)
-                self.result.pending.append("storage pool '%s' started again" % self.name)
-            pool = self.client.call('storagePoolDefineXML', xml, 0, what="storage pool '%s'" % self.name)
-        self.result.change("storage pool '%s' adapter changed to wwnn %s wwpn %s" % (self.name, wwnn, wwpn))
-        return pool, parent_name
+            stop = plan.add(
+                "storage pool '%s' stopped to change its vHBA" % self.name, 'stop_pool', self.name, pending=False
+            )
+        plan.add(
+            "storage pool '%s' adapter changed to wwnn %s wwpn %s" % (self.name, wwnn, wwpn),
+            'define_pool',
+            self.name,
+            xml,
+            pending=False,
+        )
+        return parent_name, stop
 
-    def _ensure_running(self, pool):
-        what = "storage pool '%s'" % self.name
-        active = pool is not None and self.client.call(pool.isActive, what=what)
-        if self.restarting and self.check_mode:
-            self.result.change('%s restarted to use the new vHBA' % what)
-        elif not active:
-            if not self.check_mode:
-                self.client.call(pool.create, 0, what=what)
-            if self.restarting:
-                # the stop recorded in _update_pool is now a whole restart (as check mode says)
-                stopped = '%s stopped to change its vHBA' % what
-                self.result.actions[:] = [action for action in self.result.actions if action != stopped]
-                self.result.pending[:] = []
-                self.result.change('%s restarted to use the new vHBA' % what)
-            else:
-                self.result.change('%s started (libvirt creates the vHBA)' % what)
-        autostart = pool is not None and self.client.call(pool.autostart, what=what)
-        if not autostart:
-            if not self.check_mode:
-                self.client.call(pool.setAutostart, 1, what=what)
-            self.result.change('%s set to autostart (the vHBA comes back after a host reboot)' % what)
-
-    def _remove_pool(self, pool, before, adapter):
+    def _plan_remove_pool(self, plan, pool, before, adapter):
         what = "storage pool '%s'" % self.name
         active = bool(self.client.call(pool.isActive, what=what))
         if active:
             self._refuse_pool_in_use(pool, adapter)
-        self.result.set_diff(before, '', '%s (defined)' % what, 'storage pool absent')
-        # check mode records the same steps as a run
+        self._diff(plan, before, '', '%s (defined)' % what, 'storage pool absent')
         if active:
-            if not self.check_mode:
-                self._stop_pool(pool)
-            self.result.change('%s stopped (its vHBA removed)' % what)
-        if not self.check_mode:
-            self.client.call(pool.undefine, what=what)
-        self.result.change('%s removed' % what)
-
-    def _stop_pool(self, pool):
-        try:
-            pool.destroy()
-        except self.libvirt.libvirtError as exc:
-            try:
-                still_active = pool.isActive()
-            except self.libvirt.libvirtError:
-                still_active = True
-            if still_active:
-                raise translate(
-                    self.libvirt, exc, what="stopping storage pool '%s'" % self.name, uri=self.client.uri
-                ) from None
-            # stopped, but libvirt could not delete the vHBA (already gone): the wanted state holds
-            self.client.warn("storage pool '%s' stopped; libvirt reported: %s" % (self.name, exc))
+            plan.add('%s stopped (its vHBA removed)' % what, 'stop_pool', self.name, pending=False)
+        plan.add('%s removed' % what, 'undefine_pool', self.name, pending=False)
 
     def _refuse_pool_in_use(self, pool, adapter):
         vhba = find_vhba(self._records(), adapter['wwnn'], adapter['wwpn'])
@@ -610,7 +589,7 @@ class NpivManager:
                 roots.append((dom.name(), X.parse(dom.XMLDesc(0))))
             except lv.libvirtError:
                 continue  # stopped meanwhile: not a user
-        resolve = os.path.realpath if N.uri_is_local(self.client.uri) and not self.devices.is_test_driver else None
+        resolve = os.path.realpath if self.devices.sysfs_applies else None
         users = guests_using(roots, pool=pool, paths=paths, adapter=adapter, resolve=resolve)
         if users:
             raise OperationFailed(
@@ -620,20 +599,41 @@ class NpivManager:
             )
 
     def _pool_luns(self, pool):
-        lv = self.libvirt
-        try:
-            if not pool.isActive():
-                return []
-            if not self.check_mode:
-                pool.refresh(0)
-            vols = pool.listAllVolumes(0)
-            luns = []
-            for vol in vols:
-                info = vol.info()
-                luns.append(dict(name=vol.name(), address=None, path=vol.path(), capacity=info[1], type=None))
-        except lv.libvirtError as exc:
-            raise translate(lv, exc, what="volumes of storage pool '%s'" % self.name, uri=self.client.uri) from None
+        what = "volumes of storage pool '%s'" % self.name
+        call = self.client.call
+        if not call(pool.isActive, what=what):
+            return []
+        if not self.check_mode:
+            call(pool.refresh, 0, what=what)
+        luns = []
+        for vol in call(pool.listAllVolumes, 0, what=what):
+            info = call(vol.info, what=what)
+            luns.append(
+                dict(
+                    name=call(vol.name, what=what),
+                    address=None,
+                    path=call(vol.path, what=what),
+                    capacity=info[1],
+                    type=None,
+                )
+            )
         return sorted(luns, key=lambda lun: lun['name'])
+
+    # ------------------------------------------------------------------------------------
+    def report(self, plan):
+        vhba = self._vhba
+        record = vhba['record']
+        created = vhba['created']
+        if created is not None and created.outcome is not None:
+            # the vHBA this run created (its scsi_hostN name is the kernel's choice)
+            record = N.parse_nodedev(self.client.call(created.outcome.XMLDesc, 0, what='new vHBA'))
+            self.devices = N.HostDevices(self.client)
+        pool = None
+        if vhba['persistent'] and self.params['state'] == 'present':
+            pool = self.client.lookup('pool', self.name)
+        return dict(
+            vhba=self._report(record, vhba['wwnn'], vhba['wwpn'], vhba['persistent'], parent=vhba['parent'], pool=pool)
+        )
 
     def _report(self, record, wwnn, wwpn, persistent, parent=None, pool=None):
         if record is None and self.params['state'] == 'present':
