@@ -10,6 +10,7 @@ import libvirt
 from virtops_helpers import ok, run_module
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import is_local
 from ansible_collections.virtops.libvirt.plugins.module_utils._host.info import HostInfo, parse_cpu_flags
 
 
@@ -116,8 +117,13 @@ def test_test_driver_summary(testdrv, uname):
 class _Client:
     """Just what HostInfo uses of LibvirtClient, around an in-process test:///default connection."""
 
+    params = {}
+    check_mode = False
+    diff_mode = False
+
     def __init__(self, uri):
         self.uri = uri
+        self.is_local = is_local(uri)
         self.libvirt = libvirt
         self.conn = libvirt.open('test:///default')
 

@@ -5,6 +5,7 @@ the capabilities side."""
 import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import is_local
 from ansible_collections.virtops.libvirt.plugins.module_utils._host import info as H
 
 CPUINFO_INTEL = """processor\t: 0
@@ -114,13 +115,19 @@ def test_ksm_and_module_parameters():
         ('qemu+ssh://root@hv2/system', False),
         ('qemu+tcp://hv2/system', False),
         ('qemu://hv2/system', False),
-        ('qemu+ssh:///system', False),
         ('qemu+tls://10.0.0.2:16514/system', False),
-        ('', False),
+        # host_info now asks the collection's one is_local(): a URI without a host (whatever
+        # the transport: libvirt then connects to localhost) or naming a loopback host reaches
+        # this machine's daemon, and '' is libvirt's default URI, on this machine too. host_info's
+        # own is_local_uri() said False for these (it only knew the unix transport).
+        ('qemu+ssh:///system', True),
+        ('qemu+ssh://localhost/system', True),
+        ('qemu+tcp://127.0.0.1/system', True),
+        ('', True),
     ],
 )
 def test_local_uri(uri, local):
-    assert H.is_local_uri(uri) is local
+    assert is_local(uri) is local
 
 
 def _write(root, path, text):

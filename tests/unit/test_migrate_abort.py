@@ -13,7 +13,8 @@ import types
 import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import TimeoutExpired
-from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
+from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import apply as A
+from ansible_collections.virtops.libvirt.plugins.module_utils._migrate.read import Destination
 
 
 class FakeError(Exception):
@@ -118,14 +119,15 @@ class Client:
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
-    monkeypatch.setattr(M, 'POLL_SECONDS', 0.02)
-    monkeypatch.setattr(M, 'ABORT_GRACE_SECONDS', 0.1)
+    monkeypatch.setattr(A, 'POLL_SECONDS', 0.02)
+    monkeypatch.setattr(A, 'ABORT_GRACE_SECONDS', 0.1)
 
 
 def migrate(client, source, incoming):
-    manager = M.MigrationManager(client)
-    manager.dconn = DestConn(incoming)
-    return manager._perform(source, 0, {}, True, UUID)
+    params = client.params
+    dest = Destination(LV, params['dest_uri'], conn=DestConn(incoming))
+    options = dict(p2p=params['p2p'], timeout=params['timeout'], timeout_action=params['timeout_action'])
+    return A.perform(client, dest, source, params['name'], 0, {}, True, UUID, **options)
 
 
 class Silent(Source):
@@ -216,7 +218,7 @@ def test_no_timeout_never_aborts():
     ],
 )
 def test_abort_watch(events, fires):
-    watch = M.AbortWatch(1.0)
+    watch = A.AbortWatch(1.0)
     assert watch.observe(0.0, {'data_processed': 5}) is False  # nothing accepted yet
     watch.accepted(0.0)
     watch.accepted(0.5)  # only the first acceptance counts

@@ -19,6 +19,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient, failure_result
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import npiv as V
+from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import apply as MA
 from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
@@ -671,7 +672,7 @@ LEFTOVER = "leftover definition of guest 'web1' undefined on the source %s" % SR
 @pytest.fixture
 def cluster_open(monkeypatch):
     """libvirt.open of the destination URI gives that cluster's destination connection."""
-    monkeypatch.setattr(M, 'POLL_SECONDS', 0.01)
+    monkeypatch.setattr(MA, 'POLL_SECONDS', 0.01)
     opened = {}
 
     def fake_open(uri):

@@ -12,30 +12,15 @@ the files below a ``root`` directory (``/`` in production, a fixture tree in tes
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import domain_types_available, host_domain_type
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import translate
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import unit_factor
 
 KSM_KEYS = ('run', 'pages_shared', 'pages_sharing', 'pages_to_scan', 'sleep_millisecs', 'merge_across_nodes')
 NESTED_MODULES = ('kvm_intel', 'kvm_amd')
-
-
-# ---------------------------------------------------------------------------------------------
-# URI
-
-
-def is_local_uri(uri):
-    """True when ``uri`` reaches the libvirt of this machine: no host part, local transport only."""
-    parts = urlsplit(uri or '')
-    if parts.hostname or parts.port:
-        return False
-    if not parts.scheme:
-        return False
-    transport = parts.scheme.partition('+')[2]
-    return transport in ('', 'unix')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,37 +253,42 @@ def assemble(conn_facts, local):
     return facts
 
 
-class HostInfo:
-    """The ``host_info`` module: read-only."""
+# libvirt error codes of a call a driver does not implement
+OPTIONAL_CODES = (
+    'VIR_ERR_NO_SUPPORT',
+    'VIR_ERR_INVALID_ARG',
+    'VIR_ERR_OPERATION_INVALID',
+    'VIR_ERR_ARGUMENT_UNSUPPORTED',
+)
+
+
+class HostInfo(Manager):
+    """The ``host_info`` module: read-only (a plan without steps; :meth:`report` reads the facts)."""
+
+    facts_only = True
 
     def __init__(self, client, root='/'):
-        self.client = client
-        self.libvirt = client.libvirt
+        super().__init__(client)
         self.root = root
 
-    def run(self):
-        local = is_local_uri(self.client.uri)
+    def plan(self):
+        return Plan('host')
+
+    def report(self, plan):
+        local = self.client.is_local
         facts = assemble(self.conn_facts(), read_local_facts(self.root) if local else None)
         facts['local'] = local
-        return dict(changed=False, host=facts)
+        return dict(host=facts)
 
     def _optional(self, method, *args):
         """Calls some drivers do not implement: None instead of a failure."""
         try:
-            return getattr(self.client.conn, method)(*args)
-        except self.libvirt.libvirtError as exc:
-            if self.client.is_error(
-                exc,
-                'VIR_ERR_NO_SUPPORT',
-                'VIR_ERR_INVALID_ARG',
-                'VIR_ERR_OPERATION_INVALID',
-                'VIR_ERR_ARGUMENT_UNSUPPORTED',
-            ):
+            return self.client.call(method, *args, what='host information (%s)' % method)
+        except LibvirtModuleError as exc:
+            codes = {getattr(self.libvirt, name, None) for name in OPTIONAL_CODES} - {None}
+            if exc.details.get('libvirt_code') in codes:
                 return None
-            raise self._translate(exc, method) from None
-
-    def _translate(self, exc, method):
-        return translate(self.libvirt, exc, what='host information (%s)' % method, uri=self.client.uri)
+            raise
 
     def conn_facts(self):
         lv = self.libvirt
