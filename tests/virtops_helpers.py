@@ -5,6 +5,7 @@ libvirt's RelaxNG schemas, and name test objects so parallel runs never collide.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -95,8 +97,106 @@ def run_playbook(path, *extra, cwd, timeout=600):
     return proc.returncode, _ANSI.sub('', proc.stdout + proc.stderr)
 
 
-def run_module(name, args, check=False, diff=True, env=None, timeout=600):
-    """Execute ``virtops.libvirt.<name>`` as Ansible would (args file, JSON on stdout).
+# ---------------------------------------------------------------------------------------------
+# running modules: through the payload Ansible builds (AnsiballZ), as a playbook task runs them
+
+
+def use_ansible_collection_loader():
+    """Install Ansible's collection loader for this checkout's collection, as the ``ansible*``
+    commands do (idempotent). Building a module's payload needs it, and so does pytest-ansible.
+
+    Call it before anything imports ``ansible_collections.virtops.libvirt`` in this process (the
+    test suites' conftest.py files do): code imported before it cannot be found by Ansible later.
+    """
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if AnsibleCollectionConfig.collection_finder is not None:
+        return
+    early = sys.modules.get('ansible_collections.virtops.libvirt')
+    if early is not None and not hasattr(early, '_collection_meta'):
+        raise RuntimeError(
+            'ansible_collections.virtops.libvirt was imported before use_ansible_collection_loader() ran: '
+            'call it first (in conftest.py) so that module payloads can be built'
+        )
+    from ansible.plugins.loader import init_plugin_loader
+
+    init_plugin_loader([str(ensure_collection_link())])
+
+
+_BUILD_LOCK = threading.Lock()
+_TEMPLATING = []
+
+
+@functools.lru_cache(maxsize=None)
+def module_path(name):
+    """Where Ansible's module loader finds ``virtops.libvirt.<name>`` (meta/runtime.yml routing
+    included), as a task would."""
+    from ansible.plugins.loader import module_loader
+
+    use_ansible_collection_loader()
+    found = module_loader.find_plugin_with_context('virtops.libvirt.%s' % name)
+    assert found.resolved, 'module virtops.libvirt.%s not found: %s' % (name, found.resolution_exceptions)
+    return found.plugin_resolved_path
+
+
+# a wrapper is ~1 MB (the zip of the module and every module_utils file it imports, base64): keep
+# few. Ansible itself caches the zip per module name (in its local temp dir, for this process), so
+# a miss costs only the wrapper text (a few ms).
+@functools.lru_cache(maxsize=32)
+def _payload(name, args_json):
+    from ansible.executor.module_common import modify_module
+
+    with _BUILD_LOCK:  # (Ansible's plugin loader and payload cache are not for threads)
+        if not _TEMPLATING:
+            from ansible.parsing.dataloader import DataLoader
+            from ansible.template import Templar
+
+            _TEMPLATING.append(Templar(loader=DataLoader()))
+        built = modify_module(
+            module_name=name,
+            module_path=module_path(name),
+            module_args=json.loads(args_json),
+            templar=_TEMPLATING[0],
+            task_vars={'ansible_python_interpreter': sys.executable},
+        )
+    assert built.module_style == 'new', (name, built.module_style)
+    return built.b_module_data.decode()
+
+
+def module_payload(name, args):
+    """The AnsiballZ wrapper (Python source, the module's arguments embedded) Ansible sends to a
+    host to run ``virtops.libvirt.<name>`` with ``args``: built by
+    ``ansible.executor.module_common.modify_module`` and cached per module name and arguments.
+    A payload Ansible cannot build (a module_utils import it cannot find, ...) fails the caller
+    like a traceback of the module would (AssertionError)."""
+    from ansible.errors import AnsibleError
+
+    try:
+        return _payload(name, json.dumps(args, sort_keys=True))
+    except AnsibleError as exc:
+        raise AssertionError('Ansible cannot build the payload of module %s: %s' % (name, exc)) from None
+
+
+def payload_env(extra=None):
+    """The environment a module payload runs in: the caller's, without LIBVIRT_DEFAULT_URI and
+    without this checkout on PYTHONPATH (the payload brings the collection's code), plus
+    ``extra``."""
+    env = dict(os.environ)
+    env.pop('LIBVIRT_DEFAULT_URI', None)
+    extra = dict(extra or {})
+    link = str(COLLECTIONS)
+    paths = [extra.pop('PYTHONPATH', None)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p != link]
+    env['PYTHONPATH'] = os.pathsep.join(p for p in paths if p)
+    if not env['PYTHONPATH']:
+        del env['PYTHONPATH']
+    env.update(extra)
+    return env
+
+
+def run_module(name, args, check=False, diff=True, env=None, timeout=600, prefix=(), where=''):
+    """Execute ``virtops.libvirt.<name>`` as a playbook task does: the payload Ansible builds
+    (:func:`module_payload`) run with this interpreter, as on a local connection. ``prefix`` is a
+    command prefix (``ip netns exec NS``), ``where`` names it in failures.
 
     Returns the module's JSON result with ``_rc`` and ``_stderr`` added. A traceback or a
     non-JSON answer fails the calling test loudly.
@@ -105,39 +205,103 @@ def run_module(name, args, check=False, diff=True, env=None, timeout=600):
     payload['_ansible_check_mode'] = check
     payload['_ansible_diff'] = diff
     payload['_ansible_verbosity'] = 0
-    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
-        json.dump({'ANSIBLE_MODULE_ARGS': payload}, handle)
-        path = handle.name
-    try:
+    # as Ansible without pipelining (its default): the wrapper in a private temporary directory,
+    # run with the interpreter, removed afterwards. (Piped to stdin, Python needs ~3x as long to
+    # read the wrapper's one 1 MB line.)
+    with tempfile.TemporaryDirectory(prefix='ansible-tmp-') as tmp:
+        script = os.path.join(tmp, 'AnsiballZ_%s.py' % name)
+        with open(script, 'w', encoding='utf-8') as handle:
+            handle.write(module_payload(name, payload))
         proc = subprocess.run(
-            [sys.executable, '-m', 'ansible_collections.virtops.libvirt.plugins.modules.%s' % name, path],
+            [*prefix, sys.executable, script],
             capture_output=True,
             text=True,
-            env=module_env(env),
+            env=payload_env(env),
             timeout=timeout,
             cwd=tempfile.gettempdir(),
             check=False,
         )
-    finally:
-        os.unlink(path)
     try:
         result = json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(
-            'module %s did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
-            % (name, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
+            'module %s%s did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
+            % (name, where, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
         ) from None
     result['_rc'] = proc.returncode
     result['_stderr'] = proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
     assert 'exception' not in result or not result.get('failed') or 'libvirt-python' in result.get('msg', ''), (
-        result.get('exception')
+        _traceback(result['exception'])
     )
     return result
 
 
+def _traceback(exception):
+    """The text of a result's ``exception``: the traceback of an exception the module did not
+    handle, as the payload's runner (ansible-core 2.19: an ErrorSummary) reports it."""
+    if isinstance(exception, dict):
+        event = exception.get('event') or {}
+        return event.get('formatted_traceback') or event.get('msg') or json.dumps(exception)
+    return exception
+
+
 def ok(result):
     assert not result.get('failed'), result.get('msg')
+    return result
+
+
+def converge_task(
+    module, args, look=None, *, run=None, recheck=True, diff=True, same_actions=None, expect=(), agree=None
+):
+    """The idempotency contract of one task, as every state test checks it; returns the real run's
+    result:
+
+    1. check mode predicts a change (``changed: true``, with a diff or actions) and ``look()``
+       (what the module may change, read from libvirt) is the same afterwards;
+    2. the real run changes, with the actions check mode predicted (``same_actions`` maps the
+       real run's actions first, e.g. to drop what only the real run can know) and, unless
+       ``diff=False``, a diff whose two sides differ;
+    3. ``agree(predicted, real)`` (module-specific checks of the two results), and every text of
+       ``expect`` is part of one of the real run's actions;
+    4. the same task again changes nothing (and has no diff, unless ``diff=False``);
+    5. with ``recheck``, check mode once more predicts no change.
+
+    ``run(module, args, check=...)`` runs the module (default :func:`run_module`). Every run must
+    succeed (not ``failed``, exit code 0).
+    """
+    run = run or run_module
+    before = look() if look else None
+    predicted = _done(run(module, args, check=True))
+    assert predicted['changed'] is True, predicted
+    if look:
+        assert look() == before, 'check mode changed something'
+    assert 'diff' in predicted or predicted['actions']
+    real = _done(run(module, args))
+    done = same_actions(real['actions']) if same_actions else real['actions']
+    assert real['changed'] is True and done == predicted['actions'], (
+        'check mode predicted other actions',
+        predicted['actions'],
+        real['actions'],
+    )
+    if diff:
+        assert 'diff' in real and real['diff']['before'] != real['diff']['after'], real.get('diff')
+    if agree:
+        agree(predicted, real)
+    for text in expect:
+        assert any(text in action for action in real['actions']), (text, real['actions'])
+    again = _done(run(module, args))
+    assert again['changed'] is False, again['actions']
+    if diff:
+        assert 'diff' not in again
+    if recheck:
+        assert _done(run(module, args, check=True))['changed'] is False
+    return real
+
+
+def _done(result):
+    ok(result)
+    assert result['_rc'] == 0, result
     return result
 
 

@@ -24,17 +24,14 @@ the pair's network namespaces, which is where ``run_module(..., inside=host)`` r
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import PREFIX, module_env
+from virtops_helpers import PREFIX, run_module
 
 SCRIPT = Path(__file__).resolve().with_name('second-host.sh')
 _PAIRS = itertools.count(1)
@@ -160,41 +157,14 @@ class HostPair:
         return defined
 
     def run_module(self, name, args, inside=None, check=False, diff=True, timeout=600):
-        """Run ``virtops.libvirt.<name>`` as Ansible would, optionally inside ``inside``'s network
-        namespace (then ``Host.tcp_uri`` URIs work). Returns the module's JSON plus ``_rc`` and
-        ``_stderr``; a traceback fails the calling test."""
+        """Run ``virtops.libvirt.<name>`` as Ansible would (virtops_helpers.run_module: the
+        payload Ansible builds), optionally inside ``inside``'s network namespace (then
+        ``Host.tcp_uri`` URIs work). Returns the module's JSON plus ``_rc`` and ``_stderr``; a
+        traceback fails the calling test."""
         if inside is None:
-            from virtops_helpers import run_module
-
             return run_module(name, args, check=check, diff=diff, timeout=timeout)
-        payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_verbosity=0)
-        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
-            json.dump({'ANSIBLE_MODULE_ARGS': payload}, handle)
-            path = handle.name
-        try:
-            proc = subprocess.run(
-                inside.exec_prefix()
-                + [sys.executable, '-m', 'ansible_collections.virtops.libvirt.plugins.modules.%s' % name, path],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=module_env(),
-                timeout=timeout,
-                cwd=tempfile.gettempdir(),
-            )
-        finally:
-            os.unlink(path)
-        try:
-            result = json.loads(proc.stdout)
-        except ValueError:
-            raise AssertionError(
-                'module %s (in %s) did not return JSON (rc=%s)\nstdout: %s\nstderr: %s'
-                % (name, inside.netns, proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
-            ) from None
-        result['_rc'] = proc.returncode
-        result['_stderr'] = proc.stderr
-        assert 'Traceback' not in proc.stderr, proc.stderr
-        return result
+        where = ' (in %s)' % inside.netns
+        return run_module(name, args, check=check, diff=diff, timeout=timeout, prefix=inside.exec_prefix(), where=where)
 
 
 def _quiet(func, *args):

@@ -8,6 +8,9 @@
 * ``uname`` - a unique object name per test (all start with the session PREFIX); everything with
   the prefix is removed at session end, even when tests fail.
 * ``test_image`` / ``boot_spec`` - the cached direct-kernel-boot test guest image.
+
+Modules run through the payload Ansible builds (virtops_helpers.run_module), which needs Ansible's
+collection loader: it is installed here, before any test module imports the collection's code.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, ROOT, cleanup_prefix
+from virtops_helpers import IMAGE_DIR, PREFIX, ROOT, cleanup_prefix, use_ansible_collection_loader
+
+use_ansible_collection_loader()
 
 _COUNTER = itertools.count()
 

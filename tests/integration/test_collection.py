@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def test_built_tarball_installs_and_modules_run(tmp_path, qemu):
     listing = _run(['tar', '-tzf', str(tarballs[0])]).stdout.split()
     assert 'plugins/modules/guest.py' in listing and 'meta/runtime.yml' in listing
     assert not any(p.startswith(('.venv', 'build/', '.git/')) for p in listing)
+    # the modules import module_utils as packages (_core/, _guest/, ...): every package ships
+    utils = ROOT / 'plugins' / 'module_utils'
+    packages = sorted(p.name for p in utils.iterdir() if p.is_dir() and re.match(r'_[a-z]', p.name))
+    assert '_core' in packages
+    for package in ['plugins/module_utils/%s/' % name for name in packages]:
+        sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / package).glob('*.py'))
+        assert package + '__init__.py' in sources and set(sources) <= set(listing), (package, sources)
     install_dir = tmp_path / 'installed'
     out = _run(
         [

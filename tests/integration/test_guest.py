@@ -10,7 +10,7 @@ import time
 
 import libvirt
 import pytest
-from virtops_helpers import PREFIX, assert_valid, ok, run_module
+from virtops_helpers import PREFIX, assert_valid, converge_task, ok, run_module
 
 IMAGES = '/var/lib/libvirt/images'
 
@@ -31,21 +31,15 @@ def state_of(conn, name):
 
 def converge(args, conn, name, expect_state=None):
     """check mode predicts a change and mutates nothing; apply changes; re-run is unchanged."""
-    before = (xml_of(conn, name), state_of(conn, name))
-    checked = ok(run_module('guest', args, check=True))
-    assert checked['changed'] is True, checked
-    assert (xml_of(conn, name), state_of(conn, name)) == before, 'check mode mutated libvirt'
-    assert 'diff' in checked or checked['actions']
-    first = ok(run_module('guest', args))
-    assert first['changed'] is True
-    assert first['actions'] == checked['actions'], 'check mode predicted other actions'
-    for res in (checked, first):
-        if res.get('diff', {}).get('after'):
-            assert_valid(res['diff']['after'], 'domain')  # every XML we generate is schema-valid
-    second = ok(run_module('guest', args))
-    assert second['changed'] is False, second['actions']
-    again = ok(run_module('guest', args, check=True))
-    assert again['changed'] is False, again['actions']
+
+    def schema_valid(checked, first):
+        for res in (checked, first):
+            if res.get('diff', {}).get('after'):
+                assert_valid(res['diff']['after'], 'domain')  # every XML we generate is schema-valid
+
+    first = converge_task(
+        'guest', args, lambda: (xml_of(conn, name), state_of(conn, name)), diff=False, agree=schema_valid
+    )
     if expect_state is not None:
         assert state_of(conn, name) == expect_state
     return first

@@ -456,7 +456,7 @@ def test_pool_is_shared_rules(host_pair, pools):
     from types import SimpleNamespace
 
     from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as E
-    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.pool import pool_is_shared
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import pool_is_shared
 
     client = SimpleNamespace(
         libvirt=libvirt,
@@ -485,7 +485,8 @@ def test_pool_is_shared_rules(host_pair, pools):
 
 def test_device_and_disk_inventory():
     from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
+    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
+    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import read as M
 
     root = X.parse(
         """<domain type='qemu'><name>x</name><devices>
@@ -506,14 +507,14 @@ def test_device_and_disk_inventory():
     assert usb == [(('0x046d', '0xc52b'), "<hostdev mode='subsystem' type='usb'>")]
     assert len(problems) == 3
     assert 'bus 1 device 4' in problems[0] and "type='mdev'" in problems[1] and '52:54:00:6d:90:02' in problems[2]
-    disks = {d['target']: d for d in M.disk_sources(root)}
+    disks = {d['target']: d for d in disk_sources(root)}
     assert set(disks) == {'vda', 'hdd', 'vdb', 'sda'}  # the empty CD-ROM has nothing to move
     assert (disks['vda']['pool'], disks['vda']['volume']) == ('p', 'v')
     assert disks['hdd']['readonly'] and disks['sda']['shareable'] and disks['vdb']['protocol'] == 'rbd'
 
 
 def test_migration_flags_and_params():
-    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import manager as M
+    from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import read as M
 
     lv = libvirt
     params = dict(

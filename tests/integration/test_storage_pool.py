@@ -7,6 +7,7 @@ real, then again (must be unchanged)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import libvirt
 import pytest
 from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from storage_fixtures import blkid_type, example_tasks, failed, mounts_of, ok, remove_pool, run, substitute
-from virtops_helpers import assert_valid
+from virtops_helpers import assert_valid, converge_task
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
@@ -28,22 +29,20 @@ TEST_URI = 'test+unix:///default'
 def converge(args, conn, name, uri=None, recheck=False):
     """check mode (predicts a change, changes nothing) -> real run (changed) -> re-run (unchanged)
     [-> check mode again (predicts no change)]. Returns the real run's result."""
-    before = _snapshot(conn, name)
-    predicted = ok(run('storage_pool', args, check=True, uri=uri))
-    assert predicted['changed'], predicted
-    assert _snapshot(conn, name) == before, 'check mode changed the pool'
-    real = ok(run('storage_pool', args, uri=uri))
-    # the real run may also report what building did (only known once libvirt looked at the device)
-    done = [a for a in real['actions'] if ' built (' not in a]
-    assert real['changed'] and done == predicted['actions'], (predicted['actions'], real['actions'])
-    assert real['diff']['before'] != real['diff']['after']
-    assert real['pool']['state'] == predicted['pool']['state']
-    again = ok(run('storage_pool', args, uri=uri))
-    assert not again['changed'], again['actions']
-    assert 'diff' not in again
-    if recheck:
-        assert not ok(run('storage_pool', args, check=True, uri=uri))['changed']
-    return real
+
+    def same_state(predicted, real):
+        assert real['pool']['state'] == predicted['pool']['state']
+
+    return converge_task(
+        'storage_pool',
+        args,
+        lambda: _snapshot(conn, name),
+        run=functools.partial(run, uri=uri),
+        recheck=recheck,
+        # the real run may also report what building did (only known once libvirt looked at the device)
+        same_actions=lambda actions: [a for a in actions if ' built (' not in a],
+        agree=same_state,
+    )
 
 
 def _snapshot(conn, name):

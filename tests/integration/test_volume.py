@@ -17,7 +17,7 @@ from pathlib import Path
 import libvirt
 from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from storage_fixtures import STATE_DIR, example_tasks, failed, file_blocks, ok, run, sparse_file, substitute
-from virtops_helpers import content_digest
+from virtops_helpers import content_digest, converge_task
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
@@ -39,23 +39,14 @@ def snapshot(pool):
 
 
 def converge(pool, args, expect_actions=None, recheck=False):
-    before = snapshot(pool)
-    predicted = ok(run('volume', args, check=True))
-    assert predicted['changed'], predicted
-    assert snapshot(pool) == before, 'check mode changed a volume'
-    real = ok(run('volume', args))
-    assert real['changed'] and real['actions'] == predicted['actions'], (predicted['actions'], real['actions'])
-    assert 'diff' in real and real['diff']['before'] != real['diff']['after']
-    if args.get('state') != 'absent':
-        for key in ('name', 'format', 'capacity', 'pool'):
-            assert predicted['volume'][key] == real['volume'][key], key
-    if expect_actions is not None:
-        assert real['actions'] == expect_actions
-    again = ok(run('volume', args))
-    assert not again['changed'], again['actions']
-    if recheck:
-        assert not ok(run('volume', args, check=True))['changed']
-    return real
+    def agree(predicted, real):
+        if args.get('state') != 'absent':
+            for key in ('name', 'format', 'capacity', 'pool'):
+                assert predicted['volume'][key] == real['volume'][key], key
+        if expect_actions is not None:
+            assert real['actions'] == expect_actions
+
+    return converge_task('volume', args, lambda: snapshot(pool), run=run, recheck=recheck, agree=agree)
 
 
 def vol(pool, name):

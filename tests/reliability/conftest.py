@@ -21,7 +21,9 @@ import pytest
 from hosts.second_host import HostPair
 from integration.conftest import boot_spec, qemu, test_image, uname  # noqa: F401  pylint: disable=unused-import
 from reliability_lib import DOC, FIGURES, STATE_DIR, agent_cmd, guest_read, render_matrix, run, testdrv_uri, write_doc
-from virtops_helpers import IMAGE_DIR, PREFIX
+from virtops_helpers import IMAGE_DIR, PREFIX, use_ansible_collection_loader
+
+use_ansible_collection_loader()  # (integration.conftest did already) module payloads need it
 
 IMAGES = '/var/lib/libvirt/images'
 

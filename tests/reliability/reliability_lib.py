@@ -45,7 +45,8 @@ WORKERS = int(os.environ.get('VIRTOPS_RELIABILITY_WORKERS', '3'))
 
 
 def run(module, args, check=False, diff=True, timeout=300):
-    """Run a module as Ansible does (a subprocess) and return its JSON result.
+    """Run a module as Ansible does (the payload Ansible builds, in a subprocess) and return its
+    JSON result.
 
     A traceback or a non-JSON answer fails the caller (virtops_helpers.run_module asserts it).
     """

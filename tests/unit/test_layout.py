@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) virtops.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The layers of plugins/ hold (docs/dev/CONTRIBUTING-internals.md draws them).
+
+Read from the source (function-level imports included, since Ansible packs those into the payload
+too): no import circles; ``_core`` imports no kind; a kind imports ``_core``, its own package and
+only the *read side* of another kind; apply code never imports a manager; every module imports
+only ``_core`` and its own kind.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[2] / 'plugins'
+MU = PLUGINS / 'module_utils'
+PREFIX = 'ansible_collections.virtops.libvirt.plugins.module_utils.'
+
+# another kind may use these (what reading an object needs), nothing else of that kind
+READ_SIDE = {'_guest.read', '_guest.agent', '_storage.read'}
+# the manager modules (read + plan) of each kind: apply code and other kinds never import them
+MANAGERS = {
+    '_guest.manager',
+    '_guest.info',
+    '_storage.pool',
+    '_storage.pool_info',
+    '_storage.volume',
+    '_network.manager',
+    '_devices.hostdev',
+    '_devices.npiv',
+    '_agent.manager',
+    '_migrate.manager',
+    '_host.info',
+}
+
+
+def _name(path):
+    return '.'.join(path.relative_to(MU).with_suffix('').parts)
+
+
+def _imports(path):
+    """Every module_utils module ``path`` imports (at any level), as ``_pkg.mod``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PREFIX.rstrip('.')):
+            base = node.module[len(PREFIX) :] if node.module.startswith(PREFIX) else ''
+            if base.count('.') == 1:
+                found.add(base)
+            else:  # from ..module_utils._pkg import mod
+                found.update('%s.%s' % (base, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name[len(PREFIX) :] for a in node.names if a.name.startswith(PREFIX))
+    return {name for name in found if (MU / (name.replace('.', '/') + '.py')).exists()}
+
+
+GRAPH = {_name(p): _imports(p) for p in MU.rglob('*.py') if p.name != '__init__.py'}
+
+
+def _cycles():
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = 'open'
+        for dep in sorted(GRAPH.get(node, ())):
+            if state.get(dep) == 'open':
+                cycles.append(stack[stack.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 'done'
+
+    for node in sorted(GRAPH):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_every_kind_is_one_package():
+    assert all('.' in name for name in GRAPH), 'module_utils holds packages only'
+    assert not list(MU.glob('*.py')) or [p.name for p in MU.glob('*.py')] == ['__init__.py']
+
+
+def test_no_import_circles():
+    assert _cycles() == []
+
+
+@pytest.mark.parametrize('name', sorted(GRAPH))
+def test_imports_stay_in_their_layer(name):
+    package = name.split('.')[0]
+    wrong = []
+    for dep in GRAPH[name]:
+        dep_package = dep.split('.')[0]
+        if package == '_core':
+            if dep_package != '_core':
+                wrong.append('%s: the core imports a kind (%s)' % (name, dep))
+        elif dep_package not in ('_core', package) and dep not in READ_SIDE:
+            wrong.append("%s: imports %s, not another kind's read side" % (name, dep))
+        elif 'apply' in name.split('.')[1] and dep in MANAGERS:
+            wrong.append('%s: apply code imports the manager %s' % (name, dep))
+        elif name not in MANAGERS and 'apply' not in name and (dep in MANAGERS or 'apply' in dep):
+            wrong.append('%s: a spec/read module imports %s (up the layers)' % (name, dep))
+    assert wrong == []
+
+
+@pytest.mark.parametrize('path', sorted(PLUGINS.glob('modules/*.py')), ids=lambda p: p.stem)
+def test_a_module_imports_core_and_one_kind(path):
+    kinds = {dep.split('.')[0] for dep in _imports(path)} - {'_core'}
+    assert len(kinds) <= 1, kinds
