@@ -23,7 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
 
 # The IEEE OUI libvirt itself uses for the WWNs it generates (Qumranet / Red Hat).
 WWN_OUI = '001a4a'
@@ -582,13 +582,7 @@ class NpivManager(Manager):
 
     # ------------------------------------------------------------------------------------
     def _refuse_in_use(self, what, pool=None, paths=(), adapter=None):
-        lv = self.libvirt
-        roots = []
-        for dom in self.client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='guests'):
-            try:
-                roots.append((dom.name(), X.parse(dom.XMLDesc(0))))
-            except lv.libvirtError:
-                continue  # stopped meanwhile: not a user
+        roots = [(dom.name(), root) for dom, root in running_guests(self.client)]
         resolve = os.path.realpath if self.devices.sysfs_applies else None
         users = guests_using(roots, pool=pool, paths=paths, adapter=adapter, resolve=resolve)
         if users:

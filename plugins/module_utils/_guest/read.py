@@ -221,3 +221,15 @@ def interface_addresses(dom, source, libvirt):
         if found:
             return src, found
     return None, {}
+
+
+def running_guests(client):
+    """``(dom, root)`` of every running guest (its live XML parsed): the one listing behind every
+    "which running guests use this" check. A guest that stops while we look is left out."""
+    lv = client.libvirt
+    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
+        try:
+            xml = dom.XMLDesc(0)
+        except lv.libvirtError:
+            continue  # stopped or removed while we looked: not using anything
+        yield dom, X.parse(xml)

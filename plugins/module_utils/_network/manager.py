@@ -23,6 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
 from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import (
     TYPED_OPTIONS,
     apply_spec,
@@ -44,17 +45,12 @@ _GIVEN_UP = {'start': 'could not be started', 'set_autostart': 'autostart could 
 def attached_guests(client, name, live):
     """Names of running guests with an interface on network ``name`` (or on the bridge libvirt
     made for it; ``live`` is its running definition)."""
-    lv = client.libvirt
     bridge_node = live.find('bridge') if live is not None else None
     bridge = bridge_node.get('name') if bridge_node is not None else None
     if live is not None and forward_mode(live) == 'bridge':
         bridge = None  # a host bridge survives a network restart
     names = set()
-    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='guests'):
-        try:
-            root = X.parse(client.call(dom.XMLDesc, 0, what="guest '%s'" % dom.name()))
-        except ObjectNotFound:
-            continue  # stopped meanwhile
+    for dom, root in running_guests(client):
         for nic in root.findall('devices/interface'):
             source = nic.find('source')
             if source is None:

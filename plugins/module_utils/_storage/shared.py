@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
@@ -185,11 +185,7 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
         target = X.findtext(pool_root, 'target/path')
         prefix = (S.normalize_path(target) + '/') if target and pool_root.get('type') in S.FILE_POOL_TYPES else None
     users = []
-    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
-        try:
-            root = X.parse(dom.XMLDesc(0))
-        except lv.libvirtError:
-            continue  # stopped or removed while we looked: not using anything
+    for dom, root in running_guests(client):
         found = set()  # one entry per disk: the first of its sources (top, then backing chain)
         for source in disk_sources(root, backing=True):
             if source['target'] in found:
