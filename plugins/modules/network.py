@@ -318,66 +318,9 @@ attached_guests:
   elements: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
 from ansible_collections.virtops.libvirt.plugins.module_utils._network.manager import NetworkManager
-from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import FORWARD_MODES, STATES, TYPED_OPTIONS
-
-SPEC = ArgumentSpec(
-    dict(
-        name=dict(type='str', required=True),
-        state=dict(type='str', default='active', choices=list(STATES)),
-        xml=dict(type='str'),
-        forward=dict(type='str', choices=list(FORWARD_MODES)),
-        bridge=dict(type='str'),
-        ip=dict(type='str'),
-        netmask=dict(type='str'),
-        prefix=dict(type='int'),
-        dhcp=dict(
-            type='dict',
-            options=dict(
-                ranges=dict(
-                    type='list',
-                    elements='dict',
-                    options=dict(
-                        start=dict(type='str', required=True),
-                        end=dict(type='str', required=True),
-                    ),
-                ),
-                hosts=dict(
-                    type='list',
-                    elements='dict',
-                    options=dict(
-                        mac=dict(type='str'),
-                        ip=dict(type='str', required=True),
-                        name=dict(type='str'),
-                    ),
-                ),
-            ),
-        ),
-        ipv6=dict(
-            type='dict',
-            options=dict(
-                address=dict(type='str', required=True),
-                prefix=dict(type='int'),
-                dhcp_ranges=dict(
-                    type='list',
-                    elements='dict',
-                    options=dict(
-                        start=dict(type='str', required=True),
-                        end=dict(type='str', required=True),
-                    ),
-                ),
-            ),
-        ),
-        mtu=dict(type='int'),
-        domain=dict(type='str'),
-        autostart=dict(type='bool'),
-        force=dict(type='bool', default=False),
-    ),
-    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS] + [('netmask', 'prefix')],
-    required_by={'netmask': 'ip', 'prefix': 'ip'},
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._network.options import SPEC
 
 
 def main():

@@ -318,55 +318,9 @@ in_use_by:
   elements: str
 """
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import WIPE_ALGORITHMS
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume import VolumeManager
-
-SPEC = ArgumentSpec(
-    dict(
-        pool=dict(type='str', required=True),
-        name=dict(type='str', required=True),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        capacity=dict(type='raw'),
-        allocation=dict(type='raw'),
-        format=dict(type='str'),
-        backing=dict(
-            type='dict',
-            options=dict(
-                pool=dict(type='str'),
-                name=dict(type='str'),
-                path=dict(type='str'),
-                format=dict(type='str'),
-            ),
-        ),
-        clone_from=dict(
-            type='dict',
-            options=dict(
-                pool=dict(type='str', required=True),
-                name=dict(type='str', required=True),
-            ),
-        ),
-        src=dict(type='path'),
-        url=dict(type='str'),
-        checksum=dict(type='str'),
-        validate_certs=dict(type='bool', default=True),
-        url_timeout=dict(type='int', default=30),
-        permissions=dict(
-            type='dict',
-            options=dict(
-                mode=dict(type='raw'),
-                owner=dict(type='raw'),
-                group=dict(type='raw'),
-                label=dict(type='str'),
-            ),
-        ),
-        wipe=dict(type='str', choices=list(WIPE_ALGORITHMS)),
-        allow_shrink=dict(type='bool', default=False),
-    ),
-    mutually_exclusive=[('backing', 'clone_from', 'src', 'url')],
-    required_by={'checksum': 'url'},
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.volume_options import SPEC
 
 
 def main():

@@ -7,7 +7,9 @@
 Read from the source (function-level imports included, since Ansible packs those into the payload
 too): no import circles; ``_core`` imports no kind; a kind imports ``_core``, its own package and
 only the *read side* of another kind; apply code never imports a manager; every module imports
-only ``_core`` and its own kind.
+only ``_core`` and its own kind. The one composition layer, ``_bulk`` (the ``objects`` module: many
+kinds in one task), sits above the kinds: it may import any kind's managers and option specs (never
+their apply code, which each manager imports itself), and nothing imports it back.
 """
 
 from __future__ import annotations
@@ -88,13 +90,22 @@ def test_no_import_circles():
     assert _cycles() == []
 
 
+# the composition layer above the kinds (``objects``): imports kinds, is imported by no kind
+COMPOSITION = '_bulk'
+
+
 @pytest.mark.parametrize('name', sorted(GRAPH))
 def test_imports_stay_in_their_layer(name):
     package = name.split('.')[0]
     wrong = []
     for dep in GRAPH[name]:
         dep_package = dep.split('.')[0]
-        if package == '_core':
+        if dep_package == COMPOSITION and package != COMPOSITION:
+            wrong.append('%s: imports the composition layer %s (nothing below it may)' % (name, dep))
+        elif package == COMPOSITION:
+            if dep_package != COMPOSITION and 'apply' in dep.split('.')[1]:
+                wrong.append("%s: imports a kind's apply code %s (its manager imports it)" % (name, dep))
+        elif package == '_core':
             if dep_package != '_core':
                 wrong.append('%s: the core imports a kind (%s)' % (name, dep))
         elif dep_package not in ('_core', package) and dep not in READ_SIDE:
@@ -110,3 +121,16 @@ def test_imports_stay_in_their_layer(name):
 def test_a_module_imports_core_and_one_kind(path):
     kinds = {dep.split('.')[0] for dep in _imports(path)} - {'_core'}
     assert len(kinds) <= 1, kinds
+    if COMPOSITION in kinds:
+        assert path.stem == 'objects', 'only the objects module composes several kinds'
+
+
+def test_the_composition_layer_uses_several_kinds_and_nothing_uses_it():
+    used = {dep.split('.')[0] for name, deps in GRAPH.items() if name.startswith(COMPOSITION + '.') for dep in deps}
+    assert {'_guest', '_storage', '_network'} <= used
+    users = sorted(
+        name
+        for name, deps in GRAPH.items()
+        if not name.startswith(COMPOSITION + '.') and any(dep.startswith(COMPOSITION + '.') for dep in deps)
+    )
+    assert users == []

@@ -12,7 +12,6 @@ import types
 import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import plan as plan_module
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.diff import DifferenceTracker
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Manager, Plan, Replan, partly_made
 
@@ -116,17 +115,6 @@ def test_race_replans_once_then_fails():
     kind = Kind(FakeClient(), ['start'], races=2)
     with pytest.raises(OperationFailed, match='keeps changing'):
         kind.run()
-
-
-def test_difference_tracker():
-    diff = DifferenceTracker()
-    diff.add('memory', 2048, 1024)
-    diff.add('vcpus', None, 2)
-    diff.add('autostart', True, True)
-    assert diff.changed and diff.has_difference_for('memory') and not diff.has_difference_for('vcpus')
-    assert diff.messages() == ['memory: 1024 -> 2048']
-    assert diff.before() == dict(memory=1024, vcpus=2, autostart=True)
-    assert diff.after() == dict(memory=2048, vcpus=2, autostart=True)
 
 
 class Restart(Manager):
@@ -323,3 +311,40 @@ def test_a_failure_half_way_reports_the_planned_diff():
         kind.run()
     failure = kind.result.failure('boom')
     assert failure['changed'] is True and failure['diff'] == dict(before='a', after='b')
+
+
+def test_a_step_that_does_not_undo_keeps_what_was_made_before():
+    class Keeping(Kind):
+        def plan(self):
+            plan = Plan("thing 'x'")
+            plan.add('define done', 'act', 'define', undo=('undo', 'define'))
+            plan.add('autostart done', 'act', 'autostart', pending='autostart', undoes=False)
+            return plan
+
+    kind = Keeping(FakeClient(), [], fail_at='autostart')
+    with pytest.raises(OperationFailed):
+        kind.run()
+    assert kind.calls == ['define'] and kind.result.actions == ['define done']
+    assert kind.result.failure('boom')['msg'] == 'boom (already done: define done; not done: autostart)'
+
+
+def test_a_partly_made_step_names_only_what_it_left():
+    def remove(_client):
+        raise partly_made(OperationFailed('no volume'), 'undefined', not_done=['delete volume b'])
+
+    class Removing(Kind):
+        def plan(self):
+            plan = Plan("thing 'x'")
+            plan.add(
+                ('undefined', 'a deleted', 'b deleted'),
+                remove,
+                pending=('undefine', 'delete volume a', 'delete volume b'),
+            )
+            plan.add('later done', 'act', 'later')
+            return plan
+
+    kind = Removing(FakeClient(), [])
+    with pytest.raises(OperationFailed):
+        kind.run()
+    msg = kind.result.failure('boom')['msg']
+    assert msg == 'boom (already done: undefined; not done: delete volume b; later done)'

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
 
 LIBVIRT_IMPORT_ERROR = None

@@ -32,9 +32,9 @@ class Step:
     None for a step never reported, see :func:`each_message`), ``action`` (a name in the kind's
     apply module, a callable, or None for a step that only reports) with its ``args``."""
 
-    __slots__ = ('action', 'args', 'message', 'outcome', 'pending', 'replaces', 'undo')
+    __slots__ = ('action', 'args', 'message', 'outcome', 'pending', 'replaces', 'undo', 'undoes')
 
-    def __init__(self, message, action=None, *args, undo=None, pending=None, replaces=None):
+    def __init__(self, message, action=None, *args, undo=None, pending=None, replaces=None, undoes=True):
         self.message = message
         self.action = action
         self.args = args
@@ -46,6 +46,9 @@ class Step:
         # step is made its message replaces that step's; check mode reports only this one
         self.replaces = replaces
         self.outcome = None  # what the action returned (the object it made ...), for report()
+        # whether a failure of this step undoes the steps before it (False: a guest's autostart
+        # that fails leaves the guest this task defined, reported as done)
+        self.undoes = undoes
 
     def __repr__(self):
         return 'Step(%r, %r)' % (self.message, self.action)
@@ -70,9 +73,9 @@ class Plan:
     def __bool__(self):
         return bool(self.steps)
 
-    def add(self, message, action=None, *args, undo=None, pending=None, replaces=None):
+    def add(self, message, action=None, *args, undo=None, pending=None, replaces=None, undoes=True):
         """Append one step; returns it."""
-        step = Step(message, action, *args, undo=undo, pending=pending, replaces=replaces)
+        step = Step(message, action, *args, undo=undo, pending=pending, replaces=replaces, undoes=undoes)
         self.steps.append(step)
         return step
 
@@ -135,11 +138,27 @@ class Manager:
     def run(self):
         return run(self)
 
+    # -- the phases of run(), for a task that plans several objects before applying any (the
+    # ``objects`` module): prepare() + plan() for every object, then finish(plan) for each, then
+    # cleanup(). A single module's run() is the same sequence for one object.
+    def prepare(self):
+        """Read what :meth:`plan` needs first (once per task); changes nothing. Default: nothing."""
 
-def partly_made(exc, *messages):
+    def finish(self, plan):
+        """Apply ``plan`` (made by :meth:`plan` after :meth:`prepare`) and report: :func:`run`
+        without its first plan. Returns the result dict."""
+        return run(self, plan)
+
+    def cleanup(self):
+        """Release what the task held (temporary files ...); called also after a failure."""
+
+
+def partly_made(exc, *messages, not_done=None):
     """``exc`` for an action that failed after libvirt had made part of its change: the runner
-    reports ``messages`` (what is made) as done before it undoes the steps before."""
+    reports ``messages`` (what is made) as done before it undoes the steps before; ``not_done``
+    (when given) is what of this step is left, in place of the step's own pending texts."""
     exc.partly_made = messages
+    exc.not_done = not_done
     return exc
 
 
@@ -204,12 +223,7 @@ def apply(manager, plan):
     cache = {}
     done = []
     for index, step in enumerate(plan.steps):
-        result.pending = [
-            message
-            for later in plan.steps[index:]
-            if later.pending is not False
-            for message in each_message(later.message if later.pending is None else later.pending)
-        ]
+        result.pending = [message for later in plan.steps[index:] for message in _pending_texts(later)]
         try:
             made = None
             if step.action is not None:
@@ -217,7 +231,10 @@ def apply(manager, plan):
         except LibvirtModuleError as exc:
             for message in getattr(exc, 'partly_made', ()):
                 result.change(message)
-            undone, undo_error = _undo(manager, done, cache)
+            left = getattr(exc, 'not_done', None)
+            if left is not None:
+                result.pending = list(left) + result.pending[len(_pending_texts(step)) :]
+            undone, undo_error = _undo(manager, done, cache) if step.undoes else ([], None)
             failure = manager.failed(step, exc, undone, undo_error)
             if failure is exc:
                 raise
@@ -236,6 +253,13 @@ def apply(manager, plan):
                 result.change(message)
             done.append(step)
     result.pending = []
+
+
+def _pending_texts(step):
+    """How a failure names ``step`` as not done (see :attr:`Step.pending`)."""
+    if step.pending is False:
+        return []
+    return each_message(step.message if step.pending is None else step.pending)
 
 
 def _undo(manager, done, cache):
@@ -257,9 +281,23 @@ def _undo(manager, done, cache):
     return undone, None
 
 
-def run(manager):
-    """read -> plan -> report -> stop in check mode -> apply -> re-plan once on a race."""
-    plan = manager.plan()
+def to_be_made(client, kind, name):
+    """The options of the entry of this task that makes ``kind`` (pool, network, volume) ``name``
+    (a volume: ``'pool/name'``), when the task makes several objects (the ``objects`` module: its
+    client views carry ``made_here``); None otherwise, always for a single module. A manager asks
+    only about an object it did not find: it then predicts its plan from these options instead of
+    reading what does not exist yet."""
+    made = getattr(client, 'made_here', None)
+    if not made:
+        return None
+    return made.get(kind, {}).get(name)
+
+
+def run(manager, plan=None):
+    """read -> plan -> report -> stop in check mode -> apply -> re-plan once on a race.
+    ``plan``: the first plan, when the caller made it already (:meth:`Manager.finish`)."""
+    if plan is None:
+        plan = manager.plan()
     # the diff is known before anything is applied: a failure half-way reports it too
     manager.result.set_diff(plan.before, plan.after, plan.before_header, plan.after_header)
     try:

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import agent_channels
 
 try:

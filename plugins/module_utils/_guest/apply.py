@@ -44,22 +44,43 @@ def _state(client, dom, name):
 # definition
 
 
-def define(client, name, xml, new=False):
+# how long a run that lost the race to define a guest waits for the winner to start it
+SETTLE_SECONDS = 15
+
+
+def define(client, name, xml, new=False, settle=None):
     """Define (or redefine) the guest from ``xml``. A new guest that another run defined a moment
-    ago: :class:`Replan` (this run converges onto that one)."""
+    ago: :class:`Replan` (this run converges onto that one), once that run has brought it to the
+    run state ``settle`` this task wants too (running or paused; at most SETTLE_SECONDS), so that
+    exactly one run reports the creation."""
     try:
         return client.call('defineXML', xml, what=_what(name))
     except LibvirtModuleError:
-        if new and client.lookup('guest', name) is not None:
+        dom = client.lookup('guest', name) if new else None
+        if dom is not None:
+            _wait_settled(client, dom, settle)
             raise Replan("guest '%s' was defined by another run" % name) from None
         raise
 
 
-def define_xml(client, name, xml, input_digest, new=False):
+def _wait_settled(client, dom, wanted):
+    """Wait until ``dom`` is in run state ``wanted`` (None: no wait), gone, or SETTLE_SECONDS
+    passed: whatever then remains to do, the replan plans."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while wanted is not None and time.monotonic() < deadline:
+        try:
+            if state_name(dom.state()[0]) == wanted:
+                return
+        except client.libvirt.libvirtError:
+            return  # removed meanwhile (the winner's creation failed and was undone): replan
+        time.sleep(0.05)
+
+
+def define_xml(client, name, xml, input_digest, new=False, settle=None):
     """Define the guest from raw XML (stamped with the input digest), then store the result digest
     in the record (:func:`store_record`). Returns the definition read back (None when storing
     failed), the after side of the diff."""
-    dom = define(client, name, xml, new)
+    dom = define(client, name, xml, new, settle)
     return store_record(client, name, input_digest, dom)
 
 
@@ -268,6 +289,7 @@ def remove(client, name, current, volume_paths, timeout, force):
     removal."""
     made = []
     undefined = False
+    left = list(volume_paths)  # volumes not deleted yet
     try:
         dom = _guest(client, name)
         if current != 'stopped':
@@ -290,15 +312,17 @@ def remove(client, name, current, volume_paths, timeout, force):
                 vol.delete, 0, done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'), what='volume %s' % path
             ):
                 made.append('volume %s deleted' % path)
+            left.remove(path)
     except ObjectNotFound as exc:
-        if undefined:
-            raise partly_made(exc, *made) from None  # something after our removal (a volume) is gone
+        if undefined:  # something after our removal (a volume) is gone
+            raise partly_made(exc, *made, not_done=['delete volume %s' % path for path in left]) from None
         # removed by a concurrent run while we worked on it: the wanted state holds, and
         # exactly one run (the one that undefined it) reports the removal
         client.warn("guest '%s' disappeared while being removed (removed concurrently?)" % name)
         return False
     except LibvirtModuleError as exc:
-        raise partly_made(exc, *(made + list(getattr(exc, 'partly_made', ())))) from None
+        not_done = ['delete volume %s' % path for path in left] if undefined else None
+        raise partly_made(exc, *(made + list(getattr(exc, 'partly_made', ()))), not_done=not_done) from None
     return Made(tuple(made))
 
 

@@ -25,42 +25,18 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import 
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
+    ObjectNotFound,
     OperationFailed,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan, to_be_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.options import TYPED_OPTIONS
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, volume_by_path
 
 # memory sizes above this are refused: no host has that much (the largest x86 and POWER systems
 # take 32-48 TiB); a bare number is MiB, so 1073741824 would be 1 PiB
 MAX_MEMORY_KIB = 64 * 1024**3
-
-TYPED_OPTIONS = (
-    'domain_type',
-    'memory',
-    'current_memory',
-    'vcpus',
-    'max_vcpus',
-    'cpu',
-    'machine',
-    'arch',
-    'os_type',
-    'firmware',
-    'boot',
-    'disks',
-    'interfaces',
-    'guest_agent',
-    'serial',
-    'graphics',
-    'video',
-    'rng',
-    'balloon',
-    'memory_backing',
-    'seclabel',
-    'title',
-    'description',
-)
 
 
 class GuestManager(Manager):
@@ -246,7 +222,10 @@ class GuestManager(Manager):
             self._resolve_disk(index, disk)
         for index, nic in enumerate(spec.get('interfaces') or []):
             if nic.get('type', 'network') == 'network' and nic.get('source'):
-                if self.client.lookup('network', nic['source']) is None:
+                if (
+                    self.client.lookup('network', nic['source']) is None
+                    and to_be_made(self.client, 'network', nic['source']) is None
+                ):
                     raise InvalidParameter(
                         'interfaces[%d].source' % index, "network '%s' does not exist" % nic['source']
                     )
@@ -261,15 +240,23 @@ class GuestManager(Manager):
                     disk['format'] = _vol_format(vol, self.libvirt)
             return
         pool = self.client.lookup('pool', disk['pool'])
-        if pool is None:
+        made = to_be_made(self.client, 'volume', '%s/%s' % (disk['pool'], disk['volume']))
+        if pool is None and made is None and to_be_made(self.client, 'pool', disk['pool']) is None:
             raise InvalidParameter('disks[%d].pool' % index, "storage pool '%s' does not exist" % disk['pool'])
         try:
-            vol = pool.storageVolLookupByName(disk['volume'])
+            vol = pool.storageVolLookupByName(disk['volume']) if pool is not None else None
         except self.libvirt.libvirtError:
+            vol = None
+        if vol is None and made is not None:
+            # made by an earlier entry of this task (``objects``): predicted from its options
+            if not disk.get('format'):
+                disk['format'] = made.get('format')
+            return
+        if vol is None:
             raise InvalidParameter(
                 'disks[%d].volume' % index,
                 "volume '%s' not found in storage pool '%s'" % (disk['volume'], disk['pool']),
-            ) from None
+            )
         if not disk.get('format'):
             disk['format'] = _vol_format(vol, self.libvirt)
 
@@ -278,6 +265,8 @@ class GuestManager(Manager):
         a later step (the start) fails, the define is undone (:meth:`failed`)."""
         message = "guest '%s' defined" % self.name
         undo = ('undefine_new', self.name)
+        # a concurrent run that defined it first is waited for until it reached this run state
+        settle = {'running': 'running', 'restarted': 'running', 'paused': 'paused'}.get(self.params.get('state'))
         if desired_xml is None:
             spec = self._typed_spec()
             domain_type = self._pick_domain_type(spec)
@@ -286,7 +275,7 @@ class GuestManager(Manager):
             self._check_memory_fits(tree)
             xml = X.tostring(tree)
             self.definition = ('', xml, 'guest absent', "guest '%s' (wanted)" % self.name)
-            self.define_step = plan.add(message, 'define', self.name, xml, True, undo=undo, pending=False)
+            self.define_step = plan.add(message, 'define', self.name, xml, True, settle, undo=undo, pending=False)
             return
         # imported here: only raw XML needs it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
@@ -298,7 +287,7 @@ class GuestManager(Manager):
         self._check_memory_fits(stamped)
         self._definition_diff(None, desired)
         self.define_step = self.record_step = plan.add(
-            message, 'define_xml', self.name, X.tostring(stamped), input_digest, True, undo=undo, pending=False
+            message, 'define_xml', self.name, X.tostring(stamped), input_digest, True, settle, undo=undo, pending=False
         )
 
     def _pick_domain_type(self, spec):
@@ -652,7 +641,8 @@ class GuestManager(Manager):
         current = bool(self.client.call(dom.autostart, what="guest '%s'" % self.name)) if dom else False
         if current != wanted:
             message = "guest '%s' autostart %s" % (self.name, 'enabled' if wanted else 'disabled')
-            plan.add(message, 'set_autostart', self.name, wanted, pending='autostart')
+            # a failing autostart keeps a guest this task defined (reported as done)
+            plan.add(message, 'set_autostart', self.name, wanted, pending='autostart', undoes=False)
 
     # ------------------------------------------------------------------------------------
     # absent
@@ -661,8 +651,11 @@ class GuestManager(Manager):
         whose action reports what it made (nothing when a concurrent run removed the guest)."""
         if dom is None:
             return
-        current = self._state(dom)
-        before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
+        try:
+            current = self._state(dom)
+            before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
+        except ObjectNotFound:
+            return  # removed by a concurrent run since the lookup: the wanted state holds
         paths = self._volume_paths(X.parse(before)) if self.params.get('delete_volumes') else []
         self.definition = (before, '', "guest '%s' (defined)" % self.name, 'guest absent')
         messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, TimeoutExpired
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Replan
 from ansible_collections.virtops.libvirt.plugins.module_utils._migrate.read import job_stats

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ConnectionFailed

@@ -14,13 +14,15 @@ returns False when a concurrent run had already made the change.
 
 from __future__ import annotations
 
+import time
+
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import undefine_again
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
     OperationFailed,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Replan, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made
 
 _XML_ERROR_CODES = (
     'VIR_ERR_XML_ERROR',
@@ -65,15 +67,36 @@ def define(client, name, xml, user_xml=False):
         raise client.error(exc, _what(name)) from None
 
 
-def define_new(client, name, xml, user_xml=False):
+# how long a run that lost the race to define a network waits for the winner to finish creating it
+SETTLE_SECONDS = 15
+
+
+def define_new(client, name, xml, user_xml=False, settle=(False, None)):
     """Define the network this task creates. When that fails because another run defined the
-    same network a moment ago, nothing was changed here: :class:`Replan` converges onto that one."""
+    same network a moment ago, nothing was changed here: :class:`Replan` converges onto that one,
+    once that run is done with what this task also wants (``settle`` = (started, autostart); at
+    most SETTLE_SECONDS), so that exactly one run reports the creation."""
     try:
         define(client, name, xml, user_xml)
     except LibvirtModuleError:
-        if client.lookup('network', name) is None:
+        net = client.lookup('network', name)
+        if net is None:
             raise
+        _wait_settled(client, net, *settle)
         raise Replan('%s was defined by another run meanwhile' % _what(name)) from None
+
+
+def _wait_settled(client, net, started, autostart):
+    """Wait until ``net`` runs (``started``) with ``autostart`` (None: any), is gone, or
+    SETTLE_SECONDS passed: whatever then remains to do, the replan plans."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if (not started or net.isActive()) and (autostart is None or bool(net.autostart()) == autostart):
+                return
+        except client.libvirt.libvirtError:
+            return  # removed meanwhile (the winner's creation failed and was undone): replan
+        time.sleep(0.05)
 
 
 def undefine_new(client, name):
@@ -109,15 +132,29 @@ def _gone(client):
     return gone
 
 
-def destroy(client, name):
-    """Stop the network on the way to removing it (a concurrent run may have stopped or removed it)."""
+def remove(client, name, active, persistent):
+    """Stop (``active``) and undefine (``persistent``) the network. A concurrent run may have
+    stopped or removed it: as for ``guest``, the run whose last step removed it reports the
+    removal (with its stop when it made that too), any other run reports nothing - exactly one
+    run reports it."""
+    what = _what(name)
     net = client.lookup('network', name)
-    return net is not None and client.call_unless_done(net.destroy, done=_gone(client), what=_what(name))
-
-
-def undefine(client, name):
-    net = client.lookup('network', name)
-    return net is not None and client.call_unless_done(net.undefine, done=_gone(client), what=_what(name))
+    if net is None:
+        return False
+    made = []
+    if active and client.call_unless_done(net.destroy, done=_gone(client), what=what):
+        made.append('%s stopped' % what)
+    if persistent:
+        try:
+            removed = client.call_unless_done(net.undefine, done=_gone(client), what=what)
+        except LibvirtModuleError as exc:
+            raise partly_made(exc, *made) from None
+        if not removed:
+            return False
+        made.append('%s undefined' % what)
+    elif not made:
+        return False
+    return Made(tuple(made))
 
 
 def set_autostart(client, name, wanted):

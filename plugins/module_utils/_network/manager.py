@@ -125,8 +125,15 @@ class NetworkManager(Manager):
         # both steps undo with the one stop-and-undefine (already gone counts as undone): either the
         # whole new network is taken back, or, when that fails, both steps stay reported
         undo = ('undefine_new', self.name)
+        settle = (state == 'active', self.params.get('autostart'))
         plan.add(
-            '%s defined' % self.what, 'define_new', self.name, self.after_xml, bool(self.params.get('xml')), undo=undo
+            '%s defined' % self.what,
+            'define_new',
+            self.name,
+            self.after_xml,
+            bool(self.params.get('xml')),
+            settle,
+            undo=undo,
         )
         if state == 'active':
             plan.add('%s started' % self.what, 'start', self.name, undo=undo)
@@ -364,11 +371,15 @@ class NetworkManager(Manager):
                 self._refuse_if_attached(net, ' to remove it')
         except ObjectNotFound:
             return  # removed by a concurrent run meanwhile: the wanted state holds
-        # the actions report only what this run did (a concurrent run may have done it first)
+        # one step: the actions report only what this run did (a concurrent run may have done it
+        # first), and only the run that removed the network reports the removal
+        messages = []
         if active:
-            plan.add('%s stopped' % self.what, 'destroy', self.name)
+            messages.append('%s stopped' % self.what)
         if persistent:
-            plan.add('%s undefined' % self.what, 'undefine', self.name)
+            messages.append('%s undefined' % self.what)
+        if messages:
+            plan.add(tuple(messages), 'remove', self.name, active, persistent)
 
     # ------------------------------------------------------------------------------------
     # report

@@ -30,7 +30,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read impo
     pool_xml,
 )
 
-TYPED_OPTIONS = ('type', 'target', 'source', 'permissions')
 ABSENT = dict(xml=None, state='absent', autostart=False)
 
 
@@ -217,7 +216,8 @@ class PoolManager(Manager):
             tree = desired_xml if desired_xml is not None else P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
             self._check_target(tree)
-            self.define_step = plan.add('%s defined' % self.what, 'create', self.name, xml, user_xml)
+            settle = (state == 'active', self.params.get('autostart'))
+            self.define_step = plan.add('%s defined' % self.what, 'create', self.name, xml, user_xml, settle)
             self.model = dict(xml=xml, state='inactive', autostart=False)
             return False, False
         current = X.parse(self.model['xml'])

@@ -13,6 +13,8 @@ looked up again by name) and reports what it made through the shared runner (``_
 
 from __future__ import annotations
 
+import time
+
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
@@ -63,15 +65,36 @@ def define(client, name, xml, user_xml=False):
         raise
 
 
-def create(client, name, xml, user_xml=False):
+# how long a run that lost the race to define a pool waits for the winner to finish creating it
+SETTLE_SECONDS = 15
+
+
+def create(client, name, xml, user_xml=False, settle=(False, None)):
     """Define the new pool; a pool of that name defined meanwhile by a concurrent run ("already
-    exists with uuid") is planned again (then updated)."""
+    exists with uuid") is planned again (then updated). ``settle`` = (started, autostart) is the
+    rest of this task's plan: the concurrent run that defined the pool is doing it, so the replan
+    waits (at most SETTLE_SECONDS) until it is done, and exactly one run reports the creation."""
     try:
         return define(client, name, xml, user_xml)
     except OperationFailed:
-        if client.lookup('pool', name) is None:
+        pool = client.lookup('pool', name)
+        if pool is None:
             raise
+        _wait_settled(client, pool, *settle)
         raise Replan('%s was defined by another run' % _what(name)) from None
+
+
+def _wait_settled(client, pool, started, autostart):
+    """Wait until ``pool`` runs (``started``) with ``autostart`` (None: any), is gone, or
+    SETTLE_SECONDS passed: whatever then remains to do, the replan plans."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if (not started or pool.isActive()) and (autostart is None or bool(pool.autostart()) == autostart):
+                return
+        except client.libvirt.libvirtError:
+            return  # removed meanwhile (the winner's creation failed and was undone): replan
+        time.sleep(0.05)
 
 
 def undefine_again(client, name):
@@ -127,7 +150,7 @@ def start(client, name, ptype, build, build_overwrite):
     except lv.libvirtError as exc:
         start_error = exc
     if pool_active(client, pool):
-        return also_made(None, *made)  # started meanwhile by a concurrent run ("storage pool is active")
+        return also_made(False, *made)  # started meanwhile by a concurrent run ("storage pool is active")
     if built_already and build_overwrite:
         client.call(pool.build, lv.VIR_STORAGE_POOL_BUILD_OVERWRITE, what=what + ' build')
         made.append('%s built, overwriting what the device held (build_overwrite)' % what)
@@ -153,7 +176,11 @@ def start(client, name, ptype, build, build_overwrite):
 def restart(client, name, ptype, build, build_overwrite):
     """Start the pool stopped to redefine it (applies the new definition)."""
     try:
-        return start(client, name, ptype, build, build_overwrite)
+        started = start(client, name, ptype, build, build_overwrite)
+        # started again by a concurrent run: this run's stop and redefine still made the restart
+        if isinstance(started, Made) and started.outcome is False:
+            return also_made(None, *started.first)
+        return None if started is False else started
     except LibvirtModuleError as exc:
         made = tuple(getattr(exc, 'partly_made', ())) + ('%s stopped (it did not start again)' % _what(name),)
         raise partly_made(exc, *made) from None
@@ -172,16 +199,20 @@ def set_autostart(client, name, wanted):
 def remove(client, name, delete, was_running):
     """Stop and undefine the pool; with delete_storage delete its volumes and storage first.
     Reports each part once done, so a failure half-way says what was done. A pool removed
-    meanwhile by a concurrent run is not reported."""
+    meanwhile by a concurrent run is not reported: when another run undefined it first (after
+    this one, or that one, stopped it), that run reports the removal, as ``guest`` does - exactly
+    one run reports it (unless this one deleted volumes on the way)."""
     what = _what(name)
     pool = client.lookup('pool', name)
     if pool is None:
         return False
     made = []
     try:
-        _remove(client, pool, name, delete, was_running, made)
+        undefined = _remove(client, pool, name, delete, was_running, made)
     except LibvirtModuleError as exc:
         raise partly_made(exc, *made) from None
+    if not undefined and not any(message.startswith('volume ') for message in made):
+        return False
     return Made(tuple(made) + ('%s undefined' % what,))
 
 
@@ -189,7 +220,12 @@ def _remove(client, pool, name, delete, was_running, made):
     lv = client.libvirt
     what = _what(name)
     started = False
+    stopped = False
     volumes = []
+    try:
+        transient = not pool.isPersistent()
+    except lv.libvirtError:
+        transient = False  # gone already: the undefine below finds it so
     if delete:
         if not was_running:
             # the volumes of an inactive pool are only visible while it runs
@@ -212,8 +248,10 @@ def _remove(client, pool, name, delete, was_running, made):
             records.forget(key)
         made.append("volume '%s' deleted" % vol_name)
     if was_running or started:
-        client.call_unless_done(pool.destroy, done=lambda exc: removed_meanwhile(client, exc, pool, name), what=what)
-        if was_running:
+        stopped = client.call_unless_done(
+            pool.destroy, done=lambda exc: removed_meanwhile(client, exc, pool, name), what=what
+        )
+        if was_running and stopped:
             made.append('%s stopped' % what)
     if delete:
         try:
@@ -228,12 +266,15 @@ def _remove(client, pool, name, delete, was_running, made):
             ):
                 raise client.error(exc, what + ' delete') from None
         made.append('%s storage deleted' % what)
+    if transient:
+        return stopped  # a transient pool is gone once stopped: removed by whoever stopped it
     try:
-        if pool.isPersistent():
-            pool.undefine()
+        pool.undefine()
+        return True
     except lv.libvirtError as exc:
         if not (client.is_error(exc, 'VIR_ERR_NO_STORAGE_POOL') or pool_gone(client, name)):
             raise client.error(exc, what) from None
+    return False  # undefined by a concurrent run
 
 
 def _built_what(ptype):

@@ -24,7 +24,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     redact_url,
     url_secrets,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan, to_be_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import run as run_plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
@@ -85,22 +85,29 @@ class VolumeManager(Manager):
 
     def run(self):
         try:
-            return self._run()
+            self.prepare()
+            return self.finish(None)
         finally:
-            for path in self._tempfiles:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+            self.cleanup()
 
-    def _run(self):
+    def cleanup(self):
+        for path in self._tempfiles:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        del self._tempfiles[:]
+
+    def prepare(self):
         self._read_pool()
         if os.path.isdir(partial_dir()):
             # an earlier run left a partly written volume (rare): remove it when still safe
             for action in self.applier().sweep_partial(self.client, self.pool_name, self.name, self.check_mode):
                 self.result.change(action)
+
+    def finish(self, plan):
         try:
-            result = run_plan(self)
+            result = run_plan(self, plan)
         except CreatedMeanwhile:
             # a concurrent run created it ("storage vol already exists") before this run's create
             # changed anything: plan again, for the existing volume (swept volumes stay reported)
@@ -130,13 +137,40 @@ class VolumeManager(Manager):
         check_object_name('pool', self.pool_name)
         self.pool = self.client.lookup('pool', self.pool_name)
         if self.pool is None:
+            made = to_be_made(self.client, 'pool', self.pool_name)
+            if made is not None:
+                self._pool_to_be_made(made)
+                return
             raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.uri_shown))
         if not self.client.call(self.pool.isActive, what="storage pool '%s'" % self.pool_name):
+            made = to_be_made(self.client, 'pool', self.pool_name)
+            if made is not None and made['state'] == 'active':
+                # an earlier entry of this task (``objects``) starts it: planned on its definition
+                self.pool_root = X.parse(S.pool_xml(self.client, self.pool))
+                self.ptype = self.pool_root.get('type')
+                self.pool = None
+                return
             raise OperationFailed(
                 "storage pool '%s' is not active: start it (virtops.libvirt.storage_pool "
                 'state=active) before managing its volumes' % self.pool_name
             )
         self.pool_root = X.parse(S.pool_xml(self.client, self.pool))
+        self.ptype = self.pool_root.get('type')
+
+    def _pool_to_be_made(self, made):
+        """The pool does not exist yet: an earlier entry of this task (``objects``) makes it from
+        ``made`` (its options). The volume is planned on the pool those options describe - a
+        new pool holds no volume - without reading anything."""
+        if made['state'] != 'active':
+            raise OperationFailed(
+                "storage pool '%s' is made %s by this task, not active: its volumes need it active "
+                '(state=active)' % (self.pool_name, made['state'])
+            )
+        if made.get('xml'):
+            self.pool_root = X.parse(made['xml'])
+        else:
+            self.pool_root = X.element('pool', type=made.get('type') or 'dir')
+            X.sub(X.sub(self.pool_root, 'target'), 'path', made.get('target'))
         self.ptype = self.pool_root.get('type')
 
     # ------------------------------------------------------------------------------------
@@ -188,7 +222,7 @@ class VolumeManager(Manager):
         """``(vol, xml, upload record)`` of the volume; ``(None, None, None)`` when it does not
         exist or vanished meanwhile (a concurrent removal)."""
         lv = self.libvirt
-        vol = lookup_volume(self.client, self.pool, self.name)
+        vol = lookup_volume(self.client, self.pool, self.name) if self.pool is not None else None
         if vol is None:
             return None, None, None
         try:
