@@ -399,6 +399,7 @@ class Figures:
         self.bad_input = None  # dict
         self.faults = []  # dicts: fault, target, expectation, outcome, ok
         self.concurrency = None
+        self.concurrency_bulk = None  # lines: two controllers' objects tasks (test_concurrency)
         self.secrets = None
         self.frozen = None
         self.hostdev = None
@@ -616,6 +617,10 @@ def render_doc(fig):
     for line in conc.get('lines', []):
         w(line)
     w('')
+    if fig.concurrency_bulk:
+        for line in fig.concurrency_bulk:
+            w(line)
+        w('')
     # ---- secrets
     w('## Secrets')
     w('')
