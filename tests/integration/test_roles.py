@@ -297,3 +297,128 @@ def test_teardown_guests_first(qemu, test_image, tmp_path):
     rc, out = _play(_teardown_play(pool, net, guest), tmp_path, name='real.yml')
     assert rc == 0, out[-6000:]
     assert _recap(out)['changed'] == 0, out[-6000:]
+
+
+MANAGED_NS = 'https://virtops.dev/xmlns/libvirt/managed/1'
+
+
+def _label(qemu, name):
+    """The label of a guest's ``managed`` marker (persistent definition), or None."""
+    import libvirt
+
+    try:
+        text = qemu.lookupByName(name).metadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, MANAGED_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        )
+    except libvirt.libvirtError:
+        return None
+    match = re.search(r'label="([^"]*)"', text) or re.search(r"label='([^']*)'", text)
+    return match.group(1) if match else None
+
+
+def _removed(out):
+    match = re.search(r'removed=<([^>]*)>', out)
+    assert match, out[-4000:]
+    return sorted(n for n in match.group(1).split(',') if n)
+
+
+def test_guest_role_one_task_and_prune(qemu, test_image, tmp_path):
+    """kvm_guest reconciles the host's volumes and guests in one objects task: check mode on an
+    empty pool predicts and makes nothing; an invalid guest fails the run naming the entry, with
+    nothing changed; kvm_guest_prune removes the guests with the role's label that the list no
+    longer names, and never a guest without the marker or with another label."""
+    from virtops_helpers import run_module
+
+    prefix = '%sprn-' % PREFIX
+    pool, pool_dir, label = prefix + 'pool', '/var/lib/libvirt/images/%spool' % prefix, prefix + 'label'
+    g1, g2, g3, g4, bad = (prefix + s for s in ('g1', 'g2', 'g3', 'g4', 'bad'))
+    unmarked, foreign = prefix + 'unmarked', prefix + 'foreign'
+    boot = {'kernel': test_image['kernel'], 'initrd': test_image['initrd'], 'cmdline': 'console=ttyS0'}
+
+    def guest(name, **extra):
+        spec = {
+            'name': name,
+            'memory': '64MiB',
+            'boot': boot,
+            'start': False,
+            'volumes': [{'name': name + '.qcow2', 'capacity': '8MiB', 'format': 'qcow2', 'target': 'vda'}],
+        }
+        spec.update(extra)
+        return spec
+
+    def play(name, guests, *extra, prune=False, role_label=label):
+        role_vars = {
+            'kvm_guest_default_pool': pool,
+            'kvm_guest_guests': guests,
+            'kvm_guest_label': role_label,
+            'kvm_guest_prune': prune,
+        }
+        playbook = [
+            {
+                'name': name,
+                'hosts': 'localhost',
+                'gather_facts': False,
+                'roles': [{'role': 'virtops.libvirt.kvm_guest', 'vars': role_vars}],
+                'tasks': [{'ansible.builtin.debug': {'msg': 'removed=<{{ kvm_guest_removed | join(",") }}>'}}],
+            }
+        ]
+        return _play(playbook, tmp_path, *extra, name=name + '.yml')
+
+    def domains():
+        return sorted(n for n in (d.name() for d in qemu.listAllDomains(0)) if n.startswith(prefix))
+
+    def volumes():
+        return sorted(p.name for p in Path(pool_dir).iterdir())
+
+    try:
+        assert run_module('storage_pool', dict(name=pool, type='dir', target=pool_dir))['changed']
+        assert run_module('guest', dict(name=unmarked, memory='64MiB', boot=boot))['changed']
+        # a guest another task manages: the objects module marks it with another label
+        marked = dict(guests=[dict(name=foreign, memory='64MiB', boot=boot)], label=prefix + 'other')
+        other = run_module('objects', marked)
+        assert other['changed'] and not other.get('failed'), other
+        assert _label(qemu, unmarked) is None and _label(qemu, foreign) == prefix + 'other'
+        before = domains(), volumes()
+
+        # check mode on a pool without the guests' volumes: predicted, nothing made
+        rc, out = play('check', [guest(g1), guest(g2), guest(g3)], '--check')
+        assert rc == 0, out[-6000:]
+        assert _recap(out)['changed'] > 0, out[-4000:]
+        assert (domains(), volumes()) == before
+
+        rc, out = play('create', [guest(g1), guest(g2), guest(g3)])
+        assert rc == 0, out[-6000:]
+        assert domains() == sorted([g1, g2, g3, unmarked, foreign])
+        assert volumes() == sorted(n + '.qcow2' for n in (g1, g2, g3))
+        assert {n: _label(qemu, n) for n in (g1, g2, g3)} == dict.fromkeys((g1, g2, g3), label)
+        assert not qemu.lookupByName(g1).isActive()  # start: false
+        rc, out = play('create', [guest(g1), guest(g2), guest(g3)])
+        assert rc == 0 and _recap(out)['changed'] == 0, out[-6000:]
+
+        # an invalid entry: the task names it and changes nothing, also not the valid new guest after it
+        rc, out = play('invalid', [guest(g1), guest(g2), guest(g3), guest(bad, memory='lots'), guest(g4)])
+        assert rc != 0, out[-4000:]
+        assert 'guests[3] (%s)' % bad in out, out[-4000:]
+        assert g4 not in domains() and g4 + '.qcow2' not in volumes()
+        assert bad not in domains() and bad + '.qcow2' not in volumes()
+
+        # prune in check mode: predicted, nothing removed
+        rc, out = play('prune', [guest(g1)], '--check', prune=True)
+        assert rc == 0, out[-6000:]
+        assert _removed(out) == sorted([g2, g3])
+        assert domains() == sorted([g1, g2, g3, unmarked, foreign])
+
+        # prune: the marked guests the list no longer names go; the unmarked and foreign ones stay
+        rc, out = play('prune', [guest(g1)], prune=True)
+        assert rc == 0, out[-6000:]
+        assert _removed(out) == sorted([g2, g3])
+        assert domains() == sorted([g1, unmarked, foreign])
+        assert _label(qemu, unmarked) is None and _label(qemu, foreign) == prefix + 'other'
+        rc, out = play('prune', [guest(g1)], prune=True)
+        assert rc == 0, out[-6000:]
+        assert _recap(out)['changed'] == 0 and _removed(out) == [], out[-6000:]
+    finally:
+        for name in (g1, g2, g3, g4, bad, unmarked, foreign):
+            run_module('guest', dict(name=name, state='absent', force=True, shutdown_timeout=0))
+        run_module('storage_pool', dict(name=pool, state='absent', delete_storage=True))
+    assert not Path(pool_dir).exists()
