@@ -12,6 +12,9 @@ PACKAGES=(
   qemu-guest-agent busybox-static cpio kmod zstd xz-utils
   # storage tests and schema validation
   parted e2fsprogs libxml2-utils util-linux iproute2
+  # the test fleet of hypervisors reached over SSH (tests/hosts/fleet.sh): an sshd per host,
+  # the controller's ssh and ssh-keygen
+  openssh-server openssh-client
   # the real-world definition corpus (virt-install --print-xml), UEFI firmware and the TPM emulator
   virtinst ovmf swtpm swtpm-tools
 )
