@@ -293,6 +293,7 @@ def test_docs_site_in_chromium(docs_site, browser, module_docs):
         'guide_npiv_storage',
         'guide_guest_agent',
         'guide_connections',
+        'guide_awx',
     }
     assert {g + '.html' for g in guides} <= links
 
