@@ -9,7 +9,7 @@ from pathlib import Path
 
 FINDINGS = Path(__file__).resolve().parent / 'findings.md'
 
-TARGETS = dict(p1_floor=1.15, p1_community=1.0, p2_floor=1.2, p3_ms=100, p4_cp=2.0, p5_seconds=2.0)
+TARGETS = dict(p1_floor=1.15, p1_community=1.0, p2_floor=1.2, p3_ms=100, p4_cp=2.0, p5_seconds=2.0, p6_ratio=1.5)
 
 
 def _f(value, digits=3):
@@ -134,6 +134,19 @@ def targets(results):
                 over <= TARGETS['p5_seconds'],
             )
         )
+    p6 = results.get('p6')
+    if p6:
+        target = p6['target']
+        rows.append(
+            (
+                'P6',
+                'inventory of %d guests on %d hosts (%s), in parallel vs the slowest single host'
+                % (p6['guests'], p6['hosts'], target['transport']),
+                '≤ %.1f×' % TARGETS['p6_ratio'],
+                _x(target['ratio']),
+                target['ratio'] <= TARGETS['p6_ratio'],
+            )
+        )
     return rows
 
 
@@ -170,7 +183,7 @@ def render(results, plot_name='performance-p2.png', raw_name=''):
             + ' profile'
             + (
                 ''
-                if set(results.get('parts', [])) >= {'P1', 'P2', 'P3', 'P4', 'P5'}
+                if set(results.get('parts', [])) >= {'P1', 'P2', 'P3', 'P4', 'P5', 'P6'}
                 else ', parts ' + ', '.join(sorted(results.get('parts', [])))
             ),
             results['seconds'] / 60,
@@ -257,6 +270,8 @@ def render(results, plot_name='performance-p2.png', raw_name=''):
         _p4(w, results['p4'])
     if 'p5' in results:
         _p5(w, results['p5'])
+    if 'p6' in results:
+        _p6(w, results['p6'])
     if FINDINGS.exists():
         w(FINDINGS.read_text().rstrip())
         w('')
@@ -607,5 +622,90 @@ def _p5(w, p5):
     w(
         '| `community.libvirt.virt command=info` (state, memory, vCPUs) | %s | %s |'
         % (_st(p5['rows']['virt_info']['stats']), _f(p5['rows']['virt_info']['over_floor'], 2))
+    )
+    w('')
+
+
+def _p6(w, p6):
+    w('## P6 – the inventory plugin at fleet scale')
+    w('')
+    w(
+        '%d defined guests (%s) on %d libvirt hosts (%s), read by the `virtops.libvirt.libvirt` inventory plugin '
+        'in-process (`parse()`, a fresh inventory, no cache), %d rotated rounds; medians. *Serial* reads the hosts one '
+        'after another (`workers: 1`), *parallel* with one thread and connection per host (the default); the '
+        'yardstick is the slowest host read alone (`uris: [that host]`).'
+        % (p6['guests'], '+'.join(str(n) for n in p6['per_host']), p6['hosts'], p6['kind'], p6['reps'])
+    )
+    w('')
+    w(
+        '| transport | hosts | guests | serial (s) | parallel (s) | slowest single host (s) '
+        '| parallel ÷ slowest | serial ÷ parallel | floor: bare connections in parallel (s) | parallel ÷ floor |'
+    )
+    w('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    for row in p6['rows']:
+        if 'ratio' in row:
+            w(
+                '| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |'
+                % (
+                    row['transport'],
+                    row['hosts'],
+                    row['guests'],
+                    _st(row['serial']),
+                    _st(row['parallel']),
+                    _f(row['slowest_single']),
+                    _x(row['ratio']),
+                    _x(row['speedup']),
+                    _st(row.get('floor')),
+                    _x(row.get('vs_floor')),
+                )
+            )
+        else:
+            w(
+                '| %s | %d | %d | – | – | %s | – | – | – | – |'
+                % (row['transport'], row['hosts'], row['guests'], _f(row['slowest_single']))
+            )
+    w('')
+    w('| transport | one host, %d guests: bulk listing (s) | guest by guest (s) | ratio |' % p6['per_host'][0])
+    w('| --- | --- | --- | --- |')
+    for transport, item in p6['listing'].items():
+        w(
+            '| %s | %s | %s | %s |'
+            % (
+                transport,
+                _st(item['bulk']),
+                _st(item['per_guest']),
+                _x(item['per_guest']['median'] / item['bulk']['median'] if item['bulk']['median'] else None),
+            )
+        )
+    w('')
+    w(
+        'CPU seconds the machine (all hosts, their sshd and libvirtd included) and the controller (the plugin '
+        'and the `ssh` clients libvirt starts) were busy, medians, on %s cores:' % p6.get('cores', '?')
+    )
+    w('')
+    w(
+        '| transport | hosts | one host alone: machine / controller CPU-s '
+        '| all in parallel: machine / controller CPU-s (wall s) |'
+    )
+    w('| --- | --- | --- | --- |')
+    for row in p6['rows']:
+        if 'cpu_parallel' in row:
+            w(
+                '| %s | %d | %s / %s | %s / %s (%s) |'
+                % (
+                    row['transport'],
+                    row['hosts'],
+                    _f(row['cpu_single']['machine'], 2),
+                    _f(row['cpu_single']['controller'], 2),
+                    _f(row['cpu_parallel']['machine'], 2),
+                    _f(row['cpu_parallel']['controller'], 2),
+                    _f(row['parallel']['median'], 2),
+                )
+            )
+    w('')
+    cli = p6['cli']
+    w(
+        "`ansible-inventory --list` over all %d hosts (%s, a new process each: Ansible's start-up included): serial "
+        '%s s, parallel %s s.' % (p6['hosts'], cli['transport'], _st(cli['serial']), _st(cli['parallel']))
     )
     w('')

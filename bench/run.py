@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The benchmark suite of virtops.libvirt (``make bench``; ``make bench BENCH_QUICK=1`` for a smoke).
 
-Runs P1-P5 (see docs/performance.md and the p*_*.py files) against qemu:///system with the bench
+Runs P1-P6 (see docs/performance.md and the p*_*.py files) against qemu:///system with the bench
 virtualenv (bench/requirements.txt), writes the report (docs/performance.md, the P2 plot
 docs/performance-p2.png) and the raw numbers (bench/results/*.json). Everything it creates is
 named ``vbench-<id>-*`` (libvirt objects) or lives in /var/lib/libvirt/images/vbench-<id>/, and is
@@ -33,6 +33,7 @@ PROFILES = {
         p3=dict(rounds=6),
         p4=dict(size=4 << 30, data=64 << 20, reps=5),
         p5=dict(count=500, reps=5),
+        p6=dict(hosts=4, guests=1000, reps=5),
     ),
     'quick': dict(
         p1=dict(rounds=2, n=5),
@@ -41,9 +42,10 @@ PROFILES = {
         p3=dict(rounds=2),
         p4=dict(size=1 << 30, data=16 << 20, reps=2),
         p5=dict(count=50, reps=2),
+        p6=dict(hosts=4, guests=200, reps=2),
     ),
 }
-PARTS = ('P1', 'P5', 'P4', 'P3', 'P2')
+PARTS = ('P1', 'P5', 'P6', 'P4', 'P3', 'P2')
 
 
 def _terminate(signum, _frame):
@@ -53,7 +55,7 @@ def _terminate(signum, _frame):
 def _merge(results, other_path):
     """Take the parts missing from ``results`` from another saved run, marked as such."""
     other = json.loads(Path(other_path).read_text())
-    for part in ('p1', 'modprof', 'p2', 'p3', 'p4', 'p5'):
+    for part in ('p1', 'modprof', 'p2', 'p3', 'p4', 'p5', 'p6'):
         if part not in results and part in other:
             results[part] = other[part]
             results.setdefault('merged', {})[part] = dict(
@@ -135,6 +137,10 @@ def main():
             import p5_guest_info
 
             results['p5'] = p5_guest_info.run(bench, **conf['p5'])
+        if 'P6' in parts:
+            import p6_inventory
+
+            results['p6'] = p6_inventory.run(bench, **conf['p6'])
         if 'P4' in parts:
             import p4_upload
 

@@ -22,6 +22,8 @@ description:
     C(libvirt_current_memory) (bytes), C(libvirt_persistent), C(libvirt_autostart), C(libvirt_uri),
     C(libvirt_host), C(libvirt_addresses) and C(libvirt_address_source) describe each guest.
   - Supports C(compose), C(groups) and C(keyed_groups) from the constructed plugin, and caching.
+  - The hypervisors are read in parallel (see O(workers)); each is read with a constant number of
+    libvirt calls (bulk statistics), plus one address lookup per running guest.
   - The inventory source must be a YAML file whose name ends with C(libvirt.yml) or C(libvirt.yaml).
 requirements:
   - libvirt-python (the C(libvirt) Python module) on the controller
@@ -105,10 +107,35 @@ options:
     type: str
     default: libvirt_
     version_added: 0.1.0
+  workers:
+    description:
+      - How many hypervisors of O(uris) are read at the same time, each by its own thread over
+        its own libvirt connection. V(1) (or less) reads them one after another.
+      - The result does not depend on it. Hosts, groups and the order in which duplicate names
+        are renamed always follow the order of O(uris).
+    type: int
+    default: 16
+    version_added: 0.2.0
+  unreachable:
+    description:
+      - What happens when a hypervisor of O(uris) cannot be connected to or read.
+      - V(warn) shows a warning naming the URI and the error and adds the guests of the other
+        hypervisors; the inventory fails only when no hypervisor could be read. A read with a
+        failed hypervisor is never stored in the cache.
+      - V(fail) fails the whole inventory source (after every hypervisor was tried), for
+        where an incomplete inventory must not replace the last complete one (for example an
+        AWX inventory source that overwrites its hosts, where a hypervisor down for a moment
+        would remove its guests).
+    type: str
+    choices: [warn, fail]
+    default: warn
+    version_added: 0.2.0
 notes:
   - The controller needs libvirt access to every URI (root, the C(libvirt) group, or an SSH URI).
   - With caching enabled, guests are read again only when the cache expires or with
     C(--flush-cache).
+  - An SSH URI that cannot reach its host can take as long as the SSH connect timeout; the other
+    hypervisors are read meanwhile.
 seealso:
   - module: virtops.libvirt.guest_info
   - name: libvirt connection URIs
@@ -148,6 +175,9 @@ compose:
   ansible_user: "'root'"
 """
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
@@ -179,40 +209,45 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             except KeyError:
                 update_cache = True
         if guests is None:
-            guests = self._read_guests()
+            guests, failures = self._read_guests()
+            if failures:
+                update_cache = False  # never keep a read that misses a hypervisor's guests
         if update_cache:
             self._cache[cache_key] = guests
         self._populate(guests)
 
     # -- reading ----------------------------------------------------------------------------
     def _read_guests(self):
+        """The guests of every URI, in the order of ``uris`` (each URI's sorted by name), and the
+        messages of the URIs that could not be read.
+
+        The URIs are read by up to ``workers`` threads, each over its own connection
+        (libvirt-python releases the GIL in its calls). The inventory is built after all are read:
+        building it meanwhile would hold the GIL the readers need after each libvirt call.
+        """
         if libvirt is None:
             raise AnsibleError('The virtops.libvirt.libvirt inventory plugin needs libvirt-python on the controller.')
-        libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors are raised, not printed
-        guests = []
-        for uri in self.get_option('uris'):
-            try:
-                # read-write: libvirt refuses agent queries on read-only connections
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as exc:
-                raise AnsibleParserError('Cannot connect to libvirt at %s: %s' % (uri, exc)) from None
-            try:
-                guests.extend(
-                    collect(
-                        conn,
-                        uri,
-                        self.get_option('address_source'),
-                        libvirt,
-                        states=self.get_option('states'),
-                        include=self.get_option('include'),
-                        exclude=self.get_option('exclude'),
-                    )
-                )
-            except libvirt.libvirtError as exc:
-                raise AnsibleParserError('Reading the guests of %s failed: %s' % (uri, exc)) from None
-            finally:
-                conn.close()
-        return guests
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)  # errors are raised, not printed
+        uris = self.get_option('uris')
+        read_one = functools.partial(
+            _read_uri,
+            source=self.get_option('address_source'),
+            states=self.get_option('states'),
+            include=self.get_option('include'),
+            exclude=self.get_option('exclude'),
+        )
+        workers = max(1, min(self.get_option('workers'), len(uris)))
+        if workers == 1:
+            read = [read_one(uri) for uri in uris]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='libvirt-inventory') as pool:
+                read = list(pool.map(read_one, uris))  # results in the order of `uris`
+        failures = [failure for (found, failure) in read if failure]
+        if failures and (len(failures) == len(uris) or self.get_option('unreachable') == 'fail'):
+            raise AnsibleParserError('; '.join(failures))
+        for failure in failures:
+            self.display.warning('libvirt inventory: %s; its guests are left out' % failure)
+        return [guest for (found, failure) in read for guest in found], failures
 
     # -- building the inventory ---------------------------------------------------------------
     def _populate(self, guests):
@@ -262,3 +297,25 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if address:
             hostvars['ansible_host'] = address
         return hostvars
+
+
+def _ignore_libvirt_error(ctx, err):
+    """libvirt's error handler: the error is raised as libvirtError, not printed as well."""
+
+
+def _read_uri(uri, source, states, include, exclude):
+    """``(guests, None)`` of one URI, or ``([], message)`` when it cannot be connected to or read."""
+    try:
+        # read-write: libvirt refuses agent queries on read-only connections
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return [], 'Cannot connect to libvirt at %s: %s' % (uri, exc)
+    try:
+        return collect(conn, uri, source, libvirt, states=states, include=include, exclude=exclude), None
+    except libvirt.libvirtError as exc:
+        return [], 'Reading the guests of %s failed: %s' % (uri, exc)
+    finally:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass  # the connection broke while it was read: the error above says so

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The virtops.libvirt.libvirt inventory plugin through ``ansible-inventory``, against a real TCG
-guest on qemu:///system (address from its guest agent) and the test driver as a second URI."""
+guest on qemu:///system (address from its guest agent) and the test driver as a second URI, and
+against the two libvirtds of the second-host pair read in parallel (with an unreachable URI
+between them)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import libvirt
 import pytest
+from hosts.second_host import host_pair_fixture
 from virtops_helpers import COLLECTIONS, PREFIX, ensure_collection_link, ok, run_module
 
 VENV_BIN = Path(sys.executable).parent
@@ -28,7 +32,8 @@ def _plain(value):
     return value
 
 
-def inventory(tmp_path, config, *extra):
+def ansible_inventory(tmp_path, config, *extra):
+    """``ansible-inventory --list`` of the inventory source ``config``: the finished process."""
     ensure_collection_link()
     path = tmp_path / 'guests.libvirt.yml'
     path.write_text(config)
@@ -43,10 +48,20 @@ def inventory(tmp_path, config, *extra):
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'Traceback' not in proc.stderr, proc.stderr
+    return proc
+
+
+def inventory(tmp_path, config, *extra):
+    proc = ansible_inventory(tmp_path, config, *extra)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = _plain(json.loads(proc.stdout))
     return data, data['_meta']['hostvars']
+
+
+def _squeezed(text):
+    """``text`` without whitespace: Ansible wraps warnings at spaces and hyphens."""
+    return ''.join(text.split())
 
 
 def members(data, group):
@@ -210,3 +225,97 @@ exclude: ['%s-web-*']
     )[1]
     assert {'test', uname + '-db-1', uname + '-other'} <= set(hostvars)
     assert not [h for h in hostvars if h.startswith(uname + '-web-')]
+
+
+# -- two real hypervisors, read in parallel ----------------------------------------------------------
+host_pair = host_pair_fixture()
+
+
+def _define_qemu_guest(conn, name, vcpus, memory_mib, current_mib=None, autostart=False):
+    """A guest that is only defined (never started) on a pair host's qemu driver."""
+    dom = conn.defineXML(
+        "<domain type='qemu'><name>%s</name><memory unit='MiB'>%d</memory>"
+        "<currentMemory unit='MiB'>%d</currentMemory><vcpu>%d</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>" % (name, memory_mib, current_mib or memory_mib, vcpus)
+    )
+    if autostart:
+        dom.setAutostart(1)
+    return dom
+
+
+def _group(hostname):
+    return 'libvirt_host_' + hostname.replace('-', '_').replace('.', '_')
+
+
+def test_two_real_hosts_read_in_parallel_with_an_unreachable_uri(tmp_path, host_pair, uname):
+    """Both libvirtds of the pair (one connection each, read at the same time) and a URI nobody
+    answers between them: the guests of both hosts with the facts libvirt reports for each guest
+    on its own, grouped by host; the dead URI is a warning; the result is the same read serially;
+    ``unreachable: fail`` fails the source instead."""
+    conn_a, conn_b = host_pair.a.open(), host_pair.b.open()
+    try:
+        _define_qemu_guest(conn_a, uname + '-a1', 1, 64, autostart=True)
+        _define_qemu_guest(conn_a, uname + '-a2', 2, 96, current_mib=64)
+        _define_qemu_guest(conn_a, uname + '-same', 1, 32)
+        _define_qemu_guest(conn_b, uname + '-b1', 3, 128)
+        same_b = _define_qemu_guest(conn_b, uname + '-same', 2, 48)
+        dead = 'qemu+unix:///system?socket=%s' % (tmp_path / 'nobody-listens.sock')
+        config = """
+plugin: virtops.libvirt.libvirt
+uris: [%s, %s, %s]
+address_source: none
+include: ['%s-*']
+""" % (host_pair.a.uri, dead, host_pair.b.uri, uname)
+        proc = ansible_inventory(tmp_path, config)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        data = _plain(json.loads(proc.stdout))
+        hostvars = data['_meta']['hostvars']
+        stderr = _squeezed(proc.stderr)
+        assert _squeezed('libvirt inventory: Cannot connect to libvirt at %s:' % dead) in stderr
+        assert _squeezed('its guests are left out') in stderr
+
+        renamed = '%s-same_%s' % (uname, same_b.UUIDString()[:8])  # b comes after a in `uris`
+        expected = {
+            uname + '-a1': (conn_a, host_pair.a.uri, uname + '-a1'),
+            uname + '-a2': (conn_a, host_pair.a.uri, uname + '-a2'),
+            uname + '-same': (conn_a, host_pair.a.uri, uname + '-same'),
+            uname + '-b1': (conn_b, host_pair.b.uri, uname + '-b1'),
+            renamed: (conn_b, host_pair.b.uri, uname + '-same'),
+        }
+        assert set(hostvars) == set(expected)
+        for host, (conn, uri, name) in expected.items():
+            dom = conn.lookupByName(name)  # libvirt's own answers, guest by guest
+            state, max_kib, cur_kib, vcpus = dom.info()[:4]
+            got = hostvars[host]
+            assert got['libvirt_name'] == name and got['libvirt_uuid'] == dom.UUIDString(), host
+            assert state == libvirt.VIR_DOMAIN_SHUTOFF and got['libvirt_state'] == 'stopped', host
+            assert (got['libvirt_vcpus'], got['libvirt_memory'], got['libvirt_current_memory']) == (
+                vcpus,
+                max_kib * 1024,
+                cur_kib * 1024,
+            ), host
+            assert got['libvirt_persistent'] is bool(dom.isPersistent()) is True, host
+            assert got['libvirt_autostart'] is bool(dom.autostart()), host
+            assert got['libvirt_uri'] == uri and got['libvirt_host'] == conn.getHostname(), host
+            assert got['libvirt_addresses'] == [] and 'ansible_host' not in got, host
+        assert hostvars[uname + '-a1']['libvirt_autostart'] is True
+        assert hostvars[uname + '-a2']['libvirt_current_memory'] == 64 * 1024**2
+        assert hostvars[uname + '-a2']['libvirt_memory'] == 96 * 1024**2
+
+        host_a, host_b = conn_a.getHostname(), conn_b.getHostname()
+        assert host_a != host_b
+        assert members(data, _group(host_a)) == {uname + '-a1', uname + '-a2', uname + '-same'}
+        assert members(data, _group(host_b)) == {uname + '-b1', renamed}
+        assert members(data, 'libvirt_stopped') == set(expected)
+
+        # the same inventory read one hypervisor after the other
+        serial = inventory(tmp_path, config + 'workers: 1\n')[0]
+        assert serial == data
+
+        # unreachable: fail -> the source fails and names the dead URI
+        proc = ansible_inventory(tmp_path, config + 'unreachable: fail\n')
+        assert proc.returncode != 0
+        assert _squeezed('Cannot connect to libvirt at %s' % dead) in _squeezed(proc.stderr)
+    finally:
+        conn_a.close()
+        conn_b.close()

@@ -4,13 +4,17 @@ host variables, constructed features and caching."""
 
 from __future__ import annotations
 
+import threading
 import types
+import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
+from ansible.utils.display import Display
 
 from ansible_collections.virtops.libvirt.plugins.inventory import libvirt as plugin_mod
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import inventory as inv
@@ -25,11 +29,23 @@ class FakeError(Exception):
         return self.code
 
 
-FAKE_LIBVIRT = types.SimpleNamespace(libvirtError=FakeError, VIR_ERR_NO_DOMAIN=42)
+CONSTANTS = dict(
+    VIR_ERR_NO_DOMAIN=42,
+    VIR_ERR_NO_SUPPORT=3,
+    VIR_DOMAIN_STATS_STATE=1,
+    VIR_DOMAIN_STATS_BALLOON=4,
+    VIR_DOMAIN_STATS_VCPU=8,
+    VIR_CONNECT_LIST_DOMAINS_TRANSIENT=8,
+    VIR_CONNECT_LIST_DOMAINS_AUTOSTART=64,
+    VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT=1 << 29,
+)
+FAKE_LIBVIRT = types.SimpleNamespace(libvirtError=FakeError, **CONSTANTS)
 
 
 class FakeDomain:
-    def __init__(self, name, state=1, vcpus=2, mem_kib=1048576, addresses=None, gone=False, persistent=True):
+    def __init__(
+        self, name, state=1, vcpus=2, mem_kib=1048576, addresses=None, gone=False, persistent=True, autostart=False
+    ):
         self._name = name
         self._state = state
         self._vcpus = vcpus
@@ -37,24 +53,40 @@ class FakeDomain:
         self._addresses = addresses or {}
         self._gone = gone
         self._persistent = persistent
+        self._autostart = autostart
         self.asked = []
+        self.calls = []  # per-guest round trips (name() and UUIDString() are local in libvirt-python)
 
     def name(self):
         return self._name
 
     def UUIDString(self):
-        return '%08d-0000-4000-8000-000000000000' % (sum(map(ord, self._name)))
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, 'guest:' + self._name))
 
     def info(self):
+        self.calls.append('info')
         if self._gone:
             raise FakeError('domain not found', 42)
         return [self._state, self._mem, self._mem // 2, self._vcpus, 0]
 
+    def stats(self):
+        """What qemu's domainListGetStats reports for STATE | VCPU | BALLOON."""
+        return {
+            'state.state': self._state,
+            'state.reason': 0,
+            'balloon.current': self._mem // 2,
+            'balloon.maximum': self._mem,
+            'vcpu.current': self._vcpus,
+            'vcpu.maximum': self._vcpus + 2,
+        }
+
     def isPersistent(self):
+        self.calls.append('isPersistent')
         return self._persistent
 
     def autostart(self):
-        return 0
+        self.calls.append('autostart')
+        return int(self._autostart)
 
     def interfaceAddresses(self, source, flags):
         self.asked.append(source)
@@ -65,16 +97,43 @@ class FakeDomain:
 
 
 class FakeConn:
-    def __init__(self, domains, hostname='hv1'):
+    """A libvirt connection. ``stats``: 'bulk' (qemu: state, vCPUs, balloon), 'state' (the test
+    driver: the run state only), 'unsupported' (no domainListGetStats) or an exception to raise."""
+
+    def __init__(self, domains, hostname='hv1', stats='bulk'):
         self.domains = domains
         self.hostname = hostname
+        self.stats = stats
         self.closed = False
+        self.calls = []
 
     def getHostname(self):
+        self.calls.append('getHostname')
         return self.hostname
 
     def listAllDomains(self, flags):
+        self.calls.append(('listAllDomains', flags))
+        if flags == CONSTANTS['VIR_CONNECT_LIST_DOMAINS_TRANSIENT']:
+            return [d for d in self.domains if not d._persistent]
+        if flags == CONSTANTS['VIR_CONNECT_LIST_DOMAINS_AUTOSTART']:
+            return [d for d in self.domains if d._autostart]
+        assert flags == 0
         return list(self.domains)
+
+    def domainListGetStats(self, doms, stats, flags):
+        self.calls.append(('domainListGetStats', len(doms)))
+        assert stats == 1 | 4 | 8 and flags == CONSTANTS['VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT']
+        if self.stats == 'unsupported':
+            raise FakeError('this function is not supported by the connection driver', 3)
+        if isinstance(self.stats, Exception):
+            raise self.stats
+        records = []
+        for dom in doms:
+            if dom._gone:
+                continue  # libvirt skips guests removed meanwhile
+            full = dom.stats()
+            records.append((dom, full if self.stats == 'bulk' else {'state.state': full['state.state']}))
+        return records
 
     def close(self):
         self.closed = True
@@ -163,9 +222,13 @@ def test_collect_source_none_and_state_filter():
     assert guests[0]['addresses'] == [] and doms[0].asked == []
 
 
-def test_collect_skips_guests_that_vanish_but_not_other_errors():
+@pytest.mark.parametrize('stats', ['bulk', 'state', 'unsupported'])
+def test_collect_skips_guests_that_vanish_but_not_other_errors(stats):
     guests = inv.collect(
-        FakeConn([FakeDomain('gone', gone=True), FakeDomain('here')]), 'qemu:///system', 'none', FAKE_LIBVIRT
+        FakeConn([FakeDomain('gone', gone=True), FakeDomain('here')], stats=stats),
+        'qemu:///system',
+        'none',
+        FAKE_LIBVIRT,
     )
     assert [g['name'] for g in guests] == ['here']
 
@@ -173,8 +236,82 @@ def test_collect_skips_guests_that_vanish_but_not_other_errors():
         def info(self):
             raise FakeError('connection lost', 38)
 
-    with pytest.raises(FakeError):
-        inv.collect(FakeConn([Broken('x')]), 'qemu:///system', 'none', FAKE_LIBVIRT)
+    broken = FakeConn([Broken('x')], stats=stats if stats != 'bulk' else FakeError('connection lost', 38))
+    with pytest.raises(FakeError, match='connection lost'):
+        inv.collect(broken, 'qemu:///system', 'none', FAKE_LIBVIRT)
+
+
+def _guests(count):
+    """Stopped guests with every combination of vCPUs, memory, persistence and autostart."""
+    return [
+        FakeDomain(
+            'g%04d' % i,
+            state=5 if i % 3 else 3,
+            vcpus=1 + i % 4,
+            mem_kib=262144 * (1 + i % 5),
+            persistent=i % 7 != 0,
+            autostart=i % 2 == 0,
+        )
+        for i in range(count)
+    ]
+
+
+def test_collect_reads_a_host_in_a_constant_number_of_calls():
+    """One bulk statistics call for all guests: no per-guest info/isPersistent/autostart round
+    trips, and the same facts as reading every guest on its own (the fallback)."""
+    doms = _guests(300)
+    conn = FakeConn(doms)
+    bulk = inv.collect(conn, 'qemu:///system', 'any', FAKE_LIBVIRT)
+    assert conn.calls == [
+        'getHostname',
+        ('listAllDomains', 0),
+        ('domainListGetStats', 300),
+        ('listAllDomains', CONSTANTS['VIR_CONNECT_LIST_DOMAINS_TRANSIENT']),
+        ('listAllDomains', CONSTANTS['VIR_CONNECT_LIST_DOMAINS_AUTOSTART']),
+    ]
+    assert not [d.name() for d in doms if d.calls or d.asked], 'a guest was read on its own'
+
+    one_by_one = inv.collect(FakeConn(_guests(300), stats='unsupported'), 'qemu:///system', 'any', FAKE_LIBVIRT)
+    assert bulk == one_by_one
+    assert {(g['persistent'], g['autostart']) for g in bulk} == {(a, b) for a in (True, False) for b in (True, False)}
+    assert {g['state'] for g in bulk} == {'stopped', 'paused'}
+    assert bulk[1] == dict(
+        name='g0001',
+        uuid=doms[1].UUIDString(),
+        state='stopped',
+        vcpus=2,
+        memory=2 * 262144 * 1024,
+        current_memory=262144 * 1024,
+        persistent=True,
+        autostart=False,
+        uri='qemu:///system',
+        host='hv1',
+        addresses=[],
+        address_source=None,
+    )
+
+
+def test_collect_with_state_only_statistics_reads_the_rest_per_guest():
+    """The test driver's bulk statistics have the run state only: info() per guest, persistence and
+    autostart still from the two list calls."""
+    doms = _guests(20)
+    conn = FakeConn(doms, stats='state')
+    guests = inv.collect(conn, 'test:///default', 'none', FAKE_LIBVIRT)
+    assert guests == inv.collect(FakeConn(_guests(20), stats='unsupported'), 'test:///default', 'none', FAKE_LIBVIRT)
+    assert {tuple(d.calls) for d in doms} == {('info',)}
+
+
+def test_collect_filters_states_before_asking_for_addresses():
+    running = FakeDomain('r', addresses=AGENT)
+    paused = FakeDomain('p', state=3, addresses=AGENT)
+    guests = inv.collect(FakeConn([running, paused]), 'qemu:///system', 'agent', FAKE_LIBVIRT, states=['paused'])
+    assert [g['name'] for g in guests] == ['p'] and running.asked == [] and paused.asked == []
+
+
+def test_collect_empty_or_fully_excluded_host_reads_no_statistics():
+    conn = FakeConn([FakeDomain('web1')])
+    assert inv.collect(conn, 'qemu:///system', 'any', FAKE_LIBVIRT, include=['db*']) == []
+    assert conn.calls == ['getHostname', ('listAllDomains', 0)]
 
 
 @pytest.mark.parametrize(
@@ -201,11 +338,13 @@ def test_name_selected(name, include, exclude, wanted):
 
 def test_collect_filters_names_before_reading_a_guest():
     excluded = FakeDomain('web-tmp-1', addresses=AGENT)
-    excluded.info = None  # reading it would fail the test
+    excluded.info = excluded.stats = None  # reading it would fail the test
     doms = [FakeDomain('web-1', addresses=AGENT), excluded, FakeDomain('db1', addresses=AGENT)]
-    guests = inv.collect(FakeConn(doms), 'qemu:///system', 'agent', FAKE_LIBVIRT, include=['web*'], exclude=['*-tmp-*'])
+    conn = FakeConn(doms)
+    guests = inv.collect(conn, 'qemu:///system', 'agent', FAKE_LIBVIRT, include=['web*'], exclude=['*-tmp-*'])
     assert [g['name'] for g in guests] == ['web-1']
     assert excluded.asked == [] and doms[2].asked == []
+    assert ('domainListGetStats', 1) in conn.calls
 
 
 # -- the plugin ------------------------------------------------------------------------------
@@ -213,7 +352,6 @@ class FakeLibvirtModule:
     """Stands in for the libvirt module inside the plugin: URI -> FakeConn."""
 
     libvirtError = FakeError
-    VIR_ERR_NO_DOMAIN = 42
 
     def __init__(self, conns):
         self.conns = conns
@@ -227,6 +365,10 @@ class FakeLibvirtModule:
         if uri not in self.conns:
             raise FakeError('Failed to connect socket to %s' % uri, 38)
         return self.conns[uri]
+
+
+for constant, number in CONSTANTS.items():
+    setattr(FakeLibvirtModule, constant, number)
 
 
 def _plugin():
@@ -378,3 +520,125 @@ def test_plugin_include_exclude(tmp_path, monkeypatch):
     # without the options: every guest
     inventory = _run_plugin(tmp_path, monkeypatch, conns, dict(address_source='none'))[0]
     assert set(inventory.hosts) == {'web-1', 'web-tmp-1', 'db-1', 'x'}
+
+
+# -- reading the hypervisors in parallel -----------------------------------------------------------
+class GatedConn(FakeConn):
+    """Finishes its listing only after ``after`` (another connection) was closed: the URIs can only
+    all be read when they are read at the same time, and they finish in reverse order."""
+
+    def __init__(self, domains, hostname, after=None):
+        super().__init__(domains, hostname)
+        self.after = after
+        self.done = threading.Event()
+
+    def listAllDomains(self, flags):
+        if flags == 0 and self.after is not None:
+            assert self.after.done.wait(10), '%s was not read at the same time' % self.after.hostname
+        return super().listAllDomains(flags)
+
+    def close(self):
+        super().close()
+        self.done.set()
+
+
+def _fleet(conn_class):
+    uris = ['qemu+ssh://hv%d/system' % i for i in range(1, 5)]
+    doms = {
+        uris[0]: [FakeDomain('web1', addresses=AGENT), FakeDomain('db1', state=5)],
+        uris[1]: [FakeDomain('web2', state=3, vcpus=4), FakeDomain('db2', state=5, autostart=True)],
+        uris[2]: [FakeDomain('web1', vcpus=8)],  # a duplicate name: renamed, as the 2nd one in URI order
+        uris[3]: [FakeDomain('app%d' % i, state=5) for i in range(5)],
+    }
+    conns = {}
+    after = None
+    for uri in reversed(uris):
+        if conn_class is GatedConn:
+            conns[uri] = after = GatedConn(doms[uri], urlsplit(uri).hostname, after=after)
+        else:
+            conns[uri] = FakeConn(doms[uri], urlsplit(uri).hostname)
+    return uris, conns
+
+
+def _snapshot(inventory):
+    """Everything the inventory holds, in its order: hosts with their variables, groups with their hosts."""
+    return dict(
+        hosts=[(name, host.get_vars()) for name, host in inventory.hosts.items()],
+        groups=[(name, [h.name for h in group.hosts]) for name, group in inventory.groups.items()],
+    )
+
+
+def test_plugin_reads_the_hosts_in_parallel_with_the_same_result(tmp_path, monkeypatch):
+    uris, gated = _fleet(GatedConn)
+    config = dict(uris=uris, keyed_groups=[dict(key='libvirt_vcpus | string', prefix='vcpus')])
+    parallel = _snapshot(_run_plugin(tmp_path, monkeypatch, gated, config)[0])
+    assert all(conn.closed for conn in gated.values())
+    uris, plain = _fleet(FakeConn)
+    serial = _snapshot(_run_plugin(tmp_path, monkeypatch, plain, dict(config, workers=1))[0])
+    assert parallel == serial
+    hosts = dict(parallel['hosts'])
+    renamed = 'web1_' + FakeDomain('web1').UUIDString()[:8]
+    assert list(hosts)[:5] == ['db1', 'web1', 'db2', 'web2', renamed]  # URI order, then names
+    assert hosts['web1']['libvirt_host'] == 'hv1' and hosts[renamed]['libvirt_vcpus'] == 8
+    assert hosts['web1']['ansible_host'] == '10.0.2.15' and hosts['db2']['libvirt_autostart'] is True
+    groups = dict(parallel['groups'])
+    assert groups['libvirt_host_hv4'] == ['app%d' % i for i in range(5)]
+    assert groups['libvirt_host_hv3'] == [renamed] and groups['vcpus_8'] == [renamed]
+
+
+@pytest.fixture
+def shown_warnings(monkeypatch):
+    shown = []
+
+    def warning(self, msg, formatted=False, **kwargs):
+        shown.append(msg)
+
+    monkeypatch.setattr(Display, 'warning', warning)
+    return shown
+
+
+def test_plugin_unreachable_uri_is_reported_and_the_others_kept(tmp_path, monkeypatch, shown_warnings):
+    broken = FakeConn([FakeDomain('lost')], 'hv3', stats=FakeError('End of file while reading data', 38))
+    conns = {
+        'qemu+ssh://hv1/system': FakeConn([FakeDomain('web1')], 'hv1'),
+        'qemu+ssh://hv3/system': broken,
+        'qemu+ssh://hv4/system': FakeConn([FakeDomain('db4', state=5)], 'hv4'),
+    }
+    uris = ['qemu+ssh://hv1/system', 'qemu+ssh://down/system', 'qemu+ssh://hv3/system', 'qemu+ssh://hv4/system']
+    cache_dir = tmp_path / 'cache'
+    config = dict(
+        uris=uris,
+        address_source='none',
+        cache=True,
+        cache_plugin='ansible.builtin.jsonfile',
+        cache_connection=str(cache_dir),
+    )
+    inventory, fake = _run_plugin(tmp_path, monkeypatch, conns, config)
+    assert set(inventory.hosts) == {'web1', 'db4'}
+    assert {h.name for h in inventory.groups['libvirt_host_hv4'].get_hosts()} == {'db4'}
+    assert sorted(fake.opened) == sorted(uris) and broken.closed
+    assert [w for w in shown_warnings if 'left out' in w] == [
+        (
+            'libvirt inventory: Cannot connect to libvirt at qemu+ssh://down/system: '
+            'Failed to connect socket to qemu+ssh://down/system; its guests are left out'
+        ),
+        (
+            'libvirt inventory: Reading the guests of qemu+ssh://hv3/system failed: '
+            'End of file while reading data; its guests are left out'
+        ),
+    ]
+    assert not cache_dir.exists() or not list(cache_dir.iterdir()), 'an incomplete read was cached'
+
+    # unreachable: fail -> the source fails, naming every failed URI, after all were tried
+    from ansible.errors import AnsibleParserError
+
+    fake = FakeLibvirtModule(conns)
+    with pytest.raises(AnsibleParserError) as failed:
+        _run_plugin(tmp_path, monkeypatch, conns, dict(config, unreachable='fail'), fake=fake)
+    assert 'Cannot connect to libvirt at qemu+ssh://down/system' in str(failed.value)
+    assert 'Reading the guests of qemu+ssh://hv3/system failed' in str(failed.value)
+    assert sorted(fake.opened) == sorted(uris)
+
+    # every URI failing fails the source whatever `unreachable` says
+    with pytest.raises(AnsibleParserError, match=r'down/system.*; Cannot connect to libvirt at qemu\+ssh://gone/'):
+        _run_plugin(tmp_path, monkeypatch, {}, dict(uris=['qemu+ssh://down/system', 'qemu+ssh://gone/system']))
