@@ -115,7 +115,7 @@ options:
         are renamed always follow the order of O(uris).
     type: int
     default: 16
-    version_added: 0.2.0
+    version_added: 0.1.0
   unreachable:
     description:
       - What happens when a hypervisor of O(uris) cannot be connected to or read.
@@ -129,7 +129,7 @@ options:
     type: str
     choices: [warn, fail]
     default: warn
-    version_added: 0.2.0
+    version_added: 0.1.0
 notes:
   - The controller needs libvirt access to every URI (root, the C(libvirt) group, or an SSH URI).
   - With caching enabled, guests are read again only when the cache expires or with

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: objects
 short_description: The storage pools, networks, volumes and guests of one host, reconciled in one task
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reconciles many libvirt objects of one host in one task, over one connection, instead of one task per
     object. A host with a hundred guests re-runs in about the time of one task.
@@ -56,37 +56,37 @@ options:
       - Storage pools, each with the options of M(virtops.libvirt.storage_pool).
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
   networks:
     description:
       - Virtual networks, each with the options of M(virtops.libvirt.network).
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
   volumes:
     description:
       - Storage volumes, each with the options of M(virtops.libvirt.volume).
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
   guests:
     description:
       - Guests, each with the options of M(virtops.libvirt.guest).
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
   label:
     description:
       - Marks the guests this task creates or reconciles as managed under this label (in their metadata).
       - Required with O(prune=true).
     type: str
-    version_added: 0.2.0
+    version_added: 0.1.0
   prune:
     description:
       - Remove the guests marked with O(label) that O(guests) does not name.
     type: bool
     default: false
-    version_added: 0.2.0
+    version_added: 0.1.0
 notes:
   - One libvirt connection serves the whole task. An entry whose plan has nothing to change is not read again after
     planning, so an unchanged host costs one read per object.
