@@ -348,3 +348,23 @@ def test_a_partly_made_step_names_only_what_it_left():
         kind.run()
     msg = kind.result.failure('boom')['msg']
     assert msg == 'boom (already done: undefined; not done: delete volume b; later done)'
+
+
+def test_wait_settled_stops_when_ready_or_gone():
+    libvirt_like = types.SimpleNamespace(libvirtError=OperationFailed)
+    calls = []
+
+    def ready():
+        calls.append(1)
+        return len(calls) == 3
+
+    plan_module.wait_settled(libvirt_like, ready)
+    assert len(calls) == 3
+
+    def gone():
+        raise OperationFailed('no domain')
+
+    plan_module.wait_settled(libvirt_like, gone)  # the winner's object vanished: no wait
+    pool = types.SimpleNamespace(isActive=lambda: 1, autostart=lambda: 0)
+    assert plan_module.runs_as_wanted(pool, True, False) and not plan_module.runs_as_wanted(pool, True, True)
+    assert plan_module.runs_as_wanted(pool, False, None)

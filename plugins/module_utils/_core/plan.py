@@ -23,6 +23,8 @@ finish does not leave a half-made object behind.
 
 from __future__ import annotations
 
+import time
+
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError, OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.result import Result
 
@@ -98,6 +100,31 @@ class Plan:
 class Replan(Exception):
     """Raised by an apply step, before it changed anything, when the object is no longer what the
     plan was made from (a concurrent run changed it): :func:`run` reads and plans once more."""
+
+
+# how long a run that lost the race to create an object waits for the winner to finish it
+SETTLE_SECONDS = 15
+
+
+def wait_settled(libvirt_module, ready):
+    """Before a :class:`Replan` after losing a create race: wait until ``ready()`` (libvirt calls
+    on the winner's object) is true, the object is gone (a libvirtError: the winner's creation
+    failed and was undone), or SETTLE_SECONDS passed. Whatever then remains to do, the replan
+    plans, so exactly one run reports the creation."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except libvirt_module.libvirtError:
+            return
+        time.sleep(0.05)
+
+
+def runs_as_wanted(obj, started, autostart):
+    """For :func:`wait_settled` on a pool or network: it runs when ``started`` is wanted, and its
+    autostart is ``autostart`` (None: any)."""
+    return (not started or obj.isActive()) and (autostart is None or bool(obj.autostart()) == autostart)
 
 
 class Manager:

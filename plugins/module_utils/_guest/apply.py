@@ -22,7 +22,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made, wait_settled
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import volume_by_path
 
@@ -44,36 +44,20 @@ def _state(client, dom, name):
 # definition
 
 
-# how long a run that lost the race to define a guest waits for the winner to start it
-SETTLE_SECONDS = 15
-
-
 def define(client, name, xml, new=False, settle=None):
     """Define (or redefine) the guest from ``xml``. A new guest that another run defined a moment
     ago: :class:`Replan` (this run converges onto that one), once that run has brought it to the
-    run state ``settle`` this task wants too (running or paused; at most SETTLE_SECONDS), so that
+    run state ``settle`` this task wants too (running or paused; at most 15 s, see wait_settled), so that
     exactly one run reports the creation."""
     try:
         return client.call('defineXML', xml, what=_what(name))
     except LibvirtModuleError:
         dom = client.lookup('guest', name) if new else None
         if dom is not None:
-            _wait_settled(client, dom, settle)
+            if settle is not None:
+                wait_settled(client.libvirt, lambda: state_name(dom.state()[0]) == settle)
             raise Replan("guest '%s' was defined by another run" % name) from None
         raise
-
-
-def _wait_settled(client, dom, wanted):
-    """Wait until ``dom`` is in run state ``wanted`` (None: no wait), gone, or SETTLE_SECONDS
-    passed: whatever then remains to do, the replan plans."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while wanted is not None and time.monotonic() < deadline:
-        try:
-            if state_name(dom.state()[0]) == wanted:
-                return
-        except client.libvirt.libvirtError:
-            return  # removed meanwhile (the winner's creation failed and was undone): replan
-        time.sleep(0.05)
 
 
 def define_xml(client, name, xml, input_digest, new=False, settle=None):

@@ -14,15 +14,19 @@ returns False when a concurrent run had already made the change.
 
 from __future__ import annotations
 
-import time
-
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import undefine_again
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
     OperationFailed,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import (
+    Made,
+    Replan,
+    partly_made,
+    runs_as_wanted,
+    wait_settled,
+)
 
 _XML_ERROR_CODES = (
     'VIR_ERR_XML_ERROR',
@@ -67,36 +71,19 @@ def define(client, name, xml, user_xml=False):
         raise client.error(exc, _what(name)) from None
 
 
-# how long a run that lost the race to define a network waits for the winner to finish creating it
-SETTLE_SECONDS = 15
-
-
 def define_new(client, name, xml, user_xml=False, settle=(False, None)):
     """Define the network this task creates. When that fails because another run defined the
     same network a moment ago, nothing was changed here: :class:`Replan` converges onto that one,
     once that run is done with what this task also wants (``settle`` = (started, autostart); at
-    most SETTLE_SECONDS), so that exactly one run reports the creation."""
+    most 15 s, see wait_settled), so that exactly one run reports the creation."""
     try:
         define(client, name, xml, user_xml)
     except LibvirtModuleError:
         net = client.lookup('network', name)
         if net is None:
             raise
-        _wait_settled(client, net, *settle)
+        wait_settled(client.libvirt, lambda: runs_as_wanted(net, *settle))
         raise Replan('%s was defined by another run meanwhile' % _what(name)) from None
-
-
-def _wait_settled(client, net, started, autostart):
-    """Wait until ``net`` runs (``started``) with ``autostart`` (None: any), is gone, or
-    SETTLE_SECONDS passed: whatever then remains to do, the replan plans."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            if (not started or net.isActive()) and (autostart is None or bool(net.autostart()) == autostart):
-                return
-        except client.libvirt.libvirtError:
-            return  # removed meanwhile (the winner's creation failed and was undone): replan
-        time.sleep(0.05)
 
 
 def undefine_new(client, name):

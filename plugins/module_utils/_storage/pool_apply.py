@@ -13,15 +13,20 @@ looked up again by name) and reports what it made through the shared runner (``_
 
 from __future__ import annotations
 
-import time
-
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
     OperationFailed,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, also_made, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import (
+    Made,
+    Replan,
+    also_made,
+    partly_made,
+    runs_as_wanted,
+    wait_settled,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     pool_active,
     pool_gone,
@@ -65,36 +70,19 @@ def define(client, name, xml, user_xml=False):
         raise
 
 
-# how long a run that lost the race to define a pool waits for the winner to finish creating it
-SETTLE_SECONDS = 15
-
-
 def create(client, name, xml, user_xml=False, settle=(False, None)):
     """Define the new pool; a pool of that name defined meanwhile by a concurrent run ("already
     exists with uuid") is planned again (then updated). ``settle`` = (started, autostart) is the
     rest of this task's plan: the concurrent run that defined the pool is doing it, so the replan
-    waits (at most SETTLE_SECONDS) until it is done, and exactly one run reports the creation."""
+    waits (at most 15 s, see wait_settled) until it is done, and exactly one run reports the creation."""
     try:
         return define(client, name, xml, user_xml)
     except OperationFailed:
         pool = client.lookup('pool', name)
         if pool is None:
             raise
-        _wait_settled(client, pool, *settle)
+        wait_settled(client.libvirt, lambda: runs_as_wanted(pool, *settle))
         raise Replan('%s was defined by another run' % _what(name)) from None
-
-
-def _wait_settled(client, pool, started, autostart):
-    """Wait until ``pool`` runs (``started``) with ``autostart`` (None: any), is gone, or
-    SETTLE_SECONDS passed: whatever then remains to do, the replan plans."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            if (not started or pool.isActive()) and (autostart is None or bool(pool.autostart()) == autostart):
-                return
-        except client.libvirt.libvirtError:
-            return  # removed meanwhile (the winner's creation failed and was undone): replan
-        time.sleep(0.05)
 
 
 def undefine_again(client, name):
