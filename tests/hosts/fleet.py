@@ -39,6 +39,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from hosts.second_host import Host
 from virtops_helpers import PREFIX, VENV_BIN, playbook_env, run_module
 
 SCRIPT = Path(__file__).resolve().with_name('fleet.sh')
@@ -48,43 +49,18 @@ _RECAP_LINE = re.compile(r'^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$')
 
 
 @dataclass
-class FleetHost:
-    """One hypervisor of a fleet."""
+class FleetHost(Host):
+    """One hypervisor of a fleet: a host of the pair's kind (name 'h1' .. 'hN', address
+    169.254.K.I on the fleet's bridge, where its sshd listens only; state_dir
+    /var/lib/virtops-fleets/RUN/hI with an ssh/ beside etc/, lib/, log/, sock/), reachable over SSH."""
 
-    name: str  # 'h1' .. 'hN'
-    hostname: str  # virtops-RUN-hI: its hostname, libvirt's hostname, the inventory host name
-    netns: str  # its network namespace
-    address: str  # 169.254.K.I, on the fleet's bridge; its sshd listens there only
-    uri: str  # qemu+unix:///system?socket=... - usable from the whole machine
-    ssh_uri: str  # qemu+ssh://root@ADDRESS/system?keyfile=...&no_verify=1 - from the root namespace
-    tcp_uri: str  # qemu+tcp://ADDRESS/system - inside the fleet's namespaces only (auth none)
-    state_dir: str  # /var/lib/virtops-fleets/RUN/hI (its etc/, lib/, log/, sock/, ssh/)
-    fleet: Fleet = field(repr=False, compare=False)
-
-    @property
-    def migrate_uri(self):
-        """Address of the migration stream *to* this host (over the fleet's bridge)."""
-        return 'tcp://%s' % self.address
-
-    def open(self):
-        """libvirt connection over the host's UNIX socket (for checks: no SSH round trips)."""
-        return libvirt.open(self.uri)
+    hostname: str = ''  # virtops-RUN-hI: its hostname, libvirt's hostname, the inventory host name
+    ssh_uri: str = ''  # qemu+ssh://root@ADDRESS/system?keyfile=...&no_verify=1 - from the root namespace
+    fleet: Fleet = field(default=None, repr=False, compare=False)
 
     def open_ssh(self):
         """libvirt connection over SSH, as a remote controller opens it."""
         return libvirt.open(self.ssh_uri)
-
-    def host_path(self, path):
-        """Where a path of this host's private /var/lib/libvirt, /etc/libvirt or /var/log/libvirt
-        is seen from the machine (other paths are shared and returned unchanged)."""
-        for inside, outside in (('/var/lib/libvirt', 'lib'), ('/etc/libvirt', 'etc'), ('/var/log/libvirt', 'log')):
-            if path == inside or path.startswith(inside + '/'):
-                return os.path.join(self.state_dir, outside, path[len(inside) + 1 :])
-        return path
-
-    def exec_prefix(self):
-        """Command prefix that runs a program in this host's network namespace (not its mounts)."""
-        return ['ip', 'netns', 'exec', self.netns]
 
     def ssh_prefix(self):
         """Command prefix that runs a command ON this host over SSH (the fleet's key, known

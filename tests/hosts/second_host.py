@@ -50,10 +50,11 @@ class Host:
 
     @property
     def migrate_uri(self):
-        """Address of the migration stream *to* this host (over the veth pair)."""
+        """Address of the migration stream *to* this host (over its namespace's link)."""
         return 'tcp://%s' % self.address
 
     def open(self):
+        """libvirt connection over the host's UNIX socket (for checks: no network round trips)."""
         return libvirt.open(self.uri)
 
     def host_path(self, path):
@@ -65,7 +66,7 @@ class Host:
         return path
 
     def exec_prefix(self):
-        """Command prefix that runs a program in this host's network namespace."""
+        """Command prefix that runs a program in this host's network namespace (not its mounts)."""
         return ['ip', 'netns', 'exec', self.netns]
 
 
