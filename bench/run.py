@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The benchmark suite of virtops.libvirt (``make bench``; ``make bench BENCH_QUICK=1`` for a smoke).
 
-Runs P1-P6 (see docs/performance.md and the p*_*.py files) against qemu:///system with the bench
-virtualenv (bench/requirements.txt), writes the report (docs/performance.md, the P2 plot
-docs/performance-p2.png) and the raw numbers (bench/results/*.json). Everything it creates is
+Runs P1-P7 (see docs/performance.md and the p*_*.py files) against qemu:///system with the bench
+virtualenv (bench/requirements.txt), writes the report (docs/performance.md, the P2 and P7 plots
+docs/performance-p2.png, docs/performance-p7.png) and the raw numbers (bench/results/*.json). Everything it creates is
 named ``vbench-<id>-*`` (libvirt objects) or lives in /var/lib/libvirt/images/vbench-<id>/, and is
 removed at the end, also on failure or Ctrl-C.
 
@@ -34,6 +34,7 @@ PROFILES = {
         p4=dict(size=4 << 30, data=64 << 20, reps=5),
         p5=dict(count=500, reps=5),
         p6=dict(hosts=4, guests=1000, reps=5),
+        p7=dict(table_size=100, sizes=(10, 50, 100, 250, 500), reps=5, plot_reps=2),
     ),
     'quick': dict(
         p1=dict(rounds=2, n=5),
@@ -43,9 +44,10 @@ PROFILES = {
         p4=dict(size=1 << 30, data=16 << 20, reps=2),
         p5=dict(count=50, reps=2),
         p6=dict(hosts=4, guests=200, reps=2),
+        p7=dict(table_size=10, sizes=(5, 10, 20), reps=2, plot_reps=1),
     ),
 }
-PARTS = ('P1', 'P5', 'P6', 'P4', 'P3', 'P2')
+PARTS = ('P1', 'P5', 'P6', 'P7', 'P4', 'P3', 'P2')
 
 
 def _terminate(signum, _frame):
@@ -55,7 +57,7 @@ def _terminate(signum, _frame):
 def _merge(results, other_path):
     """Take the parts missing from ``results`` from another saved run, marked as such."""
     other = json.loads(Path(other_path).read_text())
-    for part in ('p1', 'modprof', 'p2', 'p3', 'p4', 'p5', 'p6'):
+    for part in ('p1', 'modprof', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7'):
         if part not in results and part in other:
             results[part] = other[part]
             results.setdefault('merged', {})[part] = dict(
@@ -105,6 +107,7 @@ def main():
     else:
         out = Path(args.out or C.ROOT / 'docs' / 'performance.md')
         plot = Path(args.plot or C.ROOT / 'docs' / 'performance-p2.png')
+    plot7 = plot.with_name(plot.name.replace('p2', 'p7')) if 'p2' in plot.name else plot.with_suffix('.p7.png')
 
     if args.render:
         results = json.loads(Path(args.render).read_text())
@@ -115,7 +118,14 @@ def main():
 
             results['p2']['sizes'] = {int(k): v for k, v in results['p2']['sizes'].items()}
             p2_fleet.plot(results['p2'], plot, results['facts'])
-        out.write_text(report.render(results, plot_name=plot.name, raw_name=Path(args.render).name))
+        if 'p7' in results:
+            import p7_bulk
+
+            results['p7']['sizes'] = {int(k): v for k, v in results['p7']['sizes'].items()}
+            p7_bulk.plot(results['p7'], plot7, results['facts'])
+        out.write_text(
+            report.render(results, plot_name=plot.name, raw_name=Path(args.render).name, plot7_name=plot7.name)
+        )
         print(report.summary_text(results))
         return
 
@@ -141,6 +151,10 @@ def main():
             import p6_inventory
 
             results['p6'] = p6_inventory.run(bench, **conf['p6'])
+        if 'P7' in parts:
+            import p7_bulk
+
+            results['p7'] = p7_bulk.run(bench, **conf['p7'])
         if 'P4' in parts:
             import p4_upload
 
@@ -167,8 +181,12 @@ def main():
         import p2_fleet
 
         p2_fleet.plot(results['p2'], plot, results['facts'])
+    if 'p7' in results:
+        import p7_bulk
+
+        p7_bulk.plot(results['p7'], plot7, results['facts'])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(results, plot_name=plot.name, raw_name=raw.name))
+    out.write_text(report.render(results, plot_name=plot.name, raw_name=raw.name, plot7_name=plot7.name))
     C.log('report: %s, plot: %s, raw numbers: %s (%.0f s in all)' % (out, plot, raw, results['seconds']))
     print(report.summary_text(results))
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Stdout callback of the benchmark suite: one short line per task on stderr, and a JSON file
 (``$VBENCH_TIMER_OUT``) with, per task, when it started and ended, how many loop items ran,
-how many changed and whether it failed. Not shipped for users (bench/ only)."""
+how many changed and whether it failed
+(for ``virtops.libvirt.objects``, also how many objects of each kind changed). Not shipped for users (bench/ only)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,13 @@ class CallbackModule(CallbackBase):
         res = result._result
         if res.get('changed'):
             cur['changed'] += 1
+        objects = res.get('objects')
+        if isinstance(objects, list):  # virtops.libvirt.objects: how many objects of each kind changed
+            cur['objects'] = cur.get('objects', 0) + len(objects)
+            counts = cur.setdefault('objects_changed', {})
+            for entry in objects:
+                kind = str(entry.get('kind'))
+                counts[kind] = counts.get(kind, 0) + (1 if entry.get('changed') else 0)
         if failed:
             cur['failed'] = True
             cur['messages'].append(str(res.get('msg') or res.get('exception') or res)[:2000])
