@@ -203,27 +203,31 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         use_cache = self.get_option('cache') and cache
         update_cache = self.get_option('cache') and not cache
         guests = None
+        self._taken = {}  # host name -> URI of the guest that has it (duplicates are renamed)
         if use_cache:
             try:
                 guests = self._cache[cache_key]
             except KeyError:
                 update_cache = True
         if guests is None:
-            guests, failures = self._read_guests()
+            guests, failures = self._read_guests()  # adds the hosts as it reads
             if failures:
                 update_cache = False  # never keep a read that misses a hypervisor's guests
+        else:
+            self._populate(guests)
         if update_cache:
             self._cache[cache_key] = guests
-        self._populate(guests)
 
     # -- reading ----------------------------------------------------------------------------
     def _read_guests(self):
-        """The guests of every URI, in the order of ``uris`` (each URI's sorted by name), and the
-        messages of the URIs that could not be read.
+        """Read the guests of every URI and add them to the inventory; return them, in the order of
+        ``uris`` (each URI's sorted by name), and the messages of the URIs that could not be read.
 
         The URIs are read by up to ``workers`` threads, each over its own connection
-        (libvirt-python releases the GIL in its calls). The inventory is built after all are read:
-        building it meanwhile would hold the GIL the readers need after each libvirt call.
+        (libvirt-python releases the GIL in its calls). A URI's guests are added as soon as it and
+        every URI before it are read, while the later ones are still being read, so the hosts and
+        the renaming of duplicates follow the order of ``uris`` whatever the timing. With
+        ``unreachable: fail`` nothing is added before every URI was read without failure.
         """
         if libvirt is None:
             raise AnsibleError('The virtops.libvirt.libvirt inventory plugin needs libvirt-python on the controller.')
@@ -237,23 +241,27 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             exclude=self.get_option('exclude'),
         )
         workers = max(1, min(self.get_option('workers'), len(uris)))
-        if workers == 1:
-            read = [read_one(uri) for uri in uris]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='libvirt-inventory') as pool:
-                read = list(pool.map(read_one, uris))  # results in the order of `uris`
+        as_read = self.get_option('unreachable') == 'warn'
+        read = []
+        for found, failure in _in_order(read_one, uris, workers):
+            read.append((found, failure))
+            if as_read:
+                self._populate(found)
         failures = [failure for (found, failure) in read if failure]
-        if failures and (len(failures) == len(uris) or self.get_option('unreachable') == 'fail'):
-            raise AnsibleParserError('; '.join(failures))
+        if failures and (len(failures) == len(uris) or not as_read):
+            raise AnsibleParserError('; '.join(failures))  # with `warn`, every URI failed: nothing was added
         for failure in failures:
             self.display.warning('libvirt inventory: %s; its guests are left out' % failure)
+        if not as_read:
+            for entry in read:
+                self._populate(entry[0])
         return [guest for (found, failure) in read for guest in found], failures
 
     # -- building the inventory ---------------------------------------------------------------
     def _populate(self, guests):
         prefix = self.get_option('group_prefix')
         strict = self.get_option('strict')
-        taken = {}
+        taken = self._taken
         for guest in guests:
             hostname = guest['uuid'] if self.get_option('hostname') == 'uuid' else guest['name']
             if hostname in taken and taken[hostname] != guest['uri']:
@@ -301,6 +309,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
 def _ignore_libvirt_error(ctx, err):
     """libvirt's error handler: the error is raised as libvirtError, not printed as well."""
+
+
+def _in_order(read_one, uris, workers):
+    """``read_one(uri)`` of every URI, yielded in the order of ``uris`` as soon as it and every URI
+    before it are read; up to ``workers`` URIs are read at the same time."""
+    if workers == 1:
+        for uri in uris:
+            yield read_one(uri)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='libvirt-inventory') as pool:
+        yield from pool.map(read_one, uris)
 
 
 def _read_uri(uri, source, states, include, exclude):

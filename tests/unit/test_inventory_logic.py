@@ -642,3 +642,47 @@ def test_plugin_unreachable_uri_is_reported_and_the_others_kept(tmp_path, monkey
     # every URI failing fails the source whatever `unreachable` says
     with pytest.raises(AnsibleParserError, match=r'down/system.*; Cannot connect to libvirt at qemu\+ssh://gone/'):
         _run_plugin(tmp_path, monkeypatch, {}, dict(uris=['qemu+ssh://down/system', 'qemu+ssh://gone/system']))
+
+
+class ListsAfterHost(FakeConn):
+    """Lists its guests once ``added`` is set (a host was added to the inventory), or after ``wait``
+    seconds; ``seen`` says which."""
+
+    def __init__(self, domains, hostname, added, wait):
+        super().__init__(domains, hostname)
+        self.added = added
+        self.wait = wait
+        self.seen = None
+
+    def listAllDomains(self, flags):
+        if flags == 0:
+            self.seen = self.added.wait(self.wait)
+        return super().listAllDomains(flags)
+
+
+@pytest.mark.parametrize('workers', [16, 1])
+def test_plugin_adds_a_uris_hosts_while_the_later_uris_are_read(tmp_path, monkeypatch, workers):
+    added = threading.Event()
+    add_host = InventoryData.add_host
+
+    def add_and_tell(self, host, *args, **kwargs):
+        name = add_host(self, host, *args, **kwargs)
+        if host == 'web1':
+            added.set()
+        return name
+
+    monkeypatch.setattr(InventoryData, 'add_host', add_and_tell)
+    late = ListsAfterHost([FakeDomain('db2')], 'hv2', added, wait=10)
+    conns = {'qemu+ssh://hv1/system': FakeConn([FakeDomain('web1')], 'hv1'), 'qemu+ssh://hv2/system': late}
+    config = dict(uris=list(conns), address_source='none', workers=workers)
+    inventory = _run_plugin(tmp_path, monkeypatch, conns, config)[0]
+    assert late.seen is True  # hv1's guests were in the inventory before hv2 was listed
+    assert list(inventory.hosts) == ['web1', 'db2']
+
+    # unreachable: fail -> nothing is added before every URI was read
+    added.clear()
+    late = ListsAfterHost([FakeDomain('db2')], 'hv2', added, wait=0.2)
+    conns['qemu+ssh://hv2/system'] = late
+    inventory = _run_plugin(tmp_path, monkeypatch, conns, dict(config, unreachable='fail'))[0]
+    assert late.seen is False
+    assert list(inventory.hosts) == ['web1', 'db2']
