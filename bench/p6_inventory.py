@@ -13,7 +13,8 @@ qemu:///system (3 hosts, UNIX sockets). The plugin runs in-process as Ansible ru
 * the floor of a parallel read: the same connections opened in parallel threads that only list
   the guests' names (``listAllDomains``) - what the transport and the hosts cost before the plugin,
 * one host listed guest by guest (``info``/``isPersistent``/``autostart`` per guest, the listing
-  before the bulk statistics) next to the bulk listing (``collect()``),
+  before the bulk statistics) next to the bulk listing (``collect()``) and to the connection alone
+  (open, ``getHostname``, close: what a host costs before any guest is read),
 * ``ansible-inventory --list`` over all hosts, serial and parallel (the CLI's start-up included).
 
 Target (issue 17): all hosts in parallel in at most 1.5x the slowest single host's listing.
@@ -176,6 +177,16 @@ class Plugin:
             conn.close()
         return time.perf_counter() - start, len(found)
 
+    def connect(self, uri, expected):
+        """Seconds of the connection alone: open, ``getHostname`` (which ``collect()`` asks too), close."""
+        start = time.perf_counter()
+        conn = libvirt.open(uri)
+        try:
+            conn.getHostname()
+        finally:
+            conn.close()
+        return time.perf_counter() - start, expected
+
     def bare(self, uris, include):
         """Seconds of the floor of a parallel read: one thread per URI that only connects, lists
         the guests (``listAllDomains``) and disconnects - no statistics, no inventory."""
@@ -253,7 +264,7 @@ def measure(hosts=4, guests=1000, reps=5):
             if found != expected:
                 raise C.BenchFailure('P6 %s: %d guests found, %d expected' % (key, found, expected))
             samples.setdefault(key, []).append(seconds)
-            cpu.setdefault(key, []).append((after[0] - before[0], after[1] - before[1]))
+            cpu.setdefault(key, []).append(tuple(a - b for a, b in zip(after, before)))
 
         ops = []
         for transport, uris in fleet.transports.items():
@@ -269,6 +280,7 @@ def measure(hosts=4, guests=1000, reps=5):
                 ops.append(
                     ((transport, 'listing', per_guest), per_host[0], plugin.listing, uris[0], include, per_guest)
                 )
+            ops.append(((transport, 'connect'), per_host[0], plugin.connect, uris[0], per_host[0]))
         cli_uris = fleet.transports.get('ssh') or fleet.transports['unix']
         ops.append((('cli', 'serial'), guests, plugin.cli, cli_uris, include, 1))
         ops.append((('cli', 'parallel'), guests, plugin.cli, cli_uris, include))
@@ -311,6 +323,9 @@ def measure(hosts=4, guests=1000, reps=5):
             guests=per_host[0],
             bulk=stats[(transport, 'listing', False)],
             per_guest=stats[(transport, 'listing', True)],
+            connect=stats[(transport, 'connect')],
+            cpu_bulk=_cpu_median(cpu[(transport, 'listing', False)]),
+            cpu_connect=_cpu_median(cpu[(transport, 'connect')]),
         )
         for transport in fleet.transports
     }
@@ -339,18 +354,21 @@ def measure(hosts=4, guests=1000, reps=5):
 
 def _cpu():
     """(CPU seconds the whole machine was busy, CPU seconds of this process and its reaped
-    children - the ``ssh`` clients libvirt starts) since boot."""
+    children - the ``ssh`` clients libvirt starts -, the children's alone) since boot."""
     fields = Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]
     busy = sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7)) / os.sysconf('SC_CLK_TCK')  # not idle, iowait
     times = os.times()
-    return busy, times.user + times.system + times.children_user + times.children_system
+    children = times.children_user + times.children_system
+    return busy, times.user + times.system + children, children
 
 
-def _cpu_median(pairs):
-    """Median machine and controller CPU seconds of one kind of read."""
+def _cpu_median(samples):
+    """Median CPU seconds of one kind of read: the machine's, the controller's (this process and
+    the ``ssh`` clients), the ``ssh`` clients' alone."""
     return dict(
-        machine=C.stats([machine for machine, own in pairs])['median'],
-        controller=C.stats([own for machine, own in pairs])['median'],
+        machine=C.stats([sample[0] for sample in samples])['median'],
+        controller=C.stats([sample[1] for sample in samples])['median'],
+        ssh_clients=C.stats([sample[2] for sample in samples])['median'],
     )
 
 
@@ -424,9 +442,27 @@ def main():
     print(table(p6))
     for transport, item in p6['listing'].items():
         print(
-            '%s: one host (%d guests) listed in bulk %.3f s, guest by guest %.3f s'
-            % (transport, item['guests'], item['bulk']['median'], item['per_guest']['median'])
+            '%s: one host (%d guests) listed in bulk %.3f s, guest by guest %.3f s, the connection alone %.3f s'
+            % (
+                transport,
+                item['guests'],
+                item['bulk']['median'],
+                item['per_guest']['median'],
+                item['connect']['median'],
+            )
         )
+        for what in ('bulk', 'connect'):
+            cpu = item['cpu_' + what]
+            print(
+                '%s: CPU-s of %s: machine %.3f, controller %.3f (ssh clients %.3f)'
+                % (
+                    transport,
+                    'the bulk listing' if what == 'bulk' else 'the connection alone',
+                    cpu['machine'],
+                    cpu['controller'],
+                    cpu['ssh_clients'],
+                )
+            )
     print(
         'ansible-inventory --list (%s, %d guests): serial %.3f s, parallel %.3f s'
         % (p6['cli']['transport'], p6['guests'], p6['cli']['serial']['median'], p6['cli']['parallel']['median'])

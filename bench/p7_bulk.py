@@ -11,6 +11,9 @@ For each size S (e.g. 10, 50, 100, 250, 500), on fresh names:
 * ``reps`` re-runs (S at ``table_size``; ``plot_reps`` at the other sizes), each in one play with one
   ``ansible.builtin.ping`` task (the floor: one task, one module process), in alternating order,
   after one untimed task of each (the AnsiballZ payload is built once per playbook process);
+* at ``table_size`` also ``reps`` whole ``ansible-playbook`` runs of the re-run task alone and of the
+  ping task alone, alternating (wall time: Ansible's start-up and the payload build included, what a
+  user waits for);
 * then the objects are removed (directly over libvirt, not timed) before the next size.
 
 The timer callback counts the objects the task reported changed (``objects[].changed``), so the
@@ -98,11 +101,29 @@ def run(bench, table_size=100, sizes=(10, 50, 100, 250, 500), reps=5, plot_reps=
                 plays.append(C.play('P7 s%d r%d' % (size, rep), tasks if rep % 2 == 0 else tasks[::-1]))
             C.log('P7: %d re-run(s) at %d, each with one ping task' % (count, size))
             data = bench.playbook('p7-rerun-%d' % size, plays=plays)
+            walls = dict(floor=[], bulk=[])
+            if size == table_size:
+                C.log(
+                    'P7: %d x 2 whole ansible-playbook runs at %d: the re-run alone, one ping task alone'
+                    % (count, size)
+                )
+                for rep in range(count):
+                    for key in ('floor', 'bulk') if rep % 2 == 0 else ('bulk', 'floor'):
+                        label = 'P7 playbook s%d r%d %s' % (size, rep, key)
+                        task = _floor(label) if key == 'floor' else host.task(label)
+                        walls[key].append(bench.playbook('p7-playbook-%d-%s' % (size, key), tasks=[task])['wall'])
         finally:
             host.remove()
         floor = _summary([_record(data, 'P7 s%d r%d floor' % (size, rep)) for rep in range(count)])
         bulk = _summary([_record(data, 'P7 s%d r%d bulk' % (size, rep)) for rep in range(count)])
         bulk['vs_floor'] = C.ratio(bulk['stats']['median'], floor['stats']['median'])
+        if walls['bulk']:
+            result['playbook'] = dict(
+                size=size,
+                floor=C.stats(walls['floor']),
+                bulk=C.stats(walls['bulk']),
+                vs_floor=C.ratio(C.stats(walls['bulk'])['median'], C.stats(walls['floor'])['median']),
+            )
         result['sizes'][size] = dict(
             reps=count,
             first=dict(

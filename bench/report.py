@@ -658,6 +658,12 @@ def _p5(w, p5):
     w('')
 
 
+def _cpu3(cpu):
+    if not cpu:
+        return '–'
+    return '%s / %s (%s)' % (_f(cpu['machine'], 2), _f(cpu['controller'], 2), _f(cpu.get('ssh_clients'), 2))
+
+
 def _p6(w, p6):
     w('## P6 – the inventory plugin at fleet scale')
     w('')
@@ -697,16 +703,23 @@ def _p6(w, p6):
                 % (row['transport'], row['hosts'], row['guests'], _f(row['slowest_single']))
             )
     w('')
-    w('| transport | one host, %d guests: bulk listing (s) | guest by guest (s) | ratio |' % p6['per_host'][0])
-    w('| --- | --- | --- | --- |')
+    w(
+        '| transport | one host, %d guests: bulk listing (s) | guest by guest (s) | ratio '
+        '| the connection alone (s) | bulk listing: CPU-s machine / controller (ssh clients) '
+        '| connection alone: CPU-s machine / controller (ssh clients) |' % p6['per_host'][0]
+    )
+    w('| --- | --- | --- | --- | --- | --- | --- |')
     for transport, item in p6['listing'].items():
         w(
-            '| %s | %s | %s | %s |'
+            '| %s | %s | %s | %s | %s | %s | %s |'
             % (
                 transport,
                 _st(item['bulk']),
                 _st(item['per_guest']),
                 _x(item['per_guest']['median'] / item['bulk']['median'] if item['bulk']['median'] else None),
+                _st(item.get('connect')),
+                _cpu3(item.get('cpu_bulk')),
+                _cpu3(item.get('cpu_connect')),
             )
         )
     w('')
@@ -784,6 +797,22 @@ def _p7(w, p7, plot_name):
         % (size, _x(at['bulk']['vs_floor']), TARGETS['p7_floor'], 2 * size + 1)
     )
     w('')
+    book = p7.get('playbook')
+    if book:
+        w(
+            "Whole `ansible-playbook` runs (wall time, Ansible's start-up and the payload build included: what a user "
+            'waits for), %d each, alternating: the re-run of %d guests + %d volumes + pool alone %s s, one ping task '
+            'alone %s s: **%s**.'
+            % (
+                book['bulk']['n'],
+                book['size'],
+                book['size'],
+                _st(book['bulk'], 2),
+                _st(book['floor'], 2),
+                _x(book['vs_floor']),
+            )
+        )
+        w('')
     w('![P7 one objects task against the number of objects](%s)' % plot_name)
     w('')
 
@@ -792,3 +821,61 @@ def _kinds(changed):
     if isinstance(changed, dict):
         return '%d / %d / %d' % (changed.get('pool', 0), changed.get('volume', 0), changed.get('guest', 0))
     return 'task changed' if changed else '0'
+
+
+# -- a part's sections into an existing report --------------------------------------------------------
+def _sections(text):
+    """[(heading or '', lines)] split at the '## ' headings."""
+    out = [('', [])]
+    for line in text.split('\n'):
+        if line.startswith('## '):
+            out.append((line, []))
+        out[-1][1].append(line)
+    return out
+
+
+def _part_of(heading):
+    word = heading[3:].split(' ', 1)[0]
+    return word if word[:1] == 'P' and word[1:].isdigit() else None
+
+
+def splice(existing, results, plot_name='performance-p2.png', raw_name='', plot7_name='performance-p7.png'):
+    """``existing`` (a report) with the sections and target rows of the parts measured in ``results``
+    replaced or added, and a note naming the run they come from; the rest is kept as it was."""
+    fresh = _sections(render(results, plot_name=plot_name, raw_name=raw_name, plot7_name=plot7_name))
+    parts = {_part_of(h) for h, _lines in fresh} - {None}
+    new_sections = {_part_of(h): lines for h, lines in fresh if _part_of(h) in parts}
+    new_rows = [row for h, lines in fresh if h == '## Targets' for row in lines if row[2:4].strip() in parts]
+    out = []
+    for heading, kept in _sections(existing):
+        lines = [line for line in kept if not (line.startswith('**P') and ': from a later run**' in line)]
+        part = _part_of(heading)
+        if part in parts:
+            continue  # replaced below
+        if heading.startswith(('## Analysis', '## Reproduce')):
+            for name in sorted(parts, key=lambda p: int(p[1:])):
+                if name in new_sections:
+                    out.extend(new_sections.pop(name))
+        if heading.startswith('## Analysis') and FINDINGS.exists():
+            lines = FINDINGS.read_text().rstrip().split('\n') + ['']
+        if heading == '## Targets':
+            head = [line for line in lines if not line.startswith('| P')]
+            rows = [line for line in lines if line.startswith('| P') and line[2:4].strip() not in parts]
+            rows = sorted(rows + new_rows, key=lambda row: int(row[3:5].strip(' |')))
+            lines = head[:4] + rows + head[4:]
+        if heading == '## Machine':
+            note = (
+                '**%s: from a later run** (%s profile, %s, commit `%s`%s, load average %s, raw numbers '
+                '`bench/results/%s`) than the rest of this page, spliced in with `bench/run.py --into`.'
+            ) % (
+                ', '.join(sorted(parts, key=lambda p: int(p[1:]))),
+                results['profile'],
+                results['facts']['date'],
+                results['facts']['commit'],
+                ' with uncommitted changes' if results['facts']['tree_dirty'] else '',
+                results['facts']['load'],
+                raw_name,
+            )
+            out.extend([note, ''])
+        out.extend(lines)
+    return '\n'.join(out)

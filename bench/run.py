@@ -71,6 +71,15 @@ def _merge(results, other_path):
     return results
 
 
+def _write(out, results, into, **names):
+    """The report to ``out``; with ``into``, this run's parts spliced into that report (written there)."""
+    if into:
+        Path(into).write_text(report.splice(Path(into).read_text(), results, **names))
+        C.log('%s: sections of %s replaced' % (into, ', '.join(results.get('parts', []))))
+        return
+    out.write_text(report.render(results, **names))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--quick', action='store_true', help='fast smoke: fewer runs and sizes')
@@ -79,6 +88,11 @@ def main():
     parser.add_argument('--plot', help='P2 plot path (default docs/performance-p2.png; quick: bench/results/)')
     parser.add_argument('--render', metavar='RAW_JSON', help='only re-render the report from a saved run')
     parser.add_argument('--merge', metavar='RAW_JSON', help='with --render: parts missing there come from this run')
+    parser.add_argument(
+        '--into',
+        metavar='REPORT',
+        help="replace (or add) the sections and target rows of this run's parts in an existing report, keep the rest",
+    )
     parser.add_argument(
         '--set',
         action='append',
@@ -123,9 +137,7 @@ def main():
 
             results['p7']['sizes'] = {int(k): v for k, v in results['p7']['sizes'].items()}
             p7_bulk.plot(results['p7'], plot7, results['facts'])
-        out.write_text(
-            report.render(results, plot_name=plot.name, raw_name=Path(args.render).name, plot7_name=plot7.name)
-        )
+        _write(out, results, args.into, plot_name=plot.name, raw_name=Path(args.render).name, plot7_name=plot7.name)
         print(report.summary_text(results))
         return
 
@@ -186,7 +198,7 @@ def main():
 
         p7_bulk.plot(results['p7'], plot7, results['facts'])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(results, plot_name=plot.name, raw_name=raw.name, plot7_name=plot7.name))
+    _write(out, results, args.into, plot_name=plot.name, raw_name=raw.name, plot7_name=plot7.name)
     C.log('report: %s, plot: %s, raw numbers: %s (%.0f s in all)' % (out, plot, raw, results['seconds']))
     print(report.summary_text(results))
 
