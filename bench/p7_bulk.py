@@ -186,7 +186,7 @@ def plot(result, path, facts):
     ax.set_ylabel('seconds of the one task')
     reps = sorted({(s, result['sizes'][s]['reps']) for s in sizes})
     ax.set_title(
-        'P7: a whole host in one objects task (re-runs: median and min-max of %s; × = re-run / ping)'
+        'P7: a whole host in one objects task\n(re-runs: median and min-max of %s; × = re-run ÷ one ping task)'
         % ', '.join('%d at %d' % (r, s) for s, r in reps),
         fontsize=8,
     )
