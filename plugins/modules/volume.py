@@ -20,14 +20,14 @@ description:
     named C(.xz), C(.gz) or C(.zst) must hold that compression. zstd needs the C(zstd) command or the Python
     module C(zstandard) on the managed host.
   - A new volume in a V(dir), V(fs) or V(netfs) pool on a local connection is written by the module itself
-    into the file libvirt created (owner, mode and label are libvirt's): a sparse-aware local copy (data found
+    into the file libvirt created (owner, mode and label are libvirt's), with a sparse-aware local copy (data found
     with C(SEEK_DATA)/C(SEEK_HOLE), copied with C(copy_file_range) where the kernel can, holes stay holes). Its
     content digest is measured while it is copied. Everything else (remote connections, block-based pools,
     content replaced in an existing volume, a daemon that sees other files than the module, for example in a
     container) goes through libvirt's stream API and keeps holes as holes (sparse streams).
   - When O(format) (or the format of an existing volume) differs from the image's (a qcow2 image into a raw
     volume or the other way round), the image is converted with C(qemu-img convert) on the managed host
-    (package C(qemu-utils)): straight into a new volume's file on a local connection, else into a temporary
+    (package C(qemu-utils)), straight into a new volume's file on a local connection, else into a temporary
     file that is then uploaded.
   - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when the
     content of O(src)/O(url) differs from what was uploaded before. The module records each upload (a
@@ -176,7 +176,7 @@ options:
       - The cache is C(/var/cache/virtops-libvirt/images/) (as root; else C(~/.cache/virtops-libvirt/images/)),
         set E(VIRTOPS_LIBVIRT_CACHE_DIR) to move it. It holds the decompressed image as
         C(<algorithm>-<hex digest>) and a C(.json) beside it with its content digest and the file's identity;
-        an entry whose file changed since is not used. The module never removes entries: delete the files to
+        an entry whose file changed since is not used. The module never removes entries; delete the files to
         free the space (for example C(find /var/cache/virtops-libvirt/images -atime +30 -delete)).
       - Check mode uses the cache but never writes it.
     type: bool
