@@ -101,6 +101,7 @@ class Bench:
             ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
             ANSIBLE_PYTHON_INTERPRETER=PY,
             VIRTOPS_LIBVIRT_STATE_DIR=str(self.state_dir),
+            VIRTOPS_LIBVIRT_CACHE_DIR=str(self.state_dir / 'image-cache'),
         )
         env.pop('LIBVIRT_DEFAULT_URI', None)
         if timer_out:
@@ -146,7 +147,12 @@ class Bench:
         payload = dict(args, _ansible_check_mode=check, _ansible_diff=True, _ansible_verbosity=0)
         path = self.work / ('args-%s.json' % uuid.uuid4().hex[:8])
         path.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': payload}))
-        env = module_env(dict(VIRTOPS_LIBVIRT_STATE_DIR=str(self.state_dir)))
+        env = module_env(
+            dict(
+                VIRTOPS_LIBVIRT_STATE_DIR=str(self.state_dir),
+                VIRTOPS_LIBVIRT_CACHE_DIR=str(self.state_dir / 'image-cache'),
+            )
+        )
         try:
             start = time.monotonic()
             proc = subprocess.run(

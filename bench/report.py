@@ -10,7 +10,7 @@ from pathlib import Path
 FINDINGS = Path(__file__).resolve().parent / 'findings.md'
 
 TARGETS = dict(
-    p1_floor=1.15, p1_community=1.0, p2_floor=1.2, p3_ms=100, p4_cp=2.0, p5_seconds=2.0, p6_ratio=1.5, p7_floor=3.0
+    p1_floor=1.15, p1_community=1.0, p2_floor=1.2, p3_ms=100, p4_cp=1.2, p5_seconds=2.0, p6_ratio=1.5, p7_floor=3.0
 )
 
 
@@ -118,7 +118,8 @@ def targets(results):
         rows.append(
             (
                 'P4',
-                'upload %s sparse (%s data) vs cp --sparse=always' % (_size(p4['size']), _size(p4['data'])),
+                'import %s sparse (%s data), task − ping floor, vs cp --sparse=always'
+                % (_size(p4['size']), _size(p4['data'])),
                 '≤ %.1f×' % TARGETS['p4_cp'],
                 _x(p4['ratio']),
                 p4['ratio'] <= TARGETS['p4_cp'] and p4['verified'],
@@ -597,14 +598,15 @@ def _p3(w, p3):
 
 
 def _p4(w, p4):
-    w('## P4 – volume upload')
+    w('## P4 – volume import')
     w('')
     w(
-        'A %s sparse raw image with %s of random data in 16 extents; `volume src=… format=raw` creates a new volume '
-        'in a dir pool (the module process, as Ansible runs it on the managed host) vs `cp --sparse=always` into the '
-        "same directory, and vs libvirt's own client doing what the module does (`virsh vol-create-as` + "
-        '`vol-upload --sparse`, the same stream API); %d repetitions, rotated order, page cache warm. Every copy was '
-        "verified against the source's sha256 (`%s…`): %s."
+        'A %s sparse raw image with %s of random data in 16 extents; `volume src=… format=raw` imports it into a new '
+        'volume of a dir pool, run by Ansible (`-c local`, pipelining) between two `ansible.builtin.ping` tasks: the '
+        "module's figure is its task time minus the mean of the pings (the floor every task pays). Beside it "
+        "`cp --sparse=always` into the same directory, and libvirt's own client importing through the stream API "
+        '(`virsh vol-create-as` + `vol-upload --sparse`, what a remote connection does); %d repetitions, rotated '
+        "order, page cache warm. Every copy was verified against the source's sha256 (`%s…`): %s."
         % (
             _size(p4['size']),
             _size(p4['data']),
@@ -618,21 +620,23 @@ def _p4(w, p4):
     w('| --- | --- | --- |')
     cp = p4['cp']['median']
     w('| `cp --sparse=always` | %s | 1.00× |' % _st(p4['cp']))
+    w('| `virtops.libvirt.volume src=…` task − ping floor | %s | %s |' % (_st(p4['module']), _x(p4['ratio'])))
+    if p4.get('task'):
+        w('| (the task itself / the ping floor) | %s / %s | – |' % (_st(p4['task']), _st(p4['floor'])))
+    if p4.get('rerun'):
+        w(
+            '| the same task re-run (nothing to import) − ping floor | %s | %s |'
+            % (_st(p4['rerun']), _x(p4['rerun']['median'] / cp))
+        )
     if p4.get('virsh'):
         w(
             '| `virsh vol-create-as` + `vol-upload --sparse` | %s | %s |'
             % (_st(p4['virsh']), _x(p4['virsh']['median'] / cp))
         )
-    w('| `virtops.libvirt.volume src=…` | %s | %s |' % (_st(p4['module']), _x(p4['ratio'])))
-    if p4.get('rerun'):
-        w(
-            '| the same task re-run (nothing to upload: start, connection, digest of the source) | %s | %s |'
-            % (_st(p4['rerun']), _x(p4['rerun']['median'] / cp))
-        )
-        w(
-            '| the upload itself (first run − re-run, per repetition) | %s | %s |'
-            % (_st(p4['transfer']), _x(p4['transfer_ratio']))
-        )
+    if p4.get('community'):
+        w('| community.libvirt | – | cannot import |')
+        w('')
+        w(p4['community'] + '.')
     w('')
 
 

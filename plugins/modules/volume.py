@@ -15,8 +15,20 @@ description:
   - Creates and deletes volumes in a libvirt storage pool. A volume can be empty, a copy-on-write overlay of a
     backing volume (O(backing)), a clone of another volume (O(clone_from)), or filled from an image file on the
     managed host (O(src)) or from a URL (O(url)).
-  - Uploads go through libvirt's stream API and keep holes as holes (sparse streams), so they also work on
-    remote connections and block-based pools.
+  - Imports cloud images - compressed or not, qcow2 or raw - at disk speed. An image (O(src) or O(url))
+    compressed with xz, gzip or zstd is decompressed on the fly; it is recognised by its magic bytes, and a file
+    named C(.xz), C(.gz) or C(.zst) must hold that compression. zstd needs the C(zstd) command or the Python
+    module C(zstandard) on the managed host.
+  - A new volume in a V(dir), V(fs) or V(netfs) pool on a local connection is written by the module itself
+    into the file libvirt created (owner, mode and label are libvirt's), with a sparse-aware local copy (data found
+    with C(SEEK_DATA)/C(SEEK_HOLE), copied with C(copy_file_range) where the kernel can, holes stay holes). Its
+    content digest is measured while it is copied. Everything else (remote connections, block-based pools,
+    content replaced in an existing volume, a daemon that sees other files than the module, for example in a
+    container) goes through libvirt's stream API and keeps holes as holes (sparse streams).
+  - When O(format) (or the format of an existing volume) differs from the image's (a qcow2 image into a raw
+    volume or the other way round), the image is converted with C(qemu-img convert) on the managed host
+    (package C(qemu-utils)), straight into a new volume's file on a local connection, else into a temporary
+    file that is then uploaded.
   - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when the
     content of O(src)/O(url) differs from what was uploaded before. The module records each upload (a
     digest of the content that skips holes, so a sparse image is hashed without reading them) in a small
@@ -142,7 +154,9 @@ options:
       - Credentials in the URL (C(https://user:password@host/...)) are used for the download but never shown.
         The module's messages, actions and upload records show the URL as C(https://***@host/...), and Ansible
         masks them in the returned invocation.
-      - With O(checksum), a volume whose recorded upload has the same URL and checksum is not downloaded again.
+      - With O(checksum), a volume whose recorded upload has the same URL and checksum is not downloaded again,
+        and with O(cache) another volume from the same checksum is made from the cached image.
+      - An xz, gzip or zstd compressed image is decompressed while it is downloaded.
     type: str
     version_added: 0.1.0
   checksum:
@@ -150,7 +164,23 @@ options:
       - Expected checksum of the download, C(<algorithm>:<hex digest>), for example
         V(sha256:9f86d081884c7d65...). Algorithms md5, sha1, sha224, sha256, sha384, sha512. A mismatch fails
         the task before anything changes.
+      - The checksum is that of the file as published (the compressed file for a C(.xz) image), as
+        distributions list them in their C(SHA256SUMS).
     type: str
+    version_added: 0.1.0
+  cache:
+    description:
+      - Keep a downloaded O(url) image with a O(checksum) in the image cache on the managed host, so that
+        another volume from the same checksum (another guest, a re-run after the volume was removed) is made
+        without downloading it again. Without O(checksum) nothing is cached.
+      - The cache is C(/var/cache/virtops-libvirt/images/) (as root; else C(~/.cache/virtops-libvirt/images/)),
+        set E(VIRTOPS_LIBVIRT_CACHE_DIR) to move it. It holds the decompressed image as
+        C(<algorithm>-<hex digest>) and a C(.json) beside it with its content digest and the file's identity;
+        an entry whose file changed since is not used. The module never removes entries; delete the files to
+        free the space (for example C(find /var/cache/virtops-libvirt/images -atime +30 -delete)).
+      - Check mode uses the cache but never writes it.
+    type: bool
+    default: true
     version_added: 0.1.0
   validate_certs:
     description: Verify TLS certificates of O(url).
@@ -235,6 +265,14 @@ EXAMPLES = r"""
     url: https://images.example.com/cloud.qcow2
     checksum: sha256:5f1d2e3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e
     capacity: 20GiB
+
+- name: A cloud image, xz-compressed, as a raw volume (decompressed, converted from qcow2, cached by checksum)
+  virtops.libvirt.volume:
+    pool: images
+    name: debian-12.raw
+    url: https://images.example.com/debian-12-genericcloud-amd64.qcow2.xz
+    checksum: sha256:7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b
+    format: raw
 
 - name: A copy-on-write overlay of the base image for one guest
   virtops.libvirt.volume:

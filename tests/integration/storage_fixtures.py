@@ -30,6 +30,8 @@ POOL_ROOT = Path('/var/lib/libvirt/images') / (PREFIX + 'storage')
 STATE_DIR = Path(tempfile.gettempdir()) / (PREFIX + 'state')
 MODULE_ENV = {
     'VIRTOPS_LIBVIRT_STATE_DIR': str(STATE_DIR),
+    # the image cache of volume url= downloads: removed with the state directory
+    'VIRTOPS_LIBVIRT_CACHE_DIR': str(STATE_DIR / 'image-cache'),
     # the loopback HTTP server must never be reached through a proxy
     'no_proxy': '127.0.0.1,localhost',
     'NO_PROXY': '127.0.0.1,localhost',

@@ -309,13 +309,15 @@ def test_qcow2_image_upload(dir_pool, tmp_path):
     v = vol(dir_pool, 'disk.qcow2')
     assert images_equal(v.path(), str(img))
     assert qemu_img_info(v.path())[0]['format'] == 'qcow2'
-    res = failed(run('volume', dict(pool=p, name='wrong.raw', src=str(img), format='raw')), 'format')
-    assert 'qcow2' in res['msg']
+    # a qcow2 image into a raw volume is converted (tests/integration/test_volume_image.py)
+    res = ok(run('volume', dict(pool=p, name='conv.raw', src=str(img), format='raw')))
+    assert res['volume']['format'] == 'raw' and res['volume']['capacity'] == 20 * MiB
+    assert qemu_img_info(vol(dir_pool, 'conv.raw').path())[0]['format'] == 'raw'
     over = tmp_path / 'overlay.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', str(img), '-F', 'qcow2', str(over)], check=True)
     res = failed(run('volume', dict(pool=p, name='over.qcow2', src=str(over))), 'src')
     assert 'backing file' in res['msg']
-    assert vol(dir_pool, 'wrong.raw') is None and vol(dir_pool, 'over.qcow2') is None
+    assert vol(dir_pool, 'over.qcow2') is None
 
 
 def test_url_download_with_checksum(dir_pool, http_server):
@@ -425,15 +427,20 @@ def test_volume_examples_run(dir_pool, tmp_path, http_server):
     url, root, _requests = http_server
     cloud = root / 'cloud.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(cloud), '1G'], check=True)
+    xz = root / 'cloud.qcow2.xz'
+    xz.write_bytes(subprocess.run(['xz', '-c', str(cloud)], capture_output=True, check=True).stdout)
     mapping = {
         'images': p,
         '/var/tmp/base.raw': str(base_src),
         'https://images.example.com/cloud.qcow2': url + '/cloud.qcow2',
         'sha256:5f1d2e3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e': 'sha256:'
         + hashlib.sha256(cloud.read_bytes()).hexdigest(),
+        'https://images.example.com/debian-12-genericcloud-amd64.qcow2.xz': url + '/cloud.qcow2.xz',
+        'sha256:7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b': 'sha256:'
+        + hashlib.sha256(xz.read_bytes()).hexdigest(),
     }
     tasks = example_tasks('volume')
-    assert len(tasks) == 8
+    assert len(tasks) == 9
     for module, example_args, title in tasks:
         args = substitute(example_args, mapping)
         res = run(module, args)
@@ -442,6 +449,6 @@ def test_volume_examples_run(dir_pool, tmp_path, http_server):
         assert not ok(run(module, args))['changed'], title
     dir_pool.refresh(0)
     names = sorted(v.name() for v in dir_pool.listAllVolumes(0))
-    assert names == ['base.raw', 'cloud.qcow2', 'web1.qcow2', 'web2.qcow2', 'web3.raw']
+    assert names == ['base.raw', 'cloud.qcow2', 'debian-12.raw', 'web1.qcow2', 'web2.qcow2', 'web3.raw']
     assert vol(dir_pool, 'web1.qcow2').info()[1] == 20 * 1024 * MiB
     assert vol(dir_pool, 'cloud.qcow2').info()[1] == 20 * 1024 * MiB

@@ -34,6 +34,8 @@ DOC = ROOT / 'docs' / 'reliability.md'
 STATE_DIR = Path(tempfile.gettempdir()) / (PREFIX + 'reliability-state')
 MODULE_ENV = {
     'VIRTOPS_LIBVIRT_STATE_DIR': str(STATE_DIR),
+    # the image cache of volume url= downloads: removed with the state directory
+    'VIRTOPS_LIBVIRT_CACHE_DIR': str(STATE_DIR / 'image-cache'),
     'no_proxy': '127.0.0.1,localhost',
     'NO_PROXY': '127.0.0.1,localhost',
 }

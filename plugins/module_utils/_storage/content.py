@@ -23,6 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     redact,
     redact_url,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
 
 CHUNK = 1024 * 1024
 _ZERO_CHUNK = bytes(CHUNK)
@@ -270,6 +271,75 @@ def upload_file(client, vol, path, what, identity=None):
         )
 
 
+def fill_local(src, dst, identity, digest, option, convert=None):
+    """Write the image ``src`` into the volume file ``dst`` on this machine (new, empty, as
+    libvirt created it): a sparse local copy (:func:`image.sparse_copy`), or ``qemu-img convert``
+    when ``convert`` is ``(image format, volume format)``.
+
+    ``identity``: :func:`file_identity` of ``src`` when it was planned; the copy fails with
+    InvalidParameter(option, 'changed while uploading') when the file is not that file any more
+    or changes meanwhile. ``digest`` None: the content digest is measured while the data is
+    copied (a second reader of the same page cache, in a thread). Returns the digest."""
+    import threading
+
+    box = {}
+
+    def measure():
+        try:
+            box['measured'] = measure_file(src)
+        except OSError as exc:
+            box['error'] = exc
+
+    thread = None
+    if digest is None:
+        thread = threading.Thread(target=measure, daemon=True)
+        thread.start()
+    try:
+        if convert:
+            if file_identity(os.stat(src)) != tuple(identity):
+                raise InvalidParameter(option, 'changed before it was copied: %s' % src)
+            I.convert(src, convert[0], dst, convert[1], into_existing=True)
+        else:
+            _copy_local(src, dst, identity, option)
+    finally:
+        if thread is not None:
+            thread.join()
+    if thread is not None:
+        if 'error' in box or box['measured'][1] != tuple(identity):
+            raise InvalidParameter(
+                option,
+                'changed while uploading %s (%s); the upload is incomplete' % (src, box.get('error', 'modified')),
+            )
+        digest = box['measured'][0]
+    return digest
+
+
+def _copy_local(src, dst, identity, option):
+    try:
+        fd = os.open(src, os.O_RDONLY)
+    except OSError as exc:
+        raise InvalidParameter(option, 'cannot read %s: %s' % (src, exc.strerror)) from None
+    try:
+        if file_identity(os.fstat(fd)) != tuple(identity):
+            raise InvalidParameter(option, 'changed before it was copied: %s' % src)
+        out = os.open(dst, os.O_WRONLY)
+        try:
+            try:
+                I.sparse_copy(fd, out, identity[2])
+            except OSError as exc:
+                if exc.errno == errno.EIO and 'shrank' in str(exc):
+                    raise InvalidParameter(option, 'changed while uploading %s: %s' % (src, exc)) from None
+                raise
+        finally:
+            os.close(out)
+        if file_identity(os.fstat(fd)) != tuple(identity):
+            raise InvalidParameter(
+                option, 'changed while uploading %s (size, modification time or links); the upload is incomplete' % src
+            )
+    finally:
+        os.close(fd)
+
+
 def volume_equals_file(client, vol, path, what):
     """True when the volume's content is the file's content (zero-extended): a sparse download
     compared as it arrives, stopping at the first difference."""
@@ -370,18 +440,26 @@ def _expected_length(response):
     return length if length >= 0 else None
 
 
-def download_url(url, directory, checksum, validate_certs, timeout):
-    """Fetch ``url`` into a sparse temp file; verify that all of it arrived (Content-Length, or
-    the chunked/gzip framing) and ``checksum`` ((algo, hex) or None).
+def download_url(url, directory, checksum, validate_certs, timeout, cache=None):
+    """Fetch ``url`` into a sparse temp file in ``directory``, decompressing an xz/gz/zst image
+    on the way (magic bytes; see :func:`image.compression`); verify that all of it arrived
+    (Content-Length, or the chunked/gzip framing) and ``checksum`` ((algo, hex) or None, over
+    the bytes as published, compressed or not).
 
-    Returns ``(path, content digest, size)``; raises InvalidParameter naming url/checksum. Nothing
-    but the temp file is touched, and that is removed on every failure: a short read (a server
-    that closes the connection early, a reset) never reaches a volume. Messages show the URL with
-    its userinfo redacted.
+    ``cache``: an :class:`image.ImageCache` to store the verified image in (then the file is
+    written in the cache directory and becomes the entry; it is not a temp file).
+
+    Returns ``(path, content digest, size)``; the digest and size are of the image as it is
+    uploaded (decompressed). Raises InvalidParameter naming url/checksum. Nothing but the temp
+    file is touched, and that is removed on every failure: a short read (a server that closes the
+    connection early, a reset) never reaches a volume. Messages show the URL with its userinfo
+    redacted.
     """
     # imported here: only downloads need them (http.client pulls in the email package), and
     # import time counts on every task
     from http.client import HTTPException
+    from itertools import chain
+    from urllib.parse import urlsplit
 
     from ansible.module_utils.urls import ConnectionError as UrlConnectionError
     from ansible.module_utils.urls import SSLValidationError, open_url
@@ -394,57 +472,82 @@ def download_url(url, directory, checksum, validate_certs, timeout):
         code = getattr(exc, 'code', None)
         reason = ('HTTP %s %s' % (code, getattr(exc, 'reason', ''))).strip() if code else str(exc)
         raise InvalidParameter('url', 'cannot download %s: %s' % (shown, redact(reason, url))) from None
-    content = ContentDigest()
     verify = hashlib.new(checksum[0]) if checksum else None
     expected = _expected_length(response)
-    fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
-    total = 0
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            while True:
-                try:
-                    chunk = response.read(CHUNK)
-                except (OSError, HTTPException, EOFError, ValueError) as exc:
-                    # IncompleteRead (chunked), a reset, a truncated gzip stream
-                    raise InvalidParameter(
-                        'url',
-                        'download of %s broke off after %d bytes: %s; nothing was changed'
-                        % (shown, total, redact(str(exc) or type(exc).__name__, url)),
-                    ) from None
-                if not chunk:
-                    break
-                content.update(chunk)
-                if verify is not None:
-                    verify.update(chunk)
-                if chunk == _ZERO_CHUNK[: len(chunk)]:
-                    out.seek(len(chunk), os.SEEK_CUR)  # keep zeros as a hole
-                else:
-                    out.write(chunk)
-                total += len(chunk)
-                if expected is not None and total > expected:
-                    break  # more than announced: reported below
-            if expected is not None and total != expected:
-                # http.client ends a body quietly when the server closes the connection before
-                # Content-Length bytes arrived: a short read must not pass for the image
+    received = [0]
+
+    def body():
+        # the bytes as published: counted and checksummed before any decompression
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except (OSError, HTTPException, EOFError, ValueError) as exc:
+                # IncompleteRead (chunked), a reset, a truncated gzip stream
                 raise InvalidParameter(
                     'url',
-                    'download of %s is incomplete: the server announced %d bytes (Content-Length) '
-                    'but sent %s%d; nothing was changed'
-                    % (shown, expected, 'more than ' if total > expected else '', total),
+                    'download of %s broke off after %d bytes: %s; nothing was changed'
+                    % (shown, received[0], redact(str(exc) or type(exc).__name__, url)),
+                ) from None
+            if not chunk:
+                break
+            if verify is not None:
+                verify.update(chunk)
+            received[0] += len(chunk)
+            yield chunk
+            if expected is not None and received[0] > expected:
+                break  # more than announced: reported below
+        if expected is not None and received[0] != expected:
+            # http.client ends a body quietly when the server closes the connection before
+            # Content-Length bytes arrived: a short read must not pass for the image
+            raise InvalidParameter(
+                'url',
+                'download of %s is incomplete: the server announced %d bytes (Content-Length) '
+                'but sent %s%d; nothing was changed'
+                % (shown, expected, 'more than ' if received[0] > expected else '', received[0]),
+            )
+
+    content = ContentDigest()
+    if cache is not None:
+        try:
+            fd, path = cache.temp()
+        except OSError as exc:
+            response.close()
+            raise OperationFailed('cannot write into the image cache %s: %s' % (cache.directory, exc)) from None
+    else:
+        fd, path = tempfile.mkstemp(dir=directory, prefix='virtops-volume-')
+    try:
+        try:
+            raw = body()
+            first = next(raw, b'')
+            kind = I.compression('url', urlsplit(url).path, first)
+            chunks = chain([first], raw)
+            if kind:
+                chunks = I.decompressed(kind, chunks, 'url', shown)
+            total = I.write_sparse(fd, _digested(chunks, content))
+        finally:
+            os.close(fd)
+            response.close()
+        if checksum:
+            got = verify.hexdigest()
+            if got != checksum[1]:
+                raise InvalidParameter(
+                    'checksum', 'mismatch for %s: %s is %s, expected %s' % (shown, checksum[0], got, checksum[1])
                 )
-            out.truncate(total)
+        digest = content.hexdigest()
+        if cache is not None:
+            path = cache.store(path, digest, shown)
     except (InvalidParameter, OSError) as exc:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         if isinstance(exc, OSError):
             raise OperationFailed('cannot store the download of %s: %s' % (shown, exc)) from None
         raise
-    finally:
-        response.close()
-    if checksum:
-        got = verify.hexdigest()
-        if got != checksum[1]:
-            os.unlink(path)
-            raise InvalidParameter(
-                'checksum', 'mismatch for %s: %s is %s, expected %s' % (shown, checksum[0], got, checksum[1])
-            )
-    return path, content.hexdigest(), total
+    return path, digest, total
+
+
+def _digested(chunks, digest):
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

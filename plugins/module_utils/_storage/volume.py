@@ -214,6 +214,9 @@ class VolumeManager(Manager):
             vol = lookup_volume(self.client, pool, self.name) if pool is not None else None
             if vol is None:
                 raise ObjectNotFound('%s: removed by another run meanwhile' % self.what)
+        for step in plan.steps:
+            if step.action == 'upload_new' and step.outcome:
+                self.digest = step.outcome  # measured while the image was copied
         after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
         self.result.set_diff(plan.before, _render(after_xml, self.digest), plan.before_header, plan.after_header)
         return dict(volume=self._describe(vol, after_xml))
@@ -401,15 +404,25 @@ class VolumeManager(Manager):
         return dict(capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
 
     def _resolve_content(self, vol, want):
-        """Where the content comes from, its content digest, and whether it must be uploaded."""
+        """Where the content comes from, its content digest, and whether it must be uploaded.
+
+        The image is decompressed (xz, gz, zst) and, when the volume's format differs, converted
+        only when it must be uploaded or compared. A new volume in a file pool on this machine
+        is written by a local sparse copy (or ``qemu-img convert``) into the file libvirt
+        created; its content digest is then measured while it is copied (``digest`` None)."""
         # imported here: only tasks with src/url need it, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
+        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
 
         params = self.params
         file_pool = self.ptype in S.FILE_POOL_TYPES
+        # the module writes the volume's file itself when it can (checked again on the file)
+        local = file_pool and self.client.is_local and not self.client.is_test_driver
+        tmpdir = self.client.module.tmpdir
         record = self.records.load(vol.key(), vol.path()) if vol is not None else None
         if record:
             want['before_content'] = record.get('content')
+        option = 'url' if params.get('url') else 'src'
         if params.get('url'):
             VC.check_url(params['url'])
             checksum = S.parse_checksum(params.get('checksum'))
@@ -418,55 +431,89 @@ class VolumeManager(Manager):
             label = redact_url(params['url'])
             if record and checksum and record.get('url') == label and record.get('checksum') == '%s:%s' % checksum:
                 return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
-            path, digest, _size = VC.download_url(
-                params['url'], self.client.module.tmpdir, checksum, params['validate_certs'], params['url_timeout']
-            )
-            self._tempfiles.append(path)
+            cache = I.ImageCache(checksum) if checksum and params.get('cache') else None
+            hit = cache.lookup() if cache is not None else None
+            if hit is not None:
+                path, digest, _size = hit  # downloaded before: not again
+            else:
+                path, digest, _size = VC.download_url(
+                    params['url'],
+                    tmpdir,
+                    checksum,
+                    params['validate_certs'],
+                    params['url_timeout'],
+                    cache=None if self.check_mode else cache,
+                )
+                if cache is None or self.check_mode:
+                    self._tempfiles.append(path)
             identity = VC.file_identity(os.stat(path))
             extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
+            kind = None
         else:
-            path = params['src']
-            label = path
+            path = label = params['src']
             if not os.path.exists(path):
                 raise InvalidParameter('src', 'no such file on the managed host: %s' % path)
             if os.path.isdir(path):
                 raise InvalidParameter('src', '%s is a directory, not an image file' % path)
             try:
-                digest, identity = VC.measure_file(path)
+                identity = VC.file_identity(os.stat(path))
+                kind = I.compression('src', path, VC.read_header(path, 8))
             except OSError as exc:
                 raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-            extra = dict(src=path)
+            extra = dict(src=path, source_identity=list(identity))
+            known = record.get('image') if record and record.get('src') == path else None
+            if known and record.get('source_identity') == list(identity):
+                # the very file uploaded before (same inode, size, mtime and ctime): unchanged
+                return self._unchanged(want, label, record.get('content'), known)
+            if vol is None and local and not kind and not self.check_mode:
+                digest = None  # measured while it is copied (import at disk speed)
+            else:
+                try:
+                    digest, identity = VC.measure_file(path)
+                except OSError as exc:
+                    raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+                if known and record.get('content') == digest:
+                    # the same content as uploaded before (a copy, a touch): nothing to read
+                    content = self._unchanged(want, label, digest, known)
+                    content['refresh_record'] = True
+                    content['record'] = dict(record, **extra)
+                    return content
+            if kind:
+                path = I.decompress_file('src', path, kind, tmpdir)
+                self._tempfiles.append(path)
+                identity = VC.file_identity(os.stat(path))
         header = VC.read_header(path)
         detected, virtual_size, has_backing = S.probe_image(header)
         if has_backing:
             raise InvalidParameter(
-                'url' if params.get('url') else 'src',
+                option,
                 '%s is a qcow2 image that references a backing file; flatten it first '
                 '(qemu-img convert) or upload the backing image as its own volume' % label,
             )
         fmt = want['format'] or (vol is not None and self._vol_summary(vol)['format']) or None
+        convert = None
         if file_pool:
             if fmt and fmt != detected and (detected == 'qcow2' or fmt == 'qcow2'):
-                raise InvalidParameter('format', '%s holds a %s image but format is %s' % (label, detected, fmt))
+                I.qemu_img()  # there, or the task fails now, naming format
+                convert = (detected, fmt)
             if not want['format'] and vol is None:
                 want['format'] = detected
         size = identity[2]
-        content_capacity = virtual_size if detected == 'qcow2' and file_pool else size
-        if want['capacity'] is not None and want['capacity'] < content_capacity:
-            raise InvalidParameter(
-                'capacity',
-                '%s is smaller than the image to upload (%s)' % (human(want['capacity']), human(content_capacity)),
-            )
+        image = dict(format=detected, capacity=virtual_size if detected == 'qcow2' and file_pool else size, size=size)
+        self._check_capacity(want, image)
         content = dict(
             label=label,
             path=path,
             digest=digest,
             identity=identity,
             size=size,
-            capacity=content_capacity,
-            qcow2=detected == 'qcow2' and file_pool,
-            record=dict(extra, content=digest, size=size),
+            capacity=image['capacity'],
+            qcow2=file_pool and (convert[1] if convert else detected) == 'qcow2',
+            record=dict(extra, content=digest, size=size, image=image),
             upload=True,
+            convert=convert,
+            local=local and vol is None,
+            tmpdir=tmpdir,
         )
         if vol is not None:
             if record and record.get('content') == digest:
@@ -476,12 +523,31 @@ class VolumeManager(Manager):
                     extra.get('checksum'),
                 ):
                     content['refresh_record'] = True
-            elif not record:
+                return content
+            # replaced (or compared) through libvirt: the bytes the volume is to hold
+            if convert:
+                content['path'] = I.convert_to_temp(path, convert[0], convert[1], tmpdir)
+                self._tempfiles.append(content['path'])
+                content['identity'] = VC.file_identity(os.stat(content['path']))
+                content['convert'] = None
+            if not record:
                 # no record of an upload: adopt the volume when it already holds this content
-                if VC.volume_equals_file(self.client, vol, path, self.what + ' compare'):
+                if VC.volume_equals_file(self.client, vol, content['path'], self.what + ' compare'):
                     content['upload'] = False
                     content['refresh_record'] = True
         return content
+
+    def _check_capacity(self, want, image):
+        if want['capacity'] is not None and want['capacity'] < image['capacity']:
+            raise InvalidParameter(
+                'capacity',
+                '%s is smaller than the image to upload (%s)' % (human(want['capacity']), human(image['capacity'])),
+            )
+
+    def _unchanged(self, want, label, digest, image):
+        """The content of a volume that holds its source already (known from its record)."""
+        self._check_capacity(want, image)
+        return dict(label=label, path=None, digest=digest, upload=False, record=None, capacity=image['capacity'])
 
     # ------------------------------------------------------------------------------------
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     ConnectionFailed,
+    InvalidParameter,
     LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
@@ -252,8 +254,67 @@ def create(client, pool_name, name, what, xml, clone=None, note=None):
 
 
 def upload_new(client, pool_name, name, what, content):
-    """Upload the content into the volume just created."""
-    upload(client, pool_name, name, what, _volume(client, pool_name, name, what), content)
+    """Fill the volume just created and record it; returns the content digest (the step's
+    outcome: for a local copy it is measured while the image is copied).
+
+    In a file pool on this machine the module writes the file libvirt created (so owner, mode
+    and label are libvirt's) with a sparse local copy, or ``qemu-img convert`` into it; when that
+    file is not the daemon's file (another mount namespace) the upload goes through libvirt."""
+    # imported here: only uploads need it, and module start-up time counts
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
+
+    vol = _volume(client, pool_name, name, what)
+    option = 'src' if 'src' in (content.get('record') or {}) else 'url'
+    path = vol.path()
+    if content.get('local') and _same_file(client, vol, path, what):
+        try:
+            digest = VC.fill_local(
+                content['path'], path, content['identity'], content['digest'], option, content.get('convert')
+            )
+        except OSError as exc:
+            raise OperationFailed('%s: writing %s failed: %s' % (what, path, exc)) from None
+        _records(client).save(vol.key(), dict(content['record'], content=digest, uploaded=now()), path)
+        return digest
+    content = dict(content)
+    if content['digest'] is None:
+        try:
+            digest, identity = VC.measure_file(content['path'])
+        except OSError as exc:
+            raise InvalidParameter(option, 'cannot read %s: %s' % (content['path'], exc)) from None
+        if identity != content['identity']:
+            raise InvalidParameter(option, 'changed while uploading %s; the upload is incomplete' % content['path'])
+        content['digest'] = digest
+        content['record'] = dict(content['record'], content=digest)
+    converted = None
+    if content.get('convert'):
+        converted = I.convert_to_temp(content['path'], *content['convert'], directory=content['tmpdir'])
+        content['path'], content['identity'] = converted, VC.file_identity(os.stat(converted))
+    try:
+        upload(client, pool_name, name, what, vol, content)
+    finally:
+        if converted:
+            os.unlink(converted)
+    return content['digest']
+
+
+def _same_file(client, vol, path, what):
+    """Whether ``path`` on this machine is the file of ``vol`` as libvirtd sees it: a daemon in
+    another mount namespace (a container, a test host) sees other files under the same path.
+    libvirt reports the file's ctime (nanoseconds), which nobody can set: equal, it is the file."""
+    stamp = X.findtext(X.parse(client.call(vol.XMLDesc, 0, what=what)), 'target/timestamps/ctime')
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    if not stamp or not stat.S_ISREG(info.st_mode):
+        return False
+    seconds, _dot, fraction = stamp.partition('.')
+    try:
+        nanoseconds = int(seconds) * 10**9 + int((fraction + '000000000')[:9])
+    except ValueError:
+        return False
+    return info.st_ctime_ns == nanoseconds
 
 
 def remove_new(client, pool_name, name, what, key, exc, note_uri=None):
