@@ -237,7 +237,7 @@ def test_user_with_authorized_key_and_password_hash(fleet, i):
 def test_write_files_and_runcmd(fleet, i):
     dom = fleet.dom(i)
     assert guest_read(dom, '/etc/virtops-ci') == b'written for guest %d\n' % (i + 1)
-    rc, mode = _exec(dom, 'stat', '-c', '%a', '/etc/virtops-ci')
+    rc, mode = _exec(dom, '/usr/bin/stat', '-c', '%a', '/etc/virtops-ci')
     assert (rc, mode.strip()) == (0, '640')
     hostname = [NAMES[0], SECOND_HOSTNAME][i]
     assert guest_read(dom, '/var/tmp/virtops-runcmd') == ('runcmd on %s\n' % hostname).encode()
