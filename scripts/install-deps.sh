@@ -12,6 +12,8 @@ PACKAGES=(
   qemu-guest-agent busybox-static cpio kmod zstd xz-utils
   # storage tests and schema validation
   parted e2fsprogs libxml2-utils util-linux iproute2
+  # reading the cloud-init seed ISO back in tests (isoinfo); the modules never need it
+  genisoimage
   # the test fleet of hypervisors reached over SSH (tests/hosts/fleet.sh): an sshd per host,
   # the controller's ssh and ssh-keygen
   openssh-server openssh-client
