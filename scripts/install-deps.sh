@@ -14,6 +14,8 @@ PACKAGES=(
   mmdebstrap
   # storage tests and schema validation
   parted e2fsprogs libxml2-utils util-linux iproute2
+  # reading the cloud-init seed ISO back in tests (isoinfo); the modules never need it
+  genisoimage
   # the test fleet of hypervisors reached over SSH (tests/hosts/fleet.sh): an sshd per host,
   # the controller's ssh and ssh-keygen
   openssh-server openssh-client
