@@ -421,9 +421,9 @@ options:
         RV(reboot_required=true) for a running guest, because cloud-init reads the seed when the guest boots. If the
         instance-id stays the same, a warning says that cloud-init runs its per-instance modules (users, write_files,
         runcmd...) again only when the instance-id changes.
-      - Secrets are found in O(cloud_init.user_data) and O(cloud_init.network_config) by key name: keys
+      - Secrets are found in O(cloud_init.user_data) and O(cloud_init.network_config) by key name (keys
         containing C(pass) (C(passwd), C(hashed_passwd), C(plain_text_passwd), C(password)), C(secret),
-        C(token), C(private) or C(psk), plus C(chpasswd.list) and private key blocks. Their values are
+        C(token), C(private) or C(psk), plus C(chpasswd.list)) and as private key blocks. Their values are
         masked wherever Ansible prints the task. The diff shows the seed's files with those values replaced by
         C(<secret>). A user-data that is not C(#cloud-config), such as a script, is shown by its digest only. Secrets
         inside a script are not detected; use C(no_log) on such a task.

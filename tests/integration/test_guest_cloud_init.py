@@ -44,7 +44,7 @@ def seed_files(qemu, pool, volume):
             if child.is_dot() or child.is_dotdot():
                 continue
             name = child.rock_ridge.name().decode()
-            out = [io.BytesIO() for _ in range(3)]
+            out = [io.BytesIO(), io.BytesIO(), io.BytesIO()]
             iso.get_file_from_iso_fp(out[0], rr_path='/' + name)
             iso.get_file_from_iso_fp(out[1], joliet_path='/' + name)
             iso.get_file_from_iso_fp(out[2], iso_path='/' + child.file_identifier().decode())

@@ -19,6 +19,7 @@ No libvirt here: the guest manager reads and compares, ``_guest/apply.py`` write
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import struct
 
@@ -67,7 +68,7 @@ def _scalar(value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return '.nan'
         if value in (float('inf'), float('-inf')):
             return '.inf' if value > 0 else '-.inf'
