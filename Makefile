@@ -54,9 +54,13 @@ $(VENV)/.installed-ecosystem: $(VENV)/.installed $(ROOT)/requirements-ecosystem.
 libvirt:
 	@bash $(ROOT)/scripts/setup-libvirt.sh
 
+# the tiny busybox test guest, and the real Debian cloud image with cloud-init (mmdebstrap, ~1 min
+# once; both cached by a key of package versions + builder script, a re-run is a ~1 s no-op)
 image:
 	@bash $(ROOT)/scripts/build-test-image.sh $(CACHE)/image
 	@bash $(ROOT)/scripts/install-test-image.sh $(CACHE)/image
+	@bash $(ROOT)/scripts/build-cloud-image.sh $(CACHE)/cloud-image
+	@bash $(ROOT)/scripts/install-cloud-image.sh $(CACHE)/cloud-image >/dev/null
 
 collection:
 	@mkdir -p $(COLL_ROOT)/ansible_collections/virtops

@@ -10,8 +10,12 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
   # the test guest image (direct kernel boot + busybox initramfs + qemu-ga)
   qemu-guest-agent busybox-static cpio kmod zstd xz-utils
+  # the real cloud image with cloud-init (scripts/build-cloud-image.sh)
+  mmdebstrap
   # storage tests and schema validation
   parted e2fsprogs libxml2-utils util-linux iproute2
+  # reading the cloud-init seed ISO back in tests (isoinfo); the modules never need it
+  genisoimage
   # the test fleet of hypervisors reached over SSH (tests/hosts/fleet.sh): an sshd per host,
   # the controller's ssh and ssh-keygen
   openssh-server openssh-client

@@ -409,6 +409,68 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  cloud_init:
+    description:
+      - A cloud-init NoCloud seed for the guest, as cloud images expect it. The module writes the files
+        C(user-data), C(meta-data) and (with O(cloud_init.network_config)) C(network-config) into an ISO 9660
+        image (Joliet and Rock Ridge names, volume label C(cidata)), built in pure Python on the managed host, stores
+        it as the raw volume C(<name>-cidata.iso) in O(cloud_init.pool) and attaches it as a read-only CD-ROM
+        (bus C(sata) on q35 machines, C(ide) on pc/i440fx, C(scsi) elsewhere).
+      - Idempotent. The same options give the same image byte for byte, and the module compares it with the
+        volume's content (a seed is small). When the content differs, the module rebuilds the volume and returns
+        RV(reboot_required=true) for a running guest, because cloud-init reads the seed when the guest boots. If the
+        instance-id stays the same, a warning says that cloud-init runs its per-instance modules (users, write_files,
+        runcmd...) again only when the instance-id changes.
+      - Secrets are found in O(cloud_init.user_data) and O(cloud_init.network_config) by key name (keys
+        containing C(pass) (C(passwd), C(hashed_passwd), C(plain_text_passwd), C(password)), C(secret),
+        C(token), C(private) or C(psk), plus C(chpasswd.list)) and as private key blocks. Their values are
+        masked wherever Ansible prints the task. The diff shows the seed's files with those values replaced by
+        C(<secret>). A user-data that is not C(#cloud-config), such as a script, is shown by its digest only. Secrets
+        inside a script are not detected; use C(no_log) on such a task.
+      - Omitted, the module leaves an existing seed CD-ROM and its volume as they are, and O(disks) never removes
+        the seed CD-ROM. With O(cloud_init.state=absent) the CD-ROM is detached and the volume deleted. With
+        O(state=absent), the module deletes the seed volume with the guest, whatever O(delete_volumes) says, because
+        the module made that volume for this guest only.
+      - Mutually exclusive with O(xml).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      user_data:
+        description:
+          - The user-data. A dict is written as C(#cloud-config) followed by the dict as YAML. A string is written
+            as it is (a C(#cloud-config) text, a C(#!) script, a MIME multi-part document...).
+          - Omitted, the user-data file is empty.
+        type: raw
+        version_added: 0.1.0
+      meta_data:
+        description:
+          - The meta-data, as YAML. Defaults C(instance-id) and C(local-hostname) to the guest's O(name).
+            Keys given here override them.
+          - Change C(instance-id) to make cloud-init run its per-instance modules again on an existing guest.
+        type: dict
+        version_added: 0.1.0
+      network_config:
+        description:
+          - The network configuration (C(network-config) file), as cloud-init takes it. Netplan-style version 2
+            (C(version), C(ethernets)...) or version 1 (C(version), C(config)).
+          - Omitted, there is no network-config file and cloud-init uses its default (DHCP on the first NIC).
+        type: dict
+        version_added: 0.1.0
+      pool:
+        description:
+          - The storage pool of the seed volume. It must exist and be active.
+          - Defaults to the pool the seed is in already, else the pool of the guest's first disk when that disk is
+            a storage volume, else C(default).
+        type: str
+        version_added: 0.1.0
+      state:
+        description:
+          - V(absent) detaches the seed CD-ROM and deletes the seed volume.
+          - An empty O(cloud_init) (V({})) is a seed with only the default meta-data and an empty user-data.
+        type: str
+        choices: [present, absent]
+        default: present
+        version_added: 0.1.0
 seealso:
   - module: virtops.libvirt.guest_info
   - module: virtops.libvirt.guest_agent
@@ -462,6 +524,47 @@ EXAMPLES = r"""
     force: true
   when: result.reboot_required
 
+- name: A guest on a cloud image overlay, provisioned by cloud-init
+  virtops.libvirt.guest:
+    name: app1
+    memory: 1GiB
+    disks:
+      - target: vda
+        pool: default
+        volume: app1.qcow2
+    interfaces:
+      - source: default
+    cloud_init:
+      user_data:
+        users:
+          - name: admin
+            groups: [sudo]
+            shell: /bin/bash
+            ssh_authorized_keys:
+              - "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+        write_files:
+          - path: /etc/motd
+            content: |
+              Managed by Ansible
+        runcmd:
+          - systemctl enable --now qemu-guest-agent
+      network_config:
+        version: 2
+        ethernets:
+          eth0:
+            addresses: [198.51.100.10/28]
+            routes:
+              - to: default
+                via: 198.51.100.1
+    state: running
+    wait_for: agent
+
+- name: Detach the cloud-init seed and delete its volume
+  virtops.libvirt.guest:
+    name: app1
+    cloud_init:
+      state: absent
+
 - name: Remove a guest and the volumes of its disks
   virtops.libvirt.guest:
     name: web1
@@ -510,6 +613,32 @@ actions:
   type: list
   elements: str
   sample: ["disk vdb added", "guest 'web1' started"]
+cloud_init:
+  description: The guest's cloud-init seed after the task (predicted in check mode).
+  returned: when O(cloud_init) is given and O(state) is not V(absent)
+  type: dict
+  contains:
+    state:
+      description: V(present) or V(absent).
+      type: str
+      sample: present
+    pool:
+      description: The storage pool of the seed volume.
+      type: str
+      sample: default
+    volume:
+      description: The seed volume.
+      type: str
+      sample: app1-cidata.iso
+    sha256:
+      description: The SHA-256 of the seed image.
+      type: str
+      sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    files:
+      description: The files of the seed.
+      type: list
+      elements: str
+      sample: [meta-data, network-config, user-data]
 agent_wait_seconds:
   description: Seconds waited until the guest agent answered.
   returned: when O(wait_for=agent) and the guest was waited for

@@ -176,6 +176,13 @@ objects:
     failed:
       description: Whether applying this object failed (it was rolled back as its own module would).
       type: bool
+    reboot_required:
+      description:
+        - For a guest, RV(virtops.libvirt.guest#module:reboot_required) of M(virtops.libvirt.guest) - a change
+          the running guest sees only after a restart (for example a rebuilt cloud-init seed).
+      type: bool
+      returned: for a guest this task changed
+      version_added: 0.1.0
     msg:
       description: Why it failed.
       type: str

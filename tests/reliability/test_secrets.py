@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Secrets never leave the module: canary values for the connection ``password`` (SASL options;
 passing username/password to qemu:///system over the UNIX socket still connects) and for
-guest_agent's ``user_password`` are searched for - as given and base64-encoded, the way the agent
+guest_agent's ``user_password`` (also as the passwords of a ``guest`` ``cloud_init`` user-data) are
+searched for - as given and base64-encoded, the way the agent
 protocol carries them - in module results and diffs (success and failure paths), in the output
 and log of a real ``ansible-playbook -vvv --diff`` run, and in libvirt's logs.
 
@@ -44,6 +45,19 @@ def shadow(dom):
         if line.startswith('tester:'):
             return line.split(':')[1]
     return None
+
+
+def seed_args(secret):
+    """guest's cloud_init with ``secret`` as a password, a password hash and a chpasswd entry in
+    the user-data, in a pool that does not exist (refused before anything is made)."""
+    return dict(
+        pool='virtops-no-such-pool',
+        user_data={
+            'users': [{'name': 'tester', 'passwd': secret, 'lock_passwd': False}],
+            'chpasswd': {'expire': False, 'list': 'root:%s\n' % secret},
+            'password': secret,
+        },
+    )
 
 
 def test_secrets_never_leak(agent_guest, tmp_path, capfd):
@@ -105,6 +119,18 @@ def test_secrets_never_leak(agent_guest, tmp_path, capfd):
             False,
         ),
         ('argument error (unknown option)', 'guest', dict(auth, name=name, bogus_option=canaries['password']), False),
+        (
+            'cloud_init user-data, refused pool (check mode)',
+            'guest',
+            dict(auth, name=name + '-seed', memory='64MiB', cloud_init=seed_args(canaries['user_password'])),
+            True,
+        ),
+        (
+            'cloud_init user-data, refused pool',
+            'guest',
+            dict(auth, name=name + '-seed', memory='64MiB', cloud_init=seed_args(canaries['user_password'])),
+            False,
+        ),
     ]
     problems = []
     outcomes = []
@@ -164,6 +190,19 @@ def test_secrets_never_leak(agent_guest, tmp_path, capfd):
                     name: %(name)s
                     cpu: not a dict
                   ignore_errors: true
+                - name: A cloud-init seed with passwords in its user-data (its pool does not exist)
+                  virtops.libvirt.guest:
+                    name: %(name)s-seed
+                    memory: 64MiB
+                    cloud_init:
+                      pool: virtops-no-such-pool
+                      user_data:
+                        users:
+                          - name: tester
+                            passwd: "{{ user_password }}"
+                        chpasswd:
+                          list: "root:{{ user_password }}"
+                  ignore_errors: true
                 - name: No daemon at this socket
                   virtops.libvirt.host_info:
                     uri: qemu+unix:///system?socket=/nonexistent/libvirt-sock
@@ -195,7 +234,8 @@ def test_secrets_never_leak(agent_guest, tmp_path, capfd):
     leaked = [(place, found) for place, found in places if found]
     lines = [
         'Canaries: the connection `password` (SASL options, qemu:///system over the UNIX socket) and',
-        "guest_agent's `user_password`, each searched for as given and base64-encoded.",
+        "guest_agent's `user_password` (also given as passwords in guest's `cloud_init` user-data),",
+        'each searched for as given and base64-encoded.',
         '',
         '| where | leaks |',
         '|---|---|',

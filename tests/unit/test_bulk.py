@@ -165,6 +165,21 @@ def test_one_task_converges_the_host_and_the_rerun_changes_nothing(capsys, names
     assert state(names) == made
 
 
+def test_a_guest_says_when_it_must_reboot_to_see_a_change(capsys, names):
+    args = host(names)
+    for guest in args['guests']:
+        guest['state'] = 'running'
+    assert run(capsys, **args)['_rc'] == 0
+    # more memory than the running guest has: the definition changes, the guest sees it at its next boot
+    args['guests'][1]['memory'] = '128M'
+    out = run(capsys, **args)
+    assert out['_rc'] == 0, out['msg']
+    by_name = {o['name']: o for o in out['objects']}
+    assert by_name[names + 'g2']['changed'] and by_name[names + 'g2']['reboot_required'] is True
+    assert not by_name[names + 'g1']['changed'] and 'reboot_required' not in by_name[names + 'g1']
+    assert all('reboot_required' not in o for o in out['objects'] if o['kind'] != 'guest')
+
+
 def test_removals_come_after_the_objects_made_and_in_reverse_order(capsys, names):
     args = host(names)
     assert run(capsys, **args)['_rc'] == 0

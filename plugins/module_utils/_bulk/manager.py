@@ -136,6 +136,9 @@ class ObjectsManager:
             if found is not None:
                 obj['actions'] = list(found.get('actions') or [])
                 obj['changed'] = bool(found.get('changed'))
+                if entry.kind == 'guest' and entry.error is None and 'reboot_required' in found:
+                    # what its own module says: a change the running guest sees only after a restart
+                    obj['reboot_required'] = bool(found['reboot_required'])
                 if entry.error is not None:
                     obj.update(failed=True, msg=found['msg'])
                 if obj['changed'] and self.diff_mode and found.get('diff'):

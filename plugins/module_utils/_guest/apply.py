@@ -354,3 +354,66 @@ def _persistent(client, dom):
         return bool(dom.isPersistent())
     except client.libvirt.libvirtError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the cloud-init seed (``cloud_init``)
+
+_CHUNK = 256 * 1024
+
+
+def write_seed(client, pool_name, name, data, replace):
+    """Write the seed image ``data`` as the raw volume ``name`` of pool ``pool_name`` through
+    libvirt's stream API (any pool type, local or remote): a volume that is there (``replace``)
+    is deleted first, so a running guest keeps reading the image it booted with until its
+    next start. A failed upload leaves no half-written volume behind."""
+    what = "cloud-init seed volume '%s/%s'" % (pool_name, name)
+    pool = client.lookup_again('pool', pool_name)
+    if replace:
+        delete_seed(client, pool_name, name)
+    root = X.element('volume')
+    X.sub(root, 'name', name)
+    X.sub(root, 'capacity', len(data), unit='bytes')
+    X.sub(X.sub(root, 'target'), 'format', type='raw')
+    vol = client.call(pool.createXML, X.tostring(root), 0, what=what)
+    lv = client.libvirt
+    stream = client.call('newStream', 0, what=what)
+    try:
+        vol.upload(stream, 0, len(data), 0)
+        offset = 0
+        while offset < len(data):
+            sent = stream.send(data[offset : offset + _CHUNK])
+            if sent < 0:
+                raise OperationFailed('%s: the upload stream refused data (%d)' % (what, sent))
+            offset += sent
+        stream.finish()
+    except (lv.libvirtError, OperationFailed) as exc:
+        try:
+            stream.abort()
+        except lv.libvirtError:
+            pass  # the stream is finished or broken already: nothing left to release
+        try:
+            vol.delete(0)
+        except lv.libvirtError:
+            pass  # the failure below names the upload; the next run writes the seed again
+        if isinstance(exc, OperationFailed):
+            raise
+        raise client.error(exc, what) from None
+
+
+def delete_seed(client, pool_name, name):
+    """Delete the seed volume (undo of its creation, ``state: absent`` of ``cloud_init``);
+    False when it was gone already."""
+    pool = client.lookup('pool', pool_name)
+    if pool is None:
+        return False
+    try:
+        vol = pool.storageVolLookupByName(name)
+    except client.libvirt.libvirtError:
+        return False
+    return client.call_unless_done(
+        vol.delete,
+        0,
+        done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'),
+        what="cloud-init seed volume '%s/%s'" % (pool_name, name),
+    )

@@ -58,6 +58,10 @@ class GuestManager(Manager):
         self.record_step = None  # a define from raw XML: its outcome is the definition read back
         self.live_steps = []
         self.wait_step = None
+        self.seed_diff = None  # (before, after) text of the cloud-init seed, when it changes
+        self.seed_changed = False  # the seed is (re)written: a running guest sees it at its next start
+        self.seed_info = None  # the result's cloud_init
+        self.seed_late = []  # steps after the (re)definition: old seed volumes deleted
 
     def applier(self):
         # imported here: only a change needs it, and module start-up time counts
@@ -93,12 +97,21 @@ class GuestManager(Manager):
                 self._plan_xml(plan, dom, desired_xml, current)
             else:
                 self._plan_typed(plan, dom, current)
+            for args in self.seed_late:
+                plan.add(*args)
             self._plan_state(plan, state, 'stopped' if dom is None else current, waits)
             self._plan_autostart(plan, dom)
-        if self.definition is not None:
-            plan.before, plan.after, plan.before_header, plan.after_header = self.definition
+        if self.definition is not None or self.seed_diff is not None:
+            before, after, before_header, after_header = self.definition or (
+                '',
+                '',
+                "guest '%s' (defined)" % self.name,
+                "guest '%s' (wanted)" % self.name,
+            )
+            before, after = self._with_seed(before, after)
+            plan.before, plan.after, plan.before_header, plan.after_header = before, after, before_header, after_header
             # a failure after the define reports the diff of what was done
-            self.result.set_diff(*self.definition)
+            self.result.set_diff(before, after, before_header, after_header)
         return plan
 
     def report(self, plan):
@@ -114,7 +127,13 @@ class GuestManager(Manager):
         reboot = self.reboot_required
         if self.params['state'] != 'restarted' and any(step.outcome is False for step in self.live_steps):
             reboot = True  # libvirt refused a live change: it applies at the next boot
-        return dict(guest=guest, reboot_required=reboot)
+        if self.seed_changed and self.state_before in ('running', 'paused') and guest['state'] in ('running', 'paused'):
+            # a running guest reads its seed at boot: it sees the new one after a restart
+            reboot = reboot or self.params['state'] != 'restarted'
+        out = dict(guest=guest, reboot_required=reboot)
+        if self.seed_info is not None:
+            out['cloud_init'] = self.seed_info
+        return out
 
     def failed(self, step, exc, undone, undo_error):
         """The start of a guest this task defined failed: the define was taken back (or could not
@@ -162,11 +181,23 @@ class GuestManager(Manager):
         definition = self.definition or (None, None, None, None)
         before_xml = definition[0] if definition[0] is not None else ('' if before == 'absent' else xml)
         after_xml = definition[1] if definition[1] is not None else xml
-        self.result.set_diff(
+        sides = self._with_seed(
             '<!-- state: %s -->\n%s' % (before, before_xml) if before != 'absent' else '',
             '<!-- state: %s -->\n%s' % (after, after_xml),
+        )
+        self.result.set_diff(
+            sides[0],
+            sides[1],
             definition[2] or "guest '%s'" % self.name,
             definition[3] or "guest '%s' (wanted)" % self.name,
+        )
+
+    def _with_seed(self, before, after):
+        """The sides of the diff with the cloud-init seed's files after the definition."""
+        if self.seed_diff is None:
+            return before, after
+        return tuple(
+            '\n'.join(part for part in (side, seed) if part) for side, seed in zip((before, after), self.seed_diff)
         )
 
     # ------------------------------------------------------------------------------------
@@ -269,6 +300,7 @@ class GuestManager(Manager):
         settle = {'running': 'running', 'restarted': 'running', 'paused': 'paused'}.get(self.params.get('state'))
         if desired_xml is None:
             spec = self._typed_spec()
+            self._plan_seed(plan, spec, None)
             domain_type = self._pick_domain_type(spec)
             tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
             self._check_agent_wait(tree, None)
@@ -323,6 +355,7 @@ class GuestManager(Manager):
                 "guest '%s' exists with type '%s'; the domain type of an "
                 'existing guest cannot be changed' % (self.name, defined.get('type')),
             )
+        self._plan_seed(plan, spec, defined)
         new_tree = copy.deepcopy(defined)
         changes = D.apply_spec(new_tree, spec)
         running = current in ('running', 'paused')
@@ -645,6 +678,191 @@ class GuestManager(Manager):
             plan.add(message, 'set_autostart', self.name, wanted, pending='autostart', undoes=False)
 
     # ------------------------------------------------------------------------------------
+    # the cloud-init seed (``cloud_init``)
+    def _plan_seed(self, plan, spec, defined):
+        """Plan the seed volume and its CD-ROM (``spec['seed_disk']``, which the definition then
+        gets) for the ``cloud_init`` option; nothing without it. The image is built here (the same
+        files give the same bytes) and compared with the volume's content: unchanged when equal."""
+        option = self.params.get('cloud_init')
+        if option is None:
+            return  # the seed CD-ROM (if any) is left as it is
+        # imported here: only cloud_init needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import seed as S
+
+        # secrets are masked wherever Ansible prints the task, before anything can fail
+        self.client.hide(
+            S.secret_values(option.get('user_data'))
+            | S.secret_values(option.get('meta_data'))
+            | S.secret_values(option.get('network_config'))
+        )
+        volume = D.seed_volume_name(self.name)
+        attached = (
+            [n for n in defined.findall('devices/disk') if D.is_seed_disk(n, self.name)] if defined is not None else []
+        )
+        attached_pools = list(dict.fromkeys(n.find('source').get('pool') for n in attached))
+        if option.get('pool'):
+            check_object_name('cloud_init.pool', option['pool'])
+        if option.get('state') == 'absent':
+            spec['seed_disk'] = False
+            befores = []
+            for pool_name in dict.fromkeys(attached_pools + ([option['pool']] if option.get('pool') else [])):
+                vol = self._seed_volume(pool_name, volume)
+                if vol is not None:
+                    befores.append(S.diff_text('%s/%s' % (pool_name, volume), S.read_iso(self._read_seed(vol) or b'')))
+                    self.seed_late.append(
+                        (
+                            "cloud-init seed volume '%s/%s' deleted" % (pool_name, volume),
+                            'delete_seed',
+                            pool_name,
+                            volume,
+                        )
+                    )
+            if befores:
+                self.seed_diff = ('\n'.join(befores), '')
+            self.seed_info = dict(state='absent', pool=None, volume=None, sha256=None, files=[])
+            return
+        for key, msg in S.check_option(option):
+            raise InvalidParameter('cloud_init.%s' % key, msg)
+        files = S.seed_files(self.name, option)
+        image = S.build_iso(files)
+        pool_name = option.get('pool') or (attached_pools[0] if attached_pools else None)
+        pool_name = pool_name or self._first_disk_pool(spec, defined) or 'default'
+        pool = self.client.lookup('pool', pool_name)
+        if pool is None and to_be_made(self.client, 'pool', pool_name) is None:
+            raise InvalidParameter(
+                'cloud_init.pool', "storage pool '%s' (for the cloud-init seed) does not exist" % pool_name
+            )
+        if pool is not None and not self.client.call(pool.isActive, what="storage pool '%s'" % pool_name):
+            raise InvalidParameter('cloud_init.pool', "storage pool '%s' is not active" % pool_name)
+        vol = self._seed_volume(pool_name, volume) if pool is not None else None
+        current = self._read_seed(vol) if vol is not None else None
+        type_node = defined.find('os/type') if defined is not None else None
+        machine = spec.get('machine') or (type_node.get('machine') if type_node is not None else None)
+        arch = spec.get('arch') or (type_node.get('arch') if type_node is not None else None)
+        bus = D.seed_bus(machine, arch)
+        spec['seed_disk'] = dict(
+            target=self._seed_target(spec, defined, attached, bus),
+            bus=bus,
+            device='cdrom',
+            pool=pool_name,
+            volume=volume,
+            format='raw',
+            readonly=True,
+        )
+        shown = '%s/%s' % (pool_name, volume)
+        self.seed_info = dict(
+            state='present', pool=pool_name, volume=volume, sha256=S.digest(image)[7:], files=sorted(files)
+        )
+        for old_pool in attached_pools:
+            if old_pool != pool_name and self._seed_volume(old_pool, volume) is not None:
+                self.seed_late.append(
+                    ("cloud-init seed volume '%s/%s' deleted" % (old_pool, volume), 'delete_seed', old_pool, volume)
+                )
+        if current == image:
+            return
+        replace = vol is not None
+        before_files = S.read_iso(current) if current is not None else None
+        self.seed_diff = (S.diff_text(shown, before_files) if replace else '', S.diff_text(shown, files))
+        self.seed_changed = True
+        plan.add(
+            "cloud-init seed volume '%s' %s" % (shown, 'rebuilt' if replace else 'created'),
+            'write_seed',
+            pool_name,
+            volume,
+            image,
+            replace,
+            undo=None if replace else ('delete_seed', pool_name, volume),
+        )
+        if replace and defined is not None and _instance_id(before_files) == _instance_id(files):
+            self.client.warn(
+                "guest '%s': its cloud-init seed changes but its instance-id does not: cloud-init runs its "
+                'per-instance modules (users, write_files, runcmd ...) again only when the instance-id changes '
+                '(cloud_init.meta_data.instance-id); the guest sees the new seed at its next start' % self.name
+            )
+
+    def _seed_volume(self, pool_name, volume):
+        pool = self.client.lookup('pool', pool_name)
+        if pool is None:
+            return None
+        try:
+            return pool.storageVolLookupByName(volume)
+        except self.libvirt.libvirtError:
+            return None
+
+    def _read_seed(self, vol, limit=16 * 1024 * 1024):
+        """The volume's content; None for a volume larger than ``limit`` (a seed is small: that
+        is no seed this module wrote, and it differs anyway)."""
+        what = 'cloud-init seed volume'
+        capacity = self.client.call(vol.info, what=what)[1]
+        if capacity > limit:
+            return None
+        lv = self.libvirt
+        stream = self.client.call('newStream', 0, what=what)
+        chunks = []
+        try:
+            vol.download(stream, 0, capacity, 0)
+            while True:
+                got = stream.recv(256 * 1024)
+                if not isinstance(got, bytes) or not got:
+                    break
+                chunks.append(got)
+            stream.finish()
+        except lv.libvirtError as exc:
+            try:
+                stream.abort()
+            except lv.libvirtError:
+                pass  # broken already: nothing left to release
+            raise self.client.error(exc, what) from None
+        return b''.join(chunks)
+
+    def _first_disk_pool(self, spec, defined):
+        """The pool of the guest's first disk when it is a storage volume (None else)."""
+        if spec.get('disks') is not None:
+            disks = [d for d in spec['disks'] if (d.get('device') or 'disk') == 'disk']
+        elif defined is not None:
+            disks = [d for d in disk_sources(defined) if d['device'] == 'disk']
+        else:
+            disks = []
+        if not disks:
+            return None
+        first = disks[0]
+        if first.get('pool'):
+            return first['pool']
+        vol = volume_by_path(self.client, first['path']) if first.get('path') else None
+        if vol is None:
+            return None
+        try:
+            return vol.storagePoolLookupByVolume().name()
+        except self.libvirt.libvirtError:
+            return None
+
+    def _seed_target(self, spec, defined, attached, bus):
+        """The seed CD-ROM's target: the one it has (same bus, not taken by a disk the options
+        give), else the first free name of the bus (hdX for IDE, sdX else)."""
+        if spec.get('disks') is not None:
+            used = {d['target'] for d in spec['disks']}
+        elif defined is not None:
+            used = {D.device_key(n) for n in defined.findall('devices/disk') if not D.is_seed_disk(n, self.name)}
+        else:
+            used = set()
+        for node in attached:
+            target = node.find('target')
+            if target is not None and target.get('bus') == bus and target.get('dev') not in used:
+                return target.get('dev')
+        prefix = 'hd' if bus == 'ide' else 'sd'
+        return next(prefix + letter for letter in 'abcdefghijklmnopqrstuvwxyz' if prefix + letter not in used)
+
+    def _seed_paths(self, root):
+        """The paths of the guest's cloud-init seed volumes (removed with the guest)."""
+        paths = []
+        for node in root.findall('devices/disk'):
+            if D.is_seed_disk(node, self.name):
+                vol = self._seed_volume(node.find('source').get('pool'), node.find('source').get('volume'))
+                if vol is not None:
+                    paths.append(self.client.call(vol.path, what='cloud-init seed volume'))
+        return paths
+
+    # ------------------------------------------------------------------------------------
     # absent
     def _plan_absent(self, plan, dom):
         """Stop and undefine the guest (and delete its volumes with delete_volumes): one step,
@@ -656,7 +874,10 @@ class GuestManager(Manager):
             before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
         except ObjectNotFound:
             return  # removed by a concurrent run since the lookup: the wanted state holds
-        paths = self._volume_paths(X.parse(before)) if self.params.get('delete_volumes') else []
+        root = X.parse(before)
+        paths = self._volume_paths(root) if self.params.get('delete_volumes') else []
+        # the cloud-init seed is made by this module for this guest only: it goes with the guest
+        paths += [path for path in self._seed_paths(root) if path not in paths]
         self.definition = (before, '', "guest '%s' (defined)" % self.name, 'guest absent')
         messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [
             "guest '%s' undefined" % self.name
@@ -725,6 +946,14 @@ class GuestManager(Manager):
         return {'running': 'running', 'restarted': 'running', 'stopped': 'stopped', 'paused': 'paused'}.get(
             wanted, current
         )
+
+
+def _instance_id(files):
+    """The instance-id line of a seed's meta-data (None when unknown)."""
+    for line in ((files or {}).get('meta-data') or b'').decode('utf-8', 'replace').splitlines():
+        if line.startswith(('instance-id:', '"instance-id":')):
+            return line
+    return None
 
 
 def _vol_format(vol, libvirt):

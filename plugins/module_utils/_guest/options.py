@@ -157,6 +157,16 @@ SPEC = ArgumentSpec(
         wait_for=dict(type='str', default='none', choices=['none', 'agent']),
         wait_timeout=dict(type='int', default=300),
         delete_volumes=dict(type='bool', default=False),
+        cloud_init=dict(
+            type='dict',
+            options=dict(
+                user_data=dict(type='raw'),
+                meta_data=dict(type='dict'),
+                network_config=dict(type='dict'),
+                pool=dict(type='str'),
+                state=dict(type='str', default='present', choices=['present', 'absent']),
+            ),
+        ),
     ),
-    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS],
+    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS + ('cloud_init',)],
 )

@@ -364,8 +364,14 @@ def apply_spec(root, spec, domain_type=None):
     devices = root.find('devices')
     if devices is None:
         devices = X.sub(root, 'devices')
+
+    def seed(node):
+        return is_seed_disk(node, spec.get('name'))
+
     if spec.get('disks') is not None:
-        _apply_disks(devices, spec['disks'], domain_type, changes)
+        _apply_disks(devices, spec['disks'], domain_type, changes, keep=seed)
+    if spec.get('seed_disk') is not None:
+        _apply_seed_disk(devices, spec['seed_disk'], domain_type, changes, seed)
     if spec.get('interfaces') is not None:
         _apply_interfaces(devices, spec['interfaces'], domain_type, changes)
     if spec.get('guest_agent') is not None:
@@ -673,8 +679,10 @@ def device_key(disk_node):
     return target.get('dev') if target is not None else None
 
 
-def _apply_disks(devices, disks, domain_type, changes):
-    current = {(device_key(d)): d for d in devices.findall('disk')}
+def _apply_disks(devices, disks, domain_type, changes, keep=None):
+    """The ``disks`` option: the full list of the guest's disks, except those ``keep`` accepts
+    (the cloud-init seed CD-ROM, which belongs to the ``cloud_init`` option)."""
+    current = {(device_key(d)): d for d in devices.findall('disk') if keep is None or not keep(d)}
     wanted = []
     for disk in disks:
         want = disk_element(disk, domain_type)
@@ -694,12 +702,61 @@ def _apply_disks(devices, disks, domain_type, changes):
     for key in current:
         if key not in wanted_keys:
             changes.append(Change('disks', 'disk %s removed' % key))
-    _replace_class(devices, 'disk', wanted)
+    _replace_class(devices, 'disk', wanted, keep=keep)
     needs_scsi = any(n.find('target').get('bus') == 'scsi' for n in wanted)
     has_scsi = any(c.get('type') == 'scsi' for c in devices.findall('controller'))
     if needs_scsi and not has_scsi:
         place(devices, scsi_controller(), 'controller')
         changes.append(Change('disks', 'virtio-scsi controller added'))
+
+
+def seed_volume_name(guest):
+    """The volume of a guest's cloud-init seed (``cloud_init``): ``<guest>-cidata.iso``."""
+    return '%s-cidata.iso' % guest
+
+
+def is_seed_disk(node, guest):
+    """Whether ``node`` (a ``<disk>``) is the cloud-init seed CD-ROM of ``guest``."""
+    source = node.find('source')
+    return (
+        guest is not None
+        and node.get('device') == 'cdrom'
+        and source is not None
+        and source.get('volume') == seed_volume_name(guest)
+    )
+
+
+def seed_bus(machine, arch):
+    """The bus of the seed CD-ROM: SATA on q35, IDE on pc (i440fx, the default of x86 guests),
+    SCSI elsewhere (aarch64 virt ...)."""
+    if 'q35' in (machine or ''):
+        return 'sata'
+    if (arch or 'x86_64') in ('x86_64', 'i686') and (not machine or 'pc' in machine):
+        return 'ide'
+    return 'scsi'
+
+
+def _apply_seed_disk(devices, disk, domain_type, changes, seed):
+    """The seed CD-ROM as ``disk`` wants it (False: none)."""
+    have = [node for node in devices.findall('disk') if seed(node)]
+    if disk is False:
+        for node in have:
+            devices.remove(node)
+            changes.append(Change('cloud_init', 'cloud-init seed CD-ROM %s detached' % device_key(node)))
+        return
+    want = disk_element(disk, domain_type)
+    if len(have) == 1 and not X.differences(want, have[0]) and not _disk_differs(disk, want, have[0]):
+        return
+    for node in have:
+        address = node.find('address')
+        if address is not None and device_key(node) == disk['target']:
+            want.append(copy.deepcopy(address))
+        devices.remove(node)
+    place(devices, want, 'disk')
+    if disk['bus'] == 'scsi' and not any(c.get('type') == 'scsi' for c in devices.findall('controller')):
+        place(devices, scsi_controller(), 'controller')
+    verb = 'updated' if have else 'attached'
+    changes.append(Change('cloud_init', 'cloud-init seed CD-ROM %s %s' % (disk['target'], verb)))
 
 
 def _disk_differs(disk, want, have):
@@ -952,7 +1009,10 @@ def build_domain(spec, domain_type, arch='x86_64'):
     disks = spec.get('disks') or []
     for disk in disks:
         devices.append(disk_element(disk, domain_type))
-    if any((d.get('bus') or guess_bus(d['target'], domain_type)) == 'scsi' for d in disks):
+    if spec.get('seed_disk'):
+        devices.append(disk_element(spec['seed_disk'], domain_type))
+    every = disks + ([spec['seed_disk']] if spec.get('seed_disk') else [])
+    if any((d.get('bus') or guess_bus(d['target'], domain_type)) == 'scsi' for d in every):
         devices.append(scsi_controller())
     for nic in spec.get('interfaces') or []:
         devices.append(interface_element(nic, domain_type))
