@@ -135,6 +135,8 @@ class VolumeManager(Manager):
     def _read_pool(self):
         check_object_name('name', self.name)
         check_object_name('pool', self.pool_name)
+        # the volume, from the pool's read to the end of the run (see _core/lock.py)
+        self.client.hold('volume', '%s/%s' % (self.pool_name, self.name))
         self.pool = self.client.lookup('pool', self.pool_name)
         if self.pool is None:
             made = to_be_made(self.client, 'pool', self.pool_name)
