@@ -852,3 +852,12 @@ def test_libvirtd_staying_down_during_a_new_volume_upload_fails_naming_the_volum
     assert 'partly created' in err.msg and 'libvirt' in err.msg, err.msg
     assert daemon.now >= 8.0, 'gave up before the restart patience'
     assert not list((env.tmp / 'state').glob('volume-uploads/*.json'))
+
+
+def test_absent_in_a_pool_that_is_gone_is_ok_not_changed(env):
+    """A removal of a pool and its volumes run again (or after a concurrent run removed both):
+    no pool, no volume - absent already."""
+    res, err = run(env.manager(pool='gone', state='absent'))
+    assert err is None and not res['changed'] and res['actions'] == []
+    _res, err = run(env.manager(pool='gone', capacity='1MiB'))
+    assert isinstance(err, E.InvalidParameter) and err.msg.startswith('pool: ')

@@ -143,6 +143,10 @@ class VolumeManager(Manager):
             if made is not None:
                 self._pool_to_be_made(made)
                 return
+            if self.params['state'] == 'absent':
+                # no pool, no volume: absent already (a removal task run again, or run after a
+                # concurrent one that removed the pool too)
+                return
             raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.uri_shown))
         if not self.client.call(self.pool.isActive, what="storage pool '%s'" % self.pool_name):
             made = to_be_made(self.client, 'pool', self.pool_name)
