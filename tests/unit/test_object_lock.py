@@ -2,10 +2,11 @@
 """Two runs on one object, interleaved on purpose (the holes the 8-playbook reliability test hit
 by chance), and the per-object lock that closes them (``_core/lock.py``).
 
-A run that creates a network, pool or guest makes several libvirt calls (define, then start).
-The second run is started right after the first one's define and, without the lock, runs to its
-end before the first one goes on: it finds a defined object that does not run, starts it and
-reports that, and the first run reports the define - two runs changed. With the lock the second
+A run that creates a network, pool or guest makes several libvirt calls (define, start,
+autostart). The second run is started right after one of the first run's steps and, without the
+lock, runs to its end before the first one goes on: it finds a defined object that does not run
+(or runs without autostart), finishes it and reports that, and the first run reports the define -
+two runs changed. With the lock the second
 run waits before its read until the first run ended, then finds the object made and changes
 nothing. Real managers over libvirt's test driver (shared by the connections of one process);
 each run has a lock table of its own, as a separate process would."""
@@ -149,12 +150,23 @@ def _run(manager_class, params, locks, out, key):
 
 
 KINDS = {
+    # kind: (manager, spec, apply module, the first run's action after which the second one reads,
+    # options, what the second run reports without the lock)
     'network': (
         NetworkManager,
         network_options.SPEC,
         network_apply,
         'define_new',
         lambda name: dict(name=name, ip='198.51.100.17/28'),
+        "network '%s' started",
+    ),
+    'network autostart': (
+        NetworkManager,
+        network_options.SPEC,
+        network_apply,
+        'start',
+        lambda name: dict(name=name, ip='198.51.100.17/28', autostart=True),
+        "network '%s' autostart enabled",
     ),
     'pool': (
         PoolManager,
@@ -162,6 +174,7 @@ KINDS = {
         pool_apply,
         'create',
         lambda name: dict(name=name, type='dir', target='/lock-test/' + name),
+        "storage pool '%s' started",
     ),
     'guest': (
         GuestManager,
@@ -169,6 +182,7 @@ KINDS = {
         guest_apply,
         'define',
         lambda name: dict(name=name, domain_type='test', memory='64MiB', state='running'),
+        "guest '%s' started",
     ),
 }
 
@@ -185,11 +199,12 @@ def _remove(conn, kind, name):
     obj.undefine()
 
 
-@pytest.mark.parametrize('kind', sorted(KINDS))
+@pytest.mark.parametrize('case', sorted(KINDS))
 @pytest.mark.parametrize('locked', [False, True], ids=['no lock', 'object lock'])
-def test_a_run_reading_between_define_and_start(monkeypatch, tmp_path, kind, locked):
-    manager_class, spec, apply_module, action, args = KINDS[kind]
-    name = 'vt-lock-%s-%s' % (kind, 'on' if locked else 'off')
+def test_a_run_reading_between_two_steps_of_a_create(monkeypatch, tmp_path, case, locked):
+    manager_class, spec, apply_module, action, args, reported = KINDS[case]
+    kind = case.split()[0]
+    name = 'vt-lock-%s-%s' % (case.replace(' ', '-'), 'on' if locked else 'off')
     params = validate(spec, args(name), lambda values: None)
     conn = libvirt.open(URI)
     _remove(conn, kind, name)
@@ -199,19 +214,19 @@ def test_a_run_reading_between_define_and_start(monkeypatch, tmp_path, kind, loc
     second = threading.Thread(target=_run, args=(manager_class, params, second_locks, results, 'second'))
     waiting = threading.Event()
     second_locks.waiting = lambda path: waiting.set()
-    define = getattr(apply_module, action)
+    real_action = getattr(apply_module, action)
     defines = []
 
-    def define_then_let_the_other_run_read(*call_args, **kwargs):
-        made = define(*call_args, **kwargs)
-        if not defines:  # the first run's define: the second run starts now
+    def act_then_let_the_other_run_read(*call_args, **kwargs):
+        made = real_action(*call_args, **kwargs)
+        if not defines:  # the first run's step: the second run starts now
             defines.append(call_args)
             second.start()
             while second.is_alive() and not waiting.is_set():
                 second.join(0.01)  # until it ran through, or waits on the lock
         return made
 
-    monkeypatch.setattr(apply_module, action, define_then_let_the_other_run_read)
+    monkeypatch.setattr(apply_module, action, act_then_let_the_other_run_read)
     try:
         _run(manager_class, params, first_locks, results, 'first')
         second.join(30)
@@ -223,9 +238,9 @@ def test_a_run_reading_between_define_and_start(monkeypatch, tmp_path, kind, loc
             assert changed == ['first'], results
             assert results['second']['actions'] == []
         else:
-            # the hole: the second run started the half-made object, the first reported the define
+            # the hole: the second run finished the half-made object, the first reported the define
             assert changed == ['first', 'second'], results
-            assert results['second']['actions'] == ["%s '%s' started" % (kind.replace('pool', 'storage pool'), name)]
+            assert results['second']['actions'] == [reported % name]
         found = {'network': conn.networkLookupByName, 'pool': conn.storagePoolLookupByName, 'guest': conn.lookupByName}[
             kind
         ](name)
