@@ -7,8 +7,9 @@ autostart). The second run is started right after one of the first run's steps a
 lock, runs to its end before the first one goes on: it finds a defined object that does not run
 (or runs without autostart), finishes it and reports that, and the first run reports the define -
 two runs changed. With the lock the second run waits before its read until the first run ended,
-then finds the object made and changes nothing. Real managers over libvirt's test driver (shared by the connections of one process);
-each run has a lock table of its own, as a separate process would."""
+then finds the object made and changes nothing. Real managers over libvirt's test driver (shared
+by the connections of one process); each run has a lock table of its own, as a separate process
+would."""
 
 from __future__ import annotations
 
