@@ -62,7 +62,9 @@ attributes:
     support: full
 options:
   pool:
-    description: Storage pool of the volume. Must exist and be active.
+    description:
+      - Storage pool of the volume. Must exist and be active.
+      - With O(state=absent) a pool that does not exist is fine (its volumes are absent).
     type: str
     required: true
     version_added: 0.1.0

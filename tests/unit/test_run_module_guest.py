@@ -60,6 +60,9 @@ class FakeClient:
         self.conn = FakeConn()
         self.warnings = []
 
+    def hold(self, kind, name):
+        pass  # one run only: no other run to wait for (the object locks: test_object_lock.py)
+
     def call(self, func, *args, what=None):
         if isinstance(func, str):
             return getattr(self.conn, func)(*args)

@@ -9,6 +9,7 @@ redaction and size bounds."""
 from __future__ import annotations
 
 import io
+import time
 import types
 
 import libvirt
@@ -711,3 +712,152 @@ def test_partly_written_volume_of_this_task_is_swept_then_made(env):
     assert err is None and real['actions'] == [removed, "volume 'v.raw' in storage pool 'p' created"]
     assert not any(env.world.volumes['v.raw'].data), 'the partly written volume was made anew'
     assert not list((env.tmp / 'state' / 'volume-partial').iterdir()), 'the note is used up'
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirtd killed while a new volume gets its content: restarted a few seconds later (reconnect
+# once, upload again, warn) or staying down (a clear failure naming the partly created volume).
+# A fake daemon on a fake clock: the connection dies at the chosen call, reconnecting fails until
+# the daemon is back.
+
+EOF_TEXT = 'End of file while reading data: Input/output error'
+
+
+def rpc_error(text=EOF_TEXT, code=libvirt.VIR_ERR_SYSTEM_ERROR):
+    exc = libvirt.libvirtError(text)
+    exc.err = (code, libvirt.VIR_FROM_RPC, text, libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
+    return exc
+
+
+class DeadConn:
+    """The connection of a killed daemon: every call ends with end of file."""
+
+    def __getattr__(self, name):
+        def dead(*args):
+            raise rpc_error()
+
+        return dead
+
+
+class Daemon:
+    def __init__(self, env, monkeypatch, back_after):
+        self.env, self.back_after = env, back_after
+        self.now, self.down_since, self.reconnects = 0.0, None, 0
+        clock = types.SimpleNamespace(
+            monotonic=lambda: self.now, sleep=self.sleep, strftime=time.strftime, gmtime=time.gmtime
+        )
+        monkeypatch.setattr(VCh, 'time', clock)
+        monkeypatch.setattr(VCh, 'RESTART_PATIENCE', 8.0)  # the module's own patience (env sets 0)
+        self.client = None
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def attach(self, mgr):
+        self.client = mgr.client
+        self.client._open = self.open
+        return mgr
+
+    def kill(self):
+        self.down_since = self.now
+        self.client._conn = DeadConn()
+
+    def up(self):
+        return self.down_since is None or (
+            self.back_after is not None and self.now >= self.down_since + self.back_after
+        )
+
+    def open(self):
+        if not self.up():
+            refused = rpc_error("Failed to connect socket to '/run/libvirt/libvirt-sock': Connection refused")
+            raise E.connect_error(libvirt, refused, 'qemu:///system')
+        self.down_since = None
+        self.reconnects += 1
+        return Conn(self.env.world)
+
+
+def _kill_at(monkeypatch, daemon, where):
+    """Kill the daemon once: during the create (the volume made, the reply lost), right after the
+    create's reply (the upload's first call finds it gone), or part way through the upload."""
+    if where == 'volume lookup':
+        # the upload's pool lookup still answered; the daemon died before the volume's lookup
+        real_create, real_lookup = Pool.createXML, Pool.storageVolLookupByName
+        created = []
+
+        def create_and_arm(self, xml, flags):
+            created.append(True)
+            return real_create(self, xml, flags)
+
+        def lookup(self, name):
+            if created and daemon.down_since is None and daemon.reconnects == 0:
+                daemon.kill()
+                raise rpc_error()
+            return real_lookup(self, name)
+
+        monkeypatch.setattr(Pool, 'createXML', create_and_arm)
+        monkeypatch.setattr(Pool, 'storageVolLookupByName', lookup)
+    elif where in ('create', 'after create'):
+        real = Pool.createXML
+
+        def create(self, xml, flags):
+            vol = real(self, xml, flags)
+            daemon.kill()
+            if where == 'create':
+                raise rpc_error()
+            return vol
+
+        monkeypatch.setattr(Pool, 'createXML', create)
+    else:
+        real_send = Stream.sparseSendAll
+        killed = []
+
+        def send(self, read, section, skip, opaque):
+            if killed:
+                return real_send(self, read, section, skip, opaque)
+            killed.append(True)
+            self._put(read(self, 65536, opaque))  # part of it went out
+            daemon.kill()
+            raise rpc_error()
+
+        monkeypatch.setattr(Stream, 'sparseSendAll', send)
+
+
+@pytest.mark.parametrize('where', ['create', 'after create', 'volume lookup', 'upload'])
+def test_libvirtd_restarted_during_a_new_volume_upload_uploads_again(env, monkeypatch, where):
+    source = b'S' * 65536 + b'T' * 65536
+    src = env.image('a.raw', 2 * MiB, [(0, source)])
+    daemon = Daemon(env, monkeypatch, back_after=3.0)
+    _kill_at(monkeypatch, daemon, where)
+    mgr = daemon.attach(env.manager(src=src))
+    res, err = run(mgr)
+    assert err is None, err.msg
+    assert res['actions'] == [
+        "volume 'v.raw' in storage pool 'p' created",
+        "volume 'v.raw' in storage pool 'p' uploaded from %s" % src,
+    ]
+    assert daemon.reconnects == 1
+    assert any('libvirtd restarted' in warning for warning in mgr.client.module.warnings)
+    assert bytes(env.world.volumes['v.raw'].data[: len(source)]) == source
+    assert len(list((env.tmp / 'state').glob('volume-uploads/*.json'))) == 1
+
+
+@pytest.mark.parametrize('where', ['create', 'after create', 'volume lookup', 'upload'])
+def test_libvirtd_staying_down_during_a_new_volume_upload_fails_naming_the_volume(env, monkeypatch, where):
+    src = env.image('a.raw', 2 * MiB, [(0, b'S' * 65536)])
+    daemon = Daemon(env, monkeypatch, back_after=None)
+    _kill_at(monkeypatch, daemon, where)
+    mgr = daemon.attach(env.manager(src=src))
+    _res, err = run(mgr)
+    assert isinstance(err, E.LibvirtModuleError)
+    assert 'partly created' in err.msg and 'libvirt' in err.msg, err.msg
+    assert daemon.now >= 8.0, 'gave up before the restart patience'
+    assert not list((env.tmp / 'state').glob('volume-uploads/*.json'))
+
+
+def test_absent_in_a_pool_that_is_gone_is_ok_not_changed(env):
+    """A removal of a pool and its volumes run again (or after a concurrent run removed both):
+    no pool, no volume - absent already."""
+    res, err = run(env.manager(pool='gone', state='absent'))
+    assert err is None and not res['changed'] and res['actions'] == []
+    _res, err = run(env.manager(pool='gone', capacity='1MiB'))
+    assert isinstance(err, E.InvalidParameter) and err.msg.startswith('pool: ')

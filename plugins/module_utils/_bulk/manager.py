@@ -120,6 +120,9 @@ class ObjectsManager:
     def run(self):
         try:
             self._validate()
+            # every object this task names, from before the first read to the end (one order for
+            # every task: two tasks never wait on each other in a circle; see _core/lock.py)
+            self.client.hold_all([(entry.kind, entry.name) for entry in self.made])
             self._plan_all()
             self._apply_all()
         finally:

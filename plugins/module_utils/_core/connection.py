@@ -22,6 +22,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.lock import ObjectLocks
 
 LIBVIRT_IMPORT_ERROR = None
 try:
@@ -74,6 +75,9 @@ class Connection:
         self.is_local = is_local(uri)
         self.is_test_driver = urlsplit(uri or '').scheme.split('+')[0] == 'test'
         self._conn = conn  # None: opened on first use
+        # one run at a time per object on this host (see _core/lock.py); the private test driver
+        # (test:///..., no daemon) is every process's own
+        self.locks = ObjectLocks(uri, enabled=self.is_local and urlsplit(uri or '').scheme != 'test')
 
     @property
     def conn(self):
@@ -95,6 +99,7 @@ class Connection:
 
     def close(self):
         self._close_quietly()
+        self.locks.release()
 
     def _close_quietly(self):
         conn, self._conn = self._conn, None
@@ -136,6 +141,21 @@ class Connection:
                 return False
             raise self.error(exc, what) from None
         return True
+
+    def hold(self, kind, name):
+        """Before the first read of the object this run manages (``kind`` guest, pool, network,
+        volume ``pool/name``): wait until no other run on this host works on it, and keep it
+        until the module ends (see ``_core/lock.py``). The daemon is reached first, so that a
+        daemon that is down fails the task at once."""
+        if self.locks.enabled:
+            self.conn  # noqa: B018 - opens the connection
+        self.locks.hold(kind, name)
+
+    def hold_all(self, keys):
+        """:meth:`hold` for several objects at once (``[(kind, name)]``), in one order."""
+        if self.locks.enabled:
+            self.conn  # noqa: B018 - opens the connection
+        self.locks.hold_all(keys)
 
     def lookup(self, kind, name, lookup=None):
         """Return the object or None when it does not exist."""

@@ -85,6 +85,7 @@ class GuestManager(Manager):
             self._check_agent_wait(desired_xml, None)
             self.client.enable_events()
         plan = Plan("guest '%s'" % self.name)
+        self.client.hold('guest', self.name)  # from this read to the end of the run
         dom = self.client.lookup('guest', self.name)
         if state == 'absent':
             self._plan_absent(plan, dom)

@@ -90,6 +90,7 @@ class NetworkManager(Manager):
         state = self.params['state']
         desired, spec = self._wanted_definition()
         self.after_xml = None
+        self.client.hold('network', self.name)  # from this read to the end of the run
         net = self.net = self._read(self.client.lookup('network', self.name))
         plan = Plan(self.what)
         if state == 'absent':

@@ -94,6 +94,7 @@ class PoolManager(Manager):
         desired_xml = self._parse_user_xml() if self.params.get('xml') else None
         spec = None if desired_xml is not None else self._typed_spec()
         self.define_step = None
+        self.client.hold('pool', self.name)  # from this read to the end of the run
         pool = self.pool = self._load()
         plan = Plan(self.what)
         before = _render(self.model['xml'], self.model['state'], self.model['autostart'])

@@ -135,11 +135,17 @@ class VolumeManager(Manager):
     def _read_pool(self):
         check_object_name('name', self.name)
         check_object_name('pool', self.pool_name)
+        # the volume, from the pool's read to the end of the run (see _core/lock.py)
+        self.client.hold('volume', '%s/%s' % (self.pool_name, self.name))
         self.pool = self.client.lookup('pool', self.pool_name)
         if self.pool is None:
             made = to_be_made(self.client, 'pool', self.pool_name)
             if made is not None:
                 self._pool_to_be_made(made)
+                return
+            if self.params['state'] == 'absent':
+                # no pool, no volume: absent already (a removal task run again, or run after a
+                # concurrent one that removed the pool too)
                 return
             raise InvalidParameter('pool', "storage pool '%s' does not exist on %s" % (self.pool_name, self.uri_shown))
         if not self.client.call(self.pool.isActive, what="storage pool '%s'" % self.pool_name):

@@ -259,15 +259,24 @@ def upload_new(client, pool_name, name, what, content):
 
     In a file pool on this machine the module writes the file libvirt created (so owner, mode
     and label are libvirt's) with a sparse local copy, or ``qemu-img convert`` into it; when that
-    file is not the daemon's file (another mount namespace) the upload goes through libvirt."""
+    file is not the daemon's file (another mount namespace) the upload goes through libvirt.
+    The stream upload looks the volume up inside its reconnect (the daemon may be gone between
+    the create's reply and this step's first call)."""
     # imported here: only uploads need it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
 
-    vol = _volume(client, pool_name, name, what)
     option = 'src' if 'src' in (content.get('record') or {}) else 'url'
-    path = vol.path()
-    if content.get('local') and _same_file(client, vol, path, what):
+    vol = path = None
+    local = False
+    if content.get('local'):
+        try:
+            vol = _volume(client, pool_name, name, what)
+            path = client.call(vol.path, what=what)
+            local = _same_file(client, vol, path, what)
+        except ConnectionFailed:
+            vol = None  # the stream upload below waits for the daemon and looks the volume up again
+    if local:
         try:
             digest = VC.fill_local(
                 content['path'], path, content['identity'], content['digest'], option, content.get('convert')
@@ -327,7 +336,8 @@ def remove_new(client, pool_name, name, what, key, exc, note_uri=None):
         gone = vol is None
     except LibvirtModuleError:
         vol, gone = None, False  # libvirtd does not answer: delete_quietly() waits for it
-    # after a lost connection upload() already waited for the daemon: do not wait again
+    # after reattach() waited its patience for the daemon in vain, do not wait that long again;
+    # any other failure (a lost connection too) waits for a restarting daemon here
     problem = None
     if not gone:
         problem = delete_quietly(
@@ -337,7 +347,7 @@ def remove_new(client, pool_name, name, what, key, exc, note_uri=None):
             what,
             vol,
             key,
-            patience=1.0 if isinstance(exc, ConnectionFailed) else RESTART_PATIENCE,
+            patience=1.0 if getattr(exc, 'waited', False) else RESTART_PATIENCE,
         )
     if problem:
         noted = PartialVolumes(_records(client), note_uri).remember(pool_name, name, key)
@@ -356,18 +366,21 @@ def remove_new(client, pool_name, name, what, key, exc, note_uri=None):
 # content
 
 
-def upload(client, pool_name, name, what, vol, content, patience=RESTART_PATIENCE):
-    """Upload the content into ``vol`` and record it. When libvirtd restarts underneath (the
-    connection is lost mid-stream), wait up to ``patience`` seconds for it to come back,
-    reconnect once, look the volume up again and upload from the start: a service manager
-    restarting the daemon does not leave a half-written volume or fail the task. Returns the
-    volume object (of the new connection after a reconnect)."""
+def upload(client, pool_name, name, what, vol, content, patience=None):
+    """Upload the content into ``vol`` (None: look it up first) and record it. When libvirtd
+    restarts underneath (the connection is lost on the lookup or mid-stream), wait up to
+    ``patience`` seconds (default RESTART_PATIENCE) for it to come back, reconnect once, look the
+    volume up again and upload from the start: a service manager restarting the daemon does not
+    leave a half-written volume or fail the task. Returns the volume object (of the new
+    connection after a reconnect)."""
     # imported here: only uploads need it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
 
     shown = what + ' upload'
     expected = content['identity']
     try:
+        if vol is None:
+            vol = _volume(client, pool_name, name, what)
         VC.upload_file(client, vol, content['path'], shown, expected)
     except ConnectionFailed as exc:
         fresh = reattach(client, pool_name, name, exc, patience)
@@ -458,12 +471,13 @@ def resize(client, pool_name, name, what, capacity, flags, live=None):
 # reconnecting, removing again
 
 
-def reattach(client, pool_name, name, lost, patience=RESTART_PATIENCE):
+def reattach(client, pool_name, name, lost, patience=None):
     """Reconnect after the daemon went away (``lost``, the ConnectionFailed raised) and
     return the volume from the new connection, None when it does not exist. Raises ``lost``
-    when the daemon is not back within ``patience`` seconds."""
+    (marked ``waited``) when the daemon is not back within ``patience`` seconds (default
+    RESTART_PATIENCE)."""
     lv = client.libvirt
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + (RESTART_PATIENCE if patience is None else patience)
     while time.monotonic() < deadline:
         time.sleep(0.5)
         try:
@@ -472,6 +486,7 @@ def reattach(client, pool_name, name, lost, patience=RESTART_PATIENCE):
         except (lv.libvirtError, ConnectionFailed):
             continue  # not back yet
         return lookup_volume(client, pool, name)
+    lost.waited = True
     raise lost
 
 
