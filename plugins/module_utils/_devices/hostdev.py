@@ -17,6 +17,7 @@ import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
@@ -289,7 +290,7 @@ def build_element(src, managed=True, interface=None, boot_order=None, rom=None):
 
 
 def differs(want, have):
-    return want.tag != have.tag or want.get('type') != have.get('type') or bool(X.differences(want, have))
+    return want.tag != have.tag or want.get('type') != have.get('type') or bool(differences(want, have))
 
 
 def merged_replacement(want, have):

@@ -23,6 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import 
     primary_secmodel,
     state_name,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     ObjectNotFound,
@@ -172,12 +173,15 @@ class GuestManager(Manager):
     # ------------------------------------------------------------------------------------
     # definition
     def _parse_user_xml(self):
+        # imported here: only raw XML needs it (see _merge_user_xml)
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
+
         try:
             X.check_xml_safe('xml', self.params['xml'])
             root = X.parse(self.params['xml'])
         except (X.XMLSyntaxError, ValueError) as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        X.reject_dtd('xml', root)
+        U.reject_dtd('xml', root)
         # graphics passwords in the XML are secrets: masked wherever Ansible prints the task
         # (its invocation included), as a no_log option would be
         self.client.hide(node.get('passwd') for node in root.iter('graphics'))
@@ -190,7 +194,7 @@ class GuestManager(Manager):
                 'the <name> in xml (%s) differs from name (%r)'
                 % (', '.join(repr(n) for n in names) or 'none', self.name),
             )
-        X.validate_user_xml('xml', root, 'domain', 'domain')
+        U.validate_user_xml('xml', root, 'domain', 'domain')
         return root
 
     def _check_run_options(self):
@@ -391,7 +395,8 @@ class GuestManager(Manager):
         ``applied`` is the last-applied decision (True unchanged, False redefine, None compare
         semantically); ``secure``: ``current`` holds the graphics passwords.
         """
-        # imported here: only raw XML needs it, and module start-up time counts
+        # imported here: only raw XML needs them, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
         uuid = X.findtext(current, 'uuid')
@@ -408,9 +413,9 @@ class GuestManager(Manager):
                 have_type = current.find('os/type')
                 arch = type_node.get('arch') or (have_type.get('arch') if have_type is not None else None)
                 machine = canonical_machine(self.client, arch, desired.get('type'), machine)
-            want, have = X.normalise_domain(desired, current, machine=machine, secure=secure)
+            want, have = U.normalise_domain(desired, current, machine=machine, secure=secure)
             # secrets are compared apart, so that no message shows them
-            diffs = X.differences(A.redact(want), A.redact(have))
+            diffs = differences(A.redact(want), A.redact(have))
         if secure and A.secrets(desired) != A.secrets(current):
             diffs.append('graphics password')
         if diffs:
@@ -501,7 +506,7 @@ class GuestManager(Manager):
                 if not tune or node is None:
                     continue  # a disk only in the definition: reboot_required (it is 'added' live)
                 want = D.disk_element(disk, live.get('type'))
-                if X.differences(want, node) and D.only_iotune_differs(want, node):
+                if differences(want, node) and D.only_iotune_differs(want, node):
                     steps.append(
                         ('iotune', (disk['target'], tune), '%s disk %s I/O limits set live' % (name, disk['target']))
                     )

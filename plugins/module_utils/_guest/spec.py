@@ -27,6 +27,7 @@ import copy
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import parse_size, to_unit
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
@@ -352,7 +353,7 @@ def apply_spec(root, spec, domain_type=None):
     if spec.get('cpu'):
         want = cpu_element(spec['cpu'])
         have = root.find('cpu')
-        if have is None or X.differences(_cpu_stated(want), have) or _cpu_mode_differs(want, have):
+        if have is None or differences(_cpu_stated(want), have) or _cpu_mode_differs(want, have):
             if have is not None:
                 _keep_cpu_parts(want, have)
                 root.replace(have, want)
@@ -679,7 +680,7 @@ def _apply_disks(devices, disks, domain_type, changes):
     for disk in disks:
         want = disk_element(disk, domain_type)
         have = current.get(disk['target'])
-        if have is not None and not X.differences(want, have) and not _disk_differs(disk, want, have):
+        if have is not None and not differences(want, have) and not _disk_differs(disk, want, have):
             wanted.append(have)
             continue
         if have is not None:
@@ -726,7 +727,7 @@ def only_iotune_differs(want, have):
     for node in (want_c, have_c):
         for tune in node.findall('iotune'):
             node.remove(tune)
-    return not X.differences(want_c, have_c)
+    return not differences(want_c, have_c)
 
 
 def _replace_class(devices, tag, nodes, keep=None):
@@ -770,7 +771,7 @@ def _apply_interfaces(devices, nics, domain_type, changes):
                 have = candidate
         if have is not None:
             used.add(id(have))
-            if not X.differences(want, have) and want.get('type') == have.get('type'):
+            if not differences(want, have) and want.get('type') == have.get('type'):
                 wanted.append(have)
                 continue
             # keep the MAC (and slot) libvirt generated so the guest sees the same NIC
@@ -818,7 +819,7 @@ def _apply_serial(devices, serial, changes):
         return
     if (
         len(have_serial) == 1
-        and not X.differences(want[0], have_serial[0])
+        and not differences(want[0], have_serial[0])
         and have_serial[0].get('type') == want[0].get('type')
     ):
         return
@@ -838,7 +839,7 @@ def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None
             changes.append(Change(tag, '%s removed' % tag))
         return
     if len(have) == 1:
-        same = not X.differences(want, have[0])
+        same = not differences(want, have[0])
         if match_attr and have[0].get(match_attr) != want.get(match_attr):
             same = False
         if same:
@@ -882,7 +883,7 @@ def apply_seclabel(root, seclabel, changes):
     have = [
         n for n in root.findall('seclabel') if seclabel.get('model') is None or n.get('model') == seclabel.get('model')
     ]
-    if len(have) == 1 and not X.differences(want, have[0]):
+    if len(have) == 1 and not differences(want, have[0]):
         return
     for node in have:
         root.remove(node)

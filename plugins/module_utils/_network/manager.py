@@ -172,6 +172,9 @@ class NetworkManager(Manager):
         stricter RelaxNG schema), and return libvirt's reading of it (defaults filled in, values
         spelled libvirt's way) for the comparison; None when that parser is not at hand here (the
         schema checks then, and the real define decides)."""
+        # imported here: only raw XML needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
+
         uuid = X.findtext(desired, 'uuid')
         if uuid:
             try:
@@ -180,13 +183,13 @@ class NetworkManager(Manager):
                 other = None  # no such uuid (or not a valid one: libvirt's parser says so)
             if other is not None and other.name() != self.name:
                 raise InvalidParameter('xml', "the <uuid> %s belongs to the network '%s'" % (uuid, other.name()))
-        normalized, rejected = X.parsed_by_libvirt(self.libvirt, 'network', X.tostring(desired))
+        normalized, rejected = U.parsed_by_libvirt(self.libvirt, 'network', X.tostring(desired))
         if rejected:
             raise InvalidParameter('xml', 'libvirt rejects the network definition: %s' % rejected)
         if normalized is None:
-            X.validate_user_xml('xml', desired, 'network', 'network')
+            U.validate_user_xml('xml', desired, 'network', 'network')
             return None
-        warning = X.check_against_libvirt('xml', desired, normalized, 'network', 'network')
+        warning = U.check_against_libvirt('xml', desired, normalized, 'network', 'network')
         if warning:
             self.client.warn(warning)
         if X.findtext(desired, 'uuid') is None:

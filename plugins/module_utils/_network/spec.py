@@ -26,6 +26,7 @@ import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 
 FORWARD_MODES = ('nat', 'route', 'open', 'bridge', 'isolated')
@@ -771,8 +772,8 @@ def _sort_children(parent, tag, key):
 def definition_differences(a, b):
     """Readable paths where two definitions differ after canonicalisation (both directions)."""
     ca, cb = canonical(a), canonical(b)
-    out = X.differences(ca, cb)
-    out.extend('removed: %s' % d for d in X.differences(cb, ca))
+    out = differences(ca, cb)
+    out.extend('removed: %s' % d for d in differences(cb, ca))
     return out
 
 

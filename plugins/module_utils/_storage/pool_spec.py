@@ -29,6 +29,7 @@ import copy
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     MARKER_LOCAL,
@@ -332,7 +333,7 @@ def _source_differs(want, have):
     """Subset comparison plus equal counts of the list-like children (devices, hosts)."""
     want = strip_marker(copy.deepcopy(want))
     have = strip_marker(copy.deepcopy(have)) if have is not None else X.element('source')
-    diffs = X.differences(want, have, strict_children=set())
+    diffs = differences(want, have, strict_children=set())
     for tag in ('device', 'host'):
         wlist, hlist = want.findall(tag), have.findall(tag)
         if wlist and len(wlist) != len(hlist):
