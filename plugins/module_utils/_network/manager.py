@@ -23,7 +23,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
 from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import (
     TYPED_OPTIONS,
     apply_spec,
@@ -45,6 +44,10 @@ _GIVEN_UP = {'start': 'could not be started', 'set_autostart': 'autostart could 
 def attached_guests(client, name, live):
     """Names of running guests with an interface on network ``name`` (or on the bridge libvirt
     made for it; ``live`` is its running definition)."""
+    # imported here: only a change that stops the network asks, and an idempotent run does not
+    # compile the guest reader
+    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
+
     bridge_node = live.find('bridge') if live is not None else None
     bridge = bridge_node.get('name') if bridge_node is not None else None
     if live is not None and forward_mode(live) == 'bridge':
