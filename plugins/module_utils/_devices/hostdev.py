@@ -30,8 +30,8 @@ _ADDRESS_FIELDS = dict(
     scsi=('adapter', 'bus', 'target', 'unit'),
 )
 _PCI_LIMITS = dict(domain=0xFFFF, bus=0xFF, slot=0x1F, function=7)
-_MAC = re.compile(r'^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$')
-_ADAPTER = re.compile(r'^scsi_host\d+$')
+_MAC = r'^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$'
+_ADAPTER = r'^scsi_host\d+$'
 VFIO_DRIVER = 'vfio-pci'
 
 
@@ -111,7 +111,7 @@ def parse_address(address, option='address'):
         if field not in given:
             raise InvalidParameter('%s.%s' % (option, field), 'is required with type scsi')
     adapter = str(given['adapter'])
-    if not _ADAPTER.match(adapter):
+    if not re.match(_ADAPTER, adapter):
         raise InvalidParameter(option + '.adapter', "%r is not a SCSI host adapter name like 'scsi_host3'" % adapter)
     return dict(
         kind='scsi',
@@ -204,7 +204,7 @@ def validate_options(src, interface, rom, managed, detach_on_host, boot_order):
                 "as <interface type='hostdev'>; this is a %s device" % kind.upper(),
             )
         mac = interface.get('mac')
-        if mac is not None and not _MAC.match(mac):
+        if mac is not None and not re.match(_MAC, mac):
             raise InvalidParameter('interface.mac', '%r is not a MAC address like 52:54:00:12:34:56' % mac)
         if mac is not None and int(mac.split(':')[0], 16) & 1:
             raise InvalidParameter('interface.mac', '%r is a multicast address' % mac)
