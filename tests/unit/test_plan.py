@@ -369,3 +369,28 @@ def test_wait_settled_stops_when_ready_or_gone():
     pool = types.SimpleNamespace(isActive=lambda: 1, autostart=lambda: 0)
     assert apply_module.runs_as_wanted(pool, True, False) and not apply_module.runs_as_wanted(pool, True, True)
     assert apply_module.runs_as_wanted(pool, False, None)
+
+
+def test_the_one_diff_header_style():
+    plan = Plan("network 'n'")
+    plan.diff('a', 'b')
+    assert (plan.before_header, plan.after_header) == ("network 'n' (before)", "network 'n' (after)")
+    plan.diff('', 'b', before_exists=False, absent='network absent')
+    assert (plan.before_header, plan.after_header) == ('network absent', "network 'n' (after)")
+    plan.diff('a', 'b', labels=('defined', 'wanted'), what="guest 'g'")
+    assert (plan.before_header, plan.after_header) == ("guest 'g' (defined)", "guest 'g' (wanted)")
+    plan.diff('a', '', after_exists=False, labels=(None, None), what="vHBA 'h'", absent='vHBA absent')
+    assert (plan.before, plan.after, plan.before_header, plan.after_header) == ('a', '', "vHBA 'h'", 'vHBA absent')
+
+
+class Reread(Kind):
+    """A report() that completes the diff with what it read after applying."""
+
+    def report(self, plan):
+        plan.after = 'b read back'
+        return {}
+
+
+def test_the_diff_a_report_completes_is_the_one_returned():
+    result = Reread(FakeClient(), ['define']).run()
+    assert result['diff']['after'] == 'b read back' and result['diff']['before_header'] == "thing 'x' absent"

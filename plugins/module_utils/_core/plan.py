@@ -86,13 +86,26 @@ class Plan:
     def messages(self):
         return [step.message for step in self.steps]
 
-    def diff(self, before, after, before_exists=True, after_exists=True):
-        """Both sides of the diff with the one header style of the collection:
-        ``<what> (before)`` / ``<what> (after)``, ``<what> absent`` for a side with no object."""
+    def diff(
+        self, before, after, before_exists=True, after_exists=True, labels=('before', 'after'), absent=None, what=None
+    ):
+        """Both sides of the diff, with the one header style of the collection: ``<what> (before)``
+        / ``<what> (after)`` for a side with the object, ``<what> absent`` for a side without.
+
+        ``what`` names the object (default: the plan's); ``labels`` are the words in parentheses
+        (None: the bare name, e.g. ``('defined', 'wanted')`` for a definition against the wanted
+        one); ``absent`` replaces the header of a side without the object (``'network absent'``).
+        A manager's :meth:`~Manager.report` may call it again with what it read after applying;
+        the runner records the diff once the report is made."""
+        what = what or self.what or 'object'
         self.before, self.after = before, after
-        what = self.what or 'object'
-        self.before_header = '%s (before)' % what if before_exists else '%s absent' % what
-        self.after_header = '%s (after)' % what if after_exists else '%s absent' % what
+        headers = []
+        for exists, label in zip((before_exists, after_exists), labels):
+            if not exists:
+                headers.append(absent or '%s absent' % what)
+            else:
+                headers.append('%s (%s)' % (what, label) if label else what)
+        self.before_header, self.after_header = headers
 
     def record_diff(self, result):
         """Hand both sides of the diff and their headers to ``result`` (a :class:`Result`)."""
@@ -190,9 +203,9 @@ def run(manager, plan=None):
         from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import apply_and_replan
 
         plan = apply_and_replan(manager, plan)
-        plan.record_diff(manager.result)
     values = dict(plan.values)
     values.update(manager.report(plan))
+    plan.record_diff(manager.result)  # after report(): it may complete the diff with what it read
     result = manager.result.build(**values)
     if manager.facts_only:
         del result['actions']  # an info module returns facts (its RETURN has no actions)

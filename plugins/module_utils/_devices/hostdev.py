@@ -583,10 +583,11 @@ class HostdevManager(Manager):
                 pending=False,
             )
             # only the live XML changes: show that (a definition change below shows the definition)
-            plan.before, plan.after = X.tostring(live_root), X.tostring(put_device(live_root, want, key)[0])
-            plan.before_header, plan.after_header = (
-                "guest '%s' (live)" % self.guest,
-                "guest '%s' (live, wanted)" % self.guest,
+            plan.diff(
+                X.tostring(live_root),
+                X.tostring(put_device(live_root, want, key)[0]),
+                labels=('live', 'live, wanted'),
+                what="guest '%s'" % self.guest,
             )
         if how:
             plan.add(
@@ -606,8 +607,7 @@ class HostdevManager(Manager):
         return find_elements(new_tree, key)[0] if persistent else want
 
     def _config_diff(self, plan, before, new_tree):
-        plan.before, plan.after = before, X.tostring(new_tree)
-        plan.before_header, plan.after_header = "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
+        plan.diff(before, X.tostring(new_tree), labels=('defined', 'wanted'), what="guest '%s'" % self.guest)
 
     def failed(self, step, exc, undone, undo_error):
         """A refused hot-plug: say that nothing changed (the host detach before it is undone),

@@ -418,11 +418,14 @@ class NetworkManager(Manager):
 
     def _set_diff(self, plan):
         after_xml = self.after_xml if self.after_xml is not None else self.before_xml
-        plan.before = self._render(self.before_xml, self.before_run)
-        plan.after = self._render(after_xml, self._after_run())
-        # the headers of this module since before the shared runner: 'network absent'
-        plan.before_header = '%s (before)' % self.what if self.before_run else 'network absent'
-        plan.after_header = '%s (after)' % self.what if self.params['state'] != 'absent' else 'network absent'
+        plan.diff(
+            self._render(self.before_xml, self.before_run),
+            self._render(after_xml, self._after_run()),
+            before_exists=bool(self.before_run),
+            after_exists=self.params['state'] != 'absent',
+            absent='network absent',  # this module's header since before the shared runner
+            what=self.what,
+        )
 
     def _describe(self, net):
         run_state = self._after_run()

@@ -416,7 +416,7 @@ class PoolManager(Manager):
         pool = self.pool if self.check_mode else self.client.lookup('pool', self.name)
         described = self._describe(pool)
         after = _render(described['xml'], described['state'], described['autostart'])
-        self.result.set_diff(plan.before, after, plan.before_header, plan.after_header)
+        plan.after = after  # what libvirt holds now (the runner records the diff after the report)
         return dict(pool=described)
 
     def _describe(self, pool):
