@@ -288,7 +288,10 @@ class GuestManager(Manager):
         if desired_xml is None:
             spec = self._typed_spec()
             domain_type = self._pick_domain_type(spec)
-            tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
+            # imported here: only a new guest needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+
+            tree = build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
             self._check_agent_wait(tree, None)
             self._check_memory_fits(tree)
             xml = X.tostring(tree)
