@@ -157,7 +157,7 @@ options:
         The module's messages, actions and upload records show the URL as C(https://***@host/...), and Ansible
         masks them in the returned invocation.
       - With O(checksum), a volume whose recorded upload has the same URL and checksum is not downloaded again,
-        and with O(cache) another volume from the same checksum is made from the cached image.
+        and with O(image_cache) another volume from the same checksum is made from the cached image.
       - An xz, gzip or zstd compressed image is decompressed while it is downloaded.
     type: str
     version_added: 0.1.0
@@ -170,7 +170,7 @@ options:
         distributions list them in their C(SHA256SUMS).
     type: str
     version_added: 0.1.0
-  cache:
+  image_cache:
     description:
       - Keep a downloaded O(url) image with a O(checksum) in the image cache on the managed host, so that
         another volume from the same checksum (another guest, a re-run after the volume was removed) is made

@@ -15,12 +15,15 @@ reboot, and a re-run changes nothing. Everything is removed afterwards, also on 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.server
 import json
 import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +106,15 @@ class Fleet:
         self.playbook = tmp / 'cloud.yml'
         self.playbook.write_text(PLAYBOOK)
         self.user_data = [_user_data(0), _user_data(1)]
+        # the base comes the way users fetch a cloud image: a compressed download with its checksum
+        # (from a loopback server), or the plain qcow2 when the build made no .xz
+        self.base_source = dict(src=image['debian-cloud.qcow2'])
+
+    def serve(self, url):
+        xz = Path(self.image['debian-cloud.qcow2.xz'])
+        with xz.open('rb') as f:
+            digest = hashlib.file_digest(f, 'sha256').hexdigest()
+        self.base_source = dict(url='%s/%s' % (url, xz.name), checksum='sha256:' + digest)
 
     def vars(self):
         return dict(
@@ -111,7 +123,7 @@ class Fleet:
             kvm_guest_label=P + 'fleet',
             kvm_guest_wait_for='cloud-init',
             kvm_guest_wait_timeout=900,
-            kvm_guest_base_volumes=[dict(name=P + 'base.qcow2', src=self.image['debian-cloud.qcow2'], format='qcow2')],
+            kvm_guest_base_volumes=[dict(name=P + 'base.qcow2', format='qcow2', image_cache=False, **self.base_source)],
             kvm_guest_cloud_init=dict(
                 user_data=dict(
                     users=[
@@ -165,10 +177,16 @@ def _exec(dom, *argv, timeout=60):
         time.sleep(0.5)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+        pass
+
+
 @pytest.fixture(scope='module')
 def fleet(qemu, tmp_path_factory):
     image = _install_image()
     fleet = Fleet(qemu, tmp_path_factory.mktemp('cloud'), image)
+    server = None
     try:
         # the test's own scaffolding: a pool, and an isolated network with no host address
         fleet.pool_dir.mkdir(mode=0o755)
@@ -178,9 +196,17 @@ def fleet(qemu, tmp_path_factory):
         pool.create(0)
         bridge = 'vtci%s' % P.split('-')[1][:6]
         qemu.networkCreateXML("<network><name>%snet</name><bridge name='%s'/></network>" % (P, bridge))
+        if 'debian-cloud.qcow2.xz' in image:
+            handler = functools.partial(_QuietHandler, directory=str(Path(image['debian-cloud.qcow2.xz']).parent))
+            server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            fleet.serve('http://127.0.0.1:%d' % server.server_address[1])
         fleet.first = fleet.run()
         yield fleet
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         cleanup_prefix(qemu, P)
         shutil.rmtree(fleet.pool_dir, ignore_errors=True)
 
@@ -211,6 +237,12 @@ def test_first_run_provisions_both_guests_and_waits_for_cloud_init(fleet):
         )
         assert info['format'] == 'qcow2' and info['virtual-size'] == 3 * 1024**3
         assert info['backing-filename'] == str(fleet.pool_dir / (P + 'base.qcow2'))
+    # the base holds the image as built (decompressed from the .xz download when there is one)
+    subprocess.run(
+        ['qemu-img', 'compare', '-U', str(fleet.pool_dir / (P + 'base.qcow2')), fleet.image['debian-cloud.qcow2']],
+        check=True,
+        capture_output=True,
+    )
     # secrets of the user-data never reach the output
     assert HASH not in out
 

@@ -437,7 +437,7 @@ class VolumeManager(Manager):
             label = redact_url(params['url'])
             if record and checksum and record.get('url') == label and record.get('checksum') == '%s:%s' % checksum:
                 return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
-            cache = I.ImageCache(checksum) if checksum and params.get('cache') else None
+            cache = I.ImageCache(checksum) if checksum and params.get('image_cache') else None
             hit = cache.lookup() if cache is not None else None
             if hit is not None:
                 path, digest, _size = hit  # downloaded before: not again

@@ -39,7 +39,7 @@ SPEC = ArgumentSpec(
         checksum=dict(type='str'),
         validate_certs=dict(type='bool', default=True),
         url_timeout=dict(type='int', default=30),
-        cache=dict(type='bool', default=True),
+        image_cache=dict(type='bool', default=True),
         permissions=dict(
             type='dict',
             options=dict(
