@@ -21,6 +21,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._secret.read import find_referenced
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
@@ -216,6 +217,9 @@ class PoolManager(Manager):
             tree = desired_xml if desired_xml is not None else P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
             self._check_target(tree)
+            self._check_backend(tree.get('type'))
+            if desired_xml is None:
+                self._check_auth(tree, state)
             settle = (state == 'active', self.params.get('autostart'))
             self.define_step = plan.add('%s defined' % self.what, 'create', self.name, xml, user_xml, settle)
             self.model = dict(xml=xml, state='inactive', autostart=False)
@@ -243,6 +247,8 @@ class PoolManager(Manager):
         if not changes:
             return False, False
         self._check_target(new_tree)
+        if desired_xml is None and any(change.section == 'source' for change in changes):
+            self._check_auth(new_tree, state)
         xml = X.tostring(new_tree)
         self.model['xml'] = xml
         # stop first, then redefine: drivers differ in when a definition given to a running pool
@@ -307,6 +313,58 @@ class PoolManager(Manager):
                 'xml' if self.params.get('xml') else 'target',
                 "%s is not a directory: a %s pool's target must be a directory (or not exist yet, to be built)"
                 % (path, tree.get('type')),
+            )
+
+    def _check_backend(self, ptype):
+        """A pool type the daemon's storage driver has no backend for cannot even be defined
+        (libvirt says "missing backend for pool type"): refuse it before anything is done, saying
+        what is missing. Drivers without pool capabilities (the test driver) are not asked."""
+        lv = self.libvirt
+        try:
+            text = self.client.conn.getStoragePoolCapabilities(0)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                return
+            raise self.client.error(exc, 'storage pool capabilities') from None
+        except AttributeError:
+            return  # libvirt-python older than 5.2
+        for node in X.parse(text).findall('pool'):
+            if node.get('type') == ptype and node.get('supported') != 'yes':
+                raise InvalidParameter(
+                    'xml' if self.params.get('xml') else 'type',
+                    '%s pools are not supported by the libvirt daemon at %s: its storage driver has no %s backend '
+                    '(on Debian/Ubuntu install libvirt-daemon-driver-storage-%s and restart libvirtd)'
+                    % (ptype, self.client.uri, ptype, ptype),
+                )
+
+    def _check_auth(self, tree, state):
+        """The libvirt secret ``source.auth`` references must be of the usage type the pool
+        resolves it as (chap: iscsi, ceph: ceph; libvirt refuses another at start). A secret that
+        does not exist (yet) only matters to a start: refused for a pool this task starts, a warning
+        otherwise (the pool may be defined before its secret)."""
+        auth = tree.find('source/auth')
+        if auth is None or self.client.is_test_driver:
+            return
+        secret = auth.find('secret')
+        uuid, usage = secret.get('uuid'), secret.get('usage')
+        option = 'source.auth.secret_uuid' if uuid else 'source.auth.secret_usage'
+        usage_type = P.AUTH_SECRET_USAGE[auth.get('type')]
+        found = find_referenced(self.client, usage_type, uuid=uuid, usage_id=usage)
+        described = "secret '%s'" % uuid if uuid else "%s secret '%s'" % (usage_type, usage)
+        if found is None:
+            message = (
+                'no %s exists on %s: the pool cannot start without it (define it with virtops.libvirt.secret, '
+                'usage_type: %s)' % (described, self.client.uri, usage_type)
+            )
+            if state == 'active' and not self._is_running():
+                raise InvalidParameter(option, message)
+            self.client.warn('%s: %s' % (option, message))
+            return
+        if found['usage_type'] != usage_type:
+            raise InvalidParameter(
+                option,
+                '%s has usage type %s; %s authentication needs a secret of usage type %s'
+                % (described, found['usage_type'] or 'none', auth.get('type'), usage_type),
             )
 
     def _merge_user_xml(self, current, desired):
