@@ -70,7 +70,7 @@ class SecretManager(Manager):
             self._plan_create(plan, spec, value)
             return plan
         new, messages = S.merge(current, spec)
-        state, _ = self._value_state(secret, current)
+        state = self._value_state(secret, current)[0]
         if messages:
             plan.add(
                 tuple('%s: %s' % (plan.what, message) for message in messages),
