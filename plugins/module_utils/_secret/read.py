@@ -65,9 +65,17 @@ def secret_fields(client, secret):
 
 
 def list_secrets(client):
-    """Every secret of the connection as (virSecret, fields), in UUID order."""
+    """Every secret of the connection as (virSecret, fields), in UUID order; none on a driver
+    without secrets (the test driver)."""
+    lv = client.libvirt
+    try:
+        secrets = client.conn.listAllSecrets(0)
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+            return []
+        raise client.error(exc, 'secrets') from None
     found = []
-    for secret in client.call('listAllSecrets', 0, what='secrets'):
+    for secret in secrets:
         fields = secret_fields(client, secret)
         if fields is not None:
             found.append((secret, fields))
