@@ -70,7 +70,7 @@ class SecretManager(Manager):
             self._plan_create(plan, spec, value)
             return plan
         new, messages = S.merge(current, spec)
-        state = self._value_state(secret, current)[0]
+        state, have = self._value_state(secret, current)
         if messages:
             plan.add(
                 tuple('%s: %s' % (plan.what, message) for message in messages),
@@ -79,7 +79,8 @@ class SecretManager(Manager):
                 new['uuid'],
                 plan.what,
             )
-        after_state = self._plan_value(plan, secret, current, new, value)
+        after_state = self._plan_value(plan, current, new, value, state, have)
+        have = None
         self.fields = new
         plan.diff(S.render(current, state), S.render(new, after_state))
         return plan
@@ -159,9 +160,9 @@ class SecretManager(Manager):
             raise self.client.error(exc, R.what(fields) + ' value') from None
         return 'set', current
 
-    def _plan_value(self, plan, secret, current, new, value):
-        """Plan setting the value; returns what the after side of the diff says of it."""
-        state, have = self._value_state(secret, current)
+    def _plan_value(self, plan, current, new, value, state, have):
+        """Plan setting the value (``state``, ``have``: see :meth:`_value_state`); returns what
+        the after side of the diff says of it."""
         if value is None:
             return state
         mode = self.params['update_value']
