@@ -384,6 +384,15 @@ def cleanup_prefix(conn, prefix):
             if pool.isActive():
                 _quiet(pool.destroy)
             _quiet(pool.undefine)
+    for secret in _quiet(conn.listAllSecrets, 0) or []:
+        # a test's secret carries the prefix in its usage id (a volume path, a name, a target)
+        if prefix in (_quiet(secret.usageID) or ''):
+            uuid = secret.UUIDString()
+            _quiet(secret.undefine)
+            for record in Path(os.environ.get('VIRTOPS_LIBVIRT_STATE_DIR') or '/var/lib/virtops-libvirt').glob(
+                'secrets/*/%s.json' % uuid
+            ):
+                record.unlink()
 
 
 # ---------------------------------------------------------------------------------------------

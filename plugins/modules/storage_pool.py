@@ -13,8 +13,10 @@ short_description: Manage libvirt storage pools declaratively
 version_added: 0.1.0
 description:
   - Defines, builds, starts, stops, updates and removes libvirt storage pools.
-  - Typed options cover the pool types V(dir), V(fs), V(netfs), V(logical), V(disk), V(iscsi),
-    V(scsi) and V(mpath). Any other type libvirt knows (rbd, gluster, zfs, ...) can be given as O(xml).
+  - Typed options cover the pool types V(dir), V(fs), V(netfs), V(logical), V(disk), V(iscsi), V(iscsi-direct),
+    V(scsi), V(mpath) and V(rbd). Any other type libvirt knows (gluster, zfs, ...) can be given as O(xml).
+  - A pool type the libvirt daemon has no storage backend for is refused before anything is done, naming the
+    missing backend (RV(virtops.libvirt.storage_pool_info#module:supported_types) lists the supported types).
   - Idempotency is semantic. Only what you give is compared with the pool's persistent definition.
     What libvirt adds by itself (default formats, free extents, sizes) is ignored.
   - An existing pool whose definition differs is redefined. A running pool is restarted only when
@@ -59,7 +61,7 @@ options:
       - Pool type. Required to create a pool with the typed options.
       - Cannot be changed on an existing pool.
     type: str
-    choices: [dir, fs, netfs, logical, disk, iscsi, scsi, mpath]
+    choices: [dir, fs, netfs, logical, disk, iscsi, iscsi-direct, scsi, mpath, rbd]
     version_added: 0.1.0
   target:
     description:
@@ -67,6 +69,7 @@ options:
         (required for those three), the device directory of the others.
       - Defaults to V(/dev) for V(disk), V(/dev/disk/by-path) for V(iscsi) and V(scsi), and
         V(/dev/mapper) for V(mpath).
+      - V(rbd) and V(iscsi-direct) pools have no target (their volumes are reached over the network).
     type: str
     version_added: 0.1.0
   source:
@@ -77,13 +80,13 @@ options:
     version_added: 0.1.0
     suboptions:
       host:
-        description: Server (V(netfs), V(iscsi)). Shorthand for a single O(source.hosts) entry.
+        description: Server (V(netfs), V(iscsi), V(iscsi-direct)). Shorthand for a single O(source.hosts) entry.
         type: str
       port:
         description: Port of O(source.host).
         type: int
       hosts:
-        description: Servers, for pools that take several.
+        description: Servers, for pools that take several (the Ceph monitors of an V(rbd) pool).
         type: list
         elements: dict
         suboptions:
@@ -100,12 +103,12 @@ options:
       devices:
         description:
           - Devices. One block device for V(fs) and V(disk) pools, the physical volumes of a V(logical)
-            pool, the target IQN of an V(iscsi) pool.
+            pool, the target IQN of an V(iscsi) or V(iscsi-direct) pool.
         type: list
         elements: str
         aliases: [device]
       name:
-        description: Volume group name of a V(logical) pool.
+        description: Volume group name of a V(logical) pool, Ceph pool name of an V(rbd) pool.
         type: str
       format:
         description:
@@ -113,14 +116,21 @@ options:
             V(glusterfs), V(auto)), partition table (V(disk) - V(gpt), V(dos), ...) or V(lvm2) (V(logical)).
         type: str
       initiator:
-        description: iSCSI initiator IQN to log in with (V(iscsi)).
+        description: iSCSI initiator IQN to log in with (V(iscsi); required for V(iscsi-direct)).
         type: str
       auth:
-        description: CHAP (iscsi) or ceph authentication. The password lives in a libvirt secret you reference here.
+        description:
+          - Authentication, for the pool types libvirt allows it for. CHAP for V(iscsi) and V(iscsi-direct), cephx for
+            V(rbd).
+          - The password or key lives in a libvirt secret (see M(virtops.libvirt.secret)) that you reference here by
+            O(source.auth.secret_uuid) or O(source.auth.secret_usage), exactly one of them. CHAP needs a secret of usage
+            type V(iscsi), cephx one of usage type V(ceph). A secret of another usage type is refused.
+          - A referenced secret that does not exist fails a task that starts the pool (O(state=active)), before anything
+            is changed. Otherwise it is a warning, since a pool may be defined before its secret.
         type: dict
         suboptions:
           type:
-            description: Authentication type.
+            description: Authentication type, V(chap) for iSCSI pools, V(ceph) for V(rbd) pools.
             type: str
             required: true
             choices: [chap, ceph]
@@ -129,10 +139,12 @@ options:
             type: str
             required: true
           secret_uuid:
-            description: UUID of the libvirt secret holding the password (a reference, not the password).
+            description: UUID of the libvirt secret holding the password or key (a reference, not the password).
             type: str
           secret_usage:
-            description: Usage name of the libvirt secret holding the password (a reference, not the password).
+            description:
+              - Usage id of the libvirt secret holding the password or key (a reference, not the password). This is
+                the secret's O(virtops.libvirt.secret#module:usage_id), the iSCSI target or the Ceph name.
             type: str
       adapter:
         description: SCSI host adapter of a V(scsi) pool.
@@ -304,6 +316,21 @@ EXAMPLES = r"""
         username: client1
         secret_usage: san1-chap
     state: present
+
+- name: A Ceph RBD pool with cephx (the key in a libvirt secret of usage type ceph, see virtops.libvirt.secret)
+  virtops.libvirt.storage_pool:
+    name: ceph-rbd
+    type: rbd
+    source:
+      hosts:
+        - name: mon1.example.com
+          port: 6789
+        - name: mon2.example.com
+      name: libvirt-pool
+      auth:
+        type: ceph
+        username: libvirt
+        secret_usage: client.libvirt secret
 
 - name: A directory on a cluster file system mounted on every host, marked as shared storage
   virtops.libvirt.storage_pool:

@@ -108,6 +108,26 @@ def test_storage_pool_info(ansible_module, testdrv):
     assert 'default-pool' in names
 
 
+def test_secret_info(ansible_module, qemu):
+    result = succeeded(task(ansible_module, 'secret_info', dict(uri='qemu:///system')))
+    assert sorted(s['uuid'] for s in result['secrets']) == sorted(s.UUIDString() for s in qemu.listAllSecrets(0))
+    # the test driver has no secrets: an empty list, not a failure
+    assert succeeded(task(ansible_module, 'secret_info', dict(uri=TEST_URI)))['secrets'] == []
+
+
+def test_secret_check_mode(ansible_module, qemu, uname):
+    """(the test driver has no secrets: check mode against qemu:///system, which it must not touch)"""
+    before = sorted(s.UUIDString() for s in qemu.listAllSecrets(0))
+    args = dict(uri='qemu:///system', usage_type='ceph', usage_id=uname, value='x' + uname)
+    result = succeeded(task(ansible_module, 'secret', args, check=True))
+    assert result['changed'] is True and result['actions'] == [
+        "ceph secret '%s' defined" % uname,
+        "ceph secret '%s' value set" % uname,
+    ]
+    assert result['diff']['before'] != result['diff']['after']
+    assert sorted(s.UUIDString() for s in qemu.listAllSecrets(0)) == before, 'check mode changed libvirt'
+
+
 def test_hostdev_info(ansible_module, testdrv):
     result = succeeded(task(ansible_module, 'hostdev_info', dict(uri=TEST_URI, name='scsi_host1')))
     (dev,) = result['devices']
@@ -171,6 +191,8 @@ def test_every_module_is_run_here():
         'guest_info',
         'storage_pool_info',
         'hostdev_info',
+        'secret_info',
+        'secret',
         'guest_agent',
         'migrate',
         'objects',  # through Ansible's executor in test_objects.py (its diff is a list)

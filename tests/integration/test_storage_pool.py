@@ -434,6 +434,7 @@ def test_storage_pool_examples_run(qemu, uname, pool_dir, loop_device):
         'nfs-images': uname + '-nfs',
         'san1': uname + '-san1',
         'cluster-images': uname + '-cluster',
+        'ceph-rbd': uname + '-rbd',
         '/var/lib/libvirt/pools/images': str(pool_dir / 'images'),
         '/srv/pools/fastdisk': str(pool_dir / 'fastdisk'),
         '/var/lib/libvirt/pools/nfs-images': str(pool_dir / 'nfs'),
@@ -442,10 +443,18 @@ def test_storage_pool_examples_run(qemu, uname, pool_dir, loop_device):
         '/dev/vdc': big,
     }
     tasks = example_tasks('storage_pool')
-    assert len(tasks) == 8
+    assert len(tasks) == 9
+    rbd_backend = "<pool type='rbd' supported='yes'>" in qemu.getStoragePoolCapabilities(0)
     try:
         for module, example_args, title in tasks:
             args = substitute(example_args, mapping)
+            if args.get('type') == 'rbd' and not rbd_backend:
+                # this daemon has no rbd backend: refused naming it, nothing defined
+                refused = run(module, args)
+                assert refused.get('failed') and refused['msg'].startswith('type:'), (title, refused.get('msg'))
+                assert 'libvirt-daemon-driver-storage-rbd' in refused['msg'] and not refused['changed']
+                assert _lookup(qemu, uname + '-rbd') is None
+                continue
             res = run(module, args)
             assert not res.get('failed'), (title, res.get('msg'))
             assert res['changed'], title
@@ -455,7 +464,7 @@ def test_storage_pool_examples_run(qemu, uname, pool_dir, loop_device):
         assert qemu.storagePoolLookupByName(uname + '-cluster').isActive() == 1
         assert _lookup(qemu, uname + '-images') is None and not (pool_dir / 'images').exists()
     finally:
-        for suffix in ('-images', '-fastdisk', '-bigdisk', '-nfs', '-san1', '-cluster'):
+        for suffix in ('-images', '-fastdisk', '-bigdisk', '-nfs', '-san1', '-cluster', '-rbd'):
             remove_pool(qemu, uname + suffix)
 
 

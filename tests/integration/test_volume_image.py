@@ -146,7 +146,9 @@ def test_cache_false_downloads_every_new_volume(dir_pool, http_server):
     (root / 'plain.raw.gz').write_bytes(gzip.compress(payload))
     checksum = 'sha256:' + hashlib.sha256((root / 'plain.raw.gz').read_bytes()).hexdigest()
     for name in ('x.raw', 'y.raw'):
-        res = ok(run('volume', dict(pool=p, name=name, url=base + '/plain.raw.gz', checksum=checksum, image_cache=False)))
+        res = ok(
+            run('volume', dict(pool=p, name=name, url=base + '/plain.raw.gz', checksum=checksum, image_cache=False))
+        )
         assert res['changed'] and res['volume']['capacity'] == len(payload)
         with open(vol(dir_pool, name).path(), 'rb') as handle:
             assert handle.read() == payload

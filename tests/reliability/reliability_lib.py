@@ -403,6 +403,7 @@ class Figures:
         self.concurrency = None
         self.concurrency_bulk = None  # lines: two controllers' objects tasks (test_concurrency)
         self.secrets = None
+        self.secret_values = None  # libvirt secret values (test_secrets.py), rendered with secrets
         self.frozen = None
         self.hostdev = None
         self.corpus = None  # dict: see test_corpus._figures (not required by complete())
@@ -626,7 +627,7 @@ def render_doc(fig):
     # ---- secrets
     w('## Secrets')
     w('')
-    for line in sec.get('lines', []):
+    for line in sec.get('lines', []) + (fig.secret_values or {}).get('lines', []):
         w(line)
     w('')
     # ---- frozen

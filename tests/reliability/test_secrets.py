@@ -257,3 +257,238 @@ def test_secrets_never_leak(agent_guest, tmp_path, capfd):
     assert not wrong, 'unexpected outcomes: %s' % wrong
     assert changed_password, 'set_password did not change the password'
     assert playbook_ok, output[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirt secret values (secret, secret_info, storage_pool with auth)
+
+SECRET_STORE = Path('/etc/libvirt/secrets')
+
+
+def _kept_payload_leaks(remote, canaries):
+    """What the payload files Ansible kept (``ANSIBLE_KEEP_REMOTE_FILES``) show: (leaks outside the
+    module arguments, whether the arguments carry the value, the number of files). Ansible embeds
+    the task's arguments - no_log ones included - as the ``params=`` line of each AnsiballZ
+    wrapper; everything else (the wrapper, the module's zip, any other file left) must be clean."""
+    import io
+    import re
+    import zipfile
+
+    found, in_args, count = set(), False, 0
+    for path in sorted(p for p in Path(remote).rglob('*') if p.is_file()):
+        count += 1
+        text = path.read_text(errors='replace')
+        params = re.findall(r'^params=.*$', text, re.M)
+        in_args = in_args or any(leaks(line, canaries) for line in params)
+        rest = re.sub(r'^params=.*$', '', text, flags=re.M)
+        found.update(leaks(rest, canaries))
+        data = re.search(r"^zip_data='([A-Za-z0-9+/=]+)',$", text, re.M)
+        if data:
+            with zipfile.ZipFile(io.BytesIO(base64.b64decode(data.group(1)))) as payload:
+                for name in payload.namelist():
+                    found.update(leaks(payload.read(name).decode(errors='replace'), canaries))
+    return sorted(found), in_args, count
+
+
+def test_secret_values_never_leak(qemu, uname, tmp_path, capfd):
+    from reliability_lib import STATE_DIR
+
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    key_marker = 'CanaryKey-%s' % tag[16:]
+    key = b'\x00\xff' + key_marker.encode() + bytes(range(32))
+    canaries = dict(
+        value='CanaryValue-%s' % tag[:16],
+        rotated='CanaryRotated-%s' % tag[:12],
+        value_b64=base64.b64encode(key).decode(),
+        key_bytes=key_marker,
+    )
+    ceph = dict(uri='qemu:///system', usage_type='ceph', usage_id=uname + '-ceph')
+    volume = dict(
+        uri='qemu:///system',
+        usage_type='volume',
+        usage_id='/var/lib/libvirt/images/%s-luks.qcow2' % uname,
+        private=True,
+    )
+    target = 'iqn.2024-01.org.example.virtops:%s' % uname
+    iscsi = dict(uri='qemu:///system', usage_type='iscsi', usage_id=target)
+    pool = dict(
+        uri='qemu:///system',
+        name=uname + '-san',
+        type='iscsi',
+        state='present',
+        source=dict(
+            host='127.0.0.1',
+            devices=['iqn.2024-01.org.example.virtops:lun'],
+            auth=dict(type='chap', username='virtops', secret_usage=target),
+        ),
+    )
+    value, rotated, key_b64 = canaries['value'], canaries['rotated'], canaries['value_b64']
+    runs = [
+        ('define + value (check mode)', 'secret', dict(ceph, value=value), True, True),
+        ('define + value', 'secret', dict(ceph, value=value), False, True),
+        ('re-run, unchanged', 'secret', dict(ceph, value=value), False, True),
+        ('rotate (check mode)', 'secret', dict(ceph, value=rotated), True, True),
+        ('rotate', 'secret', dict(ceph, value=rotated), False, True),
+        ('update_value=always', 'secret', dict(ceph, value=rotated, update_value='always'), False, True),
+        ('private, value_b64 (check mode)', 'secret', dict(volume, value_b64=key_b64), True, True),
+        ('private, value_b64', 'secret', dict(volume, value_b64=key_b64), False, True),
+        ('private re-run (record)', 'secret', dict(volume, value_b64=key_b64), False, True),
+        ('private made readable (refused)', 'secret', dict(volume, private=False, value_b64=key_b64), False, False),
+        ('bad usage_id with a value', 'secret', dict(ceph, usage_id='a/b', value=value), False, False),
+        ('invalid value_b64', 'secret', dict(ceph, value_b64='!' + value), False, False),
+        ('value and value_b64 together', 'secret', dict(ceph, value=value, value_b64=key_b64), False, False),
+        (
+            'a UUID and a usage of two secrets',
+            'secret',
+            dict(ceph, uuid='11111111-2222-3333-4444-555555555555', value=value),
+            False,
+            False,
+        ),
+        ('unknown option carrying the value', 'secret', dict(ceph, value=value, bogus=value), False, False),
+        ('iscsi secret', 'secret', dict(iscsi, value=value), False, True),
+        ('pool with CHAP auth', 'storage_pool', pool, False, True),
+        ('secret_info, with XML', 'secret_info', dict(uri='qemu:///system', include_xml=True), False, True),
+        ('pool removed', 'storage_pool', dict(uri='qemu:///system', name=pool['name'], state='absent'), False, True),
+    ]
+    problems, wrong = [], []
+    for label, module, args, check, expect_ok in runs:
+        result = run(module, args, check=check)
+        found = leaks(json.dumps(result), canaries)
+        if found or masked(result):
+            problems.append('%s: %s%s' % (label, ', '.join(found), ' (masked by Ansible)' if masked(result) else ''))
+        if bool(result.get('failed')) == expect_ok:
+            wrong.append('%s: %s' % (label, result.get('msg')))
+    # the values were really set: read back (ceph) and from libvirt's own store (private)
+    ceph_secret = qemu.secretLookupByUsage(libvirt_usage('ceph'), ceph['usage_id'])
+    vol_secret = qemu.secretLookupByUsage(libvirt_usage('volume'), volume['usage_id'])
+    set_right = (
+        ceph_secret.value(0) == rotated.encode()
+        and base64.b64decode((SECRET_STORE / ('%s.base64' % vol_secret.UUIDString())).read_text()) == key
+    )
+    records = sorted((STATE_DIR / 'secrets').rglob('*.json'))
+    record_leaks = sorted({name for path in records for name in leaks(path.read_text(), canaries)})
+    record_leaks += ['key (hex)'] if any(key.hex() in path.read_text() for path in records) else []
+
+    # ---- a real playbook, -vvv --diff, with a log file and the remote files kept
+    log = tmp_path / 'ansible.log'
+    book = tmp_path / 'secret-values.yml'
+    book.write_text(
+        textwrap.dedent(
+            """\
+            - hosts: localhost
+              gather_facts: false
+              module_defaults:
+                group/virtops.libvirt.libvirt:
+                  uri: qemu:///system
+              tasks:
+                - name: A private secret with a value
+                  virtops.libvirt.secret:
+                    usage_type: tls
+                    usage_id: %(name)s-tls
+                    private: true
+                    value: "{{ secret_value }}"
+                  register: made
+                - name: Show everything the module returned
+                  ansible.builtin.debug:
+                    var: made
+                - name: Again (unchanged, through the record)
+                  virtops.libvirt.secret:
+                    usage_type: tls
+                    usage_id: %(name)s-tls
+                    value: "{{ secret_value }}"
+                - name: Rotate to a binary key
+                  virtops.libvirt.secret:
+                    usage_type: tls
+                    usage_id: %(name)s-tls
+                    value_b64: "{{ secret_key }}"
+                  register: rotated
+                - name: Show the rotation
+                  ansible.builtin.debug:
+                    var: rotated
+                - name: A bad usage id with a value
+                  virtops.libvirt.secret:
+                    usage_type: tls
+                    usage_id: a/b
+                    value: "{{ secret_value }}"
+                  ignore_errors: true
+                  register: bad
+                - name: Show the failure
+                  ansible.builtin.debug:
+                    var: bad
+                - name: The secrets
+                  virtops.libvirt.secret_info:
+                    usage_type: tls
+                    include_xml: true
+                  register: listed
+                - name: Show them
+                  ansible.builtin.debug:
+                    var: listed
+                - name: Remove it
+                  virtops.libvirt.secret:
+                    usage_type: tls
+                    usage_id: %(name)s-tls
+                    state: absent
+            """
+            % dict(name=uname)
+        )
+    )
+    extra = tmp_path / 'secret-values.json'
+    extra.write_text(json.dumps(dict(secret_value=canaries['value'], secret_key=canaries['value_b64'])))
+    remote = tmp_path / 'ansible-remote'
+    rc, output = run_playbook(
+        book,
+        tmp_path,
+        '-vvv',
+        '--diff',
+        '-e',
+        '@%s' % extra,
+        env=dict(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES='1', ANSIBLE_PIPELINING='0'),
+    )
+    playbook_ok = rc == 0 and 'Remove it' in output and 'failed=0' in output.replace(' ', '')
+    kept_leaks, args_carry_it, kept_files = _kept_payload_leaks(remote, canaries)
+
+    places = [('module results and diffs (%d runs)' % len(runs), problems)]
+    places.append(('value records of private secrets (%d files)' % len(records), record_leaks))
+    places.append(('ansible-playbook -vvv --diff output', leaks(output, canaries)))
+    places.append(('ANSIBLE_LOG_PATH log', leaks(log.read_text() if log.exists() else '', canaries)))
+    places.append(('ANSIBLE_KEEP_REMOTE_FILES payload, outside the arguments (%d files)' % kept_files, kept_leaks))
+    for path in sorted(LOG_DIR.glob('*.log')):
+        places.append((path.name, leaks(path.read_text(errors='replace'), canaries)))
+    captured = capfd.readouterr()
+    places.append(('pytest captured output of this test', leaks(captured.out + captured.err, canaries)))
+    leaked = [(place, found) for place, found in places if found]
+    lines = [
+        '',
+        'Secret values (`secret`, `secret_info`, `storage_pool` with `source.auth`): a text value, its',
+        'rotation and a binary key given as `value_b64` (searched for as given, base64-encoded and by a',
+        'marker inside the raw key), through check mode, real runs, re-runs, private secrets and every',
+        'failure path (%d module runs), and a `-vvv --diff` playbook with the remote files kept.' % len(runs),
+        '',
+        '| where | leaks |',
+        '|---|---|',
+    ]
+    lines += ['| %s | %s |' % (place, ', '.join(found) if found else 'none') for place, found in places]
+    lines += [
+        '',
+        'The kept payload carries the value in the task arguments (the `params=` line of the AnsiballZ',
+        'wrapper): %s. That is how Ansible passes arguments, `no_log` or not; the module documents it.'
+        % ('yes' if args_carry_it else 'no'),
+        "The values were really set (read back, and from libvirt's store for the private one): %s."
+        % ('yes' if set_right else 'no'),
+    ]
+    FIGURES.secret_values = dict(places=len(places), leaks=len(leaked), lines=lines)
+    for place, found in leaked:
+        FIGURES.finding('secrets', '%s shows %s' % (place, ', '.join(found)))
+    FIGURES.timings['secret values'] = time.monotonic() - started
+    assert not leaked, leaked
+    assert not wrong, 'unexpected outcomes: %s' % wrong
+    assert set_right, 'the secret values were not set as given'
+    assert kept_files and args_carry_it, 'no kept payload found: the KEEP_REMOTE_FILES search searched nothing'
+    assert playbook_ok, output[-3000:]
+
+
+def libvirt_usage(usage_type):
+    import libvirt
+
+    return getattr(libvirt, 'VIR_SECRET_USAGE_TYPE_%s' % usage_type.upper())

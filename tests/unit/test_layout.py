@@ -24,7 +24,7 @@ MU = PLUGINS / 'module_utils'
 PREFIX = 'ansible_collections.virtops.libvirt.plugins.module_utils.'
 
 # another kind may use these (what reading an object needs), nothing else of that kind
-READ_SIDE = {'_guest.read', '_guest.agent', '_storage.read'}
+READ_SIDE = {'_guest.read', '_guest.agent', '_storage.read', '_secret.read'}
 # the manager modules (read + plan) of each kind: apply code and other kinds never import them
 MANAGERS = {
     '_guest.manager',
@@ -38,6 +38,8 @@ MANAGERS = {
     '_agent.manager',
     '_migrate.manager',
     '_host.info',
+    '_secret.manager',
+    '_secret.info',
 }
 
 

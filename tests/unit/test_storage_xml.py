@@ -113,7 +113,7 @@ def test_pool_details():
     'ptype,kw,option',
     [
         ('dir', dict(type=None), 'type'),
-        ('dir', dict(type='rbd'), 'type'),
+        ('dir', dict(type='gluster'), 'type'),
         ('dir', dict(target='relative/path'), 'target'),
         ('dir', dict(source=dict(devices=['/dev/sdb'])), 'source.devices'),
         ('fs', dict(source=dict(format='ext4')), 'source.devices'),

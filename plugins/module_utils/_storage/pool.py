@@ -22,6 +22,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+from ansible_collections.virtops.libvirt.plugins.module_utils._secret.read import find_referenced
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
@@ -81,6 +82,7 @@ class PoolManager(Manager):
         self.want = None  # what the comparison wants of user XML (see _parse_user_xml)
         self.pool = None  # the pool as plan() found it (None: absent)
         self.define_step = None  # the step defining a new pool (a later failing step undefines it again)
+        self.auth_checked = False  # whether the plan checked the secret of source.auth already
 
     def applier(self):
         # imported here: a run that changes nothing does not compile the apply code
@@ -96,6 +98,7 @@ class PoolManager(Manager):
         spec = None if desired_xml is not None else self._typed_spec()
         self.define_step = None
         self.client.hold('pool', self.name)  # from this read to the end of the run
+        self.auth_checked = False
         pool = self.pool = self._load()
         plan = Plan(self.what)
         before = _render(self.model['xml'], self.model['state'], self.model['autostart'])
@@ -221,6 +224,9 @@ class PoolManager(Manager):
             tree = desired_xml if desired_xml is not None else P.build_pool(self._validated(spec))
             xml = X.tostring(tree)
             self._check_target(tree)
+            self._check_backend(tree.get('type'))
+            if desired_xml is None:
+                self._check_auth(tree, starting=state == 'active')
             settle = (state == 'active', self.params.get('autostart'))
             self.define_step = plan.add('%s defined' % self.what, 'create', self.name, xml, user_xml, settle)
             self.model = dict(xml=xml, state='inactive', autostart=False)
@@ -248,6 +254,8 @@ class PoolManager(Manager):
         if not changes:
             return False, False
         self._check_target(new_tree)
+        if desired_xml is None and any(change.section == 'source' for change in changes):
+            self._check_auth(new_tree, starting=state == 'active' and (restart or not self._is_running()))
         xml = X.tostring(new_tree)
         self.model['xml'] = xml
         # stop first, then redefine: drivers differ in when a definition given to a running pool
@@ -262,6 +270,8 @@ class PoolManager(Manager):
         start = (self.name, ptype, self.params['build'], self.params['build_overwrite'])
         if state == 'active':
             if not running:
+                if not self.auth_checked:
+                    self._check_auth(X.parse(self.model['xml']), starting=True, given=False)
                 plan.add('%s started' % self.what, 'start', *start)
                 self.model['state'] = 'active'
             elif restart:
@@ -312,6 +322,68 @@ class PoolManager(Manager):
                 'xml' if self.params.get('xml') else 'target',
                 "%s is not a directory: a %s pool's target must be a directory (or not exist yet, to be built)"
                 % (path, tree.get('type')),
+            )
+
+    def _check_backend(self, ptype):
+        """A pool type the daemon's storage driver has no backend for cannot even be defined
+        (libvirt says "missing backend for pool type"): refuse it before anything is done, saying
+        what is missing. Drivers without pool capabilities (the test driver) are not asked."""
+        lv = self.libvirt
+        try:
+            text = self.client.conn.getStoragePoolCapabilities(0)
+        except lv.libvirtError as exc:
+            if self.client.is_error(exc, 'VIR_ERR_NO_SUPPORT'):
+                return
+            raise self.client.error(exc, 'storage pool capabilities') from None
+        except AttributeError:
+            return  # libvirt-python older than 5.2
+        for node in X.parse(text).findall('pool'):
+            if node.get('type') == ptype and node.get('supported') != 'yes':
+                raise InvalidParameter(
+                    'xml' if self.params.get('xml') else 'type',
+                    '%s pools are not supported by the libvirt daemon at %s: its storage driver has no %s backend '
+                    '(on Debian/Ubuntu install libvirt-daemon-driver-storage-%s and restart libvirtd)'
+                    % (ptype, self.client.uri, ptype, ptype),
+                )
+
+    def _check_auth(self, tree, starting, given=True):
+        """The libvirt secret ``source.auth`` references must be of the usage type the pool
+        resolves it as (chap: iscsi, ceph: ceph; libvirt refuses another at start). A secret that
+        does not exist (yet) only matters to a start: refused for a pool this task starts, before
+        anything is changed, a warning otherwise (the pool may be defined before its secret).
+        ``given``: the reference is the task's ``source.auth`` (else the pool's definition)."""
+        self.auth_checked = True
+        auth = tree.find('source/auth')
+        if auth is None or self.client.is_test_driver or auth.get('type') not in P.AUTH_SECRET_USAGE:
+            return
+        secret = auth.find('secret')
+        if secret is None:
+            return
+        uuid, usage = secret.get('uuid'), secret.get('usage')
+        option = 'source.auth.secret_uuid' if uuid else 'source.auth.secret_usage'
+        usage_type = P.AUTH_SECRET_USAGE[auth.get('type')]
+        found = find_referenced(self.client, usage_type, uuid=uuid, usage_id=usage)
+        described = "secret '%s'" % uuid if uuid else "%s secret '%s'" % (usage_type, usage)
+        if found is None:
+            message = (
+                'no %s exists on %s: the pool cannot start without it (define it with virtops.libvirt.secret, '
+                'usage_type: %s)' % (described, self.client.uri, usage_type)
+            )
+            if starting and given:
+                raise InvalidParameter(option, message)
+            if starting:
+                raise OperationFailed(
+                    '%s cannot start: its source.auth references %s, which does not exist on %s (define it with '
+                    'virtops.libvirt.secret, usage_type: %s). Nothing was changed.'
+                    % (self.what, described, self.client.uri, usage_type)
+                )
+            self.client.warn('%s: %s' % (option, message))
+            return
+        if found['usage_type'] != usage_type:
+            raise (InvalidParameter if given else _definition_error)(
+                option,
+                '%s has usage type %s; %s authentication needs a secret of usage type %s'
+                % (described, found['usage_type'] or 'none', auth.get('type'), usage_type),
             )
 
     def _merge_user_xml(self, current, desired):
@@ -470,6 +542,11 @@ def _refuse_uuid_of_another(client, lookup, root, name, what):
         return  # no such uuid (or not a valid one: libvirt's parser says so)
     if other.name() != name:
         raise InvalidParameter('xml', "the <uuid> %s belongs to the %s '%s'" % (uuid, what, other.name()))
+
+
+def _definition_error(option, message):
+    """A wrong secret found in the pool's own definition (not in the task's options)."""
+    return OperationFailed('the definition of the pool, %s: %s' % (option, message))
 
 
 def _yaml_bool(value):

@@ -16,7 +16,10 @@ SPEC = ArgumentSpec(
     dict(
         name=dict(type='str', required=True),
         state=dict(type='str', default='active', choices=['present', 'active', 'inactive', 'absent']),
-        type=dict(type='str', choices=['dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi', 'scsi', 'mpath']),
+        type=dict(
+            type='str',
+            choices=['dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi', 'iscsi-direct', 'scsi', 'mpath', 'rbd'],
+        ),
         target=dict(type='str'),
         source=dict(
             type='dict',

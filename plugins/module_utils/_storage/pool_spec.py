@@ -44,7 +44,13 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read impo
 # ---------------------------------------------------------------------------------------------
 # Pool types
 
-TYPED_POOL_TYPES = ('dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi', 'scsi', 'mpath')
+TYPED_POOL_TYPES = ('dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi', 'iscsi-direct', 'scsi', 'mpath', 'rbd')
+# Types without a target path (their volumes are reached through the network, not a host path).
+NO_TARGET_TYPES = frozenset(('iscsi-direct', 'rbd'))
+# The authentication each type takes (libvirt's storagepool.rng allows <auth> for these only) and the
+# usage type of the libvirt secret it resolves (chap -> an iscsi secret, ceph -> a ceph secret).
+AUTH_TYPES = {'iscsi': 'chap', 'iscsi-direct': 'chap', 'rbd': 'ceph'}
+AUTH_SECRET_USAGE = {'chap': 'iscsi', 'ceph': 'ceph'}
 # Types whose schema allows <vendor>/<product> under <source> (where the marker can live).
 MARKER_POOL_TYPES = frozenset(('dir', 'fs', 'netfs', 'logical', 'disk', 'iscsi', 'scsi'))
 
@@ -81,15 +87,19 @@ SOURCE_ACCEPTS = {
     'logical': ('name', 'devices', 'format'),
     'disk': ('devices', 'format'),
     'iscsi': ('hosts', 'devices', 'initiator', 'auth'),
+    'iscsi-direct': ('hosts', 'devices', 'initiator', 'auth'),
     'scsi': ('adapter',),
     'mpath': (),
+    'rbd': ('hosts', 'name', 'auth'),
 }
 SOURCE_REQUIRES = {
     'fs': ('devices',),
     'netfs': ('hosts', 'dir'),
     'disk': ('devices',),
     'iscsi': ('hosts', 'devices'),
+    'iscsi-direct': ('hosts', 'devices', 'initiator'),
     'scsi': ('adapter',),
+    'rbd': ('hosts', 'name'),
 }
 
 _IQN_RE = r'^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-zA-Z0-9.\-]+(:.+)?$'
@@ -147,6 +157,10 @@ def validate_pool_spec(spec, creating=True):
             '%r is not a pool type the typed options support (%s); use xml for other '
             'types' % (ptype, ', '.join(TYPED_POOL_TYPES)),
         )
+    if ptype in NO_TARGET_TYPES:
+        for option in ('target', 'permissions'):
+            if spec.get(option):
+                raise InvalidParameter(option, 'is not used by %s pools (they have no target path)' % ptype)
     if spec.get('target') is not None:
         spec['target'] = _abs_path('target', spec['target'])
     source = dict(spec.get('source') or {})
@@ -186,7 +200,7 @@ def validate_pool_spec(spec, creating=True):
         raise InvalidParameter('source.devices', '%s pools take exactly one device, got %d' % (ptype, len(devices)))
     for index, dev in enumerate(devices):
         opt = 'source.devices[%d]' % index
-        if ptype == 'iscsi':
+        if ptype in ('iscsi', 'iscsi-direct'):
             if not re.match(_IQN_RE, dev or ''):
                 raise InvalidParameter(
                     opt, 'for iscsi pools this is the target IQN (iqn.YYYY-MM.domain:name), got %r' % (dev,)
@@ -207,24 +221,15 @@ def validate_pool_spec(spec, creating=True):
         else:
             source['dir'] = _abs_path('source.dir', source['dir'])
     if source.get('name') is not None and not re.match(r'^[A-Za-z0-9+_.\-]+$', source['name']):
-        raise InvalidParameter('source.name', '%r is not a volume group name' % (source['name'],))
+        kind = 'Ceph pool' if ptype == 'rbd' else 'volume group'
+        raise InvalidParameter('source.name', '%r is not a %s name' % (source['name'], kind))
     if source.get('initiator') is not None and not re.match(_IQN_RE, source['initiator']):
         raise InvalidParameter(
             'source.initiator', '%r is not an iSCSI qualified name (iqn.YYYY-MM.domain:name)' % (source['initiator'],)
         )
     auth = source.get('auth')
     if auth:
-        if auth.get('type') not in ('chap', 'ceph'):
-            raise InvalidParameter('source.auth.type', 'must be chap or ceph')
-        if not auth.get('username'):
-            raise InvalidParameter('source.auth.username', 'is required')
-        if bool(auth.get('secret_uuid')) == bool(auth.get('secret_usage')):
-            raise InvalidParameter(
-                'source.auth',
-                'give exactly one of secret_uuid and secret_usage (a libvirt secret holding the password)',
-            )
-        if auth.get('secret_uuid') and not re.match(_UUID_RE, auth['secret_uuid']):
-            raise InvalidParameter('source.auth.secret_uuid', '%r is not a UUID' % (auth['secret_uuid'],))
+        source['auth'] = validate_auth(ptype, auth)
     adapter = source.get('adapter')
     if adapter:
         atype = adapter.get('type') or 'scsi_host'
@@ -250,6 +255,49 @@ def validate_pool_spec(spec, creating=True):
     source['hosts'] = hosts
     spec['source'] = source
     return spec
+
+
+def _no_control(option, value):
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidParameter(option, 'contains control characters')
+
+
+def validate_auth(ptype, auth):
+    """The ``source.auth`` of a ``ptype`` pool, checked: the authentication the type takes (chap
+    for iscsi and iscsi-direct, ceph for rbd), a user name, and exactly one reference to the libvirt
+    secret holding the password or key - by UUID or by usage (the secret's usage id)."""
+    auth = dict(auth)
+    wanted = AUTH_TYPES.get(ptype)
+    if wanted is None:
+        raise InvalidParameter(
+            'source.auth',
+            'is not used by %s pools (authentication is for %s pools)' % (ptype, ', '.join(sorted(AUTH_TYPES))),
+        )
+    if auth.get('type') not in ('chap', 'ceph'):
+        raise InvalidParameter('source.auth.type', 'must be chap or ceph')
+    if auth['type'] != wanted:
+        raise InvalidParameter(
+            'source.auth.type', '%s pools authenticate with %s, not %s' % (ptype, wanted, auth['type'])
+        )
+    username = auth.get('username')
+    if not username or not username.strip():
+        raise InvalidParameter('source.auth.username', 'is required')
+    _no_control('source.auth.username', username)
+    if bool(auth.get('secret_uuid')) == bool(auth.get('secret_usage')):
+        raise InvalidParameter(
+            'source.auth',
+            'give exactly one of secret_uuid and secret_usage (a libvirt secret holding the password)',
+        )
+    if auth.get('secret_uuid'):
+        if not re.match(_UUID_RE, auth['secret_uuid'].strip()):
+            raise InvalidParameter('source.auth.secret_uuid', '%r is not a UUID' % (auth['secret_uuid'],))
+        text = auth['secret_uuid'].strip().replace('-', '').lower()
+        auth['secret_uuid'] = '%s-%s-%s-%s-%s' % (text[:8], text[8:12], text[12:16], text[16:20], text[20:])
+    else:
+        _no_control('source.auth.secret_usage', auth['secret_usage'])
+        if auth['secret_usage'] != auth['secret_usage'].strip():
+            raise InvalidParameter('source.auth.secret_usage', 'has leading or trailing whitespace')
+    return auth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +347,7 @@ def _wwn(value):
 def build_pool(spec):
     """XML tree of a new pool from validated typed options (see :func:`validate_pool_spec`)."""
     ptype = spec['type']
-    target = spec.get('target') or TARGET_DEFAULTS.get(ptype)
+    target = None if ptype in NO_TARGET_TYPES else spec.get('target') or TARGET_DEFAULTS.get(ptype)
     if ptype == 'logical' and target is None:
         # libvirt's own default: the volume group's device directory (VG name = pool name if unset)
         target = '/dev/' + ((spec.get('source') or {}).get('name') or spec['name'])
