@@ -8,6 +8,8 @@ PACKAGES=(
   libvirt-dev pkg-config gcc python3-dev python3-venv
   # the hypervisor host
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
+  # the rbd storage backend: rbd pools with ceph auth are defined (never started) in the tests
+  libvirt-daemon-driver-storage-rbd
   # the test guest image (direct kernel boot + busybox initramfs + qemu-ga)
   qemu-guest-agent busybox-static cpio kmod zstd xz-utils
   # the real cloud image with cloud-init (scripts/build-cloud-image.sh)
