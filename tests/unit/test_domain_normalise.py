@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""X.normalise_domain: what libvirt adds or rewrites by itself in a raw domain XML (taken from
+"""user_xml.normalise_domain: what libvirt adds or rewrites by itself in a raw domain XML (taken from
 virt-install --print-xml and libvirt 9.0's XMLDesc of it) compares equal; real changes do not."""
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import compare, user_xml
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
 WANT = """<domain type="qemu">
@@ -52,12 +53,12 @@ HAVE = """<domain type='qemu'>
 
 
 def diffs(want, have, **kw):
-    w, h = X.normalise_domain(X.parse(want), X.parse(have), **kw)
-    return X.differences(w, h)
+    w, h = user_xml.normalise_domain(X.parse(want), X.parse(have), **kw)
+    return compare.differences(w, h)
 
 
 def test_without_normalisation_libvirt_additions_differ():
-    found = ' '.join(X.differences(X.parse(WANT), X.parse(HAVE)))
+    found = ' '.join(compare.differences(X.parse(WANT), X.parse(HAVE)))
     for words in ('machine', 'input', 'serial', 'channel', 'port'):
         assert words in found
 

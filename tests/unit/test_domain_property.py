@@ -15,8 +15,8 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import canonical_machine_from_caps
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import TYPED_OPTIONS
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import build_domain
 from ansible_collections.virtops.libvirt.plugins.modules.guest import SPEC
 
 RES = Resources()

@@ -9,8 +9,8 @@ from virtops_helpers import assert_valid
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import summarize
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import build_domain
 
 
 def spec(**kw):

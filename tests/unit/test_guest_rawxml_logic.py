@@ -9,9 +9,10 @@ import libvirt
 import pytest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors as _errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import apply
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import LibvirtClient
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import ObjectNotFound
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import apply
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import predict
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import GuestManager
 
@@ -132,7 +133,8 @@ class Client:
 def run(client, dom):
     """Plan and apply (the module's run without its final report): (manager, the guest after)."""
     mgr = GuestManager(client)
-    apply(mgr, mgr.plan())
+    plan = mgr.plan()
+    (predict if client.check_mode else apply)(mgr, plan)
     return mgr, client.lookup('guest', 'g1')
 
 

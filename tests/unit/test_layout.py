@@ -134,3 +134,87 @@ def test_the_composition_layer_uses_several_kinds_and_nothing_uses_it():
         if not name.startswith(COMPOSITION + '.') and any(dep.startswith(COMPOSITION + '.') for dep in deps)
     )
     assert users == []
+
+
+# What importing each module loads (in a fresh interpreter, one module after the other): the read
+# and plan side only. The apply half of the runner (``_core/apply.py``) and a kind's apply code are
+# imported by the runner and the manager only when a plan has something to change.
+_IMPORT_PROBE = r"""
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+ours = 'ansible_collections.virtops.libvirt.plugins.'
+found = {}
+for name in sys.argv[2:]:
+    for loaded in [m for m in sys.modules if m.startswith(ours)]:
+        del sys.modules[loaded]
+    importlib.import_module(ours + 'modules.' + name)
+    found[name] = sorted(m[len(ours + 'module_utils.'):] for m in sys.modules if m.startswith(ours + 'module_utils.'))
+print(json.dumps(found))
+"""
+
+
+def test_importing_a_module_loads_no_apply_code():
+    import json
+    import subprocess
+    import sys
+
+    from virtops_helpers import ensure_collection_link
+
+    names = sorted(p.stem for p in PLUGINS.glob('modules/*.py'))
+    proc = subprocess.run(
+        [sys.executable, '-c', _IMPORT_PROBE, str(ensure_collection_link())] + names,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = json.loads(proc.stdout)
+    assert sorted(loaded) == names
+    for name, modules in loaded.items():
+        assert '_core.plan' in modules or name == 'objects', (name, modules)
+        assert [m for m in modules if m.rsplit('.', 1)[-1].endswith('apply') or m == '_core.apply'] == [], name
+
+
+_RUN_PROBE = r"""
+import sys, types
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
+
+class Client:
+    libvirt = None
+    params = {}
+    diff_mode = True
+    def __init__(self, check_mode):
+        self.check_mode = check_mode
+
+class Kind(Manager):
+    steps = ()
+    def plan(self):
+        plan = Plan("thing 'x'")
+        for name in self.steps:
+            plan.add(name + ' done', 'act', name)
+        return plan
+    def applier(self):
+        return types.SimpleNamespace(act=lambda client, name: None)
+
+Kind.steps = ()
+idle = Kind(Client(False)).run()
+Kind.steps = ('define',)
+check = Kind(Client(True)).run()
+before = 'ansible_collections.virtops.libvirt.plugins.module_utils._core.apply' in sys.modules
+real = Kind(Client(False)).run()
+after = 'ansible_collections.virtops.libvirt.plugins.module_utils._core.apply' in sys.modules
+print(idle['changed'], check['actions'], before, real['actions'], after)
+"""
+
+
+def test_the_runner_imports_its_apply_half_only_to_change_something():
+    import subprocess
+    import sys
+
+    from virtops_helpers import ensure_collection_link
+
+    proc = subprocess.run(
+        [sys.executable, '-c', _RUN_PROBE, str(ensure_collection_link())], capture_output=True, text=True, check=True
+    )
+    # nothing to do and check mode: not imported; a real change: imported
+    assert proc.stdout.split() == ['False', "['define", "done']", 'False', "['define", "done']", 'True']

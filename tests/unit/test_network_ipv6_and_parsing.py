@@ -9,6 +9,7 @@ import libvirt
 import pytest
 from virtops_helpers import assert_valid
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._network import spec as N
@@ -130,19 +131,19 @@ def test_ipv6_not_with_forward_bridge_and_ip_points_to_it():
 
 def test_parsed_by_libvirt_fills_in_and_respells():
     xml = "<pool type='logical'><name>vg1</name><source><name>HostVG</name></source></pool>"
-    root, rejected = X.parsed_by_libvirt(libvirt, 'pool', xml)
+    root, rejected = user_xml.parsed_by_libvirt(libvirt, 'pool', xml)
     assert rejected is None
     assert X.findtext(root, 'target/path') == '/dev/HostVG' and root.find('source/format').get('type') == 'lvm2'
-    root, rejected = X.parsed_by_libvirt(
+    root, rejected = user_xml.parsed_by_libvirt(
         libvirt, 'network', "<network><name>n</name><mac address='52:54:00:AA:BB:CC'/></network>"
     )
     assert root.find('mac').get('address') == '52:54:00:aa:bb:cc'
 
 
 def test_parsed_by_libvirt_rejects_what_libvirt_rejects():
-    root, rejected = X.parsed_by_libvirt(libvirt, 'pool', "<pool type='dir'><name>p</name></pool>")
+    root, rejected = user_xml.parsed_by_libvirt(libvirt, 'pool', "<pool type='dir'><name>p</name></pool>")
     assert root is None and 'target path' in rejected
-    root, rejected = X.parsed_by_libvirt(
+    root, rejected = user_xml.parsed_by_libvirt(
         libvirt, 'network', "<network><name>n</name><forward mode='nosuchmode'/></network>"
     )
     assert root is None and 'nosuchmode' in rejected
@@ -153,7 +154,7 @@ def test_parsed_by_libvirt_names_clashing_with_the_test_drivers_own_objects():
         ('pool', "<pool type='dir'><name>default-pool</name><target><path>/default-pool</path></target></pool>"),
         ('network', "<network><name>default</name><bridge name='virbr0'/></network>"),
     ):
-        root, rejected = X.parsed_by_libvirt(libvirt, kind, xml)
+        root, rejected = user_xml.parsed_by_libvirt(libvirt, kind, xml)
         assert rejected is None and root is not None
 
 
@@ -166,7 +167,7 @@ def test_stated_part_keeps_libvirt_values_of_what_is_stated_only():
         "<pool type='logical'><name>vg1</name><uuid>u</uuid><source><device path='/dev/sda1'/><name>vg1</name>"
         "<format type='lvm2'/></source><target><path>/dev/vg1</path></target></pool>"
     )
-    want = X.stated_part(normalized, stated)
+    want = user_xml.stated_part(normalized, stated)
     assert (
         X.tostring(want).split()
         == X.tostring(
@@ -180,18 +181,18 @@ def test_stated_part_keeps_libvirt_values_of_what_is_stated_only():
 
 def test_schema_view_fills_the_logical_target_libvirt_derives():
     root = X.parse("<pool type='logical'><name>vg1</name><source><name>HostVG</name></source></pool>")
-    assert X.schema_errors(root, 'storagepool')
+    assert user_xml.schema_errors(root, 'storagepool')
     view = P.schema_view(root)
-    assert X.schema_errors(view, 'storagepool') == []
+    assert user_xml.schema_errors(view, 'storagepool') == []
     assert X.findtext(view, 'target/path') == '/dev/HostVG' and root.find('target') is None
 
 
 def _judge(kind, xml):
     stated = X.parse(xml)
-    normalized, rejected = X.parsed_by_libvirt(libvirt, kind, xml)
+    normalized, rejected = user_xml.parsed_by_libvirt(libvirt, kind, xml)
     assert rejected is None
     schema = {'pool': 'storagepool', 'network': 'network'}[kind]
-    return X.check_against_libvirt('xml', stated, normalized, schema, kind)
+    return user_xml.check_against_libvirt('xml', stated, normalized, schema, kind)
 
 
 def test_what_libvirt_fills_in_satisfies_the_schema():

@@ -7,6 +7,7 @@ import copy
 import pytest
 from virtops_helpers import assert_valid
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._network import spec as N
@@ -445,12 +446,12 @@ def test_dhcp_plan_refuses_other_changes():
 
 def test_schema_check_of_user_xml(tmp_path):
     good = N.parse_user_xml("<network><name>n1</name><ip address='198.51.100.1' prefix='24'/></network>", 'n1')
-    assert X.schema_errors(good, 'network') == []
-    assert X.validate_user_xml('xml', good, 'network', 'network') is True
+    assert user_xml.schema_errors(good, 'network') == []
+    assert user_xml.validate_user_xml('xml', good, 'network', 'network') is True
     bad = N.parse_user_xml("<network><name>n1</name><ip address='198.51.100.x' prefix='24'/></network>", 'n1')
-    errors = X.schema_errors(bad, 'network')
+    errors = user_xml.schema_errors(bad, 'network')
     assert errors and errors[0].startswith('line ')
     with pytest.raises(InvalidParameter, match="does not validate against libvirt's network schema: line "):
-        X.validate_user_xml('xml', bad, 'network', 'network')
-    assert X.schema_errors(bad, 'no-such-schema') is None
-    assert X.validate_user_xml('xml', bad, 'no-such-schema', 'network') is False
+        user_xml.validate_user_xml('xml', bad, 'network', 'network')
+    assert user_xml.schema_errors(bad, 'no-such-schema') is None
+    assert user_xml.validate_user_xml('xml', bad, 'no-such-schema', 'network') is False

@@ -11,9 +11,10 @@ import types
 
 import pytest
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core import plan as plan_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import apply as apply_module
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Made, Replan, partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Manager, Plan, Replan, partly_made
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 
 
 class FakeClient:
@@ -229,7 +230,7 @@ class Build(Manager):
         super().__init__(client)
 
         def start(_client, name):
-            return plan_module.also_made('the ' + name, 'built (file system created)')
+            return apply_module.also_made('the ' + name, 'built (file system created)')
 
         self.module = types.SimpleNamespace(start=start)
 
@@ -358,13 +359,38 @@ def test_wait_settled_stops_when_ready_or_gone():
         calls.append(1)
         return len(calls) == 3
 
-    plan_module.wait_settled(libvirt_like, ready)
+    apply_module.wait_settled(libvirt_like, ready)
     assert len(calls) == 3
 
     def gone():
         raise OperationFailed('no domain')
 
-    plan_module.wait_settled(libvirt_like, gone)  # the winner's object vanished: no wait
+    apply_module.wait_settled(libvirt_like, gone)  # the winner's object vanished: no wait
     pool = types.SimpleNamespace(isActive=lambda: 1, autostart=lambda: 0)
-    assert plan_module.runs_as_wanted(pool, True, False) and not plan_module.runs_as_wanted(pool, True, True)
-    assert plan_module.runs_as_wanted(pool, False, None)
+    assert apply_module.runs_as_wanted(pool, True, False) and not apply_module.runs_as_wanted(pool, True, True)
+    assert apply_module.runs_as_wanted(pool, False, None)
+
+
+def test_the_one_diff_header_style():
+    plan = Plan("network 'n'")
+    plan.diff('a', 'b')
+    assert (plan.before_header, plan.after_header) == ("network 'n' (before)", "network 'n' (after)")
+    plan.diff('', 'b', before_exists=False, absent='network absent')
+    assert (plan.before_header, plan.after_header) == ('network absent', "network 'n' (after)")
+    plan.diff('a', 'b', labels=('defined', 'wanted'), what="guest 'g'")
+    assert (plan.before_header, plan.after_header) == ("guest 'g' (defined)", "guest 'g' (wanted)")
+    plan.diff('a', '', after_exists=False, labels=(None, None), what="vHBA 'h'", absent='vHBA absent')
+    assert (plan.before, plan.after, plan.before_header, plan.after_header) == ('a', '', "vHBA 'h'", 'vHBA absent')
+
+
+class Reread(Kind):
+    """A report() that completes the diff with what it read after applying."""
+
+    def report(self, plan):
+        plan.after = 'b read back'
+        return {}
+
+
+def test_the_diff_a_report_completes_is_the_one_returned():
+    result = Reread(FakeClient(), ['define']).run()
+    assert result['diff']['after'] == 'b read back' and result['diff']['before_header'] == "thing 'x' absent"

@@ -15,12 +15,12 @@ import base64
 import posixpath
 import secrets
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Made, partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     LibvirtModuleError,
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import (
     EXEC_OUTPUT_LIMIT,
     Agent,

@@ -726,8 +726,7 @@ class AgentActions(Manager):
         messages = []
         if rewrite:
             messages.append('%s %s' % ('created' if current is None else 'rewrote', path))
-            plan.before, plan.after = before, diff_text(data, path)
-            plan.before_header, plan.after_header = '%s (guest %s)' % (path, self.name), '%s (wanted)' % path
+            plan.diff(before, diff_text(data, path), labels=('guest %s' % self.name, 'wanted'), what=path)
         if set_mode:
             messages.append('mode of %s set to %04o' % (path, self.mode))
         # one change, made at once (the rename also sets the mode): nothing is named "not done"
@@ -799,8 +798,9 @@ class AgentActions(Manager):
         return plan
 
     def _status_diff(self, plan, before, after):
-        plan.before, plan.after = 'fsfreeze: %s\n' % before, 'fsfreeze: %s\n' % after
-        plan.before_header, plan.after_header = "guest '%s'" % self.name, "guest '%s' (wanted)" % self.name
+        plan.diff(
+            'fsfreeze: %s\n' % before, 'fsfreeze: %s\n' % after, labels=(None, 'wanted'), what="guest '%s'" % self.name
+        )
 
     def _plan_set_time(self):
         """Always a change: the guest clock moves on, there is nothing to compare."""

@@ -82,3 +82,13 @@ class Result:
                 diff['after_header'] = self.after_header
             result['diff'] = diff
         return result
+
+
+def each_message(message):
+    """The messages of a step: its ``message`` is one text, a tuple/list of several (a redefinition
+    reports each change it makes), or None (a step never reported, such as a wait)."""
+    if message is None:
+        return []
+    if isinstance(message, (tuple, list)):
+        return list(message)
+    return [message]

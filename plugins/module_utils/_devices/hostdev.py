@@ -17,6 +17,7 @@ import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
@@ -29,8 +30,8 @@ _ADDRESS_FIELDS = dict(
     scsi=('adapter', 'bus', 'target', 'unit'),
 )
 _PCI_LIMITS = dict(domain=0xFFFF, bus=0xFF, slot=0x1F, function=7)
-_MAC = re.compile(r'^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$')
-_ADAPTER = re.compile(r'^scsi_host\d+$')
+_MAC = r'^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$'
+_ADAPTER = r'^scsi_host\d+$'
 VFIO_DRIVER = 'vfio-pci'
 
 
@@ -110,7 +111,7 @@ def parse_address(address, option='address'):
         if field not in given:
             raise InvalidParameter('%s.%s' % (option, field), 'is required with type scsi')
     adapter = str(given['adapter'])
-    if not _ADAPTER.match(adapter):
+    if not re.match(_ADAPTER, adapter):
         raise InvalidParameter(option + '.adapter', "%r is not a SCSI host adapter name like 'scsi_host3'" % adapter)
     return dict(
         kind='scsi',
@@ -203,7 +204,7 @@ def validate_options(src, interface, rom, managed, detach_on_host, boot_order):
                 "as <interface type='hostdev'>; this is a %s device" % kind.upper(),
             )
         mac = interface.get('mac')
-        if mac is not None and not _MAC.match(mac):
+        if mac is not None and not re.match(_MAC, mac):
             raise InvalidParameter('interface.mac', '%r is not a MAC address like 52:54:00:12:34:56' % mac)
         if mac is not None and int(mac.split(':')[0], 16) & 1:
             raise InvalidParameter('interface.mac', '%r is a multicast address' % mac)
@@ -289,7 +290,7 @@ def build_element(src, managed=True, interface=None, boot_order=None, rom=None):
 
 
 def differs(want, have):
-    return want.tag != have.tag or want.get('type') != have.get('type') or bool(X.differences(want, have))
+    return want.tag != have.tag or want.get('type') != have.get('type') or bool(differences(want, have))
 
 
 def merged_replacement(want, have):
@@ -582,10 +583,11 @@ class HostdevManager(Manager):
                 pending=False,
             )
             # only the live XML changes: show that (a definition change below shows the definition)
-            plan.before, plan.after = X.tostring(live_root), X.tostring(put_device(live_root, want, key)[0])
-            plan.before_header, plan.after_header = (
-                "guest '%s' (live)" % self.guest,
-                "guest '%s' (live, wanted)" % self.guest,
+            plan.diff(
+                X.tostring(live_root),
+                X.tostring(put_device(live_root, want, key)[0]),
+                labels=('live', 'live, wanted'),
+                what="guest '%s'" % self.guest,
             )
         if how:
             plan.add(
@@ -605,8 +607,7 @@ class HostdevManager(Manager):
         return find_elements(new_tree, key)[0] if persistent else want
 
     def _config_diff(self, plan, before, new_tree):
-        plan.before, plan.after = before, X.tostring(new_tree)
-        plan.before_header, plan.after_header = "guest '%s' (defined)" % self.guest, "guest '%s' (wanted)" % self.guest
+        plan.diff(before, X.tostring(new_tree), labels=('defined', 'wanted'), what="guest '%s'" % self.guest)
 
     def failed(self, step, exc, undone, undo_error):
         """A refused hot-plug: say that nothing changed (the host detach before it is undone),

@@ -349,11 +349,6 @@ class NpivManager(Manager):
             )
         return record
 
-    @staticmethod
-    def _diff(plan, before, after, before_header, after_header):
-        plan.before, plan.after = before, after
-        plan.before_header, plan.after_header = before_header, after_header
-
     # ------------------------------------------------------------------------------------
     # transient vHBA (node device)
     def _plan_transient(self, plan, wwnn, wwpn, selector):
@@ -370,7 +365,7 @@ class NpivManager(Manager):
         parent = choose_parent(self._records(), **selector)
         xml = vhba_nodedev_xml(parent['name'], wwnn, wwpn)
         created = "vHBA wwnn %s wwpn %s created on HBA '%s'" % (wwnn, wwpn, parent['name'])
-        self._diff(plan, '', xml, 'vHBA absent', 'vHBA (wanted)')
+        plan.diff('', xml, before_exists=False, labels=(None, 'wanted'), what='vHBA')
         self._vhba.update(
             parent=parent['name'], created=plan.add(created, 'create_vhba', xml, parent['name'], pending=False)
         )
@@ -410,7 +405,15 @@ class NpivManager(Manager):
             _fc(record).get('wwnn'),
             _fc(record).get('wwpn'),
         )
-        self._diff(plan, self._nodedev_xml(record['name']), '', "vHBA '%s'" % record['name'], 'vHBA absent')
+        what = "vHBA '%s'" % record['name']
+        plan.diff(
+            self._nodedev_xml(record['name']),
+            '',
+            after_exists=False,
+            labels=(None, None),
+            absent='vHBA absent',
+            what=what,
+        )
         plan.add(destroyed, 'destroy_vhba', record['name'], pending=False)
 
     def _nodedev_xml(self, name):
@@ -515,7 +518,8 @@ class NpivManager(Manager):
             wwpn,
             parent['name'],
         )
-        self._diff(plan, '', xml, 'storage pool absent', "storage pool '%s' (wanted)" % self.name)
+        what = "storage pool '%s'" % self.name
+        plan.diff('', xml, before_exists=False, labels=(None, 'wanted'), absent='storage pool absent', what=what)
         plan.add(defined, 'define_pool', self.name, xml, pending=False)
         return parent['name']
 
@@ -543,9 +547,7 @@ class NpivManager(Manager):
             chosen = choose_parent(records, **selector)
             parent, parent_name = self._parent_attrs(selector, chosen), chosen['name']
         xml = scsi_pool_xml(self.name, wwnn, wwpn, parent, uuid=X.findtext(root, 'uuid'))
-        self._diff(
-            plan, before, xml, "storage pool '%s' (defined)" % self.name, "storage pool '%s' (wanted)" % self.name
-        )
+        plan.diff(before, xml, labels=('defined', 'wanted'), what="storage pool '%s'" % self.name)
         stop = None
         if self.client.call(pool.isActive, what="storage pool '%s'" % self.name):
             self._refuse_pool_in_use(pool, adapter)
@@ -566,7 +568,7 @@ class NpivManager(Manager):
         active = bool(self.client.call(pool.isActive, what=what))
         if active:
             self._refuse_pool_in_use(pool, adapter)
-        self._diff(plan, before, '', '%s (defined)' % what, 'storage pool absent')
+        plan.diff(before, '', after_exists=False, labels=('defined', None), absent='storage pool absent', what=what)
         if active:
             plan.add('%s stopped (its vHBA removed)' % what, 'stop_pool', self.name, pending=False)
         plan.add('%s removed' % what, 'undefine_pool', self.name, pending=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Made, Replan, partly_made, wait_settled
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import state_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     LibvirtModuleError,
@@ -22,7 +23,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
     TimeoutExpired,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Made, Replan, partly_made, wait_settled
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import volume_by_path
 

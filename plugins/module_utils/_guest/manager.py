@@ -23,6 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.caps import 
     primary_secmodel,
     state_name,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     ObjectNotFound,
@@ -53,7 +54,7 @@ class GuestManager(Manager):
         """What one plan finds (plan() runs again after a race)."""
         self.reboot_required = False
         self.state_before = 'absent'
-        self.definition = None  # (before, after, before header, after header) of a (re)definition
+        self.definition = None  # (before, after, exists before, exists after): see _diff
         self.define_step = None  # the define of a new guest (undone when its start fails)
         self.record_step = None  # a define from raw XML: its outcome is the definition read back
         self.live_steps = []
@@ -96,9 +97,7 @@ class GuestManager(Manager):
             self._plan_state(plan, state, 'stopped' if dom is None else current, waits)
             self._plan_autostart(plan, dom)
         if self.definition is not None:
-            plan.before, plan.after, plan.before_header, plan.after_header = self.definition
-            # a failure after the define reports the diff of what was done
-            self.result.set_diff(*self.definition)
+            self._diff(plan)  # the runner records it before applying: a failure reports it too
         return plan
 
     def report(self, plan):
@@ -110,7 +109,7 @@ class GuestManager(Manager):
         if self.wait_step is not None and self.wait_step.outcome is not None:
             self.result.extra['agent_wait_seconds'] = self.wait_step.outcome
         guest = self._describe(self.client.lookup('guest', self.name))
-        self._state_in_diff(self.state_before, guest)
+        self._state_in_diff(plan, self.state_before, guest)
         reboot = self.reboot_required
         if self.params['state'] != 'restarted' and any(step.outcome is False for step in self.live_steps):
             reboot = True  # libvirt refused a live change: it applies at the next boot
@@ -153,31 +152,50 @@ class GuestManager(Manager):
                     if value is not None and value < 0:
                         raise InvalidParameter('%s[%d].iotune.%s' % (kind, index, key), 'must not be negative')
 
-    def _state_in_diff(self, before, guest):
+    def _state_in_diff(self, plan, before, guest):
         """Run-state changes show in the diff: each side starts with a comment naming the state."""
         if not self.result.changed:
             return
         after = guest['state']
         xml = guest.get('xml') or ''
-        definition = self.definition or (None, None, None, None)
-        before_xml = definition[0] if definition[0] is not None else ('' if before == 'absent' else xml)
-        after_xml = definition[1] if definition[1] is not None else xml
-        self.result.set_diff(
+        old, new = (self.definition or (None, None))[:2]
+        before_xml = old if old is not None else ('' if before == 'absent' else xml)
+        after_xml = new if new is not None else xml
+        self._diff(
+            plan,
             '<!-- state: %s -->\n%s' % (before, before_xml) if before != 'absent' else '',
             '<!-- state: %s -->\n%s' % (after, after_xml),
-            definition[2] or "guest '%s'" % self.name,
-            definition[3] or "guest '%s' (wanted)" % self.name,
+        )
+
+    def _diff(self, plan, before=None, after=None):
+        """The guest's diff through the plan's one header style: a (re)definition shows
+        ``guest 'x' (defined)`` (``guest absent`` for a new guest) against ``guest 'x' (wanted)``,
+        a run-state change alone ``guest 'x'`` against ``guest 'x' (wanted)``. ``before``/``after``
+        (the texts with the run state) default to the definition's; a removal shows
+        ``guest absent`` after."""
+        old, new, existed, exists = self.definition or ('', '', True, True)
+        plan.diff(
+            old if before is None else before,
+            new if after is None else after,
+            before_exists=existed,
+            after_exists=exists,
+            labels=('defined' if self.definition else None, 'wanted'),
+            absent='guest absent',
+            what="guest '%s'" % self.name,
         )
 
     # ------------------------------------------------------------------------------------
     # definition
     def _parse_user_xml(self):
+        # imported here: only raw XML needs it (see _merge_user_xml)
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
+
         try:
             X.check_xml_safe('xml', self.params['xml'])
             root = X.parse(self.params['xml'])
         except (X.XMLSyntaxError, ValueError) as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        X.reject_dtd('xml', root)
+        U.reject_dtd('xml', root)
         # graphics passwords in the XML are secrets: masked wherever Ansible prints the task
         # (its invocation included), as a no_log option would be
         self.client.hide(node.get('passwd') for node in root.iter('graphics'))
@@ -190,7 +208,7 @@ class GuestManager(Manager):
                 'the <name> in xml (%s) differs from name (%r)'
                 % (', '.join(repr(n) for n in names) or 'none', self.name),
             )
-        X.validate_user_xml('xml', root, 'domain', 'domain')
+        U.validate_user_xml('xml', root, 'domain', 'domain')
         return root
 
     def _check_run_options(self):
@@ -270,11 +288,14 @@ class GuestManager(Manager):
         if desired_xml is None:
             spec = self._typed_spec()
             domain_type = self._pick_domain_type(spec)
-            tree = D.build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
+            # imported here: only a new guest needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+
+            tree = build_domain(spec, domain_type, spec.get('arch') or self._host_arch())
             self._check_agent_wait(tree, None)
             self._check_memory_fits(tree)
             xml = X.tostring(tree)
-            self.definition = ('', xml, 'guest absent', "guest '%s' (wanted)" % self.name)
+            self.definition = ('', xml, False, True)
             self.define_step = plan.add(message, 'define', self.name, xml, True, settle, undo=undo, pending=False)
             return
         # imported here: only raw XML needs it, and module start-up time counts
@@ -391,7 +412,8 @@ class GuestManager(Manager):
         ``applied`` is the last-applied decision (True unchanged, False redefine, None compare
         semantically); ``secure``: ``current`` holds the graphics passwords.
         """
-        # imported here: only raw XML needs it, and module start-up time counts
+        # imported here: only raw XML needs them, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
         uuid = X.findtext(current, 'uuid')
@@ -408,9 +430,9 @@ class GuestManager(Manager):
                 have_type = current.find('os/type')
                 arch = type_node.get('arch') or (have_type.get('arch') if have_type is not None else None)
                 machine = canonical_machine(self.client, arch, desired.get('type'), machine)
-            want, have = X.normalise_domain(desired, current, machine=machine, secure=secure)
+            want, have = U.normalise_domain(desired, current, machine=machine, secure=secure)
             # secrets are compared apart, so that no message shows them
-            diffs = X.differences(A.redact(want), A.redact(have))
+            diffs = differences(A.redact(want), A.redact(have))
         if secure and A.secrets(desired) != A.secrets(current):
             diffs.append('graphics password')
         if diffs:
@@ -445,12 +467,7 @@ class GuestManager(Manager):
             '' if side is None else X.tostring(A.redact(A.strip(X.parse(side) if isinstance(side, str) else side)))
             for side in (before, after)
         ]
-        self.definition = (
-            sides[0],
-            sides[1],
-            "guest '%s' (defined)" % self.name if before is not None else 'guest absent',
-            "guest '%s' (wanted)" % self.name,
-        )
+        self.definition = (sides[0], sides[1], before is not None, True)
 
     # live changes -------------------------------------------------------------------------
     def _plan_live(self, dom, desired_xml, changes, new_tree=None, spec=None, live=None):
@@ -501,7 +518,7 @@ class GuestManager(Manager):
                 if not tune or node is None:
                     continue  # a disk only in the definition: reboot_required (it is 'added' live)
                 want = D.disk_element(disk, live.get('type'))
-                if X.differences(want, node) and D.only_iotune_differs(want, node):
+                if differences(want, node) and D.only_iotune_differs(want, node):
                     steps.append(
                         ('iotune', (disk['target'], tune), '%s disk %s I/O limits set live' % (name, disk['target']))
                     )
@@ -657,7 +674,7 @@ class GuestManager(Manager):
         except ObjectNotFound:
             return  # removed by a concurrent run since the lookup: the wanted state holds
         paths = self._volume_paths(X.parse(before)) if self.params.get('delete_volumes') else []
-        self.definition = (before, '', "guest '%s' (defined)" % self.name, 'guest absent')
+        self.definition = (before, '', True, False)
         messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [
             "guest '%s' undefined" % self.name
         ]

@@ -12,7 +12,8 @@
   matches (subset comparison) is kept verbatim, so libvirt's own additions (addresses, aliases,
   MACs) survive and an unchanged spec produces no change.
 
-* :func:`build_domain` is the XML of a new guest from the typed options.
+* The XML of a new guest from the typed options is ``_guest/build.py`` (:func:`build_domain`):
+  only a create imports it.
 
 The agent channel name, the device order and ``summarize`` (the plain dict ``guest_info``
 returns) are on the read side (``_guest/read.py``), which other kinds import too.
@@ -27,6 +28,7 @@ import copy
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import parse_size, to_unit
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
@@ -352,7 +354,7 @@ def apply_spec(root, spec, domain_type=None):
     if spec.get('cpu'):
         want = cpu_element(spec['cpu'])
         have = root.find('cpu')
-        if have is None or X.differences(_cpu_stated(want), have) or _cpu_mode_differs(want, have):
+        if have is None or differences(_cpu_stated(want), have) or _cpu_mode_differs(want, have):
             if have is not None:
                 _keep_cpu_parts(want, have)
                 root.replace(have, want)
@@ -679,7 +681,7 @@ def _apply_disks(devices, disks, domain_type, changes):
     for disk in disks:
         want = disk_element(disk, domain_type)
         have = current.get(disk['target'])
-        if have is not None and not X.differences(want, have) and not _disk_differs(disk, want, have):
+        if have is not None and not differences(want, have) and not _disk_differs(disk, want, have):
             wanted.append(have)
             continue
         if have is not None:
@@ -726,7 +728,7 @@ def only_iotune_differs(want, have):
     for node in (want_c, have_c):
         for tune in node.findall('iotune'):
             node.remove(tune)
-    return not X.differences(want_c, have_c)
+    return not differences(want_c, have_c)
 
 
 def _replace_class(devices, tag, nodes, keep=None):
@@ -770,7 +772,7 @@ def _apply_interfaces(devices, nics, domain_type, changes):
                 have = candidate
         if have is not None:
             used.add(id(have))
-            if not X.differences(want, have) and want.get('type') == have.get('type'):
+            if not differences(want, have) and want.get('type') == have.get('type'):
                 wanted.append(have)
                 continue
             # keep the MAC (and slot) libvirt generated so the guest sees the same NIC
@@ -818,7 +820,7 @@ def _apply_serial(devices, serial, changes):
         return
     if (
         len(have_serial) == 1
-        and not X.differences(want[0], have_serial[0])
+        and not differences(want[0], have_serial[0])
         and have_serial[0].get('type') == want[0].get('type')
     ):
         return
@@ -838,7 +840,7 @@ def _apply_single(devices, tag, want, changes, match_attr=None, child_match=None
             changes.append(Change(tag, '%s removed' % tag))
         return
     if len(have) == 1:
-        same = not X.differences(want, have[0])
+        same = not differences(want, have[0])
         if match_attr and have[0].get(match_attr) != want.get(match_attr):
             same = False
         if same:
@@ -882,7 +884,7 @@ def apply_seclabel(root, seclabel, changes):
     have = [
         n for n in root.findall('seclabel') if seclabel.get('model') is None or n.get('model') == seclabel.get('model')
     ]
-    if len(have) == 1 and not X.differences(want, have[0]):
+    if len(have) == 1 and not differences(want, have[0]):
         return
     for node in have:
         root.remove(node)
@@ -892,91 +894,3 @@ def apply_seclabel(root, seclabel, changes):
     else:
         root.append(want)
     changes.append(Change('seclabel', 'seclabel -> %s' % stype))
-
-
-# ---------------------------------------------------------------------------------------------
-# A new guest
-
-
-def build_domain(spec, domain_type, arch='x86_64'):
-    """XML tree for a new guest from the typed options (``spec`` = module params)."""
-    validate_spec(spec)
-    is_xen = domain_type == 'xen'
-    root = X.element('domain', type=domain_type)
-    X.sub(root, 'name', spec['name'])
-    if spec.get('title'):
-        X.sub(root, 'title', spec['title'])
-    if spec.get('description'):
-        X.sub(root, 'description', spec['description'])
-    mem = memory_kib(spec.get('memory') or '512MiB', 'memory')
-    cur = memory_kib(spec.get('current_memory'), 'current_memory') or mem
-    X.sub(root, 'memory', mem, unit='KiB')
-    X.sub(root, 'currentMemory', cur, unit='KiB')
-    backing = spec.get('memory_backing') or {}
-    if backing.get('hugepages') or backing.get('nosharepages'):
-        mb = X.sub(root, 'memoryBacking')
-        if backing.get('hugepages'):
-            X.sub(mb, 'hugepages')
-        if backing.get('nosharepages'):
-            X.sub(mb, 'nosharepages')
-    vcpus = spec.get('vcpus') or 1
-    max_vcpus = spec.get('max_vcpus') or vcpus
-    vcpu = X.sub(root, 'vcpu', max_vcpus, placement='static')
-    if vcpus != max_vcpus:
-        vcpu.set('current', str(vcpus))
-    os_node = X.sub(root, 'os')
-    os_type = spec.get('os_type') or 'hvm'
-    machine = spec.get('machine')
-    if is_xen and os_type in ('xen', 'linux') and not machine:
-        machine = 'xenpv'
-    X.sub(os_node, 'type', os_type, arch=spec.get('arch') or arch, machine=machine)
-    if spec.get('firmware') == 'efi':
-        os_node.set('firmware', 'efi')
-    apply_boot(os_node, spec.get('boot') or {}, [])
-    if os_type == 'hvm':
-        features = X.sub(root, 'features')
-        X.sub(features, 'acpi')
-        X.sub(features, 'apic')
-        if is_xen:
-            X.sub(features, 'pae')
-    cpu = spec.get('cpu')
-    if cpu:
-        root.append(cpu_element(cpu))
-    elif domain_type == 'kvm':
-        X.sub(root, 'cpu', mode='host-model')
-    X.sub(root, 'clock', offset='utc')
-    X.sub(root, 'on_poweroff', 'destroy')
-    X.sub(root, 'on_reboot', 'restart')
-    X.sub(root, 'on_crash', 'destroy')
-    devices = X.sub(root, 'devices')
-    disks = spec.get('disks') or []
-    for disk in disks:
-        devices.append(disk_element(disk, domain_type))
-    if any((d.get('bus') or guess_bus(d['target'], domain_type)) == 'scsi' for d in disks):
-        devices.append(scsi_controller())
-    for nic in spec.get('interfaces') or []:
-        devices.append(interface_element(nic, domain_type))
-    for node in serial_elements(spec.get('serial')):
-        devices.append(node)
-    agent = spec.get('guest_agent')
-    if agent is None:
-        agent = not is_xen
-    if agent:
-        devices.append(agent_channel())
-    graphics = graphics_element(spec.get('graphics'))
-    if graphics is not None:
-        devices.append(graphics)
-    video = spec.get('video')
-    if video is None:
-        video = 'none' if graphics is None else ('virtio' if not is_xen else None)
-    if video and not is_xen:
-        devices.append(video_element(video))
-    rng = spec.get('rng')
-    if rng or (rng is None and not is_xen):
-        devices.append(rng_element())
-    balloon = spec.get('balloon')
-    if not is_xen:
-        devices.append(balloon_element(True if balloon is None else balloon))
-    apply_seclabel(root, spec.get('seclabel'), [])
-    check_topology(root, spec)
-    return root

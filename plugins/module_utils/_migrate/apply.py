@@ -14,8 +14,8 @@ import threading
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Replan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, TimeoutExpired
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Replan
 from ansible_collections.virtops.libvirt.plugins.module_utils._migrate.read import job_stats
 
 POLL_SECONDS = 0.5

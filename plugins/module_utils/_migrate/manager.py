@@ -148,9 +148,12 @@ class MigrationManager(Manager):
             how += ', copying disks %s' % ', '.join(copy_disks)
         migrated = "guest '%s' migrated from %s to %s (%s)" % (self.name, self.client.uri, self.dest_uri, how)
         state = state_name(self.client.call(src.state, what=what)[0])
-        plan.before, plan.after = dict(uri=self.client.uri, state=state), dict(uri=self.dest_uri, state=state)
-        plan.before_header = "guest '%s' (source)" % self.name
-        plan.after_header = "guest '%s' (destination)" % self.name
+        plan.diff(
+            dict(uri=self.client.uri, state=state),
+            dict(uri=self.dest_uri, state=state),
+            labels=('source', 'destination'),
+            what="guest '%s'" % self.name,
+        )
         # predicted for check mode; report() reads the guest on the destination after the move
         plan.values['guest'] = dict(
             name=self.name,
@@ -257,9 +260,12 @@ class MigrationManager(Manager):
                 'undefine_leftover',
                 self.name,
             )
-            plan.before = dict(uri=self.client.uri, defined=True)
-            plan.after = dict(uri=self.client.uri, defined=False)
-            plan.before_header = plan.after_header = 'source definition'
+            plan.diff(
+                dict(uri=self.client.uri, defined=True),
+                dict(uri=self.client.uri, defined=False),
+                labels=(None, None),
+                what='source definition',
+            )
         return True
 
     # ------------------------------------------------------------------------------------

@@ -14,18 +14,18 @@ returns False when a concurrent run had already made the change.
 
 from __future__ import annotations
 
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import undefine_again
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
-    InvalidParameter,
-    LibvirtModuleError,
-    OperationFailed,
-)
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import (
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import (
     Made,
     Replan,
     partly_made,
     runs_as_wanted,
     wait_settled,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import undefine_again
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
+    InvalidParameter,
+    LibvirtModuleError,
+    OperationFailed,
 )
 
 _XML_ERROR_CODES = (

@@ -23,7 +23,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
 from ansible_collections.virtops.libvirt.plugins.module_utils._network.spec import (
     TYPED_OPTIONS,
     apply_spec,
@@ -45,6 +44,10 @@ _GIVEN_UP = {'start': 'could not be started', 'set_autostart': 'autostart could 
 def attached_guests(client, name, live):
     """Names of running guests with an interface on network ``name`` (or on the bridge libvirt
     made for it; ``live`` is its running definition)."""
+    # imported here: only a change that stops the network asks, and an idempotent run does not
+    # compile the guest reader
+    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
+
     bridge_node = live.find('bridge') if live is not None else None
     bridge = bridge_node.get('name') if bridge_node is not None else None
     if live is not None and forward_mode(live) == 'bridge':
@@ -172,6 +175,9 @@ class NetworkManager(Manager):
         stricter RelaxNG schema), and return libvirt's reading of it (defaults filled in, values
         spelled libvirt's way) for the comparison; None when that parser is not at hand here (the
         schema checks then, and the real define decides)."""
+        # imported here: only raw XML needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
+
         uuid = X.findtext(desired, 'uuid')
         if uuid:
             try:
@@ -180,13 +186,13 @@ class NetworkManager(Manager):
                 other = None  # no such uuid (or not a valid one: libvirt's parser says so)
             if other is not None and other.name() != self.name:
                 raise InvalidParameter('xml', "the <uuid> %s belongs to the network '%s'" % (uuid, other.name()))
-        normalized, rejected = X.parsed_by_libvirt(self.libvirt, 'network', X.tostring(desired))
+        normalized, rejected = U.parsed_by_libvirt(self.libvirt, 'network', X.tostring(desired))
         if rejected:
             raise InvalidParameter('xml', 'libvirt rejects the network definition: %s' % rejected)
         if normalized is None:
-            X.validate_user_xml('xml', desired, 'network', 'network')
+            U.validate_user_xml('xml', desired, 'network', 'network')
             return None
-        warning = X.check_against_libvirt('xml', desired, normalized, 'network', 'network')
+        warning = U.check_against_libvirt('xml', desired, normalized, 'network', 'network')
         if warning:
             self.client.warn(warning)
         if X.findtext(desired, 'uuid') is None:
@@ -412,11 +418,14 @@ class NetworkManager(Manager):
 
     def _set_diff(self, plan):
         after_xml = self.after_xml if self.after_xml is not None else self.before_xml
-        plan.before = self._render(self.before_xml, self.before_run)
-        plan.after = self._render(after_xml, self._after_run())
-        # the headers of this module since before the shared runner: 'network absent'
-        plan.before_header = '%s (before)' % self.what if self.before_run else 'network absent'
-        plan.after_header = '%s (after)' % self.what if self.params['state'] != 'absent' else 'network absent'
+        plan.diff(
+            self._render(self.before_xml, self.before_run),
+            self._render(after_xml, self._after_run()),
+            before_exists=bool(self.before_run),
+            after_exists=self.params['state'] != 'absent',
+            absent='network absent',  # this module's header since before the shared runner
+            what=self.what,
+        )
 
     def _describe(self, net):
         run_state = self._after_run()

@@ -26,6 +26,7 @@ import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 
 FORWARD_MODES = ('nat', 'route', 'open', 'bridge', 'isolated')
@@ -35,12 +36,12 @@ TYPED_OPTIONS = ('forward', 'bridge', 'ip', 'netmask', 'prefix', 'dhcp', 'mtu', 
 STATES = ('present', 'active', 'inactive', 'absent')
 
 # Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
-_BRIDGE_RE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
-_DNS_RE = re.compile(
+_BRIDGE_RE = r'^[A-Za-z0-9_.-]{1,15}$'
+_DNS_RE = (
     r'^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
     r'(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$'
 )
-_MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+_MAC_RE = r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$'
 # libvirt's element order, used to place new elements where libvirt itself would write them.
 _ORDER = ('name', 'uuid', 'metadata', 'forward', 'bridge', 'mtu', 'mac', 'domain', 'dns', 'ip', 'route')
 
@@ -50,7 +51,7 @@ _ORDER = ('name', 'uuid', 'metadata', 'forward', 'bridge', 'mtu', 'mac', 'domain
 
 
 def validate_bridge_name(option, value):
-    if value in ('.', '..') or not _BRIDGE_RE.match(value or ''):
+    if value in ('.', '..') or not re.match(_BRIDGE_RE, value or ''):
         if value and len(value) > 15:
             raise InvalidParameter(
                 option, '%r is %d characters long; Linux interface names are at most 15' % (value, len(value))
@@ -132,7 +133,7 @@ def _mask_prefix(netmask):
 
 def _mac(option, value):
     mac = str(value).strip().lower().replace('-', ':')
-    if not _MAC_RE.match(mac):
+    if not re.match(_MAC_RE, mac):
         raise InvalidParameter(option, '%r is not a MAC address (example: 52:54:00:12:34:56)' % (value,))
     if int(mac[:2], 16) & 1:
         raise InvalidParameter(option, '%s is a multicast MAC address' % mac)
@@ -166,7 +167,7 @@ def validate_spec(spec):
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InvalidParameter('mtu', 'must be between 68 and 65535, got %s' % mtu)
     domain = spec.get('domain')
-    if domain and not _DNS_RE.match(domain):
+    if domain and not re.match(_DNS_RE, domain):
         raise InvalidParameter('domain', '%r is not a valid DNS domain name' % (domain,))
     if forward == 'bridge':
         if not spec.get('bridge'):
@@ -274,7 +275,7 @@ def _validate_dhcp_entries(dhcp):
         else:
             host['mac'] = None
         if host.get('name'):
-            if not _DNS_RE.match(host['name']):
+            if not re.match(_DNS_RE, host['name']):
                 raise InvalidParameter(option + '.name', '%r is not a valid host name' % (host['name'],))
         else:
             host['name'] = None
@@ -771,8 +772,8 @@ def _sort_children(parent, tag, key):
 def definition_differences(a, b):
     """Readable paths where two definitions differ after canonicalisation (both directions)."""
     ca, cb = canonical(a), canonical(b)
-    out = X.differences(ca, cb)
-    out.extend('removed: %s' % d for d in X.differences(cb, ca))
+    out = differences(ca, cb)
+    out.extend('removed: %s' % d for d in differences(cb, ca))
     return out
 
 

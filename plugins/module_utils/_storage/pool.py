@@ -14,6 +14,7 @@ import copy
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
@@ -139,14 +140,17 @@ class PoolManager(Manager):
     # desired definition
     def _parse_user_xml(self):
         """The user's pool XML, checked the way ``virsh pool-define`` checks it: by libvirt's own
-        parser (see ``_xml.parsed_by_libvirt``), not by the stricter RelaxNG schema. Sets
+        parser (see ``_core/user_xml.py: parsed_by_libvirt``), not by the stricter RelaxNG schema. Sets
         ``self.want``: what the comparison with an existing pool wants (libvirt's reading of what
         the XML states, so whatever libvirt fills in or respells is no difference)."""
+        # imported here: only raw XML needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
+
         try:
             root = X.parse(self.params['xml'])
         except X.XMLSyntaxError as exc:
             raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        X.reject_dtd('xml', root)
+        U.reject_dtd('xml', root)
         if root.tag != 'pool':
             raise InvalidParameter('xml', 'root element must be <pool>, got <%s>' % root.tag)
         if not root.get('type'):
@@ -160,18 +164,18 @@ class PoolManager(Manager):
         if self.params.get('shared') is not None:
             P.set_shared_marker(root, self.params['shared'])
         _refuse_uuid_of_another(self.client, 'storagePoolLookupByUUIDString', root, self.name, 'storage pool')
-        normalized, rejected = X.parsed_by_libvirt(self.libvirt, 'pool', X.tostring(root))
+        normalized, rejected = U.parsed_by_libvirt(self.libvirt, 'pool', X.tostring(root))
         if rejected:
             raise InvalidParameter('xml', 'libvirt rejects the pool definition: %s' % rejected)
         if normalized is not None:
-            self.want = X.stated_part(normalized, root)
-            warning = X.check_against_libvirt('xml', root, normalized, 'storagepool', 'storage pool')
+            self.want = U.stated_part(normalized, root)
+            warning = U.check_against_libvirt('xml', root, normalized, 'storagepool', 'storage pool')
             if warning:
                 self.client.warn(warning)
         else:
             # libvirt's parser is not at hand here: its schema, given what the parser fills in
             # itself, then the real define decides
-            X.validate_user_xml('xml', P.schema_view(root), 'storagepool', 'storage pool')
+            U.validate_user_xml('xml', P.schema_view(root), 'storagepool', 'storage pool')
             self.want = root
         return root
 
@@ -335,7 +339,7 @@ class PoolManager(Manager):
             source = tree.find('source')
             if source is not None:
                 P.strip_marker(source)
-        diffs = X.differences(plain_want, plain_have, strict_children=set())
+        diffs = differences(plain_want, plain_have, strict_children=set())
         marker_changed = S.shared_override(desired) != S.shared_override(current)
         if not diffs and not marker_changed:
             return current, []
@@ -412,7 +416,7 @@ class PoolManager(Manager):
         pool = self.pool if self.check_mode else self.client.lookup('pool', self.name)
         described = self._describe(pool)
         after = _render(described['xml'], described['state'], described['autostart'])
-        self.result.set_diff(plan.before, after, plan.before_header, plan.after_header)
+        plan.after = after  # what libvirt holds now (the runner records the diff after the report)
         return dict(pool=described)
 
     def _describe(self, pool):

@@ -14,18 +14,18 @@ looked up again by name) and reports what it made through the shared runner (``_
 from __future__ import annotations
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
-    InvalidParameter,
-    LibvirtModuleError,
-    OperationFailed,
-)
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import (
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import (
     Made,
     Replan,
     also_made,
     partly_made,
     runs_as_wanted,
     wait_settled,
+)
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
+    InvalidParameter,
+    LibvirtModuleError,
+    OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     pool_active,

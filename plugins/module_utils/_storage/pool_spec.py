@@ -29,6 +29,7 @@ import copy
 import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
     MARKER_LOCAL,
@@ -91,10 +92,10 @@ SOURCE_REQUIRES = {
     'scsi': ('adapter',),
 }
 
-_IQN_RE = re.compile(r'^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-zA-Z0-9.\-]+(:.+)?$')
-_WWN_RE = re.compile(r'^(0x)?[0-9a-fA-F]{16}$')
-_HOST_RE = re.compile(r'^[A-Za-z0-9._:\-\[\]]+$')
-_UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$')
+_IQN_RE = r'^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-zA-Z0-9.\-]+(:.+)?$'
+_WWN_RE = r'^(0x)?[0-9a-fA-F]{16}$'
+_HOST_RE = r'^[A-Za-z0-9._:\-\[\]]+$'
+_UUID_RE = r'^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
 
 
 class Change:
@@ -175,7 +176,7 @@ def validate_pool_spec(spec, creating=True):
         raise InvalidParameter('source.name', 'a logical pool needs the volume group name (or source.devices)')
     for index, host in enumerate(hosts):
         opt = 'source.host' if source.get('host') else 'source.hosts[%d]' % index
-        if not host.get('name') or not _HOST_RE.match(host['name']):
+        if not host.get('name') or not re.match(_HOST_RE, host['name']):
             raise InvalidParameter(opt, '%r is not a host name or address' % (host.get('name'),))
         port = host.get('port')
         if port is not None and not 1 <= int(port) <= 65535:
@@ -186,7 +187,7 @@ def validate_pool_spec(spec, creating=True):
     for index, dev in enumerate(devices):
         opt = 'source.devices[%d]' % index
         if ptype == 'iscsi':
-            if not _IQN_RE.match(dev or ''):
+            if not re.match(_IQN_RE, dev or ''):
                 raise InvalidParameter(
                     opt, 'for iscsi pools this is the target IQN (iqn.YYYY-MM.domain:name), got %r' % (dev,)
                 )
@@ -207,7 +208,7 @@ def validate_pool_spec(spec, creating=True):
             source['dir'] = _abs_path('source.dir', source['dir'])
     if source.get('name') is not None and not re.match(r'^[A-Za-z0-9+_.\-]+$', source['name']):
         raise InvalidParameter('source.name', '%r is not a volume group name' % (source['name'],))
-    if source.get('initiator') is not None and not _IQN_RE.match(source['initiator']):
+    if source.get('initiator') is not None and not re.match(_IQN_RE, source['initiator']):
         raise InvalidParameter(
             'source.initiator', '%r is not an iSCSI qualified name (iqn.YYYY-MM.domain:name)' % (source['initiator'],)
         )
@@ -222,7 +223,7 @@ def validate_pool_spec(spec, creating=True):
                 'source.auth',
                 'give exactly one of secret_uuid and secret_usage (a libvirt secret holding the password)',
             )
-        if auth.get('secret_uuid') and not _UUID_RE.match(auth['secret_uuid']):
+        if auth.get('secret_uuid') and not re.match(_UUID_RE, auth['secret_uuid']):
             raise InvalidParameter('source.auth.secret_uuid', '%r is not a UUID' % (auth['secret_uuid'],))
     adapter = source.get('adapter')
     if adapter:
@@ -236,7 +237,7 @@ def validate_pool_spec(spec, creating=True):
         elif atype == 'fc_host':
             for key in ('wwnn', 'wwpn'):
                 value = adapter.get(key)
-                if not value or not _WWN_RE.match(value):
+                if not value or not re.match(_WWN_RE, value):
                     raise InvalidParameter(
                         'source.adapter.%s' % key,
                         'a 16 hex digit world wide name is required for fc_host adapters, got %r' % (value,),
@@ -332,7 +333,7 @@ def _source_differs(want, have):
     """Subset comparison plus equal counts of the list-like children (devices, hosts)."""
     want = strip_marker(copy.deepcopy(want))
     have = strip_marker(copy.deepcopy(have)) if have is not None else X.element('source')
-    diffs = X.differences(want, have, strict_children=set())
+    diffs = differences(want, have, strict_children=set())
     for tag in ('device', 'host'):
         wlist, hlist = want.findall(tag), have.findall(tag)
         if wlist and len(wlist) != len(hlist):

@@ -41,7 +41,6 @@ from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
@@ -166,6 +165,10 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
     A disk counts when its source (or any source of its backing chain) names the pool/volume, is
     one of the pool's volume paths, or - for file pools - lies under the pool's directory.
     """
+    # imported here: only a removal, a shrink or a new content asks, and an idempotent run does not
+    # compile the guest reader
+    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
+
     lv = client.libvirt
     if vol is not None:
         names = {vol.name()}

@@ -215,7 +215,7 @@ class VolumeManager(Manager):
             if vol is None:
                 raise ObjectNotFound('%s: removed by another run meanwhile' % self.what)
         after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
-        self.result.set_diff(plan.before, _render(after_xml, self.digest), plan.before_header, plan.after_header)
+        plan.after = _render(after_xml, self.digest)  # read back (the runner records the diff after the report)
         return dict(volume=self._describe(vol, after_xml))
 
     def _current(self):

@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     ConnectionFailed,
     LibvirtModuleError,
@@ -31,7 +32,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     is_connection_lost,
     redact_url,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import (
     UploadRecords,
