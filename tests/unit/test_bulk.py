@@ -501,7 +501,8 @@ def test_a_rerun_reads_each_pool_and_volume_once(capsys, names, monkeypatch):
         )
         for i in range(5)
     ]
-    args = dict(host(p), volumes=volumes, guests=guests)
+    args = host(p)
+    args.update(volumes=volumes, guests=guests)
     assert run(capsys, **args)['_rc'] == 0
     made = state(p)
     counts = _count_reads(monkeypatch)
