@@ -477,3 +477,100 @@ def test_secrets_of_an_entry_are_masked_in_the_output(capsys, names):
     text = json.dumps(out)
     assert 's3cret' not in text
     assert out['invocation']['module_args']['volumes'][0]['url'] != url
+
+
+# ---------------------------------------------------------------------------------------------
+# each pool and volume read once per plan (issue 17)
+
+
+def _count_reads(monkeypatch):
+    """Counts of the libvirt calls that read pools and volumes (by method name)."""
+    counts = {}
+    for cls, methods in (
+        (libvirt.virStorageVol, ('XMLDesc', 'info')),
+        (libvirt.virStoragePool, ('XMLDesc', 'isActive', 'refresh', 'storageVolLookupByName')),
+        (libvirt.virConnect, ('storagePoolLookupByName', 'networkLookupByName')),
+    ):
+        for method in methods:
+            real = getattr(cls, method)
+
+            def counted(self, *args, _real=real, _key='%s.%s' % (cls.__name__, method)):
+                counts[_key] = counts.get(_key, 0) + 1
+                return _real(self, *args)
+
+            monkeypatch.setattr(cls, method, counted)
+    return counts
+
+
+def test_a_rerun_reads_each_pool_and_volume_once(capsys, names, monkeypatch):
+    p = names
+    volumes = [dict(pool=p + 'pool', name='v%d' % i, capacity='16M', format='qcow2') for i in range(5)]
+    guests = [
+        dict(
+            name=p + 'g%d' % i,
+            domain_type='test',
+            memory='64M',
+            vcpus=1,
+            disks=[dict(target='vda', pool=p + 'pool', volume='v%d' % i)],
+            interfaces=[dict(source=p + 'net')],
+        )
+        for i in range(5)
+    ]
+    args = host(p)
+    args.update(volumes=volumes, guests=guests)
+    assert run(capsys, **args)['_rc'] == 0
+    made = state(p)
+    counts = _count_reads(monkeypatch)
+    again = run(capsys, **args)
+    assert again['_rc'] == 0 and again['changed'] is False
+    assert all(not o['changed'] for o in again['objects'])
+    # once per volume (its entry and its guest's disk share the read), once for the pool
+    assert counts['virStorageVol.XMLDesc'] == 5
+    assert counts['virStorageVol.info'] == 5
+    assert counts['virStoragePool.storageVolLookupByName'] == 5
+    assert counts['virConnect.storagePoolLookupByName'] == 1
+    assert counts['virConnect.networkLookupByName'] == 1
+    assert counts['virStoragePool.isActive'] == 1
+    # the pool's XML: twice (the test driver refuses the INACTIVE flag once, then the current XML)
+    assert counts['virStoragePool.XMLDesc'] == 2
+    assert counts.get('virStoragePool.refresh', 0) == 0
+    assert state(p) == made
+
+
+def test_a_first_run_refreshes_the_pool_once_and_reads_afresh_while_applying(capsys, names, monkeypatch):
+    p = names
+    args = host(p)
+    assert run(capsys, pools=args['pools'], networks=args['networks'])['_rc'] == 0
+    counts = _count_reads(monkeypatch)
+    out = run(capsys, **args)
+    assert out['_rc'] == 0, out['msg']
+    assert [o['changed'] for o in out['objects']] == [False, False, True, True, True, True]
+    # the two missing volumes: the pool refreshed once while planning, not per volume
+    assert counts['virStoragePool.refresh'] == 1
+    made = state(p)
+    assert {'volume %spool/v1' % p, 'guest %sg2' % p} <= set(made)
+    # the guests planned again after the volumes were made see them (their format read back)
+    disk = X.parse(made['guest %sg2' % p]).find('devices/disk')
+    assert disk.find('driver').get('type') == 'raw'
+    assert run(capsys, **args)['changed'] is False
+
+
+def test_the_read_cache_passes_through_when_off(held):
+    from ansible_collections.virtops.libvirt.plugins.module_utils._bulk.view import ReadCache
+
+    reads = ReadCache()
+    base = _connection.Connection(libvirt, URI)
+    try:
+        view = EntryClient(base, {}, None, reads)
+        reads.reading(True)
+        pool = view.lookup('pool', 'default-pool')
+        assert pool is view.lookup('pool', 'default-pool')
+        assert view.lookup('pool', 'no-such-pool') is None
+        xml = pool.XMLDesc(0)
+        assert pool.XMLDesc(0) == xml and len(reads.calls) == 1
+        reads.reading(False)
+        assert not reads.calls and view.lookup('pool', 'default-pool') is not pool
+        assert pool.XMLDesc(0) == xml and not reads.calls  # off: passed on to libvirt
+        assert pool.name() == 'default-pool'
+    finally:
+        base.close()

@@ -21,7 +21,12 @@ single module; the entries before stay applied and reported, the later ones are 
 from __future__ import annotations
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._bulk import marker as M
-from ansible_collections.virtops.libvirt.plugins.module_utils._bulk.view import EntryClient, EntryError, validate
+from ansible_collections.virtops.libvirt.plugins.module_utils._bulk.view import (
+    EntryClient,
+    EntryError,
+    ReadCache,
+    validate,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
@@ -115,6 +120,7 @@ class ObjectsManager:
         self.made = []  # every entry that has a manager
         self.not_done = []
         self.result = BulkResult(self)
+        self.reads = ReadCache()  # on while entries are planned: each pool and volume read once
 
     # ------------------------------------------------------------------------------------
     def run(self):
@@ -197,26 +203,34 @@ class ObjectsManager:
         if entry.kind == 'guest' and self.label and entry.params.get('xml') and not entry.absent:
             # raw XML: the marker goes into the XML, so that its last-applied record covers it
             entry.params['xml'] = M.stamp_xml(entry.params['xml'], self.label)
-        view = EntryClient(self.client, entry.params, self.made_here)
+        view = EntryClient(self.client, entry.params, self.made_here, self.reads)
         entry.manager = KINDS[entry.option][2](view)
         self.made.append(entry)
 
     # ------------------------------------------------------------------------------------
     # plan: every entry, read only, before anything changes
     def _plan_all(self):
-        making = [e for option in MAKE_ORDER for e in self.by_option[option] if not e.absent]
-        for entry in making:
-            self._plan(entry)
-        removing = [e for e in self.by_option['guests'] if e.absent] + self._pruned()
-        for option in REMOVE_ORDER[1:]:
-            removing.extend(e for e in self.by_option[option] if e.absent)
-        for entry in removing:
-            self._plan(entry)
+        self.reads.reading(True)
+        try:
+            making = [e for option in MAKE_ORDER for e in self.by_option[option] if not e.absent]
+            for entry in making:
+                self._plan(entry)
+            removing = [e for e in self.by_option['guests'] if e.absent] + self._pruned()
+            for option in REMOVE_ORDER[1:]:
+                removing.extend(e for e in self.by_option[option] if e.absent)
+            for entry in removing:
+                self._plan(entry)
+        finally:
+            self.reads.reading(False)
         self.entries = making + removing
 
     def _plan(self, entry):
         try:
             entry.manager.prepare()
+            if entry.manager.result.actions:
+                # prepare() changed something (a volume's sweep of partly written volumes): what
+                # was read before is read again
+                self.reads.reading(True)
             entry.plan = entry.manager.plan()
             if self.label and entry.kind == 'guest' and not entry.absent and not entry.params.get('xml'):
                 self._plan_marker(entry)
@@ -256,7 +270,7 @@ class ObjectsManager:
                 continue
             params = validate(guest_options.SPEC, dict(name=name, state='absent'), self.client.hide)
             entry = Entry('guests', None, params)
-            entry.manager = GuestManager(EntryClient(self.client, params, self.made_here))
+            entry.manager = GuestManager(EntryClient(self.client, params, self.made_here, self.reads))
             self.made.append(entry)
             pruned.append(entry)
         return pruned
@@ -272,10 +286,15 @@ class ObjectsManager:
             try:
                 if applied_any and entry.kind in DEPENDENT and not self.check_mode:
                     # what it depends on may exist only now: planned again on what is there
-                    manager.prepare()
-                    entry.plan = manager.plan()
-                    if self.label and entry.kind == 'guest' and not entry.absent and not entry.params.get('xml'):
-                        self._plan_marker(entry)
+                    # (read afresh: the cache starts empty and is off again before the apply)
+                    self.reads.reading(True)
+                    try:
+                        manager.prepare()
+                        entry.plan = manager.plan()
+                        if self.label and entry.kind == 'guest' and not entry.absent and not entry.params.get('xml'):
+                            self._plan_marker(entry)
+                    finally:
+                        self.reads.reading(False)
                 entry.outcome = manager.finish(entry.plan)
             except LibvirtModuleError as exc:
                 entry.error = manager.result.failure(exc.msg, **exc.details)
