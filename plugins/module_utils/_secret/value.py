@@ -26,10 +26,10 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import state_dir, write_json
 
 RECORD_VERSION = 1
 
@@ -57,16 +57,6 @@ def wanted_value(params):
 def same(a, b):
     """Constant-time comparison of two values (bytes)."""
     return hmac.compare_digest(a, b)
-
-
-def state_dir():
-    env = os.environ.get('VIRTOPS_LIBVIRT_STATE_DIR')
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return '/var/lib/virtops-libvirt'
-    base = os.environ.get('XDG_STATE_HOME') or os.path.join(os.path.expanduser('~'), '.local', 'state')
-    return os.path.join(base, 'virtops-libvirt')
 
 
 def daemon_key(uri, local):
@@ -129,16 +119,7 @@ class Records:
             hmac=hmac.new(salt, value, hashlib.sha256).hexdigest(),
         )
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(dir=self.directory, prefix='.record-')
-            try:
-                with os.fdopen(handle, 'w', encoding='utf-8') as out:
-                    json.dump(record, out)
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, self.path(uuid))
-            except OSError:
-                os.unlink(tmp)
-                raise
+            write_json(self.path(uuid), record)
         except OSError as exc:
             raise OperationFailed(
                 'cannot write the value record under %s: %s (set VIRTOPS_LIBVIRT_STATE_DIR to a writable '

@@ -22,6 +22,7 @@ import threading
 import zlib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import cache_dir, write_json
 
 CHUNK = 1024 * 1024
 _ZERO = bytes(CHUNK)
@@ -233,16 +234,6 @@ def decompress_file(option, path, kind, directory):
 # the image cache: decompressed downloads by the checksum of the file as published
 
 
-def cache_dir():
-    env = os.environ.get('VIRTOPS_LIBVIRT_CACHE_DIR')
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return '/var/cache/virtops-libvirt/images'
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(base, 'virtops-libvirt', 'images')
-
-
 def _identity(info):
     return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
@@ -280,10 +271,7 @@ class ImageCache:
         os.chmod(temp, 0o600)
         os.replace(temp, self.path)
         meta = dict(content=digest, identity=_identity(os.stat(self.path)), source=source)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            json.dump(meta, handle, indent=1, sort_keys=True)
-        os.replace(tmp, self.meta)
+        write_json(self.meta, meta, indent=1, sort_keys=True)
         return self.path
 
 

@@ -36,11 +36,11 @@ import json
 import os
 import stat
 import struct
-import tempfile
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import state_dir, write_json
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 # _IOR('v', 1, long): the inode generation number (ext4, xfs, btrfs, ...)
@@ -49,16 +49,6 @@ _FS_IOC_GETVERSION = 0x80000000 | (struct.calcsize('l') << 16) | (ord('v') << 8)
 
 # ---------------------------------------------------------------------------------------------
 # state on the managed host: upload records, notes of partly written volumes
-
-
-def state_dir():
-    env = os.environ.get('VIRTOPS_LIBVIRT_STATE_DIR')
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return '/var/lib/virtops-libvirt'
-    base = os.environ.get('XDG_STATE_HOME') or os.path.join(os.path.expanduser('~'), '.local', 'state')
-    return os.path.join(base, 'virtops-libvirt')
 
 
 def partial_dir():
@@ -127,11 +117,7 @@ class UploadRecords:
         return record
 
     def _write(self, key, record):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.tmp-')
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-        os.replace(tmp, self.path(key))
+        write_json(self.path(key), record, indent=1, sort_keys=True)
 
     def save(self, key, record, path=None):
         record = dict(record, volume_key=key, host=self.host, identity=self.identity(path))
