@@ -260,8 +260,8 @@ def _tree_file(fd, size, workers=None):
                         raise OSError(errno.EIO, 'the file shrank while it was read')
                     got += count
                 entries[index] = _tree_entry(offset, view)
-        except Exception as exc:  # pylint: disable=broad-except - raised again in the caller's thread
-            errors.append(exc)
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append(exc)  # raised again in the caller's thread
 
     threads = [threading.Thread(target=work, args=(first,), daemon=True) for first in range(1, workers)]
     for thread in threads:
