@@ -327,7 +327,24 @@ def assert_valid(xml, kind):
 
 
 def content_digest(data):
-    """Reference (independent, whole-bytes) implementation of the volume module's content digest:
+    """Reference (independent, whole-bytes) implementation of the volume module's content digest
+    (``sparse-sha256-tree4m``): sha256 over offset, length and sha256 of every non-zero 4 MiB
+    block, then the size."""
+    import hashlib
+    import struct
+
+    block = 4 * 1024 * 1024
+    digest = hashlib.sha256(b'virtops.libvirt content digest tree4m v1\n')
+    for offset in range(0, len(data), block):
+        chunk = data[offset : offset + block]
+        if chunk.strip(b'\0'):
+            digest.update(struct.pack('>QQ', offset, len(chunk)) + hashlib.sha256(chunk).digest())
+    digest.update(struct.pack('>Q', len(data)))
+    return 'sparse-sha256-tree4m:' + digest.hexdigest()
+
+
+def legacy_content_digest(data):
+    """Reference implementation of the content digest of older records (``sparse-sha256``):
     sha256 over every non-zero 1 MiB block with its offset and length, then the size."""
     import hashlib
     import struct

@@ -54,8 +54,8 @@ attributes:
     support: full
   diff_mode:
     description: >-
-      Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256:...)) as a first
-      comment line.
+      Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256-tree4m:...);
+      C(sparse-sha256:...) for volumes uploaded by versions before it) as a first comment line.
     support: full
   idempotent:
     description: Running the same task twice changes nothing the second time.

@@ -17,7 +17,7 @@ from pathlib import Path
 import libvirt
 from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from storage_fixtures import STATE_DIR, example_tasks, failed, file_blocks, ok, run, sparse_file, substitute
-from virtops_helpers import content_digest, converge_task
+from virtops_helpers import content_digest, converge_task, legacy_content_digest
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 
@@ -227,6 +227,48 @@ def test_sparse_upload_byte_for_byte(dir_pool, tmp_path):
         content = a.read()
     assert content[: 12 * MiB] == src.read_bytes() and not any(content[12 * MiB :])
     failed(run('volume', dict(pool=p, name='small.raw', src=str(src), capacity='1MiB')), 'capacity')
+
+
+def _record_of(volume):
+    found = [
+        r
+        for r in (STATE_DIR / 'volume-uploads').glob('*.json')
+        if json.loads(r.read_text())['volume_key'] == volume.key()
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_upload_record_of_the_older_digest_kind_is_compared_that_way(dir_pool, tmp_path):
+    """A record written by an earlier version (``sparse-sha256:``) keeps working: the same content
+    (a touched source) is unchanged, with no change in the diff; changed content is uploaded and
+    recorded with the tree digest."""
+    p = dir_pool.name()
+    src = sparse_file(tmp_path / 'old.raw', 10 * MiB, [(0, b'A' * 4096), (6 * MiB, os.urandom(70000))])
+    args = dict(pool=p, name='old.raw', src=str(src))
+    ok(run('volume', args))
+    v = vol(dir_pool, 'old.raw')
+    record = _record_of(v)
+    data = json.loads(record.read_text())
+    assert data['content'] == content_digest(src.read_bytes())
+    # as an earlier version wrote it: the older digest kind
+    data['content'] = legacy_content_digest(src.read_bytes())
+    record.write_text(json.dumps(data))
+    os.utime(src)  # same content, new identity: the content is measured and compared
+    for check in (True, False):
+        res = ok(run('volume', args, check=check))
+        assert not res['changed'], check
+        assert 'diff' not in res or res['diff']['before'] == res['diff']['after']
+    assert json.loads(_record_of(v).read_text())['content'] == data['content']
+
+    # the content changes: check mode predicts the upload, the real run uploads and records the tree digest
+    with open(src, 'r+b') as handle:
+        handle.seek(9 * MiB)
+        handle.write(b'changed')
+    real = converge(dir_pool, args)
+    assert real['actions'] == ["volume 'old.raw' in storage pool '%s' content replaced from %s" % (p, src)]
+    assert Path(v.path()).read_bytes() == src.read_bytes()
+    assert json.loads(_record_of(v).read_text())['content'] == content_digest(src.read_bytes())
 
 
 def test_volume_replaced_outside_the_module_is_not_trusted(dir_pool, tmp_path):

@@ -192,7 +192,7 @@ def test_local_copy_keeps_holes_and_libvirts_permissions(dir_pool, tmp_path):
     with open(path, 'rb') as a, open(src, 'rb') as b:
         assert a.read() == b.read()
     assert file_blocks(path) <= file_blocks(src)
-    assert real['diff']['after'].startswith('<!-- content: sparse-sha256:')
+    assert real['diff']['after'].startswith('<!-- content: sparse-sha256-tree4m:')
 
 
 def test_wrongly_named_image_fails_naming_the_option(dir_pool, http_server, tmp_path):

@@ -528,7 +528,7 @@ def test_complete_download_and_unknown_length(tmp_path, serve):
         serve(Response(b'y' * 3000, headers))
         path, digest, size = VC.download_url(SECRET_URL, str(tmp_path), None, True, 5)
         with open(path, 'rb') as handle:
-            assert size == 3000 and handle.read() == b'y' * 3000 and digest.startswith('sparse-sha256:')
+            assert size == 3000 and handle.read() == b'y' * 3000 and digest.startswith('sparse-sha256-tree4m:')
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,10 @@ writes a small JSON record on the managed host: ``<state dir>/volume-uploads/<ha
 the hash is taken over the connection's host name and the volume key. ``<state dir>`` is
 ``$VIRTOPS_LIBVIRT_STATE_DIR`` when set, else ``/var/lib/virtops-libvirt`` for root, else
 ``$XDG_STATE_HOME/virtops-libvirt`` (``~/.local/state/virtops-libvirt``). The record holds the
-content digest of what was uploaded (``_volume_content.ContentDigest``; and the url - without
-its userinfo: credentials are never written - and checksum for downloads) and, for file volumes on
-a local connection, the file's device and inode. A later run uploads again only when the
+content digest of what was uploaded (``content.ContentDigest``, ``sparse-sha256-tree4m:…``; older
+records hold a ``content.LegacyDigest``, ``sparse-sha256:…``, and are compared that way; and the
+url - without its userinfo: credentials are never written - and checksum for downloads) and, for
+file volumes on a local connection, the file's device and inode. A later run uploads again only when the
 source's content differs from the record, so what a guest wrote to the volume since is never
 overwritten for an unchanged source. A record whose file identity no longer
 matches (the volume was deleted and created again outside this module) is ignored. Without a usable

@@ -441,6 +441,11 @@ class VolumeManager(Manager):
             hit = cache.lookup() if cache is not None else None
             if hit is not None:
                 path, digest, _size = hit  # downloaded before: not again
+                if VC.digest_kind(digest) is not VC.ContentDigest:
+                    try:  # cached by an older version: the digest new records hold
+                        digest = VC.file_digest(path)
+                    except OSError as exc:
+                        raise OperationFailed('cannot read the cached image %s: %s' % (path, exc)) from None
             else:
                 path, digest, _size = VC.download_url(
                     params['url'],
@@ -455,6 +460,7 @@ class VolumeManager(Manager):
             identity = VC.file_identity(os.stat(path))
             extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
             kind = None
+            measured, compared = path, False
         else:
             path = label = params['src']
             if not os.path.exists(path):
@@ -471,19 +477,23 @@ class VolumeManager(Manager):
             if known and record.get('source_identity') == list(identity):
                 # the very file uploaded before (same inode, size, mtime and ctime): unchanged
                 return self._unchanged(want, label, record.get('content'), known)
+            compared = False
             if vol is None and local and not kind and not self.check_mode:
                 digest = None  # measured while it is copied (import at disk speed)
             else:
                 try:
                     digest, identity = VC.measure_file(path)
+                    same = known and VC.same_content(record.get('content'), digest, path, identity)
                 except OSError as exc:
                     raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-                if known and record.get('content') == digest:
+                compared = bool(known)  # against the record: not again below
+                if same:
                     # the same content as uploaded before (a copy, a touch): nothing to read
-                    content = self._unchanged(want, label, digest, known)
+                    content = self._unchanged(want, label, record['content'], known)
                     content['refresh_record'] = True
                     content['record'] = dict(record, **extra)
                     return content
+            measured = path  # what digest is of (before decompression)
             if kind:
                 path = I.decompress_file('src', path, kind, tmpdir)
                 self._tempfiles.append(path)
@@ -522,7 +532,14 @@ class VolumeManager(Manager):
             tmpdir=tmpdir,
         )
         if vol is not None:
-            if record and record.get('content') == digest:
+            try:
+                same = record and not compared and VC.same_content(record.get('content'), digest, measured)
+            except OSError as exc:
+                raise InvalidParameter(option, 'cannot read %s: %s' % (measured, exc.strerror)) from None
+            if same:
+                # as recorded (a record of the older digest kind keeps it: the diff shows no change)
+                content['digest'] = record['content']
+                content['record']['content'] = record['content']
                 content['upload'] = False
                 if params.get('url') and (record.get('url'), record.get('checksum')) != (
                     extra.get('url'),
