@@ -17,6 +17,11 @@ qemu:///system (3 hosts, UNIX sockets). The plugin runs in-process as Ansible ru
   (open, ``getHostname``, close: what a host costs before any guest is read),
 * ``ansible-inventory --list`` over all hosts, serial and parallel (the CLI's start-up included).
 
+With the fleet, every SSH read is measured over three ``ssh_config``s (transports): ``ssh``, the
+fleet's own (cold: a new SSH connection per libvirt connection; the target's row), ``ssh-fast``
+(cold, a cheaper key exchange and cipher) and ``ssh-mux`` (``ControlMaster``/``ControlPersist``:
+warm, the untimed warm-up round opens each host's master) - see ``SSH_VARIANTS``.
+
 Target (issue 17): all hosts in parallel in at most 1.5x the slowest single host's listing.
 Nothing here asserts on timings. Alone: ``python bench/p6_inventory.py [--hosts 4 --guests 1000
 --reps 5] [--json FILE]`` (as root, with the test venv: the host harness needs pytest); from
