@@ -17,6 +17,11 @@ qemu:///system (3 hosts, UNIX sockets). The plugin runs in-process as Ansible ru
   (open, ``getHostname``, close: what a host costs before any guest is read),
 * ``ansible-inventory --list`` over all hosts, serial and parallel (the CLI's start-up included).
 
+With the fleet, every SSH read is measured over three ``ssh_config``s (transports): ``ssh``, the
+fleet's own (cold: a new SSH connection per libvirt connection; the target's row), ``ssh-fast``
+(cold, a cheaper key exchange and cipher) and ``ssh-mux`` (``ControlMaster``/``ControlPersist``:
+warm, the untimed warm-up round opens each host's master) - see ``SSH_VARIANTS``.
+
 Target (issue 17): all hosts in parallel in at most 1.5x the slowest single host's listing.
 Nothing here asserts on timings. Alone: ``python bench/p6_inventory.py [--hosts 4 --guests 1000
 --reps 5] [--json FILE]`` (as root, with the test venv: the host harness needs pytest); from
@@ -50,6 +55,14 @@ GUEST_XML = (
     "<os><type arch='x86_64'>hvm</type></os></domain>"
 )
 TARGET_RATIO = 1.5
+# ssh_config variants measured next to the fleet's plain ``ssh`` (the target's transport), each
+# libvirt's ``ssh`` started as ``ssh -F <private config>`` (DIR: a private 0700 temp dir):
+# cheaper ciphers / key exchange for cold connections, and connection multiplexing, whose
+# reads are warm (the untimed warm-up round opens each host's master first).
+SSH_VARIANTS = {
+    'ssh-fast': ['Ciphers aes128-gcm@openssh.com', 'KexAlgorithms curve25519-sha256', 'Compression no'],
+    'ssh-mux': ['ControlMaster auto', 'ControlPath DIR/cm-%C', 'ControlPersist 600'],
+}
 
 
 # -- the hosts --------------------------------------------------------------------------------------
@@ -65,6 +78,7 @@ class Hosts:
         self.transports = {}
         self.admin = []
         self.names = []
+        self.ssh_dir = None
 
     def start(self):
         try:
@@ -88,10 +102,44 @@ class Hosts:
         self.kind = 'fleet over SSH'
         self.admin = [host.uri for host in self.fleet.hosts]
         self.names = [host.name for host in self.fleet.hosts]
-        self.transports = {'ssh': [host.ssh_uri for host in self.fleet.hosts], 'unix': list(self.admin)}
+        self.transports = {'ssh': [host.ssh_uri for host in self.fleet.hosts]}
+        for variant in SSH_VARIANTS:
+            command = self._ssh_variant(variant)
+            self.transports[variant] = ['%s&command=%s' % (host.ssh_uri, command) for host in self.fleet.hosts]
+        self.transports['unix'] = list(self.admin)
         return self
 
+    def _ssh_variant(self, variant):
+        """A private ssh_config for ``variant`` (the fleet's own, its connection-master lines
+        replaced by the variant's options) and the wrapper libvirt runs as its ``ssh`` (the
+        ``command`` URI parameter): ``ssh -F <that config>``. Returns the wrapper's path."""
+        if self.ssh_dir is None:
+            self.ssh_dir = Path(tempfile.mkdtemp(prefix='vbench-p6-ssh-'))  # 0700: the control sockets live here
+        base = [
+            line
+            for line in Path(self.fleet.ssh_config).read_text().splitlines()
+            if not line.strip().startswith(('ControlMaster', 'ControlPath', 'ControlPersist'))
+        ]
+        options = [line.replace('DIR', str(self.ssh_dir)) for line in SSH_VARIANTS[variant]]
+        config = self.ssh_dir / ('%s.conf' % variant)
+        config.write_text('\n'.join(base + ['    ' + line for line in options]) + '\n')
+        wrapper = self.ssh_dir / variant
+        wrapper.write_text('#!/bin/sh\nexec ssh -F %s "$@"\n' % config)
+        wrapper.chmod(0o700)
+        return wrapper
+
     def stop(self):
+        if self.ssh_dir is not None:
+            for conf in self.ssh_dir.glob('*.conf'):  # the connection masters a variant left running
+                for host in self.fleet.hosts:
+                    subprocess.run(
+                        ['ssh', '-F', str(conf), '-O', 'exit', host.address],
+                        capture_output=True,
+                        timeout=30,
+                        check=False,
+                    )
+            shutil.rmtree(self.ssh_dir, ignore_errors=True)
+            self.ssh_dir = None
         if self.fleet is not None:
             self.fleet.stop()
         if self.pair is not None:
@@ -284,7 +332,7 @@ def measure(hosts=4, guests=1000, reps=5):
         cli_uris = fleet.transports.get('ssh') or fleet.transports['unix']
         ops.append((('cli', 'serial'), guests, plugin.cli, cli_uris, include, 1))
         ops.append((('cli', 'parallel'), guests, plugin.cli, cli_uris, include))
-        for op in ops:  # warm-up: imports, SSH connection set-up paths, libvirtd caches
+        for op in ops:  # warm-up: imports, SSH connection set-up paths, libvirtd caches, ssh-mux's masters
             if op[0][0] != 'cli':
                 op[2](*op[3:])
         C.log('P6: %d rounds of %d reads' % (reps, len(ops)))
@@ -329,7 +377,11 @@ def measure(hosts=4, guests=1000, reps=5):
         )
         for transport in fleet.transports
     }
-    target = next(r for r in rows if r['hosts'] == count and 'ratio' in r)
+    full = {r['transport']: r for r in rows if r['hosts'] == count and 'ratio' in r}
+    target = full['ssh'] if 'ssh' in full else next(iter(full.values()))
+    variants = {
+        name: dict(ratio=full[name]['ratio'], options=SSH_VARIANTS[name]) for name in SSH_VARIANTS if name in full
+    }
     return dict(
         kind=fleet.kind,
         hosts=count,
@@ -348,6 +400,7 @@ def measure(hosts=4, guests=1000, reps=5):
             parallel=stats[('cli', 'parallel')],
         ),
         target=dict(transport=target['transport'], ratio=target['ratio'], limit=TARGET_RATIO),
+        variants=variants,
         cores=os.cpu_count(),
     )
 
@@ -484,6 +537,8 @@ def main():
                 )
             )
     print('target: parallel <= %.1fx the slowest single host: %.2fx' % (TARGET_RATIO, p6['target']['ratio']))
+    for name, item in p6.get('variants', {}).items():
+        print('%s (%s): parallel / slowest single host %.2fx' % (name, '; '.join(item['options']), item['ratio']))
 
 
 if __name__ == '__main__':

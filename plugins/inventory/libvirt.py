@@ -136,6 +136,11 @@ notes:
     C(--flush-cache).
   - An SSH URI that cannot reach its host can take as long as the SSH connect timeout; the other
     hypervisors are read meanwhile.
+  - With C(qemu+ssh://) URIs nearly all the time of a read is the SSH connection set-up, done by
+    the controller's C(ssh) client, which reads the usual C(ssh_config) files. For many hypervisors
+    configure connection reuse for them there (C(ControlMaster auto), C(ControlPath) in a private
+    directory, C(ControlPersist)) and, where policy allows, a cheaper key exchange
+    (C(KexAlgorithms curve25519-sha256)); the collection's connections guide has a complete example.
 seealso:
   - module: virtops.libvirt.guest_info
   - name: libvirt connection URIs
