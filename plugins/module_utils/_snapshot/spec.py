@@ -73,7 +73,9 @@ def validate(params):
             'freeze), and a guest restored from a frozen memory state would stay frozen',
         )
     if params.get('description') is not None:
-        X.check_xml_safe('description', params['description'])
+        bad = X.bad_xml_chars(params['description'])
+        if bad:
+            raise InvalidParameter('description', 'contains characters XML cannot carry: %s' % ' '.join(map(repr, bad)))
     return dict(state=state, name=name, prefix=prefix, keep=keep)
 
 
