@@ -26,7 +26,7 @@ MARKER = '/data/marker.txt'
 
 def guest_sh(dom, script):
     pid = agent_cmd(dom, 'guest-exec', {'path': '/bin/sh', 'arg': ['-c', script], 'capture-output': True})['pid']
-    for _ in range(400):
+    for _attempt in range(400):
         status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
         if status['exited']:
             assert status.get('exitcode') == 0, (script, status)

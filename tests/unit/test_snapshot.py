@@ -300,7 +300,7 @@ def test_revert_is_an_action_made_every_time():
     conn.dom.add('s2')
     reverted = []
     conn.dom.revertToSnapshot = lambda snap, flags: reverted.append(snap.name)
-    for _ in range(2):
+    for _run in range(2):
         result = run(conn, name='s1', state='reverted')
         assert result['changed'] and result['snapshot']['name'] == 's1'
     assert reverted == ['s1', 's1']
