@@ -12,7 +12,8 @@ module: snapshot_info
 short_description: List the snapshots of a libvirt guest
 version_added: 0.1.0
 description:
-  - Returns the snapshots of a guest, oldest first, all of them or one by O(name) or those of a O(prefix).
+  - Returns the snapshots of a guest (or of every guest), oldest first per guest, all of them or one by O(name) or
+    those of a O(prefix).
   - A filter that matches nothing returns an empty list (a way to ask whether a snapshot exists).
 author:
   - virtops.libvirt maintainers (@virtops)
@@ -22,9 +23,8 @@ extends_documentation_fragment:
   - virtops.libvirt.attributes.INFO_MODULE
 options:
   guest:
-    description: Name of the guest.
+    description: Only the snapshots of this guest (it must exist). Not given, those of every guest.
     type: str
-    required: true
     version_added: 0.1.0
   name:
     description: Only the snapshot of this name.
@@ -49,15 +49,22 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ (snaps.snapshots | last).name }}"
   when: snaps.snapshots | length > 0
+
+- name: Every guest's snapshots on the host
+  virtops.libvirt.snapshot_info:
+  register: all_snapshots
 """
 
 RETURN = r"""
 snapshots:
-  description: The matching snapshots, oldest first.
+  description: The matching snapshots, by guest name, oldest first per guest.
   returned: always
   type: list
   elements: dict
   contains:
+    guest:
+      description: Name of the guest.
+      type: str
     name:
       description: Name.
       type: str
@@ -86,10 +93,6 @@ snapshots:
       description: Its disks (target, V(internal)/V(external)/V(no), the overlay file of an external one).
       type: list
       elements: dict
-current:
-  description: Name of the guest's current snapshot among those returned, null when none.
-  returned: always
-  type: str
 """
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import run_module

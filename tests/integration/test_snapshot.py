@@ -142,7 +142,9 @@ def test_internal_snapshot_revert_brings_the_file_back(guest):
     assert dom.isActive()
     assert read_from_disk(dom, MARKER) == 'original\n'
     info = ok(run_module('snapshot_info', dict(guest=name)))
-    assert [s['name'] for s in info['snapshots']] == ['before'] and info['current'] == 'before'
+    assert [(s['guest'], s['name'], s['current']) for s in info['snapshots']] == [(name, 'before', True)]
+    everyone = ok(run_module('snapshot_info', {}))['snapshots']
+    assert [s['name'] for s in everyone if s['guest'] == name] == ['before']
     converge_task('snapshot', dict(guest=name, name='before', state='absent'), look=lambda: names(dom))
     assert names(dom) == []
 

@@ -25,7 +25,7 @@ SPEC = ArgumentSpec(
 
 INFO_SPEC = ArgumentSpec(
     dict(
-        guest=dict(type='str', required=True),
+        guest=dict(type='str'),
         name=dict(type='str'),
         prefix=dict(type='str'),
     ),
