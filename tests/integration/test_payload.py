@@ -128,6 +128,23 @@ def test_secret_check_mode(ansible_module, qemu, uname):
     assert sorted(s.UUIDString() for s in qemu.listAllSecrets(0)) == before, 'check mode changed libvirt'
 
 
+def test_snapshot_info(ansible_module, testdrv):
+    result = succeeded(task(ansible_module, 'snapshot_info', dict(uri=TEST_URI, guest='test')))
+    dom = testdrv.lookupByName('test')
+    assert [s['name'] for s in result['snapshots']] == sorted(s.getName() for s in dom.listAllSnapshots(0))
+
+
+def test_snapshot_check_mode(ansible_module, testdrv, uname):
+    dom = testdrv.lookupByName('test')
+    before = sorted(s.getName() for s in dom.listAllSnapshots(0))
+    args = dict(uri=TEST_URI, guest='test', name=uname, disk_only=True)
+    result = succeeded(task(ansible_module, 'snapshot', args, check=True))
+    assert result['changed'] is True
+    assert result['actions'] == ["snapshot '%s' of guest 'test' created (external, disk-only)" % uname]
+    assert uname in result['diff']['after'] and uname not in result['diff']['before']
+    assert sorted(s.getName() for s in dom.listAllSnapshots(0)) == before, 'check mode changed libvirt'
+
+
 def test_hostdev_info(ansible_module, testdrv):
     result = succeeded(task(ansible_module, 'hostdev_info', dict(uri=TEST_URI, name='scsi_host1')))
     (dev,) = result['devices']
@@ -193,6 +210,8 @@ def test_every_module_is_run_here():
         'hostdev_info',
         'secret_info',
         'secret',
+        'snapshot_info',
+        'snapshot',
         'guest_agent',
         'migrate',
         'objects',  # through Ansible's executor in test_objects.py (its diff is a list)

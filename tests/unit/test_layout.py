@@ -40,6 +40,8 @@ MANAGERS = {
     '_host.info',
     '_secret.manager',
     '_secret.info',
+    '_snapshot.manager',
+    '_snapshot.info',
 }
 
 
