@@ -331,6 +331,7 @@ EXAMPLES = r"""
         type: ceph
         username: libvirt
         secret_usage: client.libvirt secret
+    state: present  # defined only; active once the secret exists and the monitors answer
 
 - name: A directory on a cluster file system mounted on every host, marked as shared storage
   virtops.libvirt.storage_pool:
