@@ -198,7 +198,7 @@ def measure_file(path, kind=None, workers=None):
 def _serial_file(fd, size, digest):
     pos = 0
     while pos < size:
-        start, end = _data_extent(fd, pos, size)
+        start, end = I.data_extent(fd, pos, size)
         digest.skip(start - pos)
         os.lseek(fd, start, os.SEEK_SET)
         while start < end:
@@ -216,7 +216,7 @@ def _tree_blocks(fd, size):
     blocks = []
     pos = 0
     while pos < size:
-        start, end = _data_extent(fd, pos, size)
+        start, end = I.data_extent(fd, pos, size)
         if start >= end:
             break
         block = start - start % TREE_BLOCK
@@ -296,26 +296,6 @@ def same_content(recorded, digest, path, identity=None):
     return legacy == recorded
 
 
-def _data_extent(fd, pos, size):
-    """``(start, end)`` of the next data extent at or after ``pos``; ``(size, size)`` when only
-    a hole remains. Without hole information (block devices, some file systems) all is data."""
-    try:
-        start = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            return size, size
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return pos, size
-        raise
-    if start >= size:
-        return size, size
-    try:
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-    except OSError:
-        end = size
-    return start, min(end, size)
-
-
 def read_header(path, size=512):
     with open(path, 'rb') as handle:
         return handle.read(size)
@@ -339,7 +319,7 @@ class _SparseReader:
         cur = os.lseek(self.fd, 0, os.SEEK_CUR)
         if cur >= self.size:
             return [True, 0]
-        start, end = _data_extent(self.fd, cur, self.size)
+        start, end = I.data_extent(self.fd, cur, self.size)
         os.lseek(self.fd, cur, os.SEEK_SET)
         if start > cur:
             return [False, start - cur]  # a hole up to the next data

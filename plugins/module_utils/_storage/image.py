@@ -279,26 +279,33 @@ class ImageCache:
 # the local copy: holes stay holes, data moves in the kernel where it can
 
 
+def data_extent(fd, pos, size):
+    """``(start, end)`` of the next data extent at or after ``pos``; ``(size, size)`` when only
+    a hole remains. Without hole information (block devices, some file systems) all is data."""
+    try:
+        start = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return size, size
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return pos, size
+        raise
+    if start >= size:
+        return size, size
+    try:
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+    except OSError:
+        end = size
+    return start, min(end, size)
+
+
 def _extents(fd, size):
-    """``(start, end)`` of each data extent of ``fd`` (SEEK_DATA/SEEK_HOLE); all of it is data
-    when the file system cannot tell."""
+    """``(start, end)`` of each data extent of ``fd`` (:func:`data_extent`)."""
     pos = 0
     while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                yield pos, size
-                return
-            raise
-        if start >= size:
+        start, end = data_extent(fd, pos, size)
+        if start >= end:
             return
-        try:
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        except OSError:
-            end = size
         yield start, end
         pos = end
 
