@@ -8,7 +8,9 @@ A change of the code's layout must not make a task slower or its payload bigger.
 revision (default: ``--base`` and the working tree) this builds the real AnsiballZ payload of an
 idempotent task of every module (``ANSIBLE_KEEP_REMOTE_FILES``), then runs the payloads
 interleaved, ``--runs`` times each, and prints the median wall and CPU time, the payload zip size
-and the number of collection files in it, with the ratio new/base. The objects the tasks
+and the number of collection files in it, with the ratio new/base. With ``--control`` a second,
+separately built copy of the base runs in the same rounds: its ratio to the base is the noise of
+that run (the same code measured twice), the yardstick for new/base. The objects the tasks
 re-converge (a dir pool, a volume, a defined guest, an inactive isolated network) are created
 first under a unique ``vlay-`` prefix and removed at the end, also on failure.
 
@@ -149,11 +151,14 @@ def main():
     parser.add_argument('--base', required=True, help='git revision to compare with')
     parser.add_argument('--new', default=None, help='git revision (default: the working tree)')
     parser.add_argument('--runs', type=int, default=15)
+    parser.add_argument('--control', action='store_true', help='also time a second copy of the base (the noise)')
     opts = parser.parse_args()
     prefix = 'vlay-%s-' % uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix='vlay-'))
     os.chmod(work, 0o755)
     revs = [('base', opts.base), ('new', opts.new)]
+    if opts.control:
+        revs.append(('control', opts.base))
     colls = {label: tree(rev, work, label) for label, rev in revs}
     todo = tasks(prefix, work)
     try:
@@ -168,6 +173,8 @@ def main():
             for pk in payloads:  # interleaved: both revisions see the same load
                 samples[pk].append(time_run(payloads[pk]))
         header = ['task', 'base wall ms', 'new wall ms', 'new/base', 'base CPU ms', 'new CPU ms', 'new/base']
+        if opts.control:
+            header += ['control/base wall', 'control/base CPU']
         header += ['base zip KiB (files)', 'new zip KiB (files)']
         print('| ' + ' | '.join(header) + ' |')
         print('|' + ' --- |' * len(header))
@@ -181,6 +188,9 @@ def main():
             bw, bc, (bz, bf) = med['base']
             nw, nc, (nz, nf) = med['new']
             row = [key, '%.0f' % bw, '%.0f' % nw, '%.2f' % (nw / bw), '%.0f' % bc, '%.0f' % nc, '%.2f' % (nc / bc)]
+            if opts.control:
+                cw, cc, _facts = med['control']
+                row += ['%.2f' % (cw / bw), '%.2f' % (cc / bc)]
             row += ['%.1f (%s)' % ((bz or 0) / 1024, bf), '%.1f (%s)' % ((nz or 0) / 1024, nf)]
             print('| ' + ' | '.join(row) + ' |')
         print(
