@@ -302,7 +302,7 @@ def test_partly_written_volume_noted_by_an_earlier_run_is_swept(dir_pool, tmp_pa
 
     def note(name, identity=True):
         v = vol(dir_pool, name)
-        identity = UploadRecords('qemu:///system').identity(v.path()) if identity else None
+        identity = UploadRecords('qemu-local-system', True).identity(v.path()) if identity else None
         entry = dict(uri='qemu:///system', pool=p, name=name, volume_key=v.key(), identity=identity)
         path = notes / ('%s.json' % hashlib.sha256(v.key().encode()).hexdigest()[:40])
         path.write_text(json.dumps(entry))

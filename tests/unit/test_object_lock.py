@@ -116,6 +116,15 @@ def test_which_connections_lock(tmp_path):
     assert not enabled('test:///default')  # every process has its own
 
 
+def test_one_daemon_under_two_spellings_is_one_lock():
+    def path(uri):
+        return Connection(libvirt, uri).locks.path('guest', 'g')
+
+    # the default transport of a local URI is the unix socket: the same daemon, the same lock
+    assert path('qemu:///system') == path('qemu+unix:///system')
+    assert path('qemu:///system') != path('qemu:///session')
+
+
 def test_an_unusable_lock_directory_runs_without_the_lock(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('')

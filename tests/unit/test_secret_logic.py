@@ -19,6 +19,7 @@ from virtops_helpers import assert_valid
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import daemon_key
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret import value as V
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret.info import SecretInfo
@@ -150,12 +151,12 @@ def test_records_hold_a_keyed_digest_never_the_value(tmp_path):
 
 
 def test_records_are_per_daemon():
-    assert V.daemon_key('qemu:///system', True) == V.daemon_key('qemu+unix:///system', True)
+    assert daemon_key('qemu:///system', True) == daemon_key('qemu+unix:///system', True)
     keys = {
-        V.daemon_key('qemu:///system', True),
-        V.daemon_key('qemu:///session', True),
-        V.daemon_key('qemu+ssh://root@kvm1/system', False),
-        V.daemon_key('qemu+ssh://root@kvm2/system', False),
+        daemon_key('qemu:///system', True),
+        daemon_key('qemu:///session', True),
+        daemon_key('qemu+ssh://root@kvm1/system', False),
+        daemon_key('qemu+ssh://root@kvm2/system', False),
     }
     assert len(keys) == 4
     assert all('/' not in key and '@' not in key for key in keys)
@@ -336,7 +337,7 @@ def test_private_secret_is_idempotent_through_its_record(conn):
     usage = dict(usage_type='volume', usage_id='/images/a.qcow2', private=True)
     converge(conn, value=CANARY, **usage)
     uuid = next(iter(conn.secrets))
-    record = V.Records(V.daemon_key('qemu:///system', True)).path(uuid)
+    record = V.Records(daemon_key('qemu:///system', True)).path(uuid)
     assert os.path.exists(record)
     changed = converge(conn, value=CANARY + 'x', **usage)
     assert changed['actions'] == ["volume secret '/images/a.qcow2' value changed"]

@@ -645,7 +645,7 @@ def test_records_never_keep_url_credentials(tmp_path, monkeypatch):
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
     monkeypatch.setenv('VIRTOPS_LIBVIRT_STATE_DIR', str(tmp_path))
-    records = UploadRecords('qemu:///system')
+    records = UploadRecords('qemu-local-system', True)
     records.save('/k/a', dict(url='http://u:RecCanary@h/x', content='sparse-sha256:0'))
     with open(records.path('/k/a')) as handle:
         assert 'RecCanary' not in handle.read()
@@ -703,7 +703,7 @@ def test_partly_written_volume_of_this_task_is_swept_then_made(env):
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
     existing(env, MiB)
-    notes = VCh.PartialVolumes(UploadRecords('qemu:///system'), 'qemu:///system')
+    notes = VCh.PartialVolumes(UploadRecords('qemu-local-system', True), 'qemu:///system')
     assert notes.remember('p', 'v.raw', env.world.volumes['v.raw'].key()) is None
     removed = "volume 'v.raw' in storage pool 'p' removed: %s" % VCh.PARTIAL_REMOVED
     predicted, err = run(env.manager(check=True, capacity='1MiB'))

@@ -22,6 +22,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import daemon_key
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.lock import ObjectLocks
 
 LIBVIRT_IMPORT_ERROR = None
@@ -75,9 +76,11 @@ class Connection:
         self.is_local = is_local(uri)
         self.is_test_driver = urlsplit(uri or '').scheme.split('+')[0] == 'test'
         self._conn = conn  # None: opened on first use
+        # the daemon's one name for what is kept per daemon on this host (locks, records)
+        self.daemon = daemon_key(uri, self.is_local)
         # one run at a time per object on this host (see _core/lock.py); the private test driver
         # (test:///..., no daemon) is every process's own
-        self.locks = ObjectLocks(uri, enabled=self.is_local and urlsplit(uri or '').scheme != 'test')
+        self.locks = ObjectLocks(self.daemon, enabled=self.is_local and urlsplit(uri or '').scheme != 'test')
 
     @property
     def conn(self):

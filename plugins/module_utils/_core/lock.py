@@ -2,7 +2,7 @@
 # Copyright (c) virtops.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""One run at a time per object on the managed host: a lock file per (URI, kind, name).
+"""One run at a time per object on the managed host: a lock file per (daemon, kind, name).
 
 libvirt makes each call atomic, not a run's read -> plan -> apply. Creating a network, pool or
 guest takes several calls (define, then start, then autostart), and a run that reads the object
@@ -11,7 +11,7 @@ one that was left stopped, so that run plans the start itself and both runs repo
 (``tests/unit/test_object_lock.py`` plays these interleavings). No libvirt-level marker tells a
 half-made object from a stopped one (networks and pools have no metadata on libvirt 9), so on a
 local URI - where every run that can race on an object runs on this machine - the run holds an
-exclusive ``flock`` on ``<LOCK_DIR>/<kind>-<hash of URI, kind, name>.lock`` from its first read of
+exclusive ``flock`` on ``<LOCK_DIR>/<kind>-<hash of daemon, kind, name>.lock`` from its first read of
 the object until the module ends (:meth:`ObjectLocks.release`, or the process exits: the kernel
 drops the lock of a killed run). The next run then reads what the first one made and plans
 nothing. The wait starts once the daemon answered the connection, so a daemon that is down fails
@@ -62,8 +62,8 @@ class ObjectLocks:
     lock at all (a local URI, not the private test driver). ``directory`` and ``held`` are for
     tests (another lock directory; a table of their own plays another process)."""
 
-    def __init__(self, uri, enabled=True, directory=None, held=None):
-        self.uri = uri or ''
+    def __init__(self, daemon, enabled=True, directory=None, held=None):
+        self.daemon = daemon or ''  # host_state.daemon_key: one name per daemon, however spelled
         self.enabled = enabled
         self.directory = directory or LOCK_DIR
         self.held = _HELD if held is None else held
@@ -72,11 +72,11 @@ class ObjectLocks:
         self.waiting = None  # for tests: called with the path before waiting on another run
 
     def path(self, kind, name):
-        key = '\0'.join((self.uri, kind, name)).encode('utf-8', 'surrogateescape')
+        key = '\0'.join((self.daemon, kind, name)).encode('utf-8', 'surrogateescape')
         return os.path.join(self.directory, '%s-%s.lock' % (kind, hashlib.sha256(key).hexdigest()[:32]))
 
     def hold(self, kind, name):
-        """Wait until no other run on this host holds ``kind`` ``name`` (the same URI), then hold
+        """Wait until no other run on this host holds ``kind`` ``name`` (the same daemon), then hold
         it until :meth:`release`. Taken already by this run: nothing to do."""
         if not self.enabled or self.complete:
             return

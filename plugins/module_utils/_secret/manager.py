@@ -26,7 +26,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._secret import rea
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret.value import (
     Records,
-    daemon_key,
     same,
     wanted_value,
 )
@@ -39,7 +38,7 @@ class SecretManager(Manager):
 
     def __init__(self, client):
         super().__init__(client)
-        self.records_key = daemon_key(client.uri, client.is_local)
+        self.records_key = client.daemon
         self.records = Records(self.records_key)
         self.fields = None  # the definition after the plan (None: absent)
         self.uuid_known = True  # False: a new secret's UUID is made up at apply time (check mode)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, OperationFailed
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import state_dir, write_json
@@ -57,21 +56,6 @@ def wanted_value(params):
 def same(a, b):
     """Constant-time comparison of two values (bytes)."""
     return hmac.compare_digest(a, b)
-
-
-def daemon_key(uri, local):
-    """The directory of the records of one libvirt daemon: driver, host (``local`` for this
-    machine) and path of the URI, so that the same UUID on two hosts (common for Ceph secrets)
-    has two records."""
-    parts = urlsplit(uri or '')
-    driver = (parts.scheme.split('+')[0] or 'default').lower()
-    try:
-        host = 'local' if local else (parts.hostname or 'local')
-    except ValueError:
-        host = 'unknown'
-    path = (parts.path or '/').strip('/').replace('/', '_') or 'default'
-    key = '%s-%s-%s' % (driver, host, path)
-    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in key)
 
 
 class Records:

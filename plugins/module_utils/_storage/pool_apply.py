@@ -227,7 +227,7 @@ def _remove(client, pool, name, delete, was_running, made):
     # imported here: only removing a pool needs it, and module start-up time counts
     from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import UploadRecords
 
-    records = UploadRecords(client.uri)
+    records = UploadRecords(client.daemon, client.is_local)
     for vol in volumes:
         key, vol_name = vol.key(), vol.name()  # kept in the object: no daemon call
         if client.call_unless_done(

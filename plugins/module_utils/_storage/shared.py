@@ -37,7 +37,6 @@ import json
 import os
 import stat
 import struct
-from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import OperationFailed, redact_url
@@ -60,12 +59,13 @@ def partial_dir():
 class UploadRecords:
     """What was uploaded into which volume (see the module docstring)."""
 
-    def __init__(self, uri):
-        self.host = urlsplit(uri or '').hostname or ''
+    def __init__(self, daemon, local):
+        self.daemon = daemon  # connection.daemon: whose volumes
+        self.local = local
         self.directory = os.path.join(state_dir(), 'volume-uploads')
 
     def path(self, key):
-        digest = hashlib.sha256(('%s\n%s' % (self.host, key)).encode('utf-8')).hexdigest()[:40]
+        digest = hashlib.sha256(('%s\n%s' % (self.daemon, key)).encode('utf-8')).hexdigest()[:40]
         return os.path.join(self.directory, digest + '.json')
 
     def identity(self, path):
@@ -73,7 +73,7 @@ class UploadRecords:
         volume is deleted and created again (outside this module), but not when a guest writes to it.
         The inode generation (FS_IOC_GETVERSION) tells a reused inode number apart; it is None on file
         systems without it."""
-        if self.host or not path:
+        if not self.local or not path:
             return None
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOATIME', 0))
@@ -121,7 +121,7 @@ class UploadRecords:
         write_json(self.path(key), record, indent=1, sort_keys=True)
 
     def save(self, key, record, path=None):
-        record = dict(record, volume_key=key, host=self.host, identity=self.identity(path))
+        record = dict(record, volume_key=key, daemon=self.daemon, identity=self.identity(path))
         if record.get('url'):
             record['url'] = redact_url(record['url'])  # credentials are never persisted
         try:

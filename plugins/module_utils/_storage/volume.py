@@ -55,7 +55,7 @@ class VolumeManager(Manager):
         self.name = self.params['name']
         self.pool_name = self.params['pool']
         self.what = "volume '%s' in storage pool '%s'" % (self.name, self.pool_name)
-        self.records = UploadRecords(client.uri)
+        self.records = UploadRecords(client.daemon, client.is_local)
         self.pool = None
         self.pool_root = None
         self.ptype = None

@@ -131,7 +131,7 @@ def sweep_partial(client, pool_name, name, check_mode):
     the volume of this task (a note without file identity is acted on only by its task).
     Returns the actions, one per volume removed (in check mode: that would be removed)."""
     lv = client.libvirt
-    records = UploadRecords(client.uri)
+    records = UploadRecords(client.daemon, client.is_local)
     notes = PartialVolumes(records, canonical_uri(client))
     removed = []
     for entry, taken in notes.claim():
@@ -196,7 +196,7 @@ def _volume(client, pool_name, name, what):
 
 
 def _records(client):
-    return UploadRecords(client.uri)
+    return UploadRecords(client.daemon, client.is_local)
 
 
 # ---------------------------------------------------------------------------------------------
