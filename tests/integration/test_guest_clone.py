@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""guest ``clone_from`` against qemu:///system with the test guest (TCG).
+
+A source guest boots once with a qcow2 data disk (ext4 at /data) in a pool of this file; a marker
+file is written through its agent, then it is stopped and cloned, linked and full. Each clone
+boots and answers its agent with its own identity (the MAC the agent reports, the SMBIOS UUID in
+/sys/class/dmi/id/product_uuid) while the source keeps its own; the marker is in the clones; a
+write in the linked clone leaves the source's volume as it was (its bytes). A full clone whose
+second disk cannot be copied leaves nothing behind. Everything is checked through libvirt and the
+agents, never through the module's own word.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+from virtops_helpers import IMAGE_DIR, PREFIX, agent_cmd, converge_task, guest_read, ok, run_module
+
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+POOL = PREFIX + 'clone'
+POOL_DIR = Path('/var/lib/libvirt/images') / POOL
+MARKER = '/data/marker.txt'
+
+
+def guest_sh(dom, script):
+    pid = agent_cmd(dom, 'guest-exec', {'path': '/bin/sh', 'arg': ['-c', script], 'capture-output': True})['pid']
+    for _attempt in range(400):
+        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
+        if status['exited']:
+            assert status.get('exitcode') == 0, (script, status)
+            return base64.b64decode(status.get('out-data', '')).decode()
+        time.sleep(0.05)
+    raise AssertionError('%r did not finish in the guest' % script)
+
+
+def write(dom, path, text):
+    data = base64.b64encode(text.encode()).decode()
+    handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'w'})
+    try:
+        agent_cmd(dom, 'guest-file-write', {'handle': handle, 'buf-b64': data})
+    finally:
+        agent_cmd(dom, 'guest-file-close', {'handle': handle})
+    guest_sh(dom, 'sync')
+
+
+def identity(dom):
+    """(MACs the agent reports, SMBIOS UUID the guest reads) of a running guest."""
+    macs = sorted(
+        nic['hardware-address'].lower()
+        for nic in agent_cmd(dom, 'guest-network-get-interfaces')
+        if nic.get('hardware-address') and nic['hardware-address'] != '00:00:00:00:00:00'
+    )
+    uuid = guest_read(dom, '/sys/class/dmi/id/product_uuid').decode().strip().lower()
+    return macs, uuid
+
+
+def defined_macs(dom):
+    root = __import__('lxml.etree').etree.fromstring(dom.XMLDesc(0))
+    return sorted(node.get('address').lower() for node in root.findall('devices/interface/mac'))
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def volumes(qemu):
+    pool = qemu.storagePoolLookupByName(POOL)
+    pool.refresh(0)
+    return sorted(pool.listVolumes())
+
+
+def guests(qemu):
+    return sorted(d.name() for d in qemu.listAllDomains(0) if d.name().startswith(PREFIX + 'k-'))
+
+
+@pytest.fixture(scope='module')
+def pool(qemu):
+    POOL_DIR.mkdir(parents=True, exist_ok=True)
+    pool = qemu.storagePoolCreateXML(
+        "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (POOL, POOL_DIR), 0
+    )
+    try:
+        yield pool
+    finally:
+        for dom in qemu.listAllDomains(0):
+            if dom.name().startswith((PREFIX + 'k-', PREFIX + 'src')):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        pool.destroy()
+        shutil.rmtree(POOL_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def source(qemu, pool, boot_spec):
+    """The source guest, booted once to write the marker, then stopped: (name, dom, spec)."""
+    name = PREFIX + 'src'
+    subprocess.run(
+        ['qemu-img', 'convert', '-O', 'qcow2', str(IMAGE_DIR / 'data.img'), str(POOL_DIR / 'src-data.qcow2')],
+        check=True,
+    )
+    pool.refresh(0)
+    spec = dict(boot_spec, disks=[dict(target='vda', pool=POOL, volume='src-data.qcow2')])
+    ok(run_module('guest', dict(spec, name=name, state='running', wait_for='agent', wait_timeout=180)))
+    dom = qemu.lookupByName(name)
+    write(dom, MARKER, 'from the source\n')
+    ok(run_module('guest', dict(name=name, state='stopped', shutdown_timeout=30, force=True)))
+    return name, dom, spec
+
+
+def test_linked_and_full_clones_boot_with_their_own_identity(qemu, pool, source):
+    src, src_dom, _spec = source
+    src_file = POOL_DIR / 'src-data.qcow2'
+    before = sha256(src_file)
+    clones = {}
+    for mode in ('linked', 'full'):
+        name = PREFIX + 'k-' + mode
+        args = dict(
+            name=name,
+            clone_from=dict(guest=src, mode=mode),
+            memory='256MiB',
+            state='running',
+            wait_for='agent',
+            wait_timeout=180,
+        )
+        real = converge_task(
+            'guest',
+            args,
+            look=lambda: (volumes(qemu), guests(qemu)),
+            expect=[
+                "volume '%s/%s-vda.qcow2' created for disk vda" % (POOL, name),
+                "guest '%s' defined" % name,
+                "guest '%s' started" % name,
+            ],
+        )
+        assert real['clone'] == dict(source=src, mode=mode, volumes=['%s/%s-vda.qcow2' % (POOL, name)], nvram=None)
+        assert "<!-- clone of guest '%s' (%s) -->" % (src, mode) in real['diff']['after']
+        clones[mode] = qemu.lookupByName(name)
+    # the volumes: an overlay backed by the source's volume, and a full (flat) copy
+    info = {
+        mode: subprocess.run(
+            ['qemu-img', 'info', '-U', '--output=json', str(POOL_DIR / ('%sk-%s-vda.qcow2' % (PREFIX, mode)))],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for mode in clones
+    }
+    assert str(src_file) in info['linked'] and 'backing-filename' not in info['full']
+    # each clone: the marker, its own MAC and UUID
+    seen = []
+    for mode, dom in clones.items():
+        assert guest_read(dom, MARKER) == b'from the source\n', mode
+        macs, uuid = identity(dom)
+        assert macs == defined_macs(dom) and uuid == dom.UUIDString().lower(), mode
+        seen.append((macs, uuid))
+    # a write in the linked clone stays in its overlay
+    write(clones['linked'], MARKER, 'written in the linked clone\n')
+    assert guest_read(clones['linked'], MARKER) == b'written in the linked clone\n'
+    assert guest_read(clones['full'], MARKER) == b'from the source\n'
+    assert sha256(src_file) == before
+    # the source's volume is the linked clone's backing file: QEMU does not start the source while
+    # the clone runs (it would write under it); once the clone is off, the source starts
+    refused = run_module('guest', dict(name=src, state='running'))
+    assert refused.get('failed') and 'lock' in refused['msg'] and refused['changed'] is False, refused
+    ok(run_module('guest', dict(name=clones['linked'].name(), state='stopped', shutdown_timeout=0, force=True)))
+    # the source keeps its own identity and data
+    ok(run_module('guest', dict(name=src, state='running', wait_for='agent', wait_timeout=180)))
+    assert guest_read(src_dom, MARKER) == b'from the source\n'
+    src_macs, src_uuid = identity(src_dom)
+    assert src_macs == defined_macs(src_dom) and src_uuid == src_dom.UUIDString().lower()
+    seen.append((src_macs, src_uuid))
+    assert len({uuid for _macs, uuid in seen}) == 3
+    assert len({mac for macs, _uuid in seen for mac in macs}) == 3
+    ok(run_module('guest', dict(name=src, state='stopped', shutdown_timeout=30, force=True)))
+    # removal with delete_volumes takes the clone's volumes, never the source's
+    for dom in clones.values():
+        gone = ok(run_module('guest', dict(name=dom.name(), state='absent', force=True, delete_volumes=True)))
+        assert gone['changed'] is True
+    assert volumes(qemu) == ['src-data.qcow2'] and guests(qemu) == []
+
+
+def test_a_running_source_is_refused_and_nothing_is_made(qemu, pool, source):
+    src = source[0]
+    ok(run_module('guest', dict(name=src, state='running')))
+    try:
+        result = run_module('guest', dict(name=PREFIX + 'k-run', clone_from=dict(guest=src)))
+        assert result.get('failed') and result['changed'] is False
+        assert result['msg'].startswith("clone_from.guest: guest '%s' is running" % src), result['msg']
+        assert volumes(qemu) == ['src-data.qcow2'] and guests(qemu) == []
+    finally:
+        ok(run_module('guest', dict(name=src, state='stopped', shutdown_timeout=0, force=True)))
+
+
+def test_a_full_clone_whose_second_disk_fails_to_copy_leaves_nothing(qemu, pool, source):
+    """The second disk is a qcow2 image whose backing file is gone: libvirt's copy (qemu-img
+    convert) fails after the first disk was copied; the first copy is deleted, nothing defined."""
+    src_spec = source[2]
+    src = PREFIX + 'srcbroken'
+    broken = POOL_DIR / 'broken.qcow2'
+    subprocess.run(
+        [
+            'qemu-img',
+            'create',
+            '-q',
+            '-f',
+            'qcow2',
+            '-u',
+            '-b',
+            '/nonexistent/base.raw',
+            '-F',
+            'raw',
+            str(broken),
+            '1M',
+        ],
+        check=True,
+    )
+    pool.refresh(0)
+    disks = src_spec['disks'] + [dict(target='vdb', pool=POOL, volume='broken.qcow2', format='qcow2')]
+    ok(run_module('guest', dict(src_spec, name=src, disks=disks)))
+    try:
+        name = PREFIX + 'k-fail'
+        args = dict(name=name, clone_from=dict(guest=src, mode='full'))
+        predicted = ok(run_module('guest', args, check=True))
+        assert predicted['actions'] == [
+            "volume '%s/%s-vda.qcow2' created for disk vda: a full copy of %s/src-data.qcow2" % (POOL, name, POOL),
+            "volume '%s/%s-vdb.qcow2' created for disk vdb: a full copy of %s/broken.qcow2" % (POOL, name, POOL),
+            "guest '%s' defined" % name,
+        ]
+        result = run_module('guest', args)
+        assert result.get('failed') and result['changed'] is False and result['actions'] == [], result
+        assert "guest '%s' was not cloned (the 1 volume(s) it had made were deleted again" % name in result['msg']
+        assert 'backing file' in result['msg']
+        assert volumes(qemu) == ['broken.qcow2', 'src-data.qcow2']
+        assert guests(qemu) == [] and qemu.lookupByName(src).isActive() == 0
+    finally:
+        qemu.lookupByName(src).undefine()
+        qemu.storagePoolLookupByName(POOL).storageVolLookupByName('broken.qcow2').delete(0)
