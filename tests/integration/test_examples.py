@@ -49,6 +49,8 @@ STATIC = {
     'roles/kvm_guest/README.md#1': 'downloads a Debian cloud image from the internet and needs an ops.pub key file; '
     'tests/integration/test_cloud_init.py runs the same role variables with the locally built cloud image',
     'roles/kvm_guest/README.md#3': 'downloads a Debian cloud image, passes a real PCI device and an NPIV LUN through',
+    'roles/kvm_guest/README.md#4': 'clones a template guest the host has; tests/integration/test_guest_clone.py '
+    'clones a real test guest (linked and full) through the same option of guest',
     'roles/kvm_host/README.md#1': 'requires VT-x (this machine has none), reserves 1024 huge pages, needs ksmtuned '
     '(a service manager) and an NPIV-capable HBA',
     'docs/docsite/rst/guide_connections.rst#1': 'connects over ssh to another host (qemu+ssh://...)',
