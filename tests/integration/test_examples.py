@@ -58,6 +58,8 @@ STATIC = {
     'docs/docsite/rst/guide_kvm_fleet.rst#6': 'live migration to another host (qemu+ssh://...)',
     'docs/docsite/rst/guide_kvm_fleet.rst#7': 'kvm_host installs packages and kvm_guest downloads a cloud image; '
     "the same steps run in the fleet scenario above and in the roles' molecule scenarios",
+    'docs/docsite/rst/guide_kvm_fleet.rst#9': 'clones a template guest the host has; tests/integration/'
+    'test_guest_clone.py clones a real test guest (linked and full, each with its own identity)',
     'docs/docsite/rst/guide_awx.rst#1': 'a requirements.yml for an AWX project update (installs from Galaxy)',
     'docs/docsite/rst/guide_awx.rst#2': 'the same playbook (tests/integration/awx/project/fleet.yml) runs through '
     'ansible-runner in tests/integration/test_awx.py, on this host and on a 4-host fleet over SSH',
