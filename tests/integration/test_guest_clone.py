@@ -248,3 +248,35 @@ def test_a_full_clone_whose_second_disk_fails_to_copy_leaves_nothing(qemu, pool,
     finally:
         qemu.lookupByName(src).undefine()
         qemu.storagePoolLookupByName(POOL).storageVolLookupByName('broken.qcow2').delete(0)
+
+
+def test_a_uefi_clone_gets_a_copy_of_the_nvram_and_loses_it_with_the_guest(qemu, pool, source):
+    """A UEFI guest whose firmware libvirt selects keeps its boot entries in
+    /var/lib/libvirt/qemu/nvram/<name>_VARS.fd (made at its first start; written here as that start
+    would, from the firmware's template, plus a marker): the clone gets a byte-identical copy under its own
+    name, which goes with it when it is removed."""
+    src = PREFIX + 'srcefi'
+    nvram_dir = Path('/var/lib/libvirt/qemu/nvram')
+    src_vars, clone_vars = nvram_dir / (src + '_VARS.fd'), nvram_dir / (PREFIX + 'k-efi_VARS.fd')
+    spec = dict(source[2], name=src, firmware='efi', machine='q35')
+    ok(run_module('guest', spec))
+    try:
+        shutil.copyfile('/usr/share/OVMF/OVMF_VARS_4M.fd', src_vars)
+        with open(src_vars, 'r+b') as handle:
+            handle.seek(4096)
+            handle.write(b'boot entries of the source')
+        args = dict(name=PREFIX + 'k-efi', clone_from=dict(guest=src, mode='linked'))
+        real = converge_task(
+            'guest', args, look=lambda: (volumes(qemu), guests(qemu), clone_vars.exists()), expect=['NVRAM']
+        )
+        assert real['clone']['nvram'] == str(clone_vars)
+        assert clone_vars.read_bytes() == src_vars.read_bytes()
+        root = __import__('lxml.etree').etree.fromstring(qemu.lookupByName(PREFIX + 'k-efi').XMLDesc(0))
+        assert root.find('os').get('firmware') == 'efi'
+        ok(run_module('guest', dict(name=PREFIX + 'k-efi', state='absent', delete_volumes=True)))
+        assert not clone_vars.exists() and src_vars.exists()
+        assert volumes(qemu) == ['src-data.qcow2'] and guests(qemu) == []
+    finally:
+        qemu.lookupByName(src).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        clone_vars.unlink(missing_ok=True)
+        src_vars.unlink(missing_ok=True)
