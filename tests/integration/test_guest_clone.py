@@ -21,7 +21,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, agent_cmd, converge_task, guest_read, ok, run_module
+from virtops_helpers import IMAGE_DIR, PREFIX, ROOT, agent_cmd, converge_task, guest_read, ok, run_module
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -280,3 +280,73 @@ def test_a_uefi_clone_gets_a_copy_of_the_nvram_and_loses_it_with_the_guest(qemu,
         qemu.lookupByName(src).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         clone_vars.unlink(missing_ok=True)
         src_vars.unlink(missing_ok=True)
+
+
+def _cloud_image():
+    out = subprocess.run(
+        ['bash', str(ROOT / 'scripts' / 'install-cloud-image.sh')], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {Path(p).name: p for p in out}
+
+
+def test_a_clone_of_a_cloud_image_guest_gets_its_own_seed_and_host_name(qemu, pool):
+    """The real cloud image (cloud-init + qemu-guest-agent): a template with its own seed (host
+    name 'vt-template'), never started; its linked clone gets a seed of its own in the same task and
+    reports the clone's host name through its agent. The template's seed stays the template's."""
+    image = _cloud_image()
+    tmpl = PREFIX + 'srccloud'
+    clone = PREFIX + 'k-cloud'
+    hostname = 'vt-cloned-%s' % PREFIX.split('-')[1]
+    subprocess.run(
+        ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image['debian-cloud.qcow2'],
+         str(POOL_DIR / 'tmpl-root.qcow2'), '3G'],
+        check=True,
+    )  # fmt: skip
+    pool.refresh(0)
+    ok(
+        run_module(
+            'guest',
+            dict(
+                name=tmpl,
+                memory='768MiB',
+                boot=dict(kernel=image['vmlinuz'], initrd=image['initrd.img'], cmdline='root=LABEL=root console=ttyS0'),
+                disks=[dict(target='vda', pool=POOL, volume='tmpl-root.qcow2')],
+                interfaces=[dict(type='user')],
+                cloud_init=dict(meta_data={'local-hostname': 'vt-template'}),
+            ),
+        )
+    )
+    try:
+        args = dict(
+            name=clone,
+            clone_from=dict(guest=tmpl, mode='linked'),
+            cloud_init=dict(meta_data={'local-hostname': hostname}),
+            state='running',
+            wait_for='agent',
+            wait_timeout=300,
+        )
+        real = ok(run_module('guest', args))
+        assert real['changed'] and real['cloud_init']['volume'] == clone + '-cidata.iso'
+        assert real['actions'][:2] == [
+            "volume '%s/%s-vda.qcow2' created for disk vda: a qcow2 overlay backed by %s"
+            % (POOL, clone, POOL_DIR / 'tmpl-root.qcow2'),
+            "cloud-init seed volume '%s/%s-cidata.iso' created" % (POOL, clone),
+        ]
+        dom = qemu.lookupByName(clone)
+        seeds = [s.get('volume') for s in __import__('lxml.etree').etree.fromstring(dom.XMLDesc(0)).iter('source')]
+        assert clone + '-cidata.iso' in seeds and tmpl + '-cidata.iso' not in seeds
+        for _attempt in range(240):  # cloud-init sets the host name early in the boot
+            name = agent_cmd(dom, 'guest-get-host-name')['host-name']
+            if name == hostname:
+                break
+            time.sleep(0.5)
+        assert name == hostname
+        assert guest_read(dom, '/etc/hostname').decode().strip() == hostname
+        again = ok(run_module('guest', args))
+        assert again['changed'] is False
+        ok(run_module('guest', dict(name=clone, state='absent', force=True, shutdown_timeout=0, delete_volumes=True)))
+        left = set(volumes(qemu))
+        assert {'tmpl-root.qcow2', tmpl + '-cidata.iso'} <= left and not [v for v in left if v.startswith(clone)]
+    finally:
+        ok(run_module('guest', dict(name=clone, state='absent', force=True, shutdown_timeout=0, delete_volumes=True)))
+        ok(run_module('guest', dict(name=tmpl, state='absent', delete_volumes=True)))
