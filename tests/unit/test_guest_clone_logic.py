@@ -267,3 +267,37 @@ def test_a_volume_the_clone_would_take_is_refused_before_anything_is_made(conn, 
 def test_clone_from_is_exclusive_with_xml_and_disks():
     pairs = {tuple(sorted(p)) for p in SPEC.mutually_exclusive}
     assert ('clone_from', 'xml') in pairs and ('clone_from', 'disks') in pairs
+
+
+def test_the_objects_module_and_so_the_kvm_guest_role_clone_too(conn, source, capsys):
+    """kvm_guest passes a guest's clone_from to its one ``objects`` task: an entry is validated
+    with guest's own options and cloned as guest would; the re-run changes nothing."""
+    import json
+
+    from ansible.module_utils.testing import patch_module_args
+
+    from ansible_collections.virtops.libvirt.plugins.module_utils._bulk.manager import ObjectsManager
+    from ansible_collections.virtops.libvirt.plugins.module_utils._core import connection
+    from ansible_collections.virtops.libvirt.plugins.modules.objects import SPEC as OBJECTS
+
+    src, clone = source
+
+    def run(check=False):
+        args = dict(
+            uri='test:///default',
+            guests=[dict(name=clone, clone_from=dict(guest=src, mode='linked'), memory='128MiB')],
+            _ansible_check_mode=check,
+            _ansible_diff=True,
+        )
+        with patch_module_args(args), pytest.raises(SystemExit):
+            connection.run_module(OBJECTS, ObjectsManager)
+        return json.loads(capsys.readouterr().out)
+
+    predicted = run(check=True)
+    assert made(conn, clone) == ([], False)
+    real = run()
+    assert not real.get('failed') and real['changed'] and real['actions'] == predicted['actions']
+    overlay = "guest '%s': volume '%s/%s-vda.qcow2' created for disk vda: a qcow2 overlay backed by /%s/%s-a.qcow2"
+    assert overlay % (clone, POOL, clone, POOL, src) in real['actions']
+    assert made(conn, clone)[1] is True
+    assert run()['changed'] is False
