@@ -199,11 +199,8 @@ def _plan_disk(client, disk, source, name, option, linked, taken):
     for node in list(disk):
         if node.tag in ('source', 'backingStore'):
             disk.remove(node)
-    X.sub(disk, 'source', pool=pool_name, volume=new_name)
-    source_node = disk.find('source')
-    disk.remove(source_node)
     driver = disk.find('driver')
-    (driver.addnext if driver is not None else (lambda node: disk.insert(0, node)))(source_node)
+    disk.insert(0 if driver is None else disk.index(driver) + 1, X.element('source', pool=pool_name, volume=new_name))
     if driver is not None:
         driver.set('type', fmt)
     return dict(
