@@ -524,6 +524,30 @@ options:
           - Defaults to the pool of each source volume.
         type: str
         version_added: 0.1.0
+      disks:
+        description:
+          - Per-disk exceptions to O(clone_from.mode) and O(clone_from.pool), by the disk's target. The disks not
+            listed follow O(clone_from.mode) and O(clone_from.pool).
+          - A target the source does not have, or a disk the clone shares (read-only, shareable, CD-ROM), is
+            refused.
+        type: list
+        elements: dict
+        version_added: 0.1.0
+        suboptions:
+          target:
+            description: The target of one of the source's disks, for example V(vdb).
+            type: str
+            required: true
+            version_added: 0.1.0
+          mode:
+            description: V(full) or V(linked) for this disk. Defaults to O(clone_from.mode).
+            type: str
+            choices: [full, linked]
+            version_added: 0.1.0
+          pool:
+            description: The storage pool of this disk's new volume. Defaults to O(clone_from.pool).
+            type: str
+            version_added: 0.1.0
 seealso:
   - module: virtops.libvirt.guest_info
   - module: virtops.libvirt.guest_agent

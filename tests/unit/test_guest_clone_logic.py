@@ -301,3 +301,40 @@ def test_the_objects_module_and_so_the_kvm_guest_role_clone_too(conn, source, ca
     assert overlay % (clone, POOL, clone, POOL, src) in real['actions']
     assert made(conn, clone)[1] is True
     assert run()['changed'] is False
+
+
+def test_per_disk_overrides_mix_linked_and_full_and_pools(conn, source):
+    src, clone = source
+    other = conn.storagePoolCreateXML(
+        "<pool type='dir'><name>vt-h12-other</name><target><path>/vt-h12-other</path></target></pool>", 0
+    )
+    try:
+        disks = [dict(target='vdb', mode='linked', pool='vt-h12-other')]
+        result = manager(conn, name=clone, clone_from=dict(guest=src, mode='full', pool=None, disks=disks)).run()
+        assert result['actions'][:2] == [
+            "volume '%s/%s-vda.qcow2' created for disk vda: a full copy of %s/%s-a.qcow2" % (POOL, clone, POOL, src),
+            "volume 'vt-h12-other/%s-vdb.qcow2' created for disk vdb: a qcow2 overlay backed by /%s/%s-b.img"
+            % (clone, POOL, src),
+        ]
+        assert other.listVolumes() == [clone + '-vdb.qcow2']
+    finally:
+        for vol in other.listAllVolumes(0):
+            vol.delete(0)
+        other.destroy()
+
+
+@pytest.mark.parametrize(
+    ('disks', 'message'),
+    [
+        ([dict(target='vdz')], r"^clone_from.disks\[0\].target: guest '.*' has no disk vdz"),
+        ([dict(target='hdc', mode='linked')], r'^clone_from.disks\[0\].target: disk hdc .* is shared by the clone'),
+        ([dict(target='vda'), dict(target='vda')], r'^clone_from.disks\[1\].target: disk vda is given twice'),
+        ([dict(target='vdb', pool='vt-h12-nopool')], r"^clone_from.disks\[0\].pool: storage pool 'vt-h12-nopool' does"),
+    ],
+    ids=['unknown-target', 'shared-disk', 'twice', 'missing-pool'],
+)
+def test_per_disk_overrides_are_checked_naming_the_entry(conn, source, disks, message):
+    src, clone = source
+    with pytest.raises(InvalidParameter, match=message):
+        manager(conn, check=True, name=clone, clone_from=dict(guest=src, mode='full', pool=None, disks=disks)).run()
+    assert made(conn, clone) == ([], False)

@@ -111,13 +111,40 @@ def plan_clone(client, name, option):
     root = X.parse(client.call(dom.XMLDesc, flags, what=what))
     cplan = ClonePlan(source, option.get('mode') or 'full', name)
     cplan.tree = _clone_tree(root, name, source)
+    overrides = _overrides(option)
     taken = set()
     for disk in cplan.tree.findall('devices/disk'):
-        vol = _plan_disk(client, disk, source, name, option, cplan.mode == 'linked', taken)
+        override = overrides.pop(D.device_key(disk), None)
+        index, override = override if override is not None else (None, {})
+        where = dict(
+            pool=override.get('pool') or option.get('pool'),
+            option='clone_from.disks[%d].pool' % index if override.get('pool') else 'clone_from.pool',
+        )
+        vol = _plan_disk(client, disk, source, name, where, (override.get('mode') or cplan.mode) == 'linked', taken)
         if vol is not None:
             cplan.volumes.append(vol)
+        elif index is not None:
+            raise InvalidParameter(
+                'clone_from.disks[%d].target' % index,
+                "disk %s of guest '%s' is shared by the clone, not cloned (read-only, shareable or a CD-ROM)"
+                % (D.device_key(disk), source),
+            )
+    for target, (index, _override) in overrides.items():
+        raise InvalidParameter('clone_from.disks[%d].target' % index, "guest '%s' has no disk %s" % (source, target))
     cplan.nvram = _nvram(client, cplan.tree, source, name)
     return cplan
+
+
+def _overrides(option):
+    """``clone_from.disks`` by target: ``{target: (index, entry)}``; a target given twice is refused."""
+    found = {}
+    for index, entry in enumerate(option.get('disks') or []):
+        if entry.get('pool'):
+            check_object_name('clone_from.disks[%d].pool' % index, entry['pool'])
+        if entry['target'] in found:
+            raise InvalidParameter('clone_from.disks[%d].target' % index, 'disk %s is given twice' % entry['target'])
+        found[entry['target']] = (index, entry)
+    return found
 
 
 def _clone_tree(root, name, source):
@@ -147,9 +174,10 @@ def _clone_tree(root, name, source):
     return tree
 
 
-def _plan_disk(client, disk, source, name, option, linked, taken):
+def _plan_disk(client, disk, source, name, where, linked, taken):
     """Plan the clone's volume of one ``<disk>`` (rewritten in place to use it); None for a disk
-    the clone shares (CD-ROM, floppy, read-only or shareable disks, empty drives)."""
+    the clone shares (CD-ROM, floppy, read-only or shareable disks, empty drives). ``where``: the
+    pool for the copy (None: the source volume's) and the option that names it."""
     device = disk.get('device', 'disk')
     target = D.device_key(disk)
     if device in ('cdrom', 'floppy') or disk.find('readonly') is not None or disk.find('shareable') is not None:
@@ -174,12 +202,12 @@ def _plan_disk(client, disk, source, name, option, linked, taken):
     what = 'volume of disk %s of guest %s' % (target, source)
     info = S.summarize_volume(X.parse(client.call(vol.XMLDesc, 0, what=what)))
     source_pool = client.call(vol.storagePoolLookupByVolume, what=what).name()
-    pool_name = option.get('pool') or source_pool
+    pool_name = where['pool'] or source_pool
     pool = client.lookup('pool', pool_name)
     if pool is None:
-        raise InvalidParameter('clone_from.pool', "storage pool '%s' does not exist" % pool_name)
+        raise InvalidParameter(where['option'], "storage pool '%s' does not exist" % pool_name)
     if not client.call(pool.isActive, what="storage pool '%s'" % pool_name):
-        raise InvalidParameter('clone_from.pool', "storage pool '%s' is not active" % pool_name)
+        raise InvalidParameter(where['option'], "storage pool '%s' is not active" % pool_name)
     fmt = 'qcow2' if linked else (info['format'] or 'raw')
     new_name = volume_name(name, target, fmt)
     if (pool_name, new_name) in taken or _lookup(client, pool, new_name) is not None:

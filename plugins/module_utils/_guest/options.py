@@ -173,6 +173,15 @@ SPEC = ArgumentSpec(
                 guest=dict(type='str', required=True),
                 mode=dict(type='str', default='full', choices=['full', 'linked']),
                 pool=dict(type='str'),
+                disks=dict(
+                    type='list',
+                    elements='dict',
+                    options=dict(
+                        target=dict(type='str', required=True),
+                        mode=dict(type='str', choices=['full', 'linked']),
+                        pool=dict(type='str'),
+                    ),
+                ),
             ),
         ),
     ),
