@@ -23,6 +23,7 @@ description:
     started with) and the I/O limits of disks the running guest has are also applied live. For
     anything else (and for a live step libvirt refuses, with a warning) the result says
     RV(reboot_required=true); O(state=restarted) applies it.
+  - A new guest can be a clone of a stopped guest or template (O(clone_from)), full or linked (qcow2 overlays).
   - "When a task fails after it has already changed something, the failure says so: C(changed=true),
     RV(actions) lists the steps done and the message ends with C(already done: ...; not done: ...) in parentheses.
     A new guest whose start fails is undefined again, so that the failed task changed nothing."
@@ -471,6 +472,82 @@ options:
         choices: [present, absent]
         default: present
         version_added: 0.1.0
+  clone_from:
+    description:
+      - Create the guest as a clone of another guest (a template) on the same connection, as
+        C(virt-clone) does. Used only when the guest O(name) does not exist. Once it exists, O(clone_from)
+        is not used again (not even read), so the task stays idempotent by the clone's name and the
+        source may change or go away.
+      - The source must be stopped. A running or paused source, or a source that does not exist, is
+        refused and nothing is made.
+      - The clone gets the source's definition with a new UUID (and SMBIOS UUID), a new MAC address on every
+        interface, and its own copy of each writable disk volume. Read-only and shareable disks (ISO images)
+        are shared. The source's cloud-init seed CD-ROM is left out. Give O(cloud_init) in the same task to
+        give the clone its own seed.
+      - A UEFI guest's NVRAM file (boot entries) is copied to the clone's own file in the same directory. The
+        NVRAM file of a guest with O(firmware=efi) is found in libvirt's C(/var/lib/libvirt/qemu/nvram) on
+        C(qemu:///system). If the source has never started it has no NVRAM file, and the clone gets fresh
+        variables at its first start.
+      - The other options of the task (O(memory), O(vcpus), O(interfaces), O(cloud_init)...) apply on top of
+        the cloned definition. O(disks) cannot be combined with O(clone_from). The clone's disks are its copies
+        of the source's disks.
+      - Each disk volume of the clone is C(<name>-<target>.qcow2) (C(.img) for a raw full copy) in the source
+        volume's pool or O(clone_from.pool). A volume with that name that exists already is refused. Every disk
+        to clone must be a storage volume libvirt knows.
+      - When a step fails (copying the second disk, the define...), the volumes (and NVRAM) made for the clone
+        are deleted again and nothing is defined. The task reports no change.
+      - Check and diff mode show what a create-by-clone would do. The actions name each new volume, and the diff
+        shows the clone's definition after comments naming its volumes.
+      - Mutually exclusive with O(xml) and O(disks).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      guest:
+        description: The source guest or template (a stopped guest on the same connection).
+        type: str
+        required: true
+        version_added: 0.1.0
+      mode:
+        description:
+          - V(full) copies each disk volume (raw stays raw, qcow2 stays qcow2; a qcow2 with a backing chain
+            becomes one flat image). libvirt copies the data (C(qemu-img convert) for qcow2).
+          - V(linked) creates a qcow2 overlay for each disk, whose backing file is the source's volume. It is fast
+            and small, but the source's volumes must never change afterwards. QEMU refuses to start the source
+            while a linked clone runs, and writing to a source that has linked clones corrupts them.
+        type: str
+        choices: [full, linked]
+        default: full
+        version_added: 0.1.0
+      pool:
+        description:
+          - The storage pool of the clone's volumes. It must exist and be active.
+          - Defaults to the pool of each source volume.
+        type: str
+        version_added: 0.1.0
+      disks:
+        description:
+          - Per-disk exceptions to O(clone_from.mode) and O(clone_from.pool), by the disk's target. The disks not
+            listed follow O(clone_from.mode) and O(clone_from.pool).
+          - A target the source does not have, or a disk the clone shares (read-only, shareable, CD-ROM), is
+            refused.
+        type: list
+        elements: dict
+        version_added: 0.1.0
+        suboptions:
+          target:
+            description: The target of one of the source's disks, for example V(vdb).
+            type: str
+            required: true
+            version_added: 0.1.0
+          mode:
+            description: V(full) or V(linked) for this disk. Defaults to O(clone_from.mode).
+            type: str
+            choices: [full, linked]
+            version_added: 0.1.0
+          pool:
+            description: The storage pool of this disk's new volume. Defaults to O(clone_from.pool).
+            type: str
+            version_added: 0.1.0
 seealso:
   - module: virtops.libvirt.guest_info
   - module: virtops.libvirt.guest_agent
@@ -559,6 +636,19 @@ EXAMPLES = r"""
     state: running
     wait_for: agent
 
+- name: Three guests cloned from a stopped template, each with its own cloud-init seed
+  virtops.libvirt.guest:
+    name: "web{{ item }}"
+    clone_from:
+      guest: debian12-template
+      mode: linked
+    memory: 1GiB
+    cloud_init:
+      meta_data:
+        local-hostname: "web{{ item }}"
+    state: running
+  loop: [1, 2, 3]
+
 - name: Detach the cloud-init seed and delete its volume
   virtops.libvirt.guest:
     name: app1
@@ -639,6 +729,28 @@ cloud_init:
       type: list
       elements: str
       sample: [meta-data, network-config, user-data]
+clone:
+  description: What the clone was made of, when this task created the guest by cloning (predicted in check mode).
+  returned: when the guest was created from O(clone_from)
+  type: dict
+  contains:
+    source:
+      description: The source guest.
+      type: str
+      sample: debian12-template
+    mode:
+      description: V(full) or V(linked).
+      type: str
+      sample: linked
+    volumes:
+      description: The clone's new volumes, as C(pool/volume).
+      type: list
+      elements: str
+      sample: [default/web1-vda.qcow2]
+    nvram:
+      description: The clone's NVRAM file copied from the source's (null when there was none to copy).
+      type: str
+      sample: /var/lib/libvirt/qemu/nvram/web1_VARS.fd
 agent_wait_seconds:
   description: Seconds waited until the guest agent answered.
   returned: when O(wait_for=agent) and the guest was waited for

@@ -49,6 +49,8 @@ STATIC = {
     'roles/kvm_guest/README.md#1': 'downloads a Debian cloud image from the internet and needs an ops.pub key file; '
     'tests/integration/test_cloud_init.py runs the same role variables with the locally built cloud image',
     'roles/kvm_guest/README.md#3': 'downloads a Debian cloud image, passes a real PCI device and an NPIV LUN through',
+    'roles/kvm_guest/README.md#4': 'clones a template guest the host has; tests/integration/test_guest_clone.py '
+    'clones a real test guest (linked and full) through the same option of guest',
     'roles/kvm_host/README.md#1': 'requires VT-x (this machine has none), reserves 1024 huge pages, needs ksmtuned '
     '(a service manager) and an NPIV-capable HBA',
     'docs/docsite/rst/guide_connections.rst#1': 'connects over ssh to another host (qemu+ssh://...)',
@@ -56,6 +58,8 @@ STATIC = {
     'docs/docsite/rst/guide_kvm_fleet.rst#6': 'live migration to another host (qemu+ssh://...)',
     'docs/docsite/rst/guide_kvm_fleet.rst#7': 'kvm_host installs packages and kvm_guest downloads a cloud image; '
     "the same steps run in the fleet scenario above and in the roles' molecule scenarios",
+    'docs/docsite/rst/guide_kvm_fleet.rst#9': 'clones a template guest the host has; tests/integration/'
+    'test_guest_clone.py clones a real test guest (linked and full, each with its own identity)',
     'docs/docsite/rst/guide_awx.rst#1': 'a requirements.yml for an AWX project update (installs from Galaxy)',
     'docs/docsite/rst/guide_awx.rst#2': 'the same playbook (tests/integration/awx/project/fleet.yml) runs through '
     'ansible-runner in tests/integration/test_awx.py, on this host and on a 4-host fleet over SSH',

@@ -12,6 +12,7 @@ guest up again) and returns ``False`` when a concurrent run had already made its
 
 from __future__ import annotations
 
+import os
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
@@ -25,6 +26,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import volume_by_path
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import build_volume
 
 
 def _what(name):
@@ -417,3 +419,89 @@ def delete_seed(client, pool_name, name):
         done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'),
         what="cloud-init seed volume '%s/%s'" % (pool_name, name),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a new guest cloned from another (clone_from): its volumes and NVRAM, made before its define;
+# each is undone (deleted) when a later step fails, so a failed clone leaves nothing behind
+
+
+def clone_volume(client, pool_name, name, xml, source_guest, source_pool, source_name, linked):
+    """Create the clone's volume ``pool_name/name`` from ``xml``: a qcow2 overlay (``linked``: the
+    XML names its backing file) or a full copy of ``source_pool/source_name`` (libvirt copies it:
+    ``createXMLFrom``). The source guest must still be stopped; a copy cut short is removed."""
+    what = "volume '%s/%s'" % (pool_name, name)
+    source = client.lookup('guest', source_guest)
+    if source is not None and client.call(source.isActive, what="guest '%s'" % source_guest):
+        raise OperationFailed(
+            "guest '%s' (clone_from.guest) was started while this task cloned it; its disks are not copied "
+            'while it runs' % source_guest
+        )
+    pool = client.call('storagePoolLookupByName', pool_name, what="storage pool '%s'" % pool_name)
+    vol = None
+    if not linked:
+        spool = client.call('storagePoolLookupByName', source_pool, what="storage pool '%s'" % source_pool)
+        vol = client.call(spool.storageVolLookupByName, source_name, what="volume '%s/%s'" % (source_pool, source_name))
+        what = '%s (a copy of %s/%s)' % (what, source_pool, source_name)
+    try:
+        if linked:
+            pool.createXML(xml, 0)
+        else:
+            pool.createXMLFrom(xml, vol, 0)
+    except client.libvirt.libvirtError as exc:
+        if not client.is_error(exc, 'VIR_ERR_STORAGE_VOL_EXIST'):
+            delete_clone_volume(client, pool_name, name)  # a copy cut short is worth nothing
+        raise client.error(exc, what) from None
+
+
+def delete_clone_volume(client, pool_name, name):
+    """Undo of :func:`clone_volume`: delete the volume (gone already: nothing to do)."""
+    pool = client.lookup('pool', pool_name)
+    if pool is None:
+        return
+    try:
+        vol = pool.storageVolLookupByName(name)
+    except client.libvirt.libvirtError:
+        return
+    client.call_unless_done(
+        vol.delete,
+        0,
+        done=lambda exc: client.is_error(exc, 'VIR_ERR_NO_STORAGE_VOL'),
+        what="volume '%s/%s'" % (pool_name, name),
+    )
+
+
+def clone_nvram(client, path, new):
+    """Copy the source's NVRAM file ``path`` to ``new`` (same directory): through libvirt when a
+    storage pool holds it, else as a file on this machine (mode 0600, as libvirt makes it)."""
+    import shutil
+
+    vol = volume_by_path(client, path)
+    if vol is not None:
+        pool = client.call(vol.storagePoolLookupByVolume, what='NVRAM %s' % path)
+        xml = X.tostring(build_volume(dict(name=new.rsplit('/', 1)[-1], capacity=0, format='raw')))
+        try:
+            pool.createXMLFrom(xml, vol, 0)
+        except client.libvirt.libvirtError as exc:
+            if not client.is_error(exc, 'VIR_ERR_STORAGE_VOL_EXIST'):
+                delete_clone_nvram(client, new)  # a copy cut short is worth nothing
+            raise client.error(exc, 'NVRAM %s' % new) from None
+        return
+    try:
+        with open(path, 'rb') as src, open(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'wb') as dst:
+            shutil.copyfileobj(src, dst)
+    except OSError as exc:
+        delete_clone_nvram(client, new)
+        raise OperationFailed('could not copy the NVRAM %s to %s: %s' % (path, new, exc)) from None
+
+
+def delete_clone_nvram(client, new):
+    """Undo of :func:`clone_nvram`."""
+    vol = volume_by_path(client, new)
+    if vol is not None:
+        client.call(vol.delete, 0, what='NVRAM %s' % new)
+    elif client.is_local:
+        try:
+            os.unlink(new)
+        except FileNotFoundError:
+            pass

@@ -63,6 +63,8 @@ class GuestManager(Manager):
         self.seed_changed = False  # the seed is (re)written: a running guest sees it at its next start
         self.seed_info = None  # the result's cloud_init
         self.seed_late = []  # steps after the (re)definition: old seed volumes deleted
+        self.clone = None  # the ClonePlan of a new guest cloned from another (clone_from)
+        self.clone_steps = []  # its volume (and NVRAM) steps, undone when a later step fails
 
     def applier(self):
         # imported here: only a change needs it, and module start-up time counts
@@ -124,6 +126,8 @@ class GuestManager(Manager):
             # a running guest reads its seed at boot: it sees the new one after a restart
             reboot = reboot or self.params['state'] != 'restarted'
         out = dict(guest=guest, reboot_required=reboot)
+        if self.clone is not None:
+            out['clone'] = self.clone.result()
         if self.seed_info is not None:
             out['cloud_init'] = self.seed_info
         return out
@@ -134,6 +138,8 @@ class GuestManager(Manager):
         define = self.define_step
         if define is None:
             return exc
+        if self.clone_steps and define.outcome is None and not any(done is define for done in undone):
+            return self._clone_failed(exc, undone, undo_error)
         if any(done is define for done in undone):
             self.result.set_diff(None, None)
             return OperationFailed(
@@ -147,6 +153,22 @@ class GuestManager(Manager):
                 **exc.details,
             )
         return exc
+
+    def _clone_failed(self, exc, undone, undo_error):
+        """A clone failed before its define: what this task made for it was deleted again (or
+        could not be, and the failure names it)."""
+        removed = [step for step in undone if any(step is made for made in self.clone_steps)]
+        if undo_error is None:
+            self.result.set_diff(None, None)
+            what = 'the %d volume(s) it had made were deleted again' % len(removed) if removed else 'nothing was made'
+            return OperationFailed(
+                "%s; guest '%s' was not cloned (%s; nothing was changed)" % (exc.msg, self.name, what), **exc.details
+            )
+        return OperationFailed(
+            "%s; guest '%s' was not cloned, and what it made could not all be deleted again: %s"
+            % (exc.msg, self.name, undo_error.msg),
+            **exc.details,
+        )
 
     def _typed_spec_checked(self):
         """Option checks that need no libvirt: XML-safe strings, non-negative numbers."""
@@ -199,7 +221,10 @@ class GuestManager(Manager):
         )
 
     def _with_seed(self, before, after):
-        """The sides of the diff with the cloud-init seed's files after the definition."""
+        """The sides of the diff with the cloud-init seed's files after the definition (and, for
+        a clone, what it makes before it: its volumes)."""
+        if self.clone is not None:
+            after = '\n'.join(part for part in (self.clone.note(), after) if part)
         if self.seed_diff is None:
             return before, after
         return tuple(
@@ -307,6 +332,9 @@ class GuestManager(Manager):
         undo = ('undefine_new', self.name)
         # a concurrent run that defined it first is waited for until it reached this run state
         settle = {'running': 'running', 'restarted': 'running', 'paused': 'paused'}.get(self.params.get('state'))
+        if desired_xml is None and self.params.get('clone_from'):
+            self._plan_clone(plan, message, undo, settle)
+            return
         if desired_xml is None:
             spec = self._typed_spec()
             self._plan_seed(plan, spec, None)
@@ -332,6 +360,58 @@ class GuestManager(Manager):
         self._definition_diff(None, desired)
         self.define_step = self.record_step = plan.add(
             message, 'define_xml', self.name, X.tostring(stamped), input_digest, True, settle, undo=undo, pending=False
+        )
+
+    def _plan_clone(self, plan, message, undo, settle):
+        """A new guest cloned from ``clone_from``: its volumes (and NVRAM), its cloud-init seed
+        (``cloud_init``), then its define - the source's definition with the task's other
+        options applied on top. Each step is undone when a later one fails."""
+        # imported here: only a clone needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest.clone import plan_clone
+
+        option = self.params['clone_from']
+        self.clone = clone = plan_clone(self.client, self.name, option)
+        tree = clone.tree
+        spec = self._typed_spec(tree)
+        if spec.get('domain_type') and spec['domain_type'] != tree.get('type'):
+            raise InvalidParameter(
+                'domain_type',
+                "guest '%s' (clone_from.guest) has type '%s'; a clone keeps it" % (clone.source, tree.get('type')),
+            )
+        messages = clone.messages()
+        for vol, text in zip(clone.volumes, messages):
+            self.clone_steps.append(
+                plan.add(
+                    text,
+                    'clone_volume',
+                    vol['pool'],
+                    vol['name'],
+                    vol['xml'],
+                    clone.source,
+                    vol['source_pool'],
+                    vol['source_name'],
+                    vol['linked'],
+                    undo=('delete_clone_volume', vol['pool'], vol['name']),
+                    pending=False,
+                )
+            )
+        if clone.nvram:
+            self.clone_steps.append(
+                plan.add(
+                    messages[-1],
+                    'clone_nvram',
+                    *clone.nvram,
+                    undo=('delete_clone_nvram', clone.nvram[1]),
+                    pending=False,
+                )
+            )
+        self._plan_seed(plan, spec, tree)
+        D.apply_spec(tree, spec)
+        self._check_agent_wait(tree, None)
+        self._check_memory_fits(tree)
+        self._definition_diff(None, tree)
+        self.define_step = plan.add(
+            message, 'define', self.name, X.tostring(tree), True, settle, undo=undo, pending=False
         )
 
     def _pick_domain_type(self, spec):

@@ -167,6 +167,24 @@ SPEC = ArgumentSpec(
                 state=dict(type='str', default='present', choices=['present', 'absent']),
             ),
         ),
+        clone_from=dict(
+            type='dict',
+            options=dict(
+                guest=dict(type='str', required=True),
+                mode=dict(type='str', default='full', choices=['full', 'linked']),
+                pool=dict(type='str'),
+                disks=dict(
+                    type='list',
+                    elements='dict',
+                    options=dict(
+                        target=dict(type='str', required=True),
+                        mode=dict(type='str', choices=['full', 'linked']),
+                        pool=dict(type='str'),
+                    ),
+                ),
+            ),
+        ),
     ),
-    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS + ('cloud_init',)],
+    mutually_exclusive=[('xml', option) for option in TYPED_OPTIONS + ('cloud_init', 'clone_from')]
+    + [('clone_from', 'disks')],
 )
