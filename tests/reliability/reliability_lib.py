@@ -363,6 +363,7 @@ _CLASSES = (
     ('cannot connect to libvirt at', 'cannot connect (message names uri)'),
     ('did not shut down within shutdown_timeout', 'timed out (message names shutdown_timeout and force)'),
     ('did not answer', 'the agent did not answer within the timeout'),
+    ('quiesce: the guest agent', 'the agent does not answer (message names quiesce)'),
     ('agent is not connected', 'the agent is not connected'),
     ('broken pipe', 'lost the connection to libvirtd'),
     ('end of file while reading', 'lost the connection to libvirtd'),
