@@ -371,6 +371,7 @@ _CLASSES = (
     ('cannot recv data', 'lost the connection to libvirtd'),
     ('cannot write data', 'lost the connection to libvirtd'),
     ('connection reset', 'lost the connection to libvirtd'),
+    ('free space there, then run the task again', 'file system full (the message names it)'),
     ('no space left on device', 'no space left on device'),
     ('already exists', 'already exists'),
     ('not found', 'not found'),

@@ -307,3 +307,24 @@ def test_revert_is_an_action_made_every_time():
     with pytest.raises(InvalidParameter, match=r"^name: guest 'g1' has no snapshot 'nope'"):
         run(conn, name='nope', state='reverted')
     assert X.parse(conn.dom.snaps['s2']).findtext('parent/name') == 's1'
+
+
+def test_a_failed_snapshot_names_a_full_file_system_of_its_disks():
+    def disk(target, path, **extra):
+        entry = dict(target=target, type='file', path=path, readonly=False, top=True)
+        entry.update(extra)
+        return entry
+
+    disks = [
+        disk('vda', '/full/a.qcow2'),
+        disk('vdb', '/full/b.qcow2'),  # same directory: named once
+        disk('vdc', '/roomy/c.qcow2'),
+        disk('vdd', '/full2/base.img', top=False),  # a backing file is not written
+        disk('sda', '/full3/cd.iso', readonly=True),
+        disk('vde', None, type='network'),
+    ]
+    free = {'/full': 0, '/roomy': 10 * 1024**3, '/full2': 0, '/full3': 0}
+    hint = S.space_hint(disks, free.get)
+    assert hint == '; the file system of /full (disk vda) has 0 B free: free space there, then run the task again'
+    assert S.space_hint(disks[2:], free.get) == ''
+    assert S.space_hint([disk('vda', '/gone/a.qcow2')], lambda directory: None) == ''
