@@ -364,6 +364,7 @@ _CLASSES = (
     ('did not shut down within shutdown_timeout', 'timed out (message names shutdown_timeout and force)'),
     ('did not answer', 'the agent did not answer within the timeout'),
     ('quiesce: the guest agent', 'the agent does not answer (message names quiesce)'),
+    ('has no guest agent channel', 'no agent channel (message names quiesce)'),
     ('agent is not connected', 'the agent is not connected'),
     ('broken pipe', 'lost the connection to libvirtd'),
     ('end of file while reading', 'lost the connection to libvirtd'),

@@ -208,6 +208,60 @@ def test_quiesce_with_a_stopped_agent(qemu, boot_spec, uname, guest_dir):
         FIGURES.timings['faults: snapshot quiesce, agent stopped'] = time.monotonic() - started
 
 
+def test_quiesce_without_an_agent_channel(qemu, uname, guest_dir):
+    """A running guest defined without the agent channel (firmware only, nothing boots): the
+    quiesced snapshot fails in check mode and for real, naming quiesce and the missing agent channel;
+    nothing made."""
+    started = time.monotonic()
+    name = uname
+    disk = os.path.join(guest_dir, 'disk.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', disk, '16M'], check=True)
+    try:
+        result = run(
+            'guest',
+            dict(
+                name=name,
+                memory='32MiB',
+                vcpus=1,
+                domain_type='qemu',
+                interfaces=[],
+                guest_agent=False,
+                disks=[dict(target='vda', path=disk, format='qcow2')],
+                state='running',
+            ),
+        )
+        assert not result.get('failed'), result.get('msg')
+        dom = qemu.lookupByName(name)
+        assert 'org.qemu.guest_agent' not in dom.XMLDesc(0)
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        args = dict(guest=name, name='quiesced', disk_only=True, quiesce=True)
+        results = [snap(args, check=True), snap(args)]
+        clear = all(
+            r.get('failed') and not r.get('changed') and 'quiesce' in r['msg'] and 'agent channel' in r['msg']
+            for r in results
+        )
+        whole = (
+            snapshot_names(dom) == []
+            and disk_source(dom) == disk
+            and dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == xml
+            and sorted(os.listdir(guest_dir)) == ['disk.qcow2']
+            and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        )
+        FIGURES.add_fault(
+            'guest without an agent channel',
+            'snapshot disk_only quiesce (check mode and run)',
+            'clean failure naming quiesce and the missing channel; nothing made, guest running and unchanged',
+            '%s; nothing made, guest running and unchanged: %s' % (classify(results[1]), whole),
+            clear and whole,
+            detail=brief(results[1]),
+        )
+        assert clear, [brief(r) for r in results]
+        assert whole
+    finally:
+        _undefine(qemu, name)
+        FIGURES.timings['faults: snapshot quiesce, no agent channel'] = time.monotonic() - started
+
+
 # ---------------------------------------------------------------------------------------------
 # the overlay's file system is full
 
