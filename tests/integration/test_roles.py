@@ -422,3 +422,96 @@ def test_guest_role_one_task_and_prune(qemu, test_image, tmp_path):
             run_module('guest', dict(name=name, state='absent', force=True, shutdown_timeout=0))
         run_module('storage_pool', dict(name=pool, state='absent', delete_storage=True))
     assert not Path(pool_dir).exists()
+
+
+def test_guest_role_snapshot_before_change(qemu, test_image, tmp_path):
+    """kvm_guest_snapshot_before_change: a run that changes an existing guest snapshots it first
+    (the snapshot holds the definition before the change) and keeps the newest of the prefix; a
+    new guest, an unchanged re-run and check mode take none; a guest's own setting turns it off."""
+    import libvirt
+    from lxml import etree
+    from virtops_helpers import run_module
+
+    prefix = '%ssbc-' % PREFIX
+    pool, pool_dir = prefix + 'pool', '/var/lib/libvirt/images/%spool' % prefix
+    g1, g2 = prefix + 'g1', prefix + 'g2'
+    boot = {'kernel': test_image['kernel'], 'initrd': test_image['initrd'], 'cmdline': 'console=ttyS0'}
+
+    def guest(name, memory, **extra):
+        spec = {
+            'name': name,
+            'memory': memory,
+            'boot': boot,
+            'start': False,
+            'volumes': [{'name': name + '.qcow2', 'capacity': '8MiB', 'format': 'qcow2', 'target': 'vda'}],
+        }
+        spec.update(extra)
+        return spec
+
+    def play(name, memory, *extra):
+        role_vars = {
+            'kvm_guest_default_pool': pool,
+            'kvm_guest_label': prefix + 'label',
+            'kvm_guest_snapshot_before_change': {'prefix': 'pre-change-', 'keep_newest': 2},
+            'kvm_guest_guests': [guest(g1, memory), guest(g2, memory, snapshot_before_change=False)],
+        }
+        playbook = [
+            {
+                'name': name,
+                'hosts': 'localhost',
+                'gather_facts': False,
+                'roles': [{'role': 'virtops.libvirt.kvm_guest', 'vars': role_vars}],
+            }
+        ]
+        rc, out = _play(playbook, tmp_path, *extra, name=name + '.yml')
+        assert rc == 0, out[-6000:]
+        return _recap(out)['changed']
+
+    def snapshots(name):
+        """{snapshot name: the guest's memory (KiB) in the definition it saved}, by libvirt."""
+        found = {}
+        for snap in qemu.lookupByName(name).listAllSnapshots(0):
+            root = etree.fromstring(snap.getXMLDesc(0))
+            found[snap.getName()] = int(root.findtext('domain/memory'))
+        return found
+
+    def memory(name):
+        return int(
+            etree.fromstring(qemu.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).findtext('memory')
+        )
+
+    try:
+        assert run_module('storage_pool', dict(name=pool, type='dir', target=pool_dir))['changed']
+        # new guests: nothing to save, no snapshot; the same run again changes nothing
+        assert play('create', '64MiB') > 0
+        assert snapshots(g1) == {} and snapshots(g2) == {}
+        assert play('create', '64MiB') == 0
+        assert snapshots(g1) == {}
+        # check mode predicts the change and the snapshot, takes none, changes nothing
+        assert play('check', '80MiB', '--check') > 0
+        assert snapshots(g1) == {} and memory(g1) == 64 * 1024
+        # the change: g1 is snapshotted first (its definition before the change), g2 opted out
+        assert play('change', '80MiB') > 0
+        first = snapshots(g1)
+        assert list(first.values()) == [64 * 1024], first
+        assert next(iter(first)).startswith('pre-change-')
+        assert memory(g1) == memory(g2) == 80 * 1024 and snapshots(g2) == {}
+        assert play('change', '80MiB') == 0
+        assert snapshots(g1) == first
+        # two more changes: the newest two of the prefix are kept, the oldest is removed
+        assert play('change-2', '96MiB') > 0
+        assert play('change-3', '112MiB') > 0
+        kept = snapshots(g1)
+        assert sorted(kept.values()) == [80 * 1024, 96 * 1024] and not set(first) & set(kept), kept
+        assert memory(g1) == 112 * 1024 and snapshots(g2) == {}
+    finally:
+        for name in (g1, g2):
+            try:
+                dom = qemu.lookupByName(name)
+                for snap in dom.listAllSnapshots(0):
+                    snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+            except libvirt.libvirtError:
+                pass
+            run_module('guest', dict(name=name, state='absent', force=True, shutdown_timeout=0))
+        run_module('storage_pool', dict(name=pool, state='absent', delete_storage=True))
+    assert not Path(pool_dir).exists()

@@ -150,6 +150,7 @@ class FakeDom:
         self.fmt, self.running = fmt, running
         self.snaps, self.current, self.calls, self.clock = {}, None, [], 100
         self.chain = ['/i/g1.%s' % fmt]  # the disk's files, top first
+        self.channel = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
 
     def state(self, flags=0):
         return [1 if self.running else 5, 0]
@@ -161,8 +162,8 @@ class FakeDom:
         backing = ''.join("<backingStore><source file='%s'/>" % path for path in self.chain[1:])
         return (
             "<domain><devices><disk device='disk'><driver type='%s'/><source file='%s'/>%s"
-            "<target dev='vda'/></disk></devices></domain>"
-            % (self.fmt, self.chain[0], backing + '</backingStore>' * (len(self.chain) - 1))
+            "<target dev='vda'/></disk>%s</devices></domain>"
+            % (self.fmt, self.chain[0], backing + '</backingStore>' * (len(self.chain) - 1), self.channel)
         )
 
     def listAllSnapshots(self, flags=0):
@@ -290,6 +291,12 @@ def test_quiesce_needs_an_agent_that_answers(monkeypatch):
         with pytest.raises(OperationFailed, match=r"^quiesce: the guest agent of guest 'g1' does not answer"):
             run(conn, check=check, name='q', disk_only=True, quiesce=True)
     monkeypatch.setattr(M.Agent, 'ping', lambda self, timeout=2: True)
+    # without the agent channel there is nothing to ask: said so, not "does not answer"
+    channel, conn.dom.channel = conn.dom.channel, ''
+    for check in (True, False):
+        with pytest.raises(InvalidParameter, match=r"^quiesce: guest 'g1' has no guest agent channel"):
+            run(conn, check=check, name='q', disk_only=True, quiesce=True)
+    conn.dom.channel = channel
     converge(conn, name='q', disk_only=True, quiesce=True)
     assert conn.dom.calls == ['create %d' % (16 | 64 | 128)]
 
@@ -307,3 +314,24 @@ def test_revert_is_an_action_made_every_time():
     with pytest.raises(InvalidParameter, match=r"^name: guest 'g1' has no snapshot 'nope'"):
         run(conn, name='nope', state='reverted')
     assert X.parse(conn.dom.snaps['s2']).findtext('parent/name') == 's1'
+
+
+def test_a_failed_snapshot_names_a_full_file_system_of_its_disks():
+    def disk(target, path, **extra):
+        entry = dict(target=target, type='file', path=path, readonly=False, top=True)
+        entry.update(extra)
+        return entry
+
+    disks = [
+        disk('vda', '/full/a.qcow2'),
+        disk('vdb', '/full/b.qcow2'),  # same directory: named once
+        disk('vdc', '/roomy/c.qcow2'),
+        disk('vdd', '/full2/base.img', top=False),  # a backing file is not written
+        disk('sda', '/full3/cd.iso', readonly=True),
+        disk('vde', None, type='network'),
+    ]
+    free = {'/full': 0, '/roomy': 10 * 1024**3, '/full2': 0, '/full3': 0}
+    hint = S.space_hint(disks, free.get)
+    assert hint == '; the file system of /full (disk vda) has 0 B free: free space there, then run the task again'
+    assert S.space_hint(disks[2:], free.get) == ''
+    assert S.space_hint([disk('vda', '/gone/a.qcow2')], lambda directory: None) == ''

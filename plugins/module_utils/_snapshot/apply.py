@@ -7,9 +7,13 @@ snapshot. Imported by the shared runner only when a plan has steps outside check
 
 from __future__ import annotations
 
+import os
+
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Replan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError, OperationFailed
-from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot.spec import with_description
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
+from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot.spec import space_hint, with_description
 
 
 def _what(guest, name):
@@ -38,7 +42,28 @@ def create(client, guest, name, xml, flags):
     except LibvirtModuleError as exc:
         if _snapshot(client, dom, guest, name) is not None:
             raise Replan('%s was made by another run meanwhile' % _what(guest, name)) from None
-        raise OperationFailed('%s; nothing was changed' % exc.msg, **exc.details) from None
+        hint = _space_hint(client, dom, guest)
+        raise OperationFailed('%s; nothing was changed%s' % (exc.msg, hint), **exc.details) from None
+
+
+def _free(directory):
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None  # not visible here (libvirtd in another mount namespace): no hint
+    return stat.f_bavail * stat.f_frsize
+
+
+def _space_hint(client, dom, guest):
+    """Why a snapshot may have failed when its disks' file systems are full; only where libvirt
+    runs on this machine (a remote host's files are not ours to look at)."""
+    if not client.is_local:
+        return ''
+    try:
+        root = X.parse(client.call(dom.XMLDesc, 0, what="guest '%s'" % guest))
+    except LibvirtModuleError:
+        return ''
+    return space_hint(disk_sources(root), _free)
 
 
 def describe(client, guest, name, description):

@@ -21,7 +21,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import Agent
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import agent_channels, disk_sources
 from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot.read import find_guest, read_snapshots
 
@@ -117,6 +117,7 @@ class SnapshotManager(Manager):
                     raise InvalidParameter(
                         'quiesce', "guest '%s' is %s: only a running guest can be quiesced" % (self.guest, run_state)
                     )
+                self._check_agent_channel(what)
                 if not Agent(self.client, self.dom, self.guest).ping(timeout=AGENT_PING_SECONDS):
                     raise OperationFailed(
                         "quiesce: the guest agent of guest '%s' does not answer (guest-ping, %d s), so its "
@@ -153,6 +154,17 @@ class SnapshotManager(Manager):
         )
         after.append(new)
         self.wanted = new
+
+    def _check_agent_channel(self, what):
+        root = X.parse(self.client.call(self.dom.XMLDesc, 0, what="guest '%s'" % self.guest))
+        devices = root.find('devices')
+        if devices is None or not agent_channels(devices):
+            raise InvalidParameter(
+                'quiesce',
+                "guest '%s' has no guest agent channel (org.qemu.guest_agent.0), so its filesystems cannot be "
+                'frozen for %s; nothing was changed. Give the guest the channel (guest_agent: true) and qemu-ga, '
+                'or snapshot without quiesce' % (self.guest, what),
+            )
 
     def _check_internal(self, active, run_state):
         memory = self.params.get('memory')

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 
 STATES = ('present', 'absent', 'reverted')
 
@@ -18,6 +19,11 @@ STATES = ('present', 'absent', 'reverted')
 # one came with 9.9.0
 DELETE_EXTERNAL_VERSION = 9000000
 REVERT_EXTERNAL_VERSION = 9009000
+
+# A snapshot that failed while a disk's file system had less than this free most likely failed
+# for want of room: QEMU reports a full file system while it writes an internal snapshot's memory
+# state as an I/O error, which alone does not say what to do.
+LOW_SPACE = 16 * 1024 * 1024
 
 
 def version_string(number):
@@ -186,3 +192,24 @@ def summarize(snap):
         current=snap['current'],
         disks=[dict(d) for d in snap['disks']],
     )
+
+
+def space_hint(disks, free):
+    """The hint a failed snapshot's message gets when the file system of a writable disk file
+    (where an internal snapshot grows the image and an external one puts its overlay) is (almost)
+    full: ``disks`` as ``_guest.read.disk_sources`` gives them, ``free(directory)`` the bytes
+    available there (None when unknown). '' when no disk's file system is low."""
+    seen, low = set(), []
+    for disk in disks:
+        if disk['type'] != 'file' or not disk['path'] or disk['readonly'] or not disk['top']:
+            continue
+        directory = disk['path'].rsplit('/', 1)[0] or '/'
+        if directory in seen:
+            continue
+        seen.add(directory)
+        available = free(directory)
+        if available is not None and available < LOW_SPACE:
+            low.append('the file system of %s (disk %s) has %s free' % (directory, disk['target'], human(available)))
+    if not low:
+        return ''
+    return '; %s: free space there, then run the task again' % '; '.join(low)
