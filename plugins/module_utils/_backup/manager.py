@@ -35,6 +35,8 @@ class BackupManager(Manager):
         self.backups = []
         self.wanted = None  # the backup of ``name`` after the plan (predicted), None when absent
         self.volume = None  # state=restored: the target volume's path
+        self.discarded = None  # the checkpoint of a half-made backup the plan removes
+        self.chain_names = []
 
     def applier(self):
         # imported here: only a change needs it
@@ -73,7 +75,9 @@ class BackupManager(Manager):
             self._plan_restore(plan, current, backups)
             plan.diff(*self._restore_diff(plan))
             return plan
+        self.discarded = None
         if current is not None and current['state'] != S.COMPLETE:
+            self.discarded = current.get('checkpoint')
             # a run that made it was interrupted: its files and checkpoint go first
             plan.add(
                 '%s of guest %s: half-made backup left by an interrupted run removed (%s)'
@@ -112,7 +116,8 @@ class BackupManager(Manager):
                 'guest', "guest '%s' is %s: libvirt backs up a running guest only (push mode)" % (guest, run_state)
             )
         disks = R.backup_disks(self.client, dom, guest, params.get('disks'))
-        taken = R.checkpoints(self.client, dom, guest)
+        # the checkpoint of a half-made backup this plan removes first is not in the way
+        taken = R.checkpoints(self.client, dom, guest) - {self.discarded}
         if name in taken:
             raise InvalidParameter(
                 'name',
