@@ -36,7 +36,7 @@ description:
   - O(state=restored) writes the backup flattened with its chain (full + incrementals, C(qemu-img convert)) into a new
     qcow2 volume O(restore_volume) of the directory-type pool O(restore_pool). A volume of that name that exists is left
     as it is (idempotent by the volume's name).
-  - The module must run on the libvirt host (a local URI such as C(qemu:///system)): backups are files there.
+  - The module must run on the libvirt host (a local URI such as C(qemu:///system)), since backups are files there.
 author:
   - virtops.libvirt maintainers (@virtops)
 extends_documentation_fragment:
@@ -163,7 +163,7 @@ EXAMPLES = r"""
 RETURN = r"""
 backup:
   description:
-    - The backup O(name) after the task (predicted in check mode: sizes are null then); null when there is none and
+    - The backup O(name) after the task (predicted in check mode, with null sizes); null when there is none and
       with O(state=restored).
   returned: when O(state) is not V(restored)
   type: dict

@@ -118,7 +118,9 @@ def test_full_incremental_restore_and_remove(booted, place, qemu, boot_spec):
     dest = str(root / 'store')
     copies = root / 'copies'
     copies.mkdir()
-    look = lambda: (sorted(os.listdir(dest)) if os.path.isdir(dest) else None, checkpoints(dom))  # noqa: E731
+
+    def look():
+        return sorted(os.listdir(dest)) if os.path.isdir(dest) else None, checkpoints(dom)
 
     # full backup of the first data
     guest_sh(dom, 'echo first > /data/one.txt; sync')
@@ -156,7 +158,9 @@ def test_full_incremental_restore_and_remove(booted, place, qemu, boot_spec):
     ]
 
     # restore both into new volumes: exactly the disk of each pause
-    volumes = lambda: sorted(pool.listVolumes())  # noqa: E731
+    def volumes():
+        return sorted(pool.listVolumes())
+
     for backup_name, copy in (('full', 'full.qcow2'), ('inc', 'inc.qcow2')):
         args = dict(
             name=backup_name, dest=dest, state='restored', restore_pool=pool_name, restore_volume=backup_name + '.qcow2'
