@@ -28,6 +28,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     LibvirtModuleError,
     OperationFailed,
     TimeoutExpired,
+    is_connection_lost,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import write_json
 
@@ -201,13 +202,12 @@ def create(client, directory, backup, backup_xml, checkpoint_xml, timeout, pool)
         completed = dom.jobStats(lv.VIR_DOMAIN_JOB_STATS_COMPLETED)
     except lv.libvirtError as exc:
         error = client.error(exc, what)
+        lost = is_connection_lost(lv, exc)
+        reason = (
+            'the connection to libvirtd was lost during the backup job' if lost else 'watching the backup job failed'
+        )
         raise _fail(
-            client,
-            directory,
-            backup,
-            pool,
-            OperationFailed('%s: the connection to libvirtd was lost during the backup job (%s)' % (what, error.msg)),
-            reconnect=True,
+            client, directory, backup, pool, OperationFailed('%s: %s (%s)' % (what, reason, error.msg)), reconnect=lost
         ) from None
     if completed.get('type') != lv.VIR_DOMAIN_JOB_COMPLETED or completed.get('success') is False:
         reason = completed.get('errmsg') or 'job ended as %s' % {

@@ -154,7 +154,14 @@ def checkpoints(client, dom, guest):
 def backup_job(client, dom):
     """The stats of the backup job running on ``dom``, None when none runs."""
     lv = client.libvirt
-    stats = dom.jobStats(0)
+    try:
+        stats = dom.jobStats(0)
+    except lv.libvirtError as exc:
+        # libvirt 9.0 answers so while a backup job starts or ends (its data not yet set or
+        # already freed): the job is there, ask again
+        if client.is_error(exc, 'VIR_ERR_INTERNAL_ERROR') and 'backup job data missing' in str(exc):
+            return {'type': lv.VIR_DOMAIN_JOB_UNBOUNDED, 'operation': lv.VIR_DOMAIN_JOB_OPERATION_BACKUP}
+        raise
     if stats.get('type', lv.VIR_DOMAIN_JOB_NONE) == lv.VIR_DOMAIN_JOB_NONE:
         return None
     if stats.get('operation') != lv.VIR_DOMAIN_JOB_OPERATION_BACKUP:
