@@ -209,6 +209,58 @@ def test_full_incremental_restore_and_remove(booted, place, qemu, boot_spec):
     assert checkpoints(dom) == [] and os.listdir(dest) == []
 
 
+def test_backups_in_a_pool_and_incremental_from_a_named_backup(booted, place, qemu):
+    name, dom, image = booted
+    root, restore_pool, restore = place
+    pool_name = PREFIX + 'bkpool'
+    (root / 'bkpool').mkdir()
+    (root / 'copies2').mkdir()
+    pool = qemu.storagePoolCreateXML(
+        "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (pool_name, root / 'bkpool'), 0
+    )
+    try:
+        guest_sh(dom, 'echo zero > /data/p.txt; sync')
+        ok(backup(dict(guest=name, name='p0', pool=pool_name)))
+        # the pool is refreshed: its volumes are the backup's files
+        assert sorted(pool.listVolumes()) == ['p0.backup.json', 'p0.vda.qcow2']
+        guest_sh(dom, 'echo one > /data/p.txt; sync')
+        assert ok(backup(dict(guest=name, name='p1', pool=pool_name, incremental=True)))['backup']['parent'] == 'p0'
+        guest_sh(dom, 'echo two > /data/p.txt; head -c 500000 /dev/urandom > /data/p.bin; sync')
+        paused_copy(dom, image, str(root / 'copies2' / 'p2.qcow2'))
+        try:
+            real = converge_task(
+                'backup',
+                dict(guest=name, name='p2', pool=pool_name, incremental_from='p0'),
+                look=lambda: (sorted(pool.listVolumes()), checkpoints(dom)),
+                expect=['(incremental to p0)'],
+            )
+        finally:
+            dom.resume()
+        assert real['backup']['chain'] == ['p0', 'p2'] and checkpoints(dom) == ['p0', 'p1', 'p2']
+        # p2 holds everything since p0 (p1 is not in its chain): its restore is the disk of the pause
+        restored = ok(
+            backup(
+                dict(name='p2', pool=pool_name, state='restored', restore_pool=restore_pool, restore_volume='p2.qcow2')
+            )
+        )
+        assert compare(restored['volume']['path'], str(root / 'copies2' / 'p2.qcow2')) == 0
+        info = {b['name']: b for b in ok(run_module('backup_info', dict(pool=pool_name)))['backups']}
+        assert info['p0']['dependents'] == ['p1', 'p2'] and info['p1']['chain'] == ['p0', 'p1']
+        assert ok(run_module('backup_info', dict(pool=pool_name, name='p9')))['backups'] == []
+        for gone in ('p2', 'p1', 'p0'):
+            ok(backup(dict(name=gone, pool=pool_name, state='absent')))
+        assert checkpoints(dom) == [] and pool.listVolumes() == []
+    finally:
+        for checkpoint in dom.listAllCheckpoints(0):
+            checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+        pool.destroy()
+        for leftover in ('p2.qcow2',):
+            try:
+                restore.storageVolLookupByName(leftover).delete(0)
+            except libvirt.libvirtError:
+                pass
+
+
 def test_bad_input_names_the_parameter_and_changes_nothing(booted, place):
     name, dom, _image = booted
     root, pool_name, _pool = place
