@@ -326,6 +326,8 @@ def test_a_failing_job_leaves_nothing_behind(tmp_path, fast, fault, error, words
     assert files(tmp_path) == ['b0.backup.json', 'b0.vda.qcow2']
     if fault == 'hang':
         assert dom.calls == ['begin', 'abort', 'delete checkpoint b1']
+    elif fault == 'begin':
+        assert 'abort' not in dom.calls
     elif fault != 'begin':
         assert dom.calls[-1] == 'delete checkpoint b1'
     # the earlier backup is untouched and the next run makes the new one
@@ -411,3 +413,11 @@ def test_a_job_between_start_and_end_is_still_watched(tmp_path, fast):
 
     dom.jobStats = flaky
     assert run(dom, tmp_path)['backup']['complete'] is True and dom.checkpoints == ['b1']
+
+
+def test_a_job_that_cannot_start_leaves_another_runs_job_alone(tmp_path, fast):
+    dom = FakeDom()
+    dom.job = [['/elsewhere'], 100]  # another run's backup job runs
+    exc, result = failing(dom, tmp_path)
+    assert 'could not start' in exc.msg and 'nothing is left behind' in exc.msg and result['changed'] is False
+    assert 'abort' not in dom.calls and dom.job is not None and files(tmp_path) == [] and dom.checkpoints == []

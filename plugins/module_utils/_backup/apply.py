@@ -184,8 +184,14 @@ def create(client, directory, backup, backup_xml, checkpoint_xml, timeout, pool)
         dom.backupBegin(backup_xml, checkpoint_xml, 0)
     except lv.libvirtError as exc:
         error = client.error(exc, what)
+        # a job running now is not this one (another run's backup): leave it alone
         raise _fail(
-            client, directory, backup, pool, OperationFailed('%s could not start: %s' % (what, error.msg))
+            client,
+            directory,
+            backup,
+            pool,
+            OperationFailed('%s could not start: %s' % (what, error.msg)),
+            started=False,
         ) from None
     deadline = time.monotonic() + timeout
     try:

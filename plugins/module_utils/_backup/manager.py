@@ -56,6 +56,10 @@ class BackupManager(Manager):
         directory, pool = R.directory(self.client, params)
         self.directory = directory
         keys = [('backup', '%s/%s' % (directory, name))]
+        if state == 'present':
+            # one backup job per guest at a time: a second run waits instead of failing on libvirt's
+            # "another job runs" (and never takes another run's job for a half-made one of its own)
+            keys.append(('backup-of-guest', params['guest']))
         if state == 'restored':
             keys.append(('volume', '%s/%s' % (params['restore_pool'], params['restore_volume'])))
         self.client.hold_all(keys)
