@@ -212,6 +212,8 @@ def test_every_module_is_run_here():
         'secret',
         'snapshot_info',
         'snapshot',
+        'backup_info',
+        'backup',
         'guest_agent',
         'migrate',
         'objects',  # through Ansible's executor in test_objects.py (its diff is a list)

@@ -42,6 +42,8 @@ MANAGERS = {
     '_secret.info',
     '_snapshot.manager',
     '_snapshot.info',
+    '_backup.manager',
+    '_backup.info',
 }
 
 
