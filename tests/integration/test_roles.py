@@ -515,3 +515,89 @@ def test_guest_role_snapshot_before_change(qemu, test_image, tmp_path):
             run_module('guest', dict(name=name, state='absent', force=True, shutdown_timeout=0))
         run_module('storage_pool', dict(name=pool, state='absent', delete_storage=True))
     assert not Path(pool_dir).exists()
+
+
+def test_guest_role_clones_guests_from_a_template(qemu, test_image, tmp_path):
+    """kvm_guest with clone_from: N guests cloned from one stopped template in one run, each with
+    its own UUID, MAC and overlay on the template's volume; the re-run changes nothing (clone_from
+    is only used on create); the template is left as it was."""
+    import libvirt
+    from lxml import etree
+    from virtops_helpers import run_module
+
+    prefix = '%sclone-' % PREFIX
+    pool, pool_dir = prefix + 'pool', '/var/lib/libvirt/images/%spool' % prefix
+    template = prefix + 'tmpl'
+    clones = [prefix + 'c%d' % i for i in (1, 2, 3)]
+    boot = {'kernel': test_image['kernel'], 'initrd': test_image['initrd'], 'cmdline': 'console=ttyS0'}
+
+    def play(name, *extra):
+        role_vars = {
+            'kvm_guest_default_pool': pool,
+            'kvm_guest_label': prefix + 'label',
+            'kvm_guest_guests': [
+                {'name': n, 'clone_from': {'guest': template, 'mode': 'linked'}, 'memory': '80MiB', 'start': False}
+                for n in clones
+            ],
+        }
+        playbook = [
+            {
+                'name': name,
+                'hosts': 'localhost',
+                'gather_facts': False,
+                'roles': [{'role': 'virtops.libvirt.kvm_guest', 'vars': role_vars}],
+            }
+        ]
+        rc, out = _play(playbook, tmp_path, *extra, name=name + '.yml')
+        assert rc == 0, out[-6000:]
+        return _recap(out)['changed']
+
+    def facts(name):
+        root = etree.fromstring(qemu.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        disk = root.find("devices/disk[@device='disk']")
+        return dict(
+            uuid=root.findtext('uuid'),
+            mac=root.find('devices/interface/mac').get('address'),
+            source=dict(disk.find('source').attrib),
+            memory=int(root.findtext('memory')),
+        )
+
+    try:
+        assert run_module('storage_pool', dict(name=pool, type='dir', target=pool_dir))['changed']
+        assert run_module('volume', dict(pool=pool, name='tmpl.qcow2', capacity='16MiB', format='qcow2'))['changed']
+        created = run_module(
+            'guest',
+            dict(
+                name=template,
+                memory='64MiB',
+                boot=boot,
+                disks=[dict(target='vda', pool=pool, volume='tmpl.qcow2')],
+                interfaces=[dict(type='user')],
+            ),
+        )
+        assert created['changed'], created
+        before = facts(template)
+        # check mode: the clones are predicted, nothing is made
+        assert play('check', '--check') > 0
+        assert not {d.name() for d in qemu.listAllDomains()} & set(clones)
+        assert play('clone') > 0
+        seen = [facts(n) for n in clones]
+        assert len({f['uuid'] for f in seen + [before]}) == 4 and len({f['mac'] for f in seen + [before]}) == 4
+        for name, fact in zip(clones, seen):
+            assert fact['memory'] == 80 * 1024  # the role's options apply on top of the clone
+            src = fact['source']
+            overlay = (
+                qemu.storagePoolLookupByName(src['pool']).storageVolLookupByName(src['volume'])
+                if 'volume' in src
+                else qemu.storageVolLookupByPath(src['file'])
+            )
+            backing = etree.fromstring(overlay.XMLDesc(0)).findtext('backingStore/path')
+            assert backing == pool_dir + '/tmpl.qcow2', (name, backing)
+        assert play('rerun') == 0
+        assert [facts(n) for n in clones] == seen and facts(template) == before
+    finally:
+        for name in clones:
+            run_module('guest', dict(name=name, state='absent', delete_volumes=True))
+        run_module('guest', dict(name=template, state='absent'))
+        run_module('storage_pool', dict(name=pool, state='absent', delete_storage=True))
+    assert not Path(pool_dir).exists()
