@@ -325,6 +325,7 @@ def _undefine(client, dom, name):
         'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE',
         'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
         'VIR_DOMAIN_UNDEFINE_NVRAM',
+        'VIR_DOMAIN_UNDEFINE_TPM',  # the swtpm state (/var/lib/libvirt/swtpm/<uuid>), libvirt 8.9+
         'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
     ):
         flags |= getattr(lv, flag, 0)
