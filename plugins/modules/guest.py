@@ -63,6 +63,9 @@ options:
         guest. Always reports a change (not idempotent).
       - V(absent) stops it like V(stopped) and undefines it, with its NVRAM, the state of its
         emulated TPM (C(/var/lib/libvirt/swtpm/<uuid>)), managed save image and snapshot metadata.
+        On the local C(qemu:///system) it also deletes the TPM state and NVRAM a guest left when its
+        TPM was removed or its firmware switched from UEFI to BIOS (libvirt's undefine no longer
+        knows of them).
         With O(delete_volumes=true) the storage volumes of its disks are deleted too.
     type: str
     choices: [present, running, stopped, paused, restarted, absent]
@@ -227,8 +230,10 @@ options:
         default: '2.0'
       state:
         description:
-          - V(absent) removes the TPM from the definition. libvirt keeps its state until the guest
-            is undefined while it has a TPM; adding the TPM again resumes that state.
+          - V(absent) removes the TPM from the definition. Its state stays (adding the TPM again
+            resumes it); libvirt removes it only with a guest that still has the TPM, so
+            O(state=absent) deletes such a leftover itself on the local C(qemu:///system) (on a
+            remote host it stays in C(/var/lib/libvirt/swtpm/<uuid>)).
         type: str
         choices: [present, absent]
         default: present

@@ -16,6 +16,7 @@ says so and locks itself down), not that OVMF verified this kernel's signature.
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -52,13 +53,16 @@ def inactive(dom):
 
 
 def undefine(conn, name):
+    """Remove the guest with its NVRAM and TPM state; its UUID (None when it was gone)."""
     try:
         dom = conn.lookupByName(name)
     except libvirt.libvirtError:
-        return
+        return None
+    uuid = dom.UUIDString()
     if dom.isActive():
         dom.destroy()
     dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM)
+    return uuid
 
 
 @pytest.fixture(scope='module')
@@ -189,3 +193,31 @@ def test_virt_install_definition_is_adopted(qemu, uname, test_image):
         assert root.find('devices/tpm/backend').get('version') == '2.0'  # libvirt's default for CRB
     finally:
         undefine(qemu, uname)
+
+
+def test_state_left_by_a_removed_tpm_and_a_former_uefi_firmware_goes_with_the_guest(qemu, uname):
+    """libvirt's undefine removes the swtpm state and the NVRAM only of a guest that still has a
+    TPM and UEFI firmware: the module removes what a guest left behind when it lost them."""
+    base = dict(name=uname, domain_type='qemu', memory='64MiB', vcpus=1, machine='q35', interfaces=[])
+    try:
+        ok(run_module('guest', dict(base, firmware='efi', tpm={}, state='running')))  # OVMF only: enough
+        dom = qemu.lookupByName(uname)
+        uuid = dom.UUIDString()
+        nvram = NVRAM_DIR / ('%s_VARS.fd' % uname)
+        assert nvram.is_file() and (SWTPM_DIR / uuid).is_dir()
+        stopped = dict(base, firmware='bios', tpm=dict(state='absent'), state='stopped', force=True)
+        changed = ok(run_module('guest', dict(stopped, shutdown_timeout=0)))
+        assert changed['changed'] and {'firmware -> bios', 'TPM removed'} <= set(changed['actions']), changed
+        assert nvram.is_file() and (SWTPM_DIR / uuid).is_dir()  # kept while the guest exists
+        removed = converge_task('guest', dict(name=uname, state='absent'), diff=False)
+        assert (
+            'TPM state %s/%s deleted (left by a TPM the guest no longer has)' % (SWTPM_DIR, uuid) in removed['actions']
+        )
+        assert 'NVRAM %s deleted (left from when the guest had UEFI firmware)' % nvram in removed['actions']
+        assert not nvram.exists() and not (SWTPM_DIR / uuid).exists()
+    finally:
+        uuid = undefine(qemu, uname)
+        # what this test made, whatever failed: the NVRAM and swtpm state of this guest only
+        (NVRAM_DIR / ('%s_VARS.fd' % uname)).unlink(missing_ok=True)
+        if uuid:
+            shutil.rmtree(SWTPM_DIR / uuid, ignore_errors=True)

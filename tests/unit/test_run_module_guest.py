@@ -278,5 +278,5 @@ def test_absent_is_one_step_naming_what_it_removes():
     mgr = GuestManager(client)
     (step,) = mgr.plan().steps
     assert step.message == ("guest 'g' stopped", "guest 'g' undefined") and step.pending == ('undefine',)
-    assert step.args == ('g', 'running', [], 5, True)
+    assert step.args == ('g', 'running', [], 5, True, [])  # no leftovers: not qemu:///system
     assert client.warnings == ["disk vda of guest 'g' is not a storage volume libvirt knows; not deleted"]
