@@ -108,6 +108,9 @@ def test_windows_11_style_guest_is_defined_as_asked(win11):
     assert Path(live.find('nvram').text).is_file()
     assert (SWTPM_DIR / dom.UUIDString()).is_dir()
     assert win11['created']['reboot_required'] is False
+    (info,) = ok(run_module('guest_info', dict(name=win11['name'], stats=False, address_source='none')))['guests']
+    assert (info['firmware'], info['secure_boot'], info['enrolled_keys']) == ('efi', True, True)
+    assert info['tpm'] == dict(model='tpm-crb', backend='emulator', version='2.0')
 
 
 def test_guest_sees_secure_boot_and_its_tpm(win11):

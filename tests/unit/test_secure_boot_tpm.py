@@ -11,6 +11,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import summarize
 
 TPM = dict(model='tpm-crb', version='2.0', state='present')
 WIN11 = dict(name='w11', machine='pc-q35-7.2', secure_boot=True, tpm=TPM)
@@ -178,3 +179,13 @@ def test_firmware_efi_alone_leaves_secure_boot_alone():
     root = X.parse(DEFINED)
     assert D.apply_spec(root, dict(name='w11', firmware='efi')) == []
     assert D.firmware_choice(root.find('os')) == (True, True)
+
+
+def test_guest_info_summary_names_firmware_secure_boot_and_tpm():
+    info = summarize(X.parse(RUNNING))
+    assert (info['firmware'], info['secure_boot'], info['enrolled_keys']) == ('efi', True, True)
+    assert info['tpm'] == dict(model='tpm-crb', backend='emulator', version='2.0')
+    info = summarize(X.parse(VIRT_INSTALL))
+    assert (info['firmware'], info['secure_boot'], info['enrolled_keys']) == ('efi', None, None)
+    info = summarize(build_domain(dict(name='g'), 'qemu'))
+    assert (info['firmware'], info['secure_boot'], info['enrolled_keys'], info['tpm']) == ('bios', False, None, None)

@@ -35,7 +35,12 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.options import TYPED_OPTIONS
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, volume_by_path
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
+    disk_sources,
+    is_efi,
+    tpm_summary,
+    volume_by_path,
+)
 
 # where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
 SWTPM_DIR = '/var/lib/libvirt/swtpm'
@@ -919,13 +924,13 @@ class GuestManager(Manager):
             return []
         found = []
         uuid = X.findtext(root, 'uuid')
-        emulated = any(D.tpm_summary(node)[1] == 'emulator' for node in root.findall('devices/tpm'))
+        emulated = any(tpm_summary(node)[1] == 'emulator' for node in root.findall('devices/tpm'))
         state = os.path.join(SWTPM_DIR, uuid or '')
         if uuid and not emulated and os.path.isdir(state):
             found.append((state, 'TPM state %s deleted (left by a TPM the guest no longer has)' % state))
         os_node = root.find('os')
         nvram = os.path.join(NVRAM_DIR, '%s_VARS.fd' % self.name)
-        if os_node is not None and not D.is_efi(os_node) and os.path.isfile(nvram):
+        if os_node is not None and not is_efi(os_node) and os.path.isfile(nvram):
             found.append((nvram, 'NVRAM %s deleted (left from when the guest had UEFI firmware)' % nvram))
         return found
 

@@ -34,8 +34,11 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
     AGENT_CHANNEL,
     agent_channels,
+    firmware_choice,
+    is_efi,
     kib,
     place,
+    tpm_summary,
 )
 
 DISK_BUSES = ('virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc')
@@ -618,50 +621,10 @@ def _apply_vcpus(root, spec, changes):
 # ---------------------------------------------------------------------------------------------
 # UEFI firmware, Secure Boot and the TPM
 
-# libvirt's TPM version when the XML states none (libvirt 9.0: CRB is TPM 2.0 only)
-TPM_DEFAULT_VERSION = {'tpm-crb': '2.0', 'tpm-tis': '1.2', 'spapr-tpm-proxy': '2.0', 'tpm-spapr': '2.0'}
-# names of the firmware images that hold Microsoft's (or test) keys, by distribution:
-# Debian/Ubuntu *.ms.fd and *.snakeoil.fd, Fedora/RHEL *.secboot.fd (the variables), SUSE *-ms-*
-_ENROLLED = ('.ms.', '-ms', 'snakeoil', 'secboot', 'enrolled')
-_SECURE_CODE = ('.ms.', '-ms', 'snakeoil', 'secboot', 'secure', '.sb.')
-
 
 def wanted_firmware(spec):
     """The firmware the options ask for: ``firmware``, else UEFI when ``secure_boot`` is true."""
     return spec.get('firmware') or ('efi' if spec.get('secure_boot') else None)
-
-
-def is_efi(os_node):
-    return os_node.get('firmware') == 'efi' or os_node.find('loader') is not None
-
-
-def _basename(path):
-    return (path or '').strip().rsplit('/', 1)[-1].lower()
-
-
-def firmware_choice(os_node):
-    """What an ``<os>`` says of its UEFI firmware: ``(secure_boot, enrolled_keys)``, each True,
-    False or None (not stated: libvirt picks a firmware when the guest starts).
-
-    Firmware auto-selection states it as ``<firmware><feature name='secure-boot' .../>``; an
-    explicit (or, in the running configuration, resolved) ``<loader>`` states it by its image:
-    ``secure='yes'`` or a Secure Boot build (``OVMF_CODE_4M.ms.fd``, ``OVMF_CODE.secboot.fd``),
-    and the NVRAM template holds the enrolled keys or not (``OVMF_VARS_4M.ms.fd`` against
-    ``OVMF_VARS_4M.fd``)."""
-    features = {node.get('name'): node.get('enabled') == 'yes' for node in os_node.findall('firmware/feature')}
-    secure, keys = features.get('secure-boot'), features.get('enrolled-keys')
-    loader = os_node.find('loader')
-    if secure is None and loader is not None and (loader.text or '').strip():
-        name = _basename(loader.text)
-        secure = loader.get('secure') == 'yes' or any(tag in name for tag in _SECURE_CODE)
-    if secure and keys is None:
-        nvram = os_node.find('nvram')
-        template = nvram.get('template') if nvram is not None else None
-        if template:
-            keys = any(tag in _basename(template) for tag in _ENROLLED)
-    if secure is False:
-        keys = None  # no Secure Boot: no keys to speak of
-    return secure, keys
 
 
 def _apply_secure_boot(root, os_node, spec, changes):
@@ -769,17 +732,6 @@ def tpm_element(tpm):
     node = X.element('tpm', model=tpm.get('model') or 'tpm-crb')
     X.sub(node, 'backend', type='emulator', version=tpm.get('version') or '2.0')
     return node
-
-
-def tpm_summary(node):
-    """(model, backend type, version) of a ``<tpm>``, with libvirt's defaults filled in."""
-    model = node.get('model') or 'tpm-tis'
-    backend = node.find('backend')
-    btype = backend.get('type') if backend is not None else None
-    version = backend.get('version') if backend is not None else None
-    if btype == 'emulator' and not version:
-        version = TPM_DEFAULT_VERSION.get(model, '2.0')
-    return model, btype, version
 
 
 def _apply_tpm(devices, tpm, changes):
