@@ -169,8 +169,10 @@ def test_removal_leaves_no_nvram_and_no_tpm_state(win11, qemu):
 
 def test_virt_install_definition_is_adopted(qemu, uname, test_image):
     """The XML virt-install writes for ``--boot uefi --tpm default`` (firmware auto-selection
-    stating no Secure Boot choice, a TPM without version): adopted with the Windows 11-style
-    options once (the choice gets stated, SMM on), then unchanged."""
+    stating no Secure Boot choice, a TPM without version), running: adopted with the Windows
+    11-style options once (the choice gets stated, SMM on) without a reboot, since the running
+    guest has that firmware already, then unchanged; another choice is refused (the running
+    firmware's NVRAM has Microsoft's keys)."""
     xml = subprocess.run(
         [
             'virt-install', '--connect', 'qemu:///system', '--print-xml', '--dry-run', '--name', uname,
@@ -184,9 +186,17 @@ def test_virt_install_definition_is_adopted(qemu, uname, test_image):
     assert '<tpm model="tpm-crb">' in xml and 'firmware="efi"' in xml
     dom = qemu.defineXML(xml)
     try:
-        args = dict(name=uname, machine='q35', secure_boot=True, tpm={})
+        dom.create()  # libvirt picks the firmware at start: the running guest's is known
+        live = parse(dom.XMLDesc(0))
+        assert live.find('os/loader').text == '/usr/share/OVMF/OVMF_CODE_4M.ms.fd'
+        assert live.find('features/smm').get('state') == 'on'
+        refused = run_module('guest', dict(name=uname, secure_boot=True, enrolled_keys=False))
+        assert refused.get('failed') and refused['msg'].startswith('enrolled_keys'), refused
+        args = dict(name=uname, machine='q35', secure_boot=True, tpm={}, state='running')
         result = converge_task('guest', args, lambda: inactive(dom))
         assert any('Secure Boot on' in action for action in result['actions']), result['actions']
+        # what the running guest has already: the stated choice needs no reboot
+        assert result['reboot_required'] is False
         root = parse(inactive(dom))
         assert {f.get('name'): f.get('enabled') for f in root.findall('os/firmware/feature')} == {
             'secure-boot': 'yes',
