@@ -382,6 +382,7 @@ def cleanup_prefix(conn, prefix):
                     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                     | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                    | getattr(libvirt, 'VIR_DOMAIN_UNDEFINE_TPM', 0)
                 )
                 if _quiet(dom.undefineFlags, flags) is None:
                     _quiet(dom.undefine)

@@ -62,9 +62,12 @@ options:
         powered off after O(shutdown_timeout) only with O(force=true), then started, so that a
         changed definition applies (RV(reboot_required) is then false) - and starts a stopped
         guest. Always reports a change (not idempotent).
-      - V(absent) stops it like V(stopped) and undefines it, with its NVRAM, managed save image
-        and snapshot metadata. With O(delete_volumes=true) the storage volumes of its disks are
-        deleted too.
+      - V(absent) stops it like V(stopped) and undefines it, with its NVRAM, the state of its
+        emulated TPM (C(/var/lib/libvirt/swtpm/<uuid>)), managed save image and snapshot metadata.
+        On the local C(qemu:///system) it also deletes the TPM state and NVRAM a guest left when its
+        TPM was removed or its firmware switched from UEFI to BIOS (libvirt's undefine no longer
+        knows of them).
+        With O(delete_volumes=true) the storage volumes of its disks are deleted too.
     type: str
     choices: [present, running, stopped, paused, restarted, absent]
     default: present
@@ -168,10 +171,73 @@ options:
     choices: [hvm, xen, linux]
     version_added: 0.1.0
   firmware:
-    description: V(bios) or V(efi) (needs OVMF on the host).
+    description:
+      - V(bios) or V(efi) (needs OVMF on the host). UEFI uses libvirt's firmware auto-selection
+        (C(<os firmware='efi'>)); libvirt picks the image from the host's firmware descriptors when
+        the guest starts and keeps its NVRAM variables in C(/var/lib/libvirt/qemu/nvram/).
+      - Default for a new guest is V(bios), or V(efi) with O(secure_boot=true).
+      - A change on an existing guest is a change of its definition; a running guest reports
+        RV(reboot_required).
     type: str
     choices: [bios, efi]
     version_added: 0.1.0
+  secure_boot:
+    description:
+      - UEFI Secure Boot. V(true) selects a Secure Boot firmware (the C(secure-boot) feature of
+        libvirt's firmware auto-selection; Debian's C(ovmf) has C(OVMF_CODE_4M.ms.fd) or
+        C(OVMF_CODE_4M.secboot.fd)) and turns SMM on (C(<features><smm state='on'/>)), which that
+        firmware needs. Implies O(firmware=efi); needs a q35 machine (O(machine=q35)) on x86.
+      - V(false) selects a UEFI firmware without Secure Boot. Nothing for a BIOS guest.
+      - Not given, the firmware's Secure Boot is left as it is.
+      - The choice lives in the guest's NVRAM variables too (made from the firmware's template at
+        its first start, and kept by libvirt); changing it on an existing UEFI guest that states
+        its choice (or runs) fails naming this option, instead of a redefinition that would not
+        take effect. Remove the guest (V(absent) deletes its NVRAM) and create it again.
+        A guest whose XML states no choice (C(<os firmware='efi'>) alone, as C(virt-install --boot
+        uefi) writes it) gets it stated.
+    type: bool
+    version_added: 0.1.0
+  enrolled_keys:
+    description:
+      - With O(secure_boot=true), V(true) (the default for a new guest) boots with Microsoft's
+        keys enrolled in the NVRAM template (C(OVMF_VARS_4M.ms.fd)), so Secure Boot is enforced;
+        V(false) boots the Secure Boot firmware without keys (setup mode, nothing is verified until
+        keys are enrolled from inside the guest).
+      - Only with O(secure_boot=true). Not given on an existing guest, its keys are left as they
+        are. A change on an existing guest is refused as for O(secure_boot).
+    type: bool
+    version_added: 0.1.0
+  tpm:
+    description:
+      - A TPM emulated by C(swtpm) (C(<tpm><backend type='emulator'/>)). Its state (keys, NVRAM of
+        the TPM, e.g. BitLocker's) persists across restarts and redefinitions in
+        C(/var/lib/libvirt/swtpm/<uuid>), and is removed with the guest (O(state=absent)).
+      - V({}) gives a TPM 2.0 on the CRB interface, as Windows 11 asks for.
+      - Adding or changing it on a running guest reports RV(reboot_required).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      model:
+        description: The TPM interface. V(tpm-crb) is TPM 2.0 only.
+        type: str
+        choices: [tpm-crb, tpm-tis]
+        default: tpm-crb
+      version:
+        description:
+          - The TPM version the emulator provides. The state of an existing TPM is for its version;
+            a change fails naming this option (remove the TPM first with O(tpm.state=absent)).
+        type: str
+        choices: ['2.0', '1.2']
+        default: '2.0'
+      state:
+        description:
+          - V(absent) removes the TPM from the definition. Its state stays (adding the TPM again
+            resumes it); libvirt removes it only with a guest that still has the TPM, so
+            O(state=absent) deletes such a leftover itself on the local C(qemu:///system) (on a
+            remote host it stays in C(/var/lib/libvirt/swtpm/<uuid>)).
+        type: str
+        choices: [present, absent]
+        default: present
   boot:
     description: Boot configuration.
     type: dict
@@ -580,6 +646,18 @@ EXAMPLES = r"""
     name: web1
     vcpus: 2
     max_vcpus: 4
+
+- name: A Windows 11-style guest (q35, UEFI Secure Boot with Microsoft's keys, TPM 2.0)
+  virtops.libvirt.guest: {name: win11, machine: q35, secure_boot: true, tpm: {}, memory: 4GiB, vcpus: 2}
+
+- name: Secure Boot firmware without enrolled keys (setup mode), emulated TPM 2.0 on the TIS interface
+  virtops.libvirt.guest:
+    name: sb-lab
+    machine: q35
+    secure_boot: true
+    enrolled_keys: false
+    tpm:
+      model: tpm-tis
 
 - name: Define a guest from full XML (idempotent, UUID and MACs kept)
   virtops.libvirt.guest:

@@ -113,6 +113,23 @@ guests:
     guest_agent:
       description: Whether the guest has a guest agent channel.
       type: bool
+    firmware:
+      description: V(efi) (UEFI) or V(bios).
+      type: str
+    secure_boot:
+      description:
+        - Whether the UEFI firmware has Secure Boot (V(false) for BIOS), read from the firmware
+          features of the definition or from the firmware image it names. V(null) when the
+          definition leaves the choice to libvirt's firmware auto-selection at start.
+      type: bool
+    enrolled_keys:
+      description:
+        - With Secure Boot, whether the NVRAM template holds enrolled keys (Microsoft's); V(null)
+          when unknown or without Secure Boot.
+      type: bool
+    tpm:
+      description: The guest's TPM (model, backend, version), V(null) without one.
+      type: dict
     stats:
       description: Statistics from libvirt's bulk stats API (cpu_time_ns, block and net counters per device).
       type: dict

@@ -87,6 +87,7 @@ RUN = {
     'teardown': ['roles/kvm_guest/README.md#2'],
     'agent': ['docs/docsite/rst/guide_guest_agent.rst#%d' % n for n in range(1, 9)],
     'fleet': ['docs/docsite/rst/guide_kvm_fleet.rst#%d' % n for n in (2, 3, 4, 8)],
+    'secure': ['docs/docsite/rst/guide_secure_boot_tpm.rst#%d' % n for n in (1, 2, 3)],
 }
 # Inventory configurations, run with ansible-inventory (twice: same result) after a scenario.
 INVENTORIES = {
@@ -118,6 +119,7 @@ def names(sp):
         (r'/var/lib/libvirt/pools/guests\b', '/var/lib/libvirt/images/%sguests' % sp),
         (r'(\bname|\bpool|_pool): guests\b', r'\1: %sguests' % sp),
         (r'\b(name|source): fleet\b', r'\1: %sfleet' % sp),
+        (r'\bname: win11\b', 'name: %swin11' % sp),
         (r'\buser: admin\b', 'user: tester'),  # the test image's users are root and tester
         (r'qemu\+ssh://root@kvm[0-9]\.example\.com/system', 'qemu:///system'),
         (r'~/\.cache/ansible-libvirt-inventory', '{cache_dir}'),
@@ -563,6 +565,20 @@ def test_guest_agent_guide(qemu, test_image, tmp_path, scenario_cleanup):
     dom = qemu.lookupByName(sp + 'web1')
     assert guest_read(dom, '/etc/motd') == b'Managed by Ansible\n'
     assert guest_read(dom, '/tmp/upper.txt') == b'HELLO'
+
+
+def test_secure_boot_guide(qemu, test_image, tmp_path, scenario_cleanup):
+    """The Windows 11-style guest boots the test kernel under the Secure Boot firmware, the
+    guide's checks of guest_info hold, and the removal leaves no NVRAM and no TPM state."""
+    scenario_cleanup(_sp('secure'))
+    swtpm = Path('/var/lib/libvirt/swtpm')
+    before = set(swtpm.iterdir()) if swtpm.is_dir() else set()
+    sp, changes = _run_scenario('secure', test_image, tmp_path)
+    assert changes['docs/docsite/rst/guide_secure_boot_tpm.rst#1 play 1 run 1']  # made and started it
+    assert changes['docs/docsite/rst/guide_secure_boot_tpm.rst#3 play 1 run 1']  # removed it
+    assert _names_with(qemu, sp) == []
+    assert not Path('/var/lib/libvirt/qemu/nvram/%swin11_VARS.fd' % sp).exists()
+    assert (set(swtpm.iterdir()) if swtpm.is_dir() else set()) <= before
 
 
 def test_kvm_fleet_guide_and_inventories(qemu, test_image, tmp_path, scenario_cleanup):

@@ -273,10 +273,45 @@ def test_running_guest_with_wait_for_agent_reads_its_running_configuration_once(
     ]
 
 
+def test_absent_names_the_tpm_state_and_nvram_a_guest_left_behind(tmp_path, monkeypatch):
+    """On the local qemu:///system, the swtpm state of a TPM the guest no longer has and the NVRAM
+    of its former UEFI firmware (libvirt's undefine does not know of them) are planned for
+    deletion with the guest, so that check mode names them too; a guest that still has them
+    leaves them to libvirt."""
+    import ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager as M
+
+    monkeypatch.setattr(M, 'SWTPM_DIR', str(tmp_path / 'swtpm'))
+    monkeypatch.setattr(M, 'NVRAM_DIR', str(tmp_path / 'nvram'))
+    uuid = '6fce0a1e-10d3-4deb-8a4e-b92279a9311d'
+    (tmp_path / 'swtpm' / uuid).mkdir(parents=True)
+    (tmp_path / 'nvram').mkdir()
+    (tmp_path / 'nvram' / 'g_VARS.fd').write_bytes(b'')
+    bios = domain(disks=()).replace('<name>g</name>', '<name>g</name><uuid>%s</uuid>' % uuid)
+
+    def plan(xml, uri):
+        client = PlanClient(StateDom(xml, libvirt.VIR_DOMAIN_SHUTOFF), state='absent', shutdown_timeout=5, force=False)
+        client.uri, client.is_local = uri, True
+        (step,) = GuestManager(client).plan().steps
+        return step
+
+    step = plan(bios, 'qemu:///system')
+    state, nvram = str(tmp_path / 'swtpm' / uuid), str(tmp_path / 'nvram' / 'g_VARS.fd')
+    assert step.args[-1] == [
+        (state, 'TPM state %s deleted (left by a TPM the guest no longer has)' % state),
+        (nvram, 'NVRAM %s deleted (left from when the guest had UEFI firmware)' % nvram),
+    ]
+    assert step.message[1:] == tuple(message for _path, message in step.args[-1])
+    has_them = bios.replace('<os>', "<os firmware='efi'>").replace(
+        '<devices>', "<devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
+    )
+    assert plan(has_them, 'qemu:///system').args[-1] == []
+    assert plan(bios, 'qemu:///session').args[-1] == []  # another driver keeps them elsewhere
+
+
 def test_absent_is_one_step_naming_what_it_removes():
     client = PlanClient(StateDom(domain()), state='absent', delete_volumes=True, shutdown_timeout=5, force=True)
     mgr = GuestManager(client)
     (step,) = mgr.plan().steps
     assert step.message == ("guest 'g' stopped", "guest 'g' undefined") and step.pending == ('undefine',)
-    assert step.args == ('g', 'running', [], 5, True)
+    assert step.args == ('g', 'running', [], 5, True, [])  # no leftovers: not qemu:///system
     assert client.warnings == ["disk vda of guest 'g' is not a storage volume libvirt knows; not deleted"]

@@ -13,6 +13,7 @@ guest up again) and returns ``False`` when a concurrent run had already made its
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
@@ -267,8 +268,10 @@ def _destroy(client, dom, name):
 # absent
 
 
-def remove(client, name, current, volume_paths, timeout, force):
-    """Stop and undefine the guest, then delete ``volume_paths`` (delete_volumes).
+def remove(client, name, current, volume_paths, timeout, force, leftovers=()):
+    """Stop and undefine the guest, then delete ``volume_paths`` (delete_volumes) and the
+    ``leftovers`` the plan found on this host, as (path, message): a removed TPM's state, the
+    NVRAM of a former UEFI guest (files libvirt's undefine no longer knows of).
 
     Reports what it made, in order. When a concurrent run removes the guest first, what this run
     did on the way (a shutdown request) is not reported (False): exactly one run reports the
@@ -299,6 +302,9 @@ def remove(client, name, current, volume_paths, timeout, force):
             ):
                 made.append('volume %s deleted' % path)
             left.remove(path)
+        for path, message in leftovers:
+            _delete_leftover(path)
+            made.append(message)
     except ObjectNotFound as exc:
         if undefined:  # something after our removal (a volume) is gone
             raise partly_made(exc, *made, not_done=['delete volume %s' % path for path in left]) from None
@@ -310,6 +316,16 @@ def remove(client, name, current, volume_paths, timeout, force):
         not_done = ['delete volume %s' % path for path in left] if undefined else None
         raise partly_made(exc, *(made + list(getattr(exc, 'partly_made', ()))), not_done=not_done) from None
     return Made(tuple(made))
+
+
+def _delete_leftover(path):
+    try:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    except OSError as exc:
+        raise OperationFailed('cannot delete %s: %s' % (path, exc.strerror or exc)) from None
 
 
 def _active(client, dom):
@@ -327,6 +343,7 @@ def _undefine(client, dom, name):
         'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE',
         'VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA',
         'VIR_DOMAIN_UNDEFINE_NVRAM',
+        'VIR_DOMAIN_UNDEFINE_TPM',  # the swtpm state (/var/lib/libvirt/swtpm/<uuid>), libvirt 8.9+
         'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
     ):
         flags |= getattr(lv, flag, 0)

@@ -17,6 +17,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import
     apply_boot,
     apply_seclabel,
     balloon_element,
+    check_secure_boot,
     check_topology,
     cpu_element,
     disk_element,
@@ -27,8 +28,12 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import
     rng_element,
     scsi_controller,
     serial_elements,
+    set_firmware_features,
+    set_smm,
+    tpm_element,
     validate_spec,
     video_element,
+    wanted_firmware,
 )
 
 
@@ -64,8 +69,12 @@ def build_domain(spec, domain_type, arch='x86_64'):
     if is_xen and os_type in ('xen', 'linux') and not machine:
         machine = 'xenpv'
     X.sub(os_node, 'type', os_type, arch=spec.get('arch') or arch, machine=machine)
-    if spec.get('firmware') == 'efi':
+    if wanted_firmware(spec) == 'efi':
         os_node.set('firmware', 'efi')
+        if spec.get('secure_boot') is not None:
+            # libvirt's firmware auto-selection picks the image with these features at start
+            keys = spec.get('enrolled_keys')
+            set_firmware_features(os_node, spec['secure_boot'], True if keys is None else keys)
     apply_boot(os_node, spec.get('boot') or {}, [])
     if os_type == 'hvm':
         features = X.sub(root, 'features')
@@ -73,6 +82,9 @@ def build_domain(spec, domain_type, arch='x86_64'):
         X.sub(features, 'apic')
         if is_xen:
             X.sub(features, 'pae')
+    if spec.get('secure_boot'):
+        check_secure_boot(root, spec)
+        set_smm(root)  # the Secure Boot firmware needs SMM
     cpu = spec.get('cpu')
     if cpu:
         root.append(cpu_element(cpu))
@@ -100,6 +112,9 @@ def build_domain(spec, domain_type, arch='x86_64'):
         agent = not is_xen
     if agent:
         devices.append(agent_channel())
+    tpm = spec.get('tpm')
+    if tpm is not None and tpm.get('state') != 'absent':
+        devices.append(tpm_element(tpm))
     graphics = graphics_element(spec.get('graphics'))
     if graphics is not None:
         devices.append(graphics)

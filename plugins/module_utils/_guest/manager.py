@@ -12,6 +12,8 @@ imports only when there is something to do: a run that changes nothing does not 
 from __future__ import annotations
 
 import copy
+import os
+from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -33,7 +35,16 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.options import TYPED_OPTIONS
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, volume_by_path
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
+    disk_sources,
+    is_efi,
+    tpm_summary,
+    volume_by_path,
+)
+
+# where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
+SWTPM_DIR = '/var/lib/libvirt/swtpm'
+NVRAM_DIR = '/var/lib/libvirt/qemu/nvram'
 
 # memory sizes above this are refused: no host has that much (the largest x86 and POWER systems
 # take 32-48 TiB); a bare number is MiB, so 1073741824 would be 1 PiB
@@ -970,16 +981,38 @@ class GuestManager(Manager):
         messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [
             "guest '%s' undefined" % self.name
         ]
+        leftovers = self._leftovers(root)
         plan.add(
-            tuple(messages + ['volume %s deleted' % path for path in paths]),
+            tuple(messages + ['volume %s deleted' % path for path in paths] + [pair[1] for pair in leftovers]),
             'remove',
             self.name,
             current,
             paths,
             self.params.get('shutdown_timeout'),
             self.params.get('force'),
+            leftovers,
             pending=tuple(['undefine'] + ['delete volume %s' % path for path in paths]),
         )
+
+    def _leftovers(self, root):
+        """[(path, message)]: what libvirt's undefine cannot remove because the definition no longer
+        names it: the swtpm state of a TPM removed from the guest (tpm.state: absent) and the NVRAM
+        of a guest switched from UEFI to BIOS (libvirt removes both only for a guest that has
+        them). Seen on this host's qemu:///system only, where libvirt keeps them."""
+        uri = urlsplit(self.client.uri or '')
+        if uri.scheme.split('+')[0] != 'qemu' or uri.path != '/system' or not self.client.is_local:
+            return []
+        found = []
+        uuid = X.findtext(root, 'uuid')
+        emulated = any(tpm_summary(node)[1] == 'emulator' for node in root.findall('devices/tpm'))
+        state = os.path.join(SWTPM_DIR, uuid or '')
+        if uuid and not emulated and os.path.isdir(state):
+            found.append((state, 'TPM state %s deleted (left by a TPM the guest no longer has)' % state))
+        os_node = root.find('os')
+        nvram = os.path.join(NVRAM_DIR, '%s_VARS.fd' % self.name)
+        if os_node is not None and not is_efi(os_node) and os.path.isfile(nvram):
+            found.append((nvram, 'NVRAM %s deleted (left from when the guest had UEFI firmware)' % nvram))
+        return found
 
     def _volume_paths(self, root):
         """The paths of the storage volumes of the guest's disks (delete_volumes); a disk that is

@@ -21,6 +21,8 @@ TYPED_OPTIONS = (
     'arch',
     'os_type',
     'firmware',
+    'secure_boot',
+    'enrolled_keys',
     'boot',
     'disks',
     'interfaces',
@@ -30,6 +32,7 @@ TYPED_OPTIONS = (
     'video',
     'rng',
     'balloon',
+    'tpm',
     'memory_backing',
     'seclabel',
     'title',
@@ -82,6 +85,8 @@ SPEC = ArgumentSpec(
         arch=dict(type='str'),
         os_type=dict(type='str', choices=['hvm', 'xen', 'linux']),
         firmware=dict(type='str', choices=['bios', 'efi']),
+        secure_boot=dict(type='bool'),
+        enrolled_keys=dict(type='bool'),
         boot=dict(
             type='dict',
             options=dict(
@@ -139,6 +144,14 @@ SPEC = ArgumentSpec(
         video=dict(type='str', choices=['none', 'virtio', 'qxl', 'vga', 'cirrus', 'bochs']),
         rng=dict(type='bool'),
         balloon=dict(type='bool'),
+        tpm=dict(
+            type='dict',
+            options=dict(
+                model=dict(type='str', default='tpm-crb', choices=['tpm-crb', 'tpm-tis']),
+                version=dict(type='str', default='2.0', choices=['2.0', '1.2']),
+                state=dict(type='str', default='present', choices=['present', 'absent']),
+            ),
+        ),
         memory_backing=dict(type='dict', options=dict(hugepages=dict(type='bool'), nosharepages=dict(type='bool'))),
         seclabel=dict(
             type='dict',

@@ -87,6 +87,59 @@ def agent_channels(devices):
 # XML -> plain data
 
 
+# libvirt's TPM version when the XML states none (libvirt 9.0: CRB is TPM 2.0 only)
+TPM_DEFAULT_VERSION = {'tpm-crb': '2.0', 'tpm-tis': '1.2', 'spapr-tpm-proxy': '2.0', 'tpm-spapr': '2.0'}
+# names of the firmware images that hold Microsoft's (or test) keys, by distribution:
+# Debian/Ubuntu *.ms.fd and *.snakeoil.fd, Fedora/RHEL *.secboot.fd (the variables), SUSE *-ms-*
+_ENROLLED = ('.ms.', '-ms', 'snakeoil', 'secboot', 'enrolled')
+# names of the Secure Boot builds of the firmware code (with SMM)
+_SECURE_CODE = ('.ms.', '-ms', 'snakeoil', 'secboot', 'secure', '.sb.')
+
+
+def is_efi(os_node):
+    return os_node.get('firmware') == 'efi' or os_node.find('loader') is not None
+
+
+def _basename(path):
+    return (path or '').strip().rsplit('/', 1)[-1].lower()
+
+
+def firmware_choice(os_node):
+    """What an ``<os>`` says of its UEFI firmware: ``(secure_boot, enrolled_keys)``, each True,
+    False or None (not stated: libvirt picks a firmware when the guest starts).
+
+    Firmware auto-selection states it as ``<firmware><feature name='secure-boot' .../>``; an
+    explicit (or, in the running configuration, resolved) ``<loader>`` states it by its image:
+    ``secure='yes'`` or a Secure Boot build (``OVMF_CODE_4M.ms.fd``, ``OVMF_CODE.secboot.fd``),
+    and the NVRAM template holds the enrolled keys or not (``OVMF_VARS_4M.ms.fd`` against
+    ``OVMF_VARS_4M.fd``)."""
+    features = {node.get('name'): node.get('enabled') == 'yes' for node in os_node.findall('firmware/feature')}
+    secure, keys = features.get('secure-boot'), features.get('enrolled-keys')
+    loader = os_node.find('loader')
+    if secure is None and loader is not None and (loader.text or '').strip():
+        name = _basename(loader.text)
+        secure = loader.get('secure') == 'yes' or any(tag in name for tag in _SECURE_CODE)
+    if secure and keys is None:
+        nvram = os_node.find('nvram')
+        template = nvram.get('template') if nvram is not None else None
+        if template:
+            keys = any(tag in _basename(template) for tag in _ENROLLED)
+    if secure is False:
+        keys = None  # no Secure Boot: no keys to speak of
+    return secure, keys
+
+
+def tpm_summary(node):
+    """(model, backend type, version) of a ``<tpm>``, with libvirt's defaults filled in."""
+    model = node.get('model') or 'tpm-tis'
+    backend = node.find('backend')
+    btype = backend.get('type') if backend is not None else None
+    version = backend.get('version') if backend is not None else None
+    if btype == 'emulator' and not version:
+        version = TPM_DEFAULT_VERSION.get(model, '2.0')
+    return model, btype, version
+
+
 def summarize(root):
     """Plain dict of a domain definition (for results and guest_info)."""
     os_type = root.find('os/type')
@@ -105,7 +158,13 @@ def summarize(root):
         disks=[],
         interfaces=[],
         guest_agent=False,
+        tpm=None,
     )
+    os_node = root.find('os')
+    if os_node is not None:
+        efi = is_efi(os_node)
+        secure, keys = firmware_choice(os_node) if efi else (False, None)
+        info.update(firmware='efi' if efi else 'bios', secure_boot=secure, enrolled_keys=keys)
     devices = root.find('devices')
     if devices is None:
         return info
@@ -142,6 +201,10 @@ def summarize(root):
             )
         )
     info['guest_agent'] = bool(agent_channels(devices))
+    tpm = devices.find('tpm')
+    if tpm is not None:
+        model, backend, version = tpm_summary(tpm)
+        info['tpm'] = dict(model=model, backend=backend, version=version)
     return info
 
 

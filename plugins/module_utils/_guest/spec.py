@@ -34,8 +34,11 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
     AGENT_CHANNEL,
     agent_channels,
+    firmware_choice,
+    is_efi,
     kib,
     place,
+    tpm_summary,
 )
 
 DISK_BUSES = ('virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc')
@@ -128,6 +131,13 @@ def validate_spec(spec):
                     'boot order %s is also given to %s' % (order, seen_orders[order]),
                 )
             seen_orders.setdefault(order, '%s[%d]' % (kind, index))
+    if spec.get('secure_boot') and spec.get('firmware') == 'bios':
+        raise InvalidParameter('secure_boot', 'needs UEFI firmware (firmware: efi), got firmware: bios')
+    if spec.get('enrolled_keys') is not None and spec.get('secure_boot') is not True:
+        raise InvalidParameter('enrolled_keys', 'only with secure_boot: true (the keys of the Secure Boot firmware)')
+    tpm = spec.get('tpm') or {}
+    if tpm.get('state') != 'absent' and tpm.get('model') == 'tpm-crb' and tpm.get('version') == '1.2':
+        raise InvalidParameter('tpm.version', 'the tpm-crb model is TPM 2.0 only: use model tpm-tis for TPM 1.2')
     boot = spec.get('boot') or {}
     if boot.get('initrd') and not boot.get('kernel'):
         raise InvalidParameter('boot.initrd', 'needs boot.kernel')
@@ -338,17 +348,20 @@ def apply_spec(root, spec, domain_type=None):
                 _readdress_for_chipset(root, value)
             type_node.set(attr, value)
             changes.append(Change(option, '%s -> %s' % (option, value)))
-    if spec.get('firmware'):
-        current = 'efi' if (os_node.get('firmware') == 'efi' or os_node.find('loader') is not None) else 'bios'
-        if current != spec['firmware']:
-            if spec['firmware'] == 'efi':
+    firmware = wanted_firmware(spec)
+    if firmware:
+        current = 'efi' if is_efi(os_node) else 'bios'
+        if current != firmware:
+            if firmware == 'efi':
                 os_node.set('firmware', 'efi')
             else:
                 os_node.attrib.pop('firmware', None)
                 for tag in ('loader', 'nvram'):
                     for node in os_node.findall(tag):
                         os_node.remove(node)
-            changes.append(Change('firmware', 'firmware -> %s' % spec['firmware']))
+            changes.append(Change('firmware', 'firmware -> %s' % firmware))
+    if spec.get('secure_boot') is not None:
+        _apply_secure_boot(root, os_node, spec, changes)
     if spec.get('boot'):
         apply_boot(os_node, spec['boot'], changes)
     if spec.get('cpu'):
@@ -393,6 +406,8 @@ def apply_spec(root, spec, domain_type=None):
         _apply_single(
             devices, 'memballoon', balloon_element(spec['balloon']), changes, match_attr='model', keep_missing=False
         )
+    if spec.get('tpm') is not None:
+        _apply_tpm(devices, spec['tpm'], changes)
     if any(dev.find('boot') is not None for dev in devices) and not (spec.get('boot') or {}).get('order'):
         # per-device boot order excludes <os><boot>: what is left there is libvirt's default (hd)
         for node in os_node.findall('boot'):
@@ -601,6 +616,149 @@ def _apply_vcpus(root, spec, changes):
         node.set('current', str(new_cur))
     if new_cur != have_cur:
         changes.append(Change('vcpus', 'vCPUs %d -> %d' % (have_cur, new_cur), live=new_max == have_max))
+
+
+# ---------------------------------------------------------------------------------------------
+# UEFI firmware, Secure Boot and the TPM
+
+
+def wanted_firmware(spec):
+    """The firmware the options ask for: ``firmware``, else UEFI when ``secure_boot`` is true."""
+    return spec.get('firmware') or ('efi' if spec.get('secure_boot') else None)
+
+
+def _apply_secure_boot(root, os_node, spec, changes):
+    """``secure_boot`` (and ``enrolled_keys``): the firmware's features for libvirt's firmware
+    auto-selection and SMM, which the Secure Boot firmware needs. A UEFI guest whose XML states
+    another choice already is refused: its NVRAM variables (made from the old firmware's
+    template at its first start, with or without keys) are kept by libvirt, so the change would
+    not take effect."""
+    secure = spec['secure_boot']
+    if not is_efi(os_node):
+        return  # BIOS: no Secure Boot (secure_boot: true makes it UEFI first, see wanted_firmware)
+    have_secure, have_keys = firmware_choice(os_node)
+    keys = None
+    if secure:
+        keys = spec.get('enrolled_keys')
+        if keys is None:
+            keys = have_keys if have_secure and have_keys is not None else True
+        _check_q35(root, spec)
+    name = spec.get('name') or 'the guest'
+    if have_secure is not None and have_secure != secure:
+        raise InvalidParameter(
+            'secure_boot',
+            "guest '%s' has UEFI firmware %s Secure Boot: changing that on an existing guest is refused, "
+            "because its NVRAM variables (made from the old firmware's template) stay as they are and the "
+            'change would not take effect; remove the guest (state: absent deletes its NVRAM) and create it again'
+            % (name, 'with' if have_secure else 'without'),
+        )
+    if secure and have_keys is not None and have_keys != keys:
+        raise InvalidParameter(
+            'enrolled_keys',
+            "guest '%s' has Secure Boot firmware %s enrolled keys: changing that on an existing guest is refused, "
+            'because the keys live in its NVRAM variables, which stay as they are; remove the guest '
+            '(state: absent deletes its NVRAM) and create it again' % (name, 'with' if have_keys else 'without'),
+        )
+    messages = []
+    if have_secure is None or (secure and have_keys is None):
+        set_firmware_features(os_node, secure, keys)
+        messages.append(
+            'UEFI firmware -> Secure Boot %s%s'
+            % ('on' if secure else 'off', (', enrolled keys %s' % ('on' if keys else 'off')) if secure else '')
+        )
+    if secure and _is_x86(root) and not _smm_on(root):
+        set_smm(root)
+        messages.append('SMM on (for Secure Boot)')
+    if messages:
+        changes.append(Change('secure_boot', '; '.join(messages)))
+
+
+def set_firmware_features(os_node, secure, keys):
+    """State the Secure Boot choice as ``<firmware>`` features (libvirt's auto-selection)."""
+    firmware = os_node.find('firmware')
+    if firmware is None:
+        firmware = X.sub(os_node, 'firmware')
+    for node in firmware.findall('feature'):
+        if node.get('name') in ('secure-boot', 'enrolled-keys'):
+            firmware.remove(node)
+    if secure:
+        X.sub(firmware, 'feature', enabled=bool(keys), name='enrolled-keys')
+    X.sub(firmware, 'feature', enabled=bool(secure), name='secure-boot')
+    _order_os(os_node)
+
+
+def _is_x86(root):
+    type_node = root.find('os/type')
+    return (type_node.get('arch') if type_node is not None else None) in (None, 'x86_64', 'i686')
+
+
+def _smm_on(root):
+    smm = root.find('features/smm')
+    return smm is not None and smm.get('state', 'on') == 'on'
+
+
+def set_smm(root):
+    features = root.find('features')
+    if features is None:
+        features = X.element('features')
+        _insert_after(root, features, ('os',))
+    for node in features.findall('smm'):
+        features.remove(node)
+    X.sub(features, 'smm', state='on')
+
+
+def _check_q35(root, spec):
+    """Secure Boot on x86 needs SMM, which QEMU has on q35 machines only."""
+    if not _is_x86(root):
+        return
+    type_node = root.find('os/type')
+    machine = type_node.get('machine') if type_node is not None else None
+    if machine_family(machine) not in ('pc-q35', 'q35'):
+        raise InvalidParameter(
+            'secure_boot',
+            'needs a q35 machine (machine: q35): the Secure Boot firmware needs SMM, which QEMU has on q35 '
+            "only; the guest's machine is %s" % (machine or "the hypervisor's default (pc, i440fx)"),
+        )
+
+
+def check_secure_boot(root, spec):
+    """The checks of a new guest's Secure Boot (``build_domain``)."""
+    if spec.get('secure_boot'):
+        _check_q35(root, spec)
+
+
+def tpm_element(tpm):
+    """A TPM emulated by swtpm (libvirt keeps its state in /var/lib/libvirt/swtpm/<uuid>)."""
+    node = X.element('tpm', model=tpm.get('model') or 'tpm-crb')
+    X.sub(node, 'backend', type='emulator', version=tpm.get('version') or '2.0')
+    return node
+
+
+def _apply_tpm(devices, tpm, changes):
+    have = devices.findall('tpm')
+    if tpm.get('state') == 'absent':
+        for node in have:
+            devices.remove(node)
+        if have:
+            changes.append(Change('tpm', 'TPM removed'))
+        return
+    want = tpm_element(tpm)
+    wanted = tpm_summary(want)
+    if len(have) == 1 and tpm_summary(have[0]) == wanted:
+        return
+    for node in have:
+        btype, version = tpm_summary(node)[1:]
+        if btype == 'emulator' and version != wanted[2]:
+            raise InvalidParameter(
+                'tpm.version',
+                'the guest has an emulated TPM %s: its state (the keys in it) is for that version and cannot '
+                'be converted to TPM %s; give tpm.version: %s, or remove the TPM first (tpm.state: absent)'
+                % (version, wanted[2], version),
+            )
+    for node in have:
+        devices.remove(node)
+    place(devices, want, 'tpm')
+    changes.append(Change('tpm', 'TPM -> %s %s (emulator)' % wanted[::2]))
 
 
 def apply_boot(os_node, boot, changes):
