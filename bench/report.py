@@ -161,6 +161,16 @@ def targets(results):
                     None,
                 )
             )
+        for other in p6.get('others', {}).values():
+            rows.append(
+                (
+                    'P6',
+                    'the same over %s - reported, not the target' % other['uri'],
+                    '(≤ %.1f×)' % TARGETS['p6_ratio'],
+                    _x(other['ratio']),
+                    None,
+                )
+            )
     p7 = results.get('p7')
     if p7:
         size = p7['table_size']
