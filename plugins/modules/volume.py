@@ -22,7 +22,7 @@ description:
   - A new volume in a V(dir), V(fs) or V(netfs) pool on a local connection is written by the module itself
     into the file libvirt created (owner, mode and label are libvirt's), with a sparse-aware local copy (data found
     with C(SEEK_DATA)/C(SEEK_HOLE), copied with C(copy_file_range) where the kernel can, holes stay holes). Nothing
-    else reads the image, unless O(checksum) is given: then it is verified while it is copied. Everything else
+    else reads the image, unless O(checksum) is given; then it is verified while it is copied. Everything else
     (remote connections, block-based pools,
     content replaced in an existing volume, a daemon that sees other files than the module, for example in a
     container) goes through libvirt's stream API and keeps holes as holes (sparse streams).
@@ -55,12 +55,13 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target. To predict
-      an upload it reads O(src) (or downloads O(url) to a temporary file) and compares.
+      an upload it compares the identity of O(src) with the record (and verifies O(checksum)), or downloads O(url)
+      to a temporary file and compares.
     support: full
   diff_mode:
     description: >-
       Returns the volume XML before and after; uploads show what was recorded of their content as a first
-      comment line: the O(checksum) (C(sha256:...)), else for O(src) the source's identity
+      comment line, the O(checksum) (C(sha256:...)), else for O(src) the source's identity
       (C(source-stat:size=...,mtime_ns=...)),
       for O(url) a content digest (C(sparse-sha256-tree4m:...); C(sparse-sha256:...) from earlier versions).
     support: full
@@ -150,7 +151,7 @@ options:
   src:
     description:
       - Image file on the managed host to upload into the volume. qcow2 images with a backing file are refused.
-      - Without O(checksum) the file is not hashed: a re-run compares its device, inode, size and modification
+      - Without O(checksum) the file is not hashed; a re-run compares its device, inode, size and modification
         time with those recorded at the upload and imports it again when one differs.
     type: path
     version_added: 0.1.0
@@ -177,7 +178,7 @@ options:
         the task and leaves no volume and no changed content.
       - For a new volume from O(src) on a local connection the file is hashed while it is copied (a mismatch
         removes the new volume again); otherwise it is hashed before anything changes. The hash covers every
-        byte, holes included (as C(sha256sum) does): on a sparse image this costs more than the copy.
+        byte, holes included (as C(sha256sum) does), so on a sparse image this costs more than the copy.
       - With O(src), a re-run whose file changed identity (a C(touch), a copy) hashes it and uploads only when
         the checksum differs from the recorded one.
       - The checksum is that of the file as published (the compressed file for a C(.xz) image), as
