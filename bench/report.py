@@ -725,6 +725,13 @@ def _p6(w, p6):
             )
         )
         w('')
+    if p6.get('others'):
+        w(
+            "%s: libvirt's own transports to the same daemons, which listen on their host's veth address only "
+            '(no `ssh` process per connection).'
+            % '; '.join('*%s*: `%s`' % (name, o['uri']) for name, o in p6['others'].items())
+        )
+        w('')
     w(
         '| transport | hosts | guests | serial (s) | parallel (s) | slowest single host (s) '
         '| parallel ÷ slowest | serial ÷ parallel | floor: bare connections in parallel (s) | parallel ÷ floor |'
