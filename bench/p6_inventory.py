@@ -20,7 +20,9 @@ qemu:///system (3 hosts, UNIX sockets). The plugin runs in-process as Ansible ru
 With the fleet, every SSH read is measured over three ``ssh_config``s (transports): ``ssh``, the
 fleet's own (cold: a new SSH connection per libvirt connection; the target's row), ``ssh-fast``
 (cold, a cheaper key exchange and cipher) and ``ssh-mux`` (``ControlMaster``/``ControlPersist``:
-warm, the untimed warm-up round opens each host's master) - see ``SSH_VARIANTS``.
+warm, the untimed warm-up round opens each host's master) - see ``SSH_VARIANTS``; and over libvirt's
+own ``qemu+tcp://`` transport to the same daemons (``tcp``: no ssh client per connection; the
+fleet's daemons listen on their veth address only) - see ``OTHER_TRANSPORTS``.
 
 Target (issue 17): all hosts in parallel in at most 1.5x the slowest single host's listing.
 Nothing here asserts on timings. Alone: ``python bench/p6_inventory.py [--hosts 4 --guests 1000
@@ -62,6 +64,11 @@ TARGET_RATIO = 1.5
 SSH_VARIANTS = {
     'ssh-fast': ['Ciphers aes128-gcm@openssh.com', 'KexAlgorithms curve25519-sha256', 'Compression no'],
     'ssh-mux': ['ControlMaster auto', 'ControlPath DIR/cm-%C', 'ControlPersist 600'],
+}
+# transports other than ssh measured on the same daemons (reported beside the target's row)
+OTHER_TRANSPORTS = {
+    'tcp': 'qemu+tcp://ADDRESS/system (listen_tcp on the veth address only, auth_tcp none)',
+    'tls': 'qemu+tls://ADDRESS/system (the fleet CA, client certificate required, veth address only)',
 }
 
 
@@ -106,6 +113,12 @@ class Hosts:
         for variant in SSH_VARIANTS:
             command = self._ssh_variant(variant)
             self.transports[variant] = ['%s&command=%s' % (host.ssh_uri, command) for host in self.fleet.hosts]
+        # libvirt's own TCP transport to the same daemons (fleet.sh: listen_tcp on the host's veth
+        # address only, auth none; the fleet's bridge has no route off the machine): no ssh client
+        # process and no cipher per connection, what a host's daemon costs alone
+        self.transports['tcp'] = [host.tcp_uri for host in self.fleet.hosts]
+        if all(host.tls_uri for host in self.fleet.hosts):  # the fleet's CA, client certificates required
+            self.transports['tls'] = [host.tls_uri for host in self.fleet.hosts]
         self.transports['unix'] = list(self.admin)
         return self
 
@@ -382,6 +395,9 @@ def measure(hosts=4, guests=1000, reps=5):
     variants = {
         name: dict(ratio=full[name]['ratio'], options=SSH_VARIANTS[name]) for name in SSH_VARIANTS if name in full
     }
+    others = {
+        name: dict(ratio=full[name]['ratio'], uri=OTHER_TRANSPORTS[name]) for name in OTHER_TRANSPORTS if name in full
+    }
     return dict(
         kind=fleet.kind,
         hosts=count,
@@ -401,6 +417,7 @@ def measure(hosts=4, guests=1000, reps=5):
         ),
         target=dict(transport=target['transport'], ratio=target['ratio'], limit=TARGET_RATIO),
         variants=variants,
+        others=others,
         cores=os.cpu_count(),
     )
 
@@ -539,6 +556,8 @@ def main():
     print('target: parallel <= %.1fx the slowest single host: %.2fx' % (TARGET_RATIO, p6['target']['ratio']))
     for name, item in p6.get('variants', {}).items():
         print('%s (%s): parallel / slowest single host %.2fx' % (name, '; '.join(item['options']), item['ratio']))
+    for name, item in p6.get('others', {}).items():
+        print('%s (%s): parallel / slowest single host %.2fx' % (name, item['uri'], item['ratio']))
 
 
 if __name__ == '__main__':

@@ -161,6 +161,16 @@ def targets(results):
                     None,
                 )
             )
+        for other in p6.get('others', {}).values():
+            rows.append(
+                (
+                    'P6',
+                    'the same over %s - reported, not the target' % other['uri'],
+                    '(≤ %.1f×)' % TARGETS['p6_ratio'],
+                    _x(other['ratio']),
+                    None,
+                )
+            )
     p7 = results.get('p7')
     if p7:
         size = p7['table_size']
@@ -617,7 +627,8 @@ def _p4(w, p4):
         "module's figure is its task time minus the mean of the pings (the floor every task pays). Beside it "
         "`cp --sparse=always` into the same directory, and libvirt's own client importing through the stream API "
         '(`virsh vol-create-as` + `vol-upload --sparse`, what a remote connection does); %d repetitions, rotated '
-        "order, page cache warm. Every copy was verified against the source's sha256 (`%s…`): %s."
+        'order, page cache warm, an untimed `sync` before every timed item. Every copy was verified against the '
+        "source's sha256 (`%s…`): %s."
         % (
             _size(p4['size']),
             _size(p4['data']),
@@ -643,6 +654,11 @@ def _p4(w, p4):
         w(
             '| `virsh vol-create-as` + `vol-upload --sparse` | %s | %s |'
             % (_st(p4['virsh']), _x(p4['virsh']['median'] / cp))
+        )
+    if p4.get('checksum'):
+        w(
+            '| the same task with `checksum=sha256:…` (verified while copied) − ping floor | %s | %s |'
+            % (_st(p4['checksum']), _x(p4['checksum']['median'] / cp))
         )
     if p4.get('community'):
         w('| community.libvirt | – | cannot import |')
@@ -707,6 +723,13 @@ def _p6(w, p6):
                 '*%s*: `%s`' % (name, '`, `'.join(v['options']).replace('DIR/', '<private dir>/'))
                 for name, v in p6['variants'].items()
             )
+        )
+        w('')
+    if p6.get('others'):
+        w(
+            "%s: libvirt's own transports to the same daemons, which listen on their host's veth address only "
+            '(no `ssh` process per connection).'
+            % '; '.join('*%s*: `%s`' % (name, o['uri']) for name, o in p6['others'].items())
         )
         w('')
     w(

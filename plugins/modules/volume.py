@@ -21,18 +21,23 @@ description:
     module C(zstandard) on the managed host.
   - A new volume in a V(dir), V(fs) or V(netfs) pool on a local connection is written by the module itself
     into the file libvirt created (owner, mode and label are libvirt's), with a sparse-aware local copy (data found
-    with C(SEEK_DATA)/C(SEEK_HOLE), copied with C(copy_file_range) where the kernel can, holes stay holes). Its
-    content digest is measured while it is copied. Everything else (remote connections, block-based pools,
+    with C(SEEK_DATA)/C(SEEK_HOLE), copied with C(copy_file_range) where the kernel can, holes stay holes). Nothing
+    else reads the image, unless O(checksum) is given; then it is verified while it is copied. Everything else
+    (remote connections, block-based pools,
     content replaced in an existing volume, a daemon that sees other files than the module, for example in a
     container) goes through libvirt's stream API and keeps holes as holes (sparse streams).
   - When O(format) (or the format of an existing volume) differs from the image's (a qcow2 image into a raw
     volume or the other way round), the image is converted with C(qemu-img convert) on the managed host
     (package C(qemu-utils)), straight into a new volume's file on a local connection, else into a temporary
     file that is then uploaded.
-  - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when the
-    content of O(src)/O(url) differs from what was uploaded before. The module records each upload (a
-    digest of the content that skips holes, so a sparse image is hashed without reading them) in a small
-    JSON file on the managed host, in C(/var/lib/virtops-libvirt/volume-uploads/) (set
+  - Idempotent. An existing volume is not cloned or uploaded again. Its content is replaced only when
+    O(src)/O(url) changed since it was uploaded. An O(src) counts as changed, as in C(make) and rsync's quick
+    check, when its device, inode, size or modification time (nanoseconds) differ from the recorded ones
+    (C(chmod), C(chown) or a hard link do not count); so a C(touch) or a copy of the same file imports it again.
+    With O(checksum), a source whose identity changed is hashed and imported again only when its checksum
+    differs from the recorded one. A O(url) upload records a digest of the content that skips holes. The
+    module records each upload in a small JSON file on the managed host, in
+    C(/var/lib/virtops-libvirt/volume-uploads/) (set
     E(VIRTOPS_LIBVIRT_STATE_DIR) to move it). libvirt keeps no metadata for volumes. A volume without a
     record (or one deleted and created again outside this module) is compared byte for byte with the source
     and adopted when equal.
@@ -50,12 +55,15 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target. To predict
-      an upload it reads O(src) (or downloads O(url) to a temporary file) and compares.
+      an upload it compares the identity of O(src) with the record (and verifies O(checksum)), or downloads O(url)
+      to a temporary file and compares.
     support: full
   diff_mode:
     description: >-
-      Returns the volume XML before and after; uploads show the content digest (C(sparse-sha256-tree4m:...);
-      C(sparse-sha256:...) for volumes uploaded by versions before it) as a first comment line.
+      Returns the volume XML before and after; uploads show what was recorded of their content as a first
+      comment line, the O(checksum) (C(sha256:...)), else for O(src) the source's identity
+      (C(source-stat:size=...,mtime_ns=...)),
+      for O(url) a content digest (C(sparse-sha256-tree4m:...); C(sparse-sha256:...) from earlier versions).
     support: full
   idempotent:
     description: Running the same task twice changes nothing the second time.
@@ -143,6 +151,8 @@ options:
   src:
     description:
       - Image file on the managed host to upload into the volume. qcow2 images with a backing file are refused.
+      - Without O(checksum) the file is not hashed; a re-run compares its device, inode, size and modification
+        time with those recorded at the upload and imports it again when one differs.
     type: path
     version_added: 0.1.0
   url:
@@ -163,9 +173,14 @@ options:
     version_added: 0.1.0
   checksum:
     description:
-      - Expected checksum of the download, C(<algorithm>:<hex digest>), for example
+      - Expected checksum of the download or of the O(src) file, C(<algorithm>:<hex digest>), for example
         V(sha256:9f86d081884c7d65...). Algorithms md5, sha1, sha224, sha256, sha384, sha512. A mismatch fails
-        the task before anything changes.
+        the task and leaves no volume and no changed content.
+      - For a new volume from O(src) on a local connection the file is hashed while it is copied (a mismatch
+        removes the new volume again); otherwise it is hashed before anything changes. The hash covers every
+        byte, holes included (as C(sha256sum) does), so on a sparse image this costs more than the copy.
+      - With O(src), a re-run whose file changed identity (a C(touch), a copy) hashes it and uploads only when
+        the checksum differs from the recorded one.
       - The checksum is that of the file as published (the compressed file for a C(.xz) image), as
         distributions list them in their C(SHA256SUMS).
     type: str

@@ -56,6 +56,7 @@ class FleetHost(Host):
 
     hostname: str = ''  # virtops-RUN-hI: its hostname, libvirt's hostname, the inventory host name
     ssh_uri: str = ''  # qemu+ssh://root@ADDRESS/system?keyfile=...&no_verify=1 - from the root namespace
+    tls_uri: str = ''  # qemu+tls://ADDRESS/system?pkipath=STATE/pki ('' without certtool)
     fleet: Fleet = field(default=None, repr=False, compare=False)
 
     def open_ssh(self):
@@ -162,6 +163,7 @@ class Fleet:
                     uri=self.facts[key + 'URI'],
                     ssh_uri=self.facts[key + 'SSH_URI'],
                     tcp_uri=self.facts[key + 'TCP_URI'],
+                    tls_uri=self.facts.get(key + 'TLS_URI', ''),
                     state_dir=self.facts[key + 'STATE'],
                     fleet=self,
                 )

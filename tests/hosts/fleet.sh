@@ -29,6 +29,12 @@
 # known_hosts file for 169.254.K.* (removed by `stop`). Remote libvirt access over SSH runs
 # virt-ssh-helper on the host, which connects to qemu:///system there.
 #
+# TLS: when certtool (gnutls-bin) is there, a per-fleet CA (STATE/pki, expires in 2 days) signs
+# a server certificate per host (its address and hostname) and one client certificate; each
+# libvirtd then also listens for qemu+tls:// on its host's address only (port 16514, client
+# certificates required), and the facts give TLS_URI=qemu+tls://ADDRESS/system?pkipath=STATE/pki.
+# qemu+tcp:// (port 16509, no authentication) listens on the same address only.
+#
 # Must run as root. Everything is named after RUN_ID ([a-z0-9]{1,8}); N is 1-16.
 set -euo pipefail
 
@@ -80,9 +86,15 @@ write_configs() {
     fleet=$(fleet_dir "${run}")
     mkdir -p "${dir}"/{etc,lib/images,log/qemu,cache,sock,ssh}
     chmod 0700 "${dir}/sock" "${dir}/ssh"
+    local tls=0 pki
+    pki="${fleet}/pki/${host}"
+    [[ -f ${pki}/servercert.pem ]] && tls=1
     cat >"${dir}/etc/libvirtd.conf" <<EOF
 # virtops fleet host ${run}-${host} (tests/hosts/fleet.sh)
-listen_tls = 0
+listen_tls = ${tls}
+key_file = "${pki}/serverkey.pem"
+cert_file = "${pki}/servercert.pem"
+ca_file = "${fleet}/pki/cacert.pem"
 listen_tcp = 1
 listen_addr = "169.254.${k}.${index}"
 auth_tcp = "none"
@@ -235,6 +247,35 @@ Host 169.254.${k}.*
 EOF
 }
 
+# A CA for the fleet, a client certificate for the controller and a server certificate per
+# host (RSA: libvirt wants key encipherment). Without certtool the fleet has no TLS.
+write_fleet_tls() {
+    local run=$1 k=$2 count=$3 pki index host
+    command -v certtool >/dev/null || { log "no certtool: no qemu+tls:// (apt-get install gnutls-bin)"; return 0; }
+    pki="$(fleet_dir "${run}")/pki"
+    mkdir -p "${pki}"
+    chmod 0700 "${pki}"
+    certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "${pki}/cakey.pem" 2>/dev/null
+    printf 'cn = virtops fleet %s CA\nca\ncert_signing_key\nexpiration_days = 2\n' "${run}" >"${pki}/ca.info"
+    certtool --generate-self-signed --load-privkey "${pki}/cakey.pem" --template "${pki}/ca.info" \
+        --outfile "${pki}/cacert.pem" 2>/dev/null
+    certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "${pki}/clientkey.pem" 2>/dev/null
+    printf 'cn = virtops fleet %s controller\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n' \
+        "${run}" >"${pki}/client.info"
+    certtool --generate-certificate --load-privkey "${pki}/clientkey.pem" --load-ca-certificate "${pki}/cacert.pem" \
+        --load-ca-privkey "${pki}/cakey.pem" --template "${pki}/client.info" --outfile "${pki}/clientcert.pem" 2>/dev/null
+    for ((index = 1; index <= count; index++)); do
+        host="h${index}"
+        mkdir -p "${pki}/${host}"
+        certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "${pki}/${host}/serverkey.pem" 2>/dev/null
+        printf 'cn = virtops-%s-%s\ndns_name = virtops-%s-%s\nip_address = 169.254.%s.%d\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' \
+            "${run}" "${host}" "${run}" "${host}" "${k}" "${index}" >"${pki}/${host}/server.info"
+        certtool --generate-certificate --load-privkey "${pki}/${host}/serverkey.pem" \
+            --load-ca-certificate "${pki}/cacert.pem" --load-ca-privkey "${pki}/cakey.pem" \
+            --template "${pki}/${host}/server.info" --outfile "${pki}/${host}/servercert.pem" 2>/dev/null
+    done
+}
+
 cmd_start() {
     local run=$1 count=$2 owner=${3:-${PPID}} host fleet k index pids=() pid failed=0
     check_run_id "${run}"
@@ -270,6 +311,7 @@ cmd_start() {
         done
     } >"${fleet}/etc-hosts"
     write_fleet_ssh "${run}" "${k}"
+    write_fleet_tls "${run}" "${k}" "${count}" || { log "TLS certificates failed: no qemu+tls://"; rm -rf "${fleet}/pki"; }
     start_network "${run}" "${k}"
     # every host at once: configs, host keys, daemons
     index=0
@@ -328,6 +370,9 @@ cmd_facts() {
         printf '%s_SSH_URI=qemu+ssh://root@169.254.%s.%d/system?keyfile=%s/ssh/id_ed25519&no_verify=1\n' \
             "${host^^}" "${k}" "${index}" "${fleet}"
         printf '%s_TCP_URI=qemu+tcp://169.254.%s.%d/system\n' "${host^^}" "${k}" "${index}"
+        if [[ -f ${fleet}/pki/${host}/servercert.pem ]]; then
+            printf '%s_TLS_URI=qemu+tls://169.254.%s.%d/system?pkipath=%s/pki\n' "${host^^}" "${k}" "${index}" "${fleet}"
+        fi
         printf '%s_STATE=%s\n' "${host^^}" "$(state_dir "${run}" "${host}")"
     done
 }

@@ -167,6 +167,33 @@ def test_hosts_answer_over_ssh_on_their_own_network_only(fleet, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == h1.hostname, proc.stderr
 
 
+def test_libvirt_tcp_and_tls_listen_on_the_hosts_address_only(fleet, tmp_path):
+    """Each libvirtd also listens for qemu+tcp:// (16509) and qemu+tls:// (16514) - on its own
+    veth address only. TLS checks both sides: the server's certificate (the fleet's CA, the host's
+    address) and the client's (no client certificate, no connection)."""
+    for host in fleet.hosts:
+        assert host.tls_uri, 'the fleet has no TLS (certtool missing?)'
+        for uri in (host.tcp_uri, host.tls_uri):
+            conn = libvirt.open(uri)
+            try:
+                assert conn.getHostname() == host.hostname
+            finally:
+                conn.close()
+        listening = subprocess.run(
+            [*host.exec_prefix(), 'ss', '-Hltn', '( sport = :16509 or sport = :16514 )'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert sorted(f for f in listening if ':165' in f) == ['%s:%d' % (host.address, p) for p in (16509, 16514)]
+    # the CA only, no client certificate: refused
+    host = fleet.hosts[0]
+    pki = host.tls_uri.split('pkipath=', 1)[1]
+    (tmp_path / 'cacert.pem').write_bytes(Path(pki, 'cacert.pem').read_bytes())
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open(host.tls_uri.replace(pki, str(tmp_path)))
+
+
 def test_fleet_playbook_sets_up_every_host_then_changes_nothing(fleet, provisioned):
     """kvm_host (pool + isolated network) and the guests of every host, over SSH with forks;
     the re-run reports changed=0 on every host."""

@@ -182,7 +182,7 @@ def test_raw_src_into_qcow2_and_compressed_src(dir_pool, tmp_path):
 def test_local_copy_keeps_holes_and_libvirts_permissions(dir_pool, tmp_path):
     """A new volume on a local connection is written by the sparse local copy into the file
     libvirt created: the mode asked for (libvirt's), the bytes, no block where the source has a
-    hole; the upload record holds the digest measured while copying."""
+    hole; the upload record holds the source's identity (no digest: nothing but the copy reads it)."""
     p = dir_pool.name()
     extents = [(i * 8 * MiB + 4096, os.urandom(MiB // 2)) for i in range(8)]
     src = sparse_file(tmp_path / 'img.raw', 64 * MiB, extents)
@@ -192,7 +192,7 @@ def test_local_copy_keeps_holes_and_libvirts_permissions(dir_pool, tmp_path):
     with open(path, 'rb') as a, open(src, 'rb') as b:
         assert a.read() == b.read()
     assert file_blocks(path) <= file_blocks(src)
-    assert real['diff']['after'].startswith('<!-- content: sparse-sha256-tree4m:')
+    assert real['diff']['after'].startswith('<!-- content: source-stat:size=%d,' % (64 * MiB))
 
 
 def test_wrongly_named_image_fails_naming_the_option(dir_pool, http_server, tmp_path):
@@ -207,3 +207,51 @@ def test_wrongly_named_image_fails_naming_the_option(dir_pool, http_server, tmp_
     res = failed(run('volume', dict(pool=p, name='n.raw', src=str(bad))), 'src')
     assert 'truncated' in res['msg']
     assert snapshot(dir_pool) == before
+
+
+def test_src_rerun_is_decided_by_identity_or_checksum(dir_pool, tmp_path):
+    """Without checksum a re-run compares the source's device, inode, size and mtime (make,
+    rsync): chmod leaves it unchanged, a touch imports it again. With checksum a new volume is
+    verified while it is copied, a mismatch (check mode and real) leaves no volume, and a touched
+    source with the same checksum is unchanged."""
+    p = dir_pool.name()
+    src = sparse_file(tmp_path / 'q.raw', 16 * MiB, [(0, os.urandom(MiB)), (9 * MiB, b'tail')])
+    args = dict(pool=p, name='q.raw', src=str(src))
+    converge(dir_pool, args)
+    path = vol(dir_pool, 'q.raw').path()
+    with open(path, 'r+b') as handle:  # what a guest writes
+        handle.seek(12 * MiB)
+        handle.write(b'guest data')
+    os.chmod(src, 0o600)
+    os.link(src, tmp_path / 'q.link')
+    assert not ok(run('volume', args))['changed']
+    os.utime(src)
+    for check in (True, False):
+        res = ok(run('volume', args, check=check))
+        assert res['changed'] and 'content replaced' in res['actions'][0], res
+    with open(path, 'rb') as a, open(src, 'rb') as b:
+        assert a.read() == b.read()
+
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    before = snapshot(dir_pool)
+    for check in (True, False):
+        res = failed(
+            run('volume', dict(pool=p, name='c.raw', src=str(src), checksum='sha256:' + 'f' * 64), check=check),
+            'checksum',
+        )
+        assert 'mismatch' in res['msg'] and not res.get('changed'), res
+        assert snapshot(dir_pool) == before
+    good = dict(pool=p, name='c.raw', src=str(src), checksum='sha256:' + digest)
+    real = converge(dir_pool, good)
+    assert real['diff']['after'].startswith('<!-- content: sha256:%s -->' % digest)
+    with open(vol(dir_pool, 'c.raw').path(), 'rb') as a, open(src, 'rb') as b:
+        assert a.read() == b.read()
+    os.utime(src)  # same checksum: hashed again, unchanged
+    for check in (True, False):
+        res = ok(run('volume', good, check=check))
+        assert not res['changed'], res
+    # another checksum for the same file: fails, the volume is untouched
+    kept = snapshot(dir_pool)
+    failed(run('volume', dict(good, checksum='sha256:' + '0' * 64)), 'checksum')
+    assert snapshot(dir_pool) == kept
+    failed(run('volume', dict(pool=p, name='x.raw', capacity='1MiB', checksum='sha256:' + digest)), 'checksum')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import lzma
 import os
 import shutil
@@ -139,15 +140,34 @@ def test_sparse_copy_fallback_writes_no_zero_blocks(work, monkeypatch):
     assert data_ranges(dst) == [(4 * MiB, 5 * MiB)]
 
 
-def test_fill_local_measures_the_digest_while_copying(work):
+def test_fill_local_copies_without_reading_for_a_digest(work, monkeypatch):
+    """Without a checksum the import is the copy alone: nothing hashes the data."""
     src, dst = work / 'src', work / 'dst'
     size = make(src, 300, [(3, 20, 1), (200, 50, 2), (100, 1, 0)], 17, 7)
     dst.write_bytes(b'')
     os.truncate(dst, size)
     identity = VC.file_identity(os.stat(src))
-    digest = VC.fill_local(str(src), str(dst), identity, None, 'src')
-    assert digest == VC.file_digest(str(src)) == VC.file_digest(str(dst))
+
+    def no_hash(*_args, **_kwargs):
+        raise AssertionError('the data was hashed')
+
+    monkeypatch.setattr(VC, 'file_checksum', no_hash)
+    monkeypatch.setattr(VC, 'measure_file', no_hash)
+    assert VC.fill_local(str(src), str(dst), identity, 'src') is None
     assert dst.read_bytes() == src.read_bytes()
+
+
+def test_fill_local_verifies_a_checksum_while_copying(work):
+    src, dst = work / 'src', work / 'dst'
+    size = make(src, 300, [(3, 20, 1), (200, 50, 2)], 17, 7)
+    dst.write_bytes(b'')
+    os.truncate(dst, size)
+    identity = VC.file_identity(os.stat(src))
+    good = ('sha256', hashlib.sha256(src.read_bytes()).hexdigest())
+    VC.fill_local(str(src), str(dst), identity, 'src', checksum=good)
+    assert dst.read_bytes() == src.read_bytes()
+    with pytest.raises(InvalidParameter, match=r'^checksum: mismatch for .* sha256 is %s, expected 0+$' % good[1]):
+        VC.fill_local(str(src), str(dst), identity, 'src', checksum=('sha256', '0' * 64))
 
 
 def test_fill_local_refuses_a_source_changed_since_planned(work):
@@ -157,8 +177,59 @@ def test_fill_local_refuses_a_source_changed_since_planned(work):
     identity = VC.file_identity(os.stat(src))
     with open(src, 'ab') as handle:
         handle.write(b'more')
-    with pytest.raises(InvalidParameter, match=r'^src: changed'):
-        VC.fill_local(str(src), str(dst), identity, None, 'src')
+    for checksum in (None, ('sha256', 'a' * 64)):
+        with pytest.raises(InvalidParameter, match=r'^src: changed'):
+            VC.fill_local(str(src), str(dst), identity, 'src', checksum=checksum)
+
+
+@pytest.mark.parametrize('algorithm', ['sha256', 'sha512', 'md5'])
+def test_file_checksum_is_sha256sum_of_a_sparse_file(work, algorithm):
+    """Holes are hashed as zeros from memory: the digest is that of every byte (``sha256sum``)."""
+    path = work / 'sparse'
+    make(path, 2100, [(0, 1, 3), (1030, 40, 4), (2099, 1, 5)], 11, 2)
+    got, identity = VC.file_checksum(str(path), algorithm)
+    assert got == hashlib.new(algorithm, path.read_bytes()).hexdigest()
+    assert identity == VC.file_identity(os.stat(path))
+    VC.verify_checksum(str(path), (algorithm, got), identity, 'src')
+    with pytest.raises(InvalidParameter, match=r'^checksum: mismatch'):
+        VC.verify_checksum(str(path), (algorithm, '1' * len(got)), identity, 'src')
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(InvalidParameter, match=r'^src: changed while it was read'):
+        VC.verify_checksum(str(path), (algorithm, got), identity, 'src')
+
+
+def test_quick_check_is_device_inode_size_and_mtime(work):
+    """A re-run's test of its source, as make's and rsync's: content changes move size or mtime;
+    chmod, chown and hard links (ctime, link count) do not count; a file put in its place (a new
+    inode) does."""
+    path = work / 'img'
+    path.write_bytes(b'x' * 4096)
+    first = VC.file_identity(os.stat(path))
+    recorded = list(first)  # as the upload record stores it (JSON: a list)
+    assert VC.quick_check(recorded, first)
+    os.chmod(path, 0o600)
+    os.link(path, work / 'img.link')
+    later = VC.file_identity(os.stat(path))
+    assert later != first and VC.quick_check(recorded, later)
+    with open(path, 'r+b') as handle:
+        handle.write(b'y')
+    os.utime(path, ns=(first[3], first[3]))  # mtime set back: as rsync, same size and mtime pass
+    assert VC.quick_check(recorded, VC.file_identity(os.stat(path)))
+    os.utime(path, ns=(first[3] + 1, first[3] + 1))
+    assert not VC.quick_check(recorded, VC.file_identity(os.stat(path)))
+    recorded = list(VC.file_identity(os.stat(path)))
+    copy = work / 'copy'
+    shutil.copy2(path, copy)
+    os.replace(copy, path)  # same bytes and mtime, another inode
+    assert not VC.quick_check(recorded, VC.file_identity(os.stat(path)))
+    assert not VC.quick_check(None, first) and not VC.quick_check([1, 2], first)
+
+
+def test_source_label_is_its_own_kind():
+    label = VC.source_label((5, 77, 4096, 123456789, 99, 1))
+    assert label == 'source-stat:size=4096,mtime_ns=123456789,inode=77,device=5'
+    assert VC.digest_kind(label) is None
+    assert not VC.same_content(label, label.replace('4096', '4097'), '/nonexistent')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,6 +170,85 @@ def file_identity(info):
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_nlink)
 
 
+QUICK_CHECK = 4  # dev, inode, size, mtime_ns: the fields of file_identity() a re-run compares
+
+
+def quick_check(recorded, identity):
+    """True when ``identity`` (:func:`file_identity`) is that of the source an upload record holds
+    (``recorded``, its ``source_identity``): same device, inode, size and modification time, as
+    rsync's and make's quick check. ctime and the link count are not compared: ``chmod``,
+    ``chown`` or a hard link do not change the content and must not re-import it."""
+    if not isinstance(recorded, (list, tuple)) or len(recorded) < QUICK_CHECK:
+        return False
+    return list(recorded[:QUICK_CHECK]) == list(identity[:QUICK_CHECK])
+
+
+SOURCE_PREFIX = 'source-stat'
+
+
+def source_label(identity):
+    """What an upload record (and the diff) holds for a ``src`` imported without ``checksum``: the
+    source's quick-check identity, not a digest of its content (nothing reads the data beyond the
+    copy). A digest kind of its own: it never matches a content digest."""
+    dev, ino, size, mtime_ns = identity[:QUICK_CHECK]
+    return '%s:size=%d,mtime_ns=%d,inode=%d,device=%d' % (SOURCE_PREFIX, size, mtime_ns, ino, dev)
+
+
+_ZERO_RUN = bytes(4 * CHUNK)
+
+
+def file_checksum(path, algorithm):
+    """``(hex digest, identity)`` of ``algorithm`` (a ``hashlib`` name) over the file's bytes, as
+    ``sha256sum`` prints it: only its data extents are read, holes are hashed as zeros from memory.
+    OSError when the file changed while it was read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        before = file_identity(os.fstat(fd))
+        size = file_size(fd)
+        digest = hashlib.new(algorithm)
+        zeros = memoryview(_ZERO_RUN)
+        buf = bytearray(4 * CHUNK)
+        pos = 0
+        while pos < size:
+            start, end = I.data_extent(fd, pos, size)
+            while pos < start:
+                step = min(start - pos, len(zeros))
+                digest.update(zeros[:step])
+                pos += step
+            while pos < end:
+                view = memoryview(buf)[: min(len(buf), end - pos)]
+                count = os.preadv(fd, [view], pos)
+                if not count:
+                    raise OSError(errno.EIO, 'the file shrank while it was read')
+                digest.update(view[:count])
+                pos += count
+        if file_identity(os.fstat(fd)) != before:
+            raise OSError(errno.EAGAIN, 'the file changed while it was read')
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), before
+
+
+def _check_checksum(path, checksum, got):
+    if got != checksum[1]:
+        raise InvalidParameter(
+            'checksum', 'mismatch for %s: %s is %s, expected %s' % (path, checksum[0], got, checksum[1])
+        )
+
+
+def verify_checksum(path, checksum, identity, option):
+    """Check that the file ``path`` (planned with :func:`file_identity` ``identity``) has
+    ``checksum`` ``(algorithm, hex digest)``: InvalidParameter('checksum') on a mismatch,
+    InvalidParameter(option) when it cannot be read or changed since it was planned."""
+    try:
+        got, measured = file_checksum(path, checksum[0])
+    except OSError as exc:
+        raise InvalidParameter(option, 'cannot read %s: %s' % (path, exc.strerror or exc)) from None
+    if tuple(measured) != tuple(identity):
+        raise InvalidParameter(option, 'changed while it was read: %s' % path)
+    _check_checksum(path, checksum, got)
+
+
 def file_digest(path, kind=None):
     """The content digest of a file, reading only its data extents (SEEK_DATA/SEEK_HOLE)."""
     return measure_file(path, kind)[0]
@@ -414,28 +493,31 @@ def upload_file(client, vol, path, what, identity=None):
         )
 
 
-def fill_local(src, dst, identity, digest, option, convert=None):
+def fill_local(src, dst, identity, option, convert=None, checksum=None):
     """Write the image ``src`` into the volume file ``dst`` on this machine (new, empty, as
     libvirt created it): a sparse local copy (:func:`image.sparse_copy`), or ``qemu-img convert``
     when ``convert`` is ``(image format, volume format)``.
 
     ``identity``: :func:`file_identity` of ``src`` when it was planned; the copy fails with
     InvalidParameter(option, 'changed while uploading') when the file is not that file any more
-    or changes meanwhile. ``digest`` None: the content digest is measured while the data is
-    copied (a second reader of the same page cache, in a thread). Returns the digest."""
+    or changes meanwhile. No content digest is measured: the upload record keeps the source's
+    identity (:func:`source_label`). ``checksum`` ``(algorithm, hex digest)``: verified while the
+    data is copied (a second reader of the same page cache, hashing in a thread: ``hashlib``
+    releases the GIL, ``copy_file_range`` runs in the kernel); InvalidParameter('checksum') on a
+    mismatch (the caller removes the new volume again)."""
     import threading
 
     box = {}
 
-    def measure():
+    def verify():
         try:
-            box['measured'] = measure_file(src)
+            box['measured'] = file_checksum(src, checksum[0])
         except OSError as exc:
             box['error'] = exc
 
     thread = None
-    if digest is None:
-        thread = threading.Thread(target=measure, daemon=True)
+    if checksum:
+        thread = threading.Thread(target=verify, daemon=True)
         thread.start()
     try:
         if convert:
@@ -453,8 +535,7 @@ def fill_local(src, dst, identity, digest, option, convert=None):
                 option,
                 'changed while uploading %s (%s); the upload is incomplete' % (src, box.get('error', 'modified')),
             )
-        digest = box['measured'][0]
-    return digest
+        _check_checksum(src, checksum, box['measured'][0])
 
 
 def _copy_local(src, dst, identity, option):

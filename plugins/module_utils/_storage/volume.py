@@ -310,6 +310,8 @@ class VolumeManager(Manager):
             clone=None,
             content=None,
         )
+        if params.get('checksum') and not (params.get('src') or params.get('url')):
+            raise InvalidParameter('checksum', 'is the checksum of an image: give src or url with it')
         if want['capacity'] is not None and want['capacity'] == 0 and not params.get('backing'):
             raise InvalidParameter('capacity', 'must be larger than 0 bytes')
         for option in ('capacity', 'allocation'):
@@ -459,7 +461,7 @@ class VolumeManager(Manager):
                     self._tempfiles.append(path)
             identity = VC.file_identity(os.stat(path))
             extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
-            kind = None
+            kind = verify = None
             measured, compared = path, False
         else:
             path = label = params['src']
@@ -472,27 +474,39 @@ class VolumeManager(Manager):
                 kind = I.compression('src', path, VC.read_header(path, 8))
             except OSError as exc:
                 raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-            extra = dict(src=path, source_identity=list(identity))
+            checksum = S.parse_checksum(params.get('checksum'))
+            tag = '%s:%s' % checksum if checksum else None
+            extra = dict(src=path, source_identity=list(identity), checksum=tag)
             known = record.get('image') if record and record.get('src') == path else None
-            if known and record.get('source_identity') == list(identity):
-                # the very file uploaded before (same inode, size, mtime and ctime): unchanged
+            quick = bool(known) and VC.quick_check(record.get('source_identity'), identity)
+            if quick and (not tag or record.get('checksum') == tag):
+                # the very file imported before (same device, inode, size and mtime): unchanged
                 return self._unchanged(want, label, record.get('content'), known)
-            compared = False
-            if vol is None and local and not kind and not self.check_mode:
-                digest = None  # measured while it is copied (import at disk speed)
-            else:
-                try:
-                    digest, identity = VC.measure_file(path)
-                    same = known and VC.same_content(record.get('content'), digest, path, identity)
-                except OSError as exc:
-                    raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-                compared = bool(known)  # against the record: not again below
-                if same:
-                    # the same content as uploaded before (a copy, a touch): nothing to read
-                    content = self._unchanged(want, label, record['content'], known)
-                    content['refresh_record'] = True
-                    content['record'] = dict(record, **extra)
-                    return content
+            verify = None
+            if tag and vol is None and local and not kind and not self.check_mode:
+                verify = checksum  # a new local volume: verified while it is copied
+            elif tag:
+                VC.verify_checksum(path, checksum, identity, 'src')  # before anything changes
+            same = False
+            if known:
+                if tag and (quick or record.get('checksum') == tag):
+                    same = True  # the file has the recorded checksum (verified just now)
+                elif VC.digest_kind(record.get('content')) is not None:
+                    # a record with a content digest (earlier versions): a touched or copied
+                    # source is compared by its content
+                    try:
+                        digest, identity = VC.measure_file(path, VC.digest_kind(record['content']))
+                    except OSError as exc:
+                        raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+                    same = digest == record['content']
+            if same:
+                content = self._unchanged(want, label, record['content'], known)
+                content['refresh_record'] = True
+                content['record'] = dict(record, **extra)
+                content['record']['content'] = tag or record['content']
+                return content
+            compared = bool(known)  # the record decided: the volume is not compared below
+            digest = tag or VC.source_label(identity)
             measured = path  # what digest is of (before decompression)
             if kind:
                 path = I.decompress_file('src', path, kind, tmpdir)
@@ -529,6 +543,7 @@ class VolumeManager(Manager):
             upload=True,
             convert=convert,
             local=local and vol is None,
+            verify=verify,
             tmpdir=tmpdir,
         )
         if vol is not None:

@@ -27,7 +27,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml a
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import partly_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     ConnectionFailed,
-    InvalidParameter,
     LibvirtModuleError,
     ObjectNotFound,
     OperationFailed,
@@ -254,8 +253,8 @@ def create(client, pool_name, name, what, xml, clone=None, note=None):
 
 
 def upload_new(client, pool_name, name, what, content):
-    """Fill the volume just created and record it; returns the content digest (the step's
-    outcome: for a local copy it is measured while the image is copied).
+    """Fill the volume just created and record it; returns what the record holds as its content
+    (the checksum given, else the source's identity: :func:`content.source_label`).
 
     In a file pool on this machine the module writes the file libvirt created (so owner, mode
     and label are libvirt's) with a sparse local copy, or ``qemu-img convert`` into it; when that
@@ -278,23 +277,21 @@ def upload_new(client, pool_name, name, what, content):
             vol = None  # the stream upload below waits for the daemon and looks the volume up again
     if local:
         try:
-            digest = VC.fill_local(
-                content['path'], path, content['identity'], content['digest'], option, content.get('convert')
+            VC.fill_local(
+                content['path'],
+                path,
+                content['identity'],
+                option,
+                content.get('convert'),
+                checksum=content.get('verify'),
             )
         except OSError as exc:
             raise OperationFailed('%s: writing %s failed: %s' % (what, path, exc)) from None
-        _records(client).save(vol.key(), dict(content['record'], content=digest, uploaded=now()), path)
-        return digest
+        _records(client).save(vol.key(), dict(content['record'], uploaded=now()), path)
+        return content['digest']
     content = dict(content)
-    if content['digest'] is None:
-        try:
-            digest, identity = VC.measure_file(content['path'])
-        except OSError as exc:
-            raise InvalidParameter(option, 'cannot read %s: %s' % (content['path'], exc)) from None
-        if identity != content['identity']:
-            raise InvalidParameter(option, 'changed while uploading %s; the upload is incomplete' % content['path'])
-        content['digest'] = digest
-        content['record'] = dict(content['record'], content=digest)
+    if content.get('verify'):
+        VC.verify_checksum(content['path'], content['verify'], content['identity'], option)
     converted = None
     if content.get('convert'):
         converted = I.convert_to_temp(content['path'], *content['convert'], directory=content['tmpdir'])

@@ -53,5 +53,4 @@ SPEC = ArgumentSpec(
         allow_shrink=dict(type='bool', default=False),
     ),
     mutually_exclusive=[('backing', 'clone_from', 'src', 'url')],
-    required_by={'checksum': 'url'},
 )
