@@ -86,7 +86,7 @@ molecule: setup
 	    flock /run/lock/virtops-molecule-$$role.lock $(VENV)/bin/molecule test); \
 	done
 
-# ansible-test sanity from a copy of the tree in $(CACHE)/sanity/ansible_collections/virtops/libvirt,
+# ansible-test sanity from a copy of the tree in $(CACHE)/sanity/<checkout hash>/ansible_collections/virtops/libvirt,
 # with an offline get-pip stand-in; per-test virtualenvs are cached by ansible-test (scripts/sanity.sh)
 sanity: venv collection
 	@bash $(ROOT)/scripts/sanity.sh $(SANITY_ARGS)

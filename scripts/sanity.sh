@@ -3,10 +3,12 @@
 #
 # ansible-test must run from an ansible_collections/<namespace>/<name> tree, so the checkout is
 # copied (without .git, build output and caches) to
-#   $VIRTOPS_CACHE/sanity/ansible_collections/virtops/libvirt
-# and tested there. Every sanity test gets its own virtualenv from ansible-test, bootstrapped with
-# a get-pip script ansible-test would download from a host that is not reachable here: the offline
-# stand-in scripts/get-pip-standin.py is put where ansible-test looks for its cached copy
+#   $VIRTOPS_CACHE/sanity/<checkout>/ansible_collections/virtops/libvirt
+# (<checkout> = a hash of the checkout's path, so that two checkouts on one machine never test
+# in each other's tree; two runs of one checkout wait for each other) and tested there. Every
+# sanity test gets its own virtualenv from ansible-test, bootstrapped with a get-pip script
+# ansible-test would download from a host that is not reachable here: the offline stand-in
+# scripts/get-pip-standin.py is put where ansible-test looks for its cached copy
 # (~/.ansible/test/cache/get_pip_<pip version>.py). pip itself reaches PyPI. The virtualenvs are
 # kept by ansible-test (~/.ansible/test/venv), so only the first run installs anything.
 #
@@ -16,7 +18,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VIRTOPS_VENV:?set VIRTOPS_VENV (the Makefile does)}"
 CACHE="${VIRTOPS_CACHE:-$HOME/.cache/virtops-libvirt}"
 PY="$VENV/bin/python"
-TREE="$CACHE/sanity/ansible_collections/virtops/libvirt"
+CHECKOUT="$(printf %s "$ROOT" | sha256sum | cut -c1-10)"
+TREE="$CACHE/sanity/$CHECKOUT/ansible_collections/virtops/libvirt"
+mkdir -p "$CACHE/sanity"
+exec 9>"$CACHE/sanity/$CHECKOUT.lock"
+flock 9
 
 # 1. the get-pip stand-in, named after the pip version this ansible-test pins
 PIP_VERSION="$("$PY" - <<'EOF'
