@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -506,3 +507,38 @@ def guest_read(dom, path):
                 return data
     finally:
         agent_cmd(dom, 'guest-file-close', {'handle': handle})
+
+
+def guest_run(dom, *argv, timeout=60):
+    """(exit code, stdout) of one command in a running guest, through raw ``guest-exec``: for
+    assertions, independent of the code under test."""
+    import base64
+
+    pid = agent_cmd(dom, 'guest-exec', {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True})['pid']
+    deadline = time.monotonic() + timeout
+    while True:
+        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
+        if status['exited']:
+            return status.get('exitcode'), base64.b64decode(status.get('out-data', '')).decode()
+        if time.monotonic() > deadline:
+            raise AssertionError('%r did not finish in the guest within %s s' % (argv, timeout))
+        time.sleep(0.05)
+
+
+def guest_sh(dom, script, timeout=60):
+    """Stdout of ``/bin/sh -c script`` in the guest, which must exit 0."""
+    code, out = guest_run(dom, '/bin/sh', '-c', script, timeout=timeout)
+    assert code == 0, (script, code, out)
+    return out
+
+
+def guest_write(dom, path, text):
+    """Write ``text`` to ``path`` in the guest (raw agent file commands) and flush it to the disk."""
+    import base64
+
+    handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'w'})
+    try:
+        agent_cmd(dom, 'guest-file-write', {'handle': handle, 'buf-b64': base64.b64encode(text.encode()).decode()})
+    finally:
+        agent_cmd(dom, 'guest-file-close', {'handle': handle})
+    guest_sh(dom, 'sync')

@@ -10,31 +10,18 @@ guest that reads the files back through its agent.
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, agent_cmd, converge_task, guest_read, ok, run_module
+from virtops_helpers import IMAGE_DIR, PREFIX, converge_task, guest_read, guest_sh, ok, run_module
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 IMAGES = Path('/var/lib/libvirt/images')
-
-
-def guest_sh(dom, script):
-    pid = agent_cmd(dom, 'guest-exec', {'path': '/bin/sh', 'arg': ['-c', script], 'capture-output': True})['pid']
-    for _attempt in range(600):
-        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            assert status.get('exitcode') == 0, (script, status)
-            return base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.05)
-    raise AssertionError('%r did not finish in the guest' % script)
 
 
 def checkpoints(dom):

@@ -24,12 +24,11 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from virtops_helpers import PREFIX, ROOT, agent_cmd, cleanup_prefix, guest_read, run_playbook
+from virtops_helpers import PREFIX, ROOT, agent_cmd, cleanup_prefix, guest_read, guest_run, run_playbook
 
 P = PREFIX + 'ci-'
 NAMES = [P + 'g1', P + 'g2']
@@ -165,18 +164,6 @@ def _by_name(results):
     return {r['name']: r for r in results['results']}
 
 
-def _exec(dom, *argv, timeout=60):
-    """(exit code, stdout) of a command in the guest, through guest-exec."""
-    pid = agent_cmd(dom, 'guest-exec', {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True})['pid']
-    deadline = time.monotonic() + timeout
-    while True:
-        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            return status.get('exitcode'), base64.b64decode(status.get('out-data', '')).decode()
-        assert time.monotonic() < deadline, 'guest command %s did not finish' % (argv,)
-        time.sleep(0.5)
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # pylint: disable=arguments-differ
         pass
@@ -269,7 +256,7 @@ def test_user_with_authorized_key_and_password_hash(fleet, i):
 def test_write_files_and_runcmd(fleet, i):
     dom = fleet.dom(i)
     assert guest_read(dom, '/etc/virtops-ci') == b'written for guest %d\n' % (i + 1)
-    rc, mode = _exec(dom, '/usr/bin/stat', '-c', '%a', '/etc/virtops-ci')
+    rc, mode = guest_run(dom, '/usr/bin/stat', '-c', '%a', '/etc/virtops-ci')
     assert (rc, mode.strip()) == (0, '640')
     hostname = [NAMES[0], SECOND_HOSTNAME][i]
     assert guest_read(dom, '/var/tmp/virtops-runcmd') == ('runcmd on %s\n' % hostname).encode()

@@ -24,7 +24,16 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import COLLECTIONS, IMAGE_DIR, PREFIX, ensure_collection_link, guest_read, ok, run_module
+from virtops_helpers import (
+    COLLECTIONS,
+    IMAGE_DIR,
+    PREFIX,
+    ensure_collection_link,
+    guest_read,
+    guest_run,
+    ok,
+    run_module,
+)
 from virtops_helpers import agent_cmd as ga
 
 IMAGES = Path('/var/lib/libvirt/images')
@@ -35,16 +44,7 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 
 # ------------------------------------------------------------------------------------------
-# raw agent access for assertions (independent of the code under test)
-def guest_run(dom, *argv):
-    pid = ga(dom, 'guest-exec', {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True})['pid']
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        status = ga(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            return status.get('exitcode'), base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.05)
-    raise AssertionError('%r did not finish in the guest' % (argv,))
+# raw agent access for assertions (independent of the code under test): guest_run from virtops_helpers
 
 
 def freeze_status(dom):

@@ -12,7 +12,6 @@ agents, never through the module's own word.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import shutil
 import subprocess
@@ -21,34 +20,23 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, ROOT, agent_cmd, converge_task, guest_read, ok, run_module
+from virtops_helpers import (
+    IMAGE_DIR,
+    PREFIX,
+    ROOT,
+    agent_cmd,
+    converge_task,
+    guest_read,
+    guest_write,
+    ok,
+    run_module,
+)
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 POOL = PREFIX + 'clone'
 POOL_DIR = Path('/var/lib/libvirt/images') / POOL
 MARKER = '/data/marker.txt'
-
-
-def guest_sh(dom, script):
-    pid = agent_cmd(dom, 'guest-exec', {'path': '/bin/sh', 'arg': ['-c', script], 'capture-output': True})['pid']
-    for _attempt in range(400):
-        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            assert status.get('exitcode') == 0, (script, status)
-            return base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.05)
-    raise AssertionError('%r did not finish in the guest' % script)
-
-
-def write(dom, path, text):
-    data = base64.b64encode(text.encode()).decode()
-    handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'w'})
-    try:
-        agent_cmd(dom, 'guest-file-write', {'handle': handle, 'buf-b64': data})
-    finally:
-        agent_cmd(dom, 'guest-file-close', {'handle': handle})
-    guest_sh(dom, 'sync')
 
 
 def identity(dom):
@@ -115,7 +103,7 @@ def source(qemu, pool, boot_spec):
     spec = dict(boot_spec, disks=[dict(target='vda', pool=POOL, volume='src-data.qcow2')])
     ok(run_module('guest', dict(spec, name=name, state='running', wait_for='agent', wait_timeout=180)))
     dom = qemu.lookupByName(name)
-    write(dom, MARKER, 'from the source\n')
+    guest_write(dom, MARKER, 'from the source\n')
     ok(run_module('guest', dict(name=name, state='stopped', shutdown_timeout=30, force=True)))
     return name, dom, spec
 
@@ -167,7 +155,7 @@ def test_linked_and_full_clones_boot_with_their_own_identity(qemu, pool, source)
         assert macs == defined_macs(dom) and uuid == dom.UUIDString().lower(), mode
         seen.append((macs, uuid))
     # a write in the linked clone stays in its overlay
-    write(clones['linked'], MARKER, 'written in the linked clone\n')
+    guest_write(clones['linked'], MARKER, 'written in the linked clone\n')
     assert guest_read(clones['linked'], MARKER) == b'written in the linked clone\n'
     assert guest_read(clones['full'], MARKER) == b'from the source\n'
     assert sha256(src_file) == before

@@ -15,7 +15,6 @@ says so and locks itself down), not that OVMF verified this kernel's signature.
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
 import time
@@ -24,24 +23,12 @@ from pathlib import Path
 import libvirt
 import pytest
 from lxml import etree
-from virtops_helpers import agent_cmd as ga
-from virtops_helpers import converge_task, ok, run_module
+from virtops_helpers import converge_task, guest_run, ok, run_module
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 NVRAM_DIR = Path('/var/lib/libvirt/qemu/nvram')
 SWTPM_DIR = Path('/var/lib/libvirt/swtpm')
-
-
-def guest_run(dom, *argv):
-    """(exit code, stdout) of a command in the guest, through raw agent commands."""
-    pid = ga(dom, 'guest-exec', {'path': argv[0], 'arg': list(argv[1:]), 'capture-output': True})['pid']
-    for _attempt in range(400):
-        status = ga(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            return status.get('exitcode'), base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.05)
-    raise AssertionError('%r did not finish in the guest' % (argv,))
 
 
 def parse(xml):

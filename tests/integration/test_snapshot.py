@@ -8,42 +8,27 @@ checked through libvirt (listAllSnapshots, the disk sources), never through the 
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import libvirt
 import pytest
-from virtops_helpers import IMAGE_DIR, PREFIX, agent_cmd, converge_task, guest_read, ok, run_module
+from virtops_helpers import (
+    IMAGE_DIR,
+    PREFIX,
+    converge_task,
+    guest_read,
+    guest_sh,
+    guest_write,
+    ok,
+    run_module,
+)
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 IMAGES = Path('/var/lib/libvirt/images')
 MARKER = '/data/marker.txt'
-
-
-def guest_sh(dom, script):
-    pid = agent_cmd(dom, 'guest-exec', {'path': '/bin/sh', 'arg': ['-c', script], 'capture-output': True})['pid']
-    for _attempt in range(400):
-        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
-        if status['exited']:
-            assert status.get('exitcode') == 0, (script, status)
-            return base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.05)
-    raise AssertionError('%r did not finish in the guest' % script)
-
-
-def write(dom, path, text):
-    """Write ``text`` to ``path`` in the guest and flush it to the disk."""
-    data = base64.b64encode(text.encode()).decode()
-    handle = agent_cmd(dom, 'guest-file-open', {'path': path, 'mode': 'w'})
-    try:
-        agent_cmd(dom, 'guest-file-write', {'handle': handle, 'buf-b64': data})
-    finally:
-        agent_cmd(dom, 'guest-file-close', {'handle': handle})
-    guest_sh(dom, 'sync')
 
 
 def read_from_disk(dom, path):
@@ -125,7 +110,7 @@ def guest(booted):
 
 def test_internal_snapshot_revert_brings_the_file_back(guest):
     name, dom = guest
-    write(dom, MARKER, 'original\n')
+    guest_write(dom, MARKER, 'original\n')
     args = dict(guest=name, name='before', description='before the change')
     real = converge_task('snapshot', args, look=lambda: names(dom), expect=['created (internal)'])
     assert names(dom) == ['before']
@@ -135,7 +120,7 @@ def test_internal_snapshot_revert_brings_the_file_back(guest):
     changed = ok(snap(dict(args, description='new words')))
     assert changed['changed'] and 'description changed' in changed['actions'][0]
     assert 'new words' in dom.snapshotLookupByName('before').getXMLDesc(0)
-    write(dom, MARKER, 'changed\n')
+    guest_write(dom, MARKER, 'changed\n')
     predicted = ok(snap(dict(guest=name, name='before', state='reverted'), check=True))
     assert predicted['changed'] is True and guest_read(dom, MARKER) == b'changed\n'
     ok(snap(dict(guest=name, name='before', state='reverted')))
@@ -152,12 +137,12 @@ def test_internal_snapshot_revert_brings_the_file_back(guest):
 def test_external_snapshot_is_merged_back_on_removal(guest):
     name, dom = guest
     base = sources(dom)[0]
-    write(dom, MARKER, 'before the overlay\n')
+    guest_write(dom, MARKER, 'before the overlay\n')
     args = dict(guest=name, name='ext', disk_only=True, quiesce=True)
     real = converge_task('snapshot', args, look=lambda: (names(dom), sources(dom)), expect=['external'])
     overlay = real['snapshot']['disks'][0]['file']
     assert sources(dom)[0] == overlay != base and os.path.exists(overlay)
-    write(dom, '/data/after.txt', 'in the overlay\n')
+    guest_write(dom, '/data/after.txt', 'in the overlay\n')
     # reverting to an external snapshot needs libvirt 9.9: refused before anything happens
     if dom.connect().getLibVersion() < 9009000:
         failed(snap(dict(guest=name, name='ext', state='reverted')), 'libvirt 9.9', 'nothing was changed')

@@ -6,30 +6,16 @@ storage from under it."""
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
-import time
 
 import libvirt
 import pytest
 from storage_fixtures import *  # noqa: F403  # pylint: disable=wildcard-import,unused-wildcard-import
 from storage_fixtures import failed, ok, run
-from virtops_helpers import agent_cmd, guest_read
+from virtops_helpers import guest_read, guest_sh
 
 MARKER = b'uploaded by virtops.libvirt volume\n'
-
-
-def guest_exec(dom, path, *args):
-    pid = agent_cmd(dom, 'guest-exec', {'path': path, 'arg': list(args), 'capture-output': True})['pid']
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = agent_cmd(dom, 'guest-exec-status', {'pid': pid})
-        if status.get('exited'):
-            assert status.get('exitcode') == 0, status
-            return base64.b64decode(status.get('out-data', '')).decode()
-        time.sleep(0.1)
-    raise AssertionError('guest-exec %s did not finish' % path)
 
 
 @pytest.fixture
@@ -77,11 +63,11 @@ def test_guest_uses_pool_volumes_as_virtio_blk_and_scsi(qemu, uname, pool_dir, d
     ok(run('guest', spec))
     dom = qemu.lookupByName(guest_name)
 
-    blocks = guest_exec(dom, '/bin/ls', '/sys/block').split()
+    blocks = guest_sh(dom, '/bin/ls /sys/block').split()
     assert 'vda' in blocks and 'sda' in blocks, blocks
     # vda is virtio-blk, sda hangs off the virtio-scsi controller
-    assert 'virtio' in guest_exec(dom, '/bin/readlink', '-f', '/sys/block/vda/device/driver')
-    assert '/target' in guest_exec(dom, '/bin/readlink', '-f', '/sys/block/sda/device')
+    assert 'virtio' in guest_sh(dom, '/bin/readlink -f /sys/block/vda/device/driver')
+    assert '/target' in guest_sh(dom, '/bin/readlink -f /sys/block/sda/device')
     # the guest mounted the uploaded ext4 image at /data and reads the file put into it
     assert guest_read(dom, '/data/marker.txt') == MARKER
 
@@ -109,7 +95,7 @@ def test_guest_uses_pool_volumes_as_virtio_blk_and_scsi(qemu, uname, pool_dir, d
         "volume 'scsi.qcow2' in storage pool '%s' grown from 16 MiB to 32 MiB (live, through guest '%s' disk sda)"
         % (pool, guest_name)
     ]
-    assert guest_exec(dom, '/bin/cat', '/sys/block/sda/size').strip() == str(32 * 1024 * 1024 // 512)
+    assert guest_sh(dom, '/bin/cat /sys/block/sda/size').strip() == str(32 * 1024 * 1024 // 512)
     assert not ok(run('volume', dict(pool=pool, name='scsi.qcow2', capacity='32MiB')))['changed']
 
     ok(run('guest', dict(name=guest_name, state='absent', force=True, shutdown_timeout=0)))
