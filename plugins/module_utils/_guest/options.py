@@ -112,6 +112,11 @@ SPEC = ArgumentSpec(
                 serial=dict(type='str'),
                 boot_order=dict(type='int'),
                 iotune=dict(type='dict', options=_IOTUNE),
+                encryption=dict(
+                    type='dict',
+                    options=dict(secret_uuid=dict(type='str'), secret_usage=dict(type='str')),
+                    mutually_exclusive=[('secret_uuid', 'secret_usage')],
+                ),
             ),
         ),
         interfaces=dict(

@@ -579,3 +579,23 @@ def delete(client, pool_name, name, what, hint=''):
     if made:
         _records(client).forget(key)
     return made
+
+
+def luks_add_key(client, path, fmt, unlock, new, what):
+    """A free LUKS key slot of the volume file gets passphrase ``new`` (``unlock``: the current one)."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+    luks.add_key(path, fmt, unlock, new, what)
+
+
+def luks_remove_key(client, path, fmt, unlock, old, what):
+    """The LUKS key slots of passphrase ``old`` are cleared (``unlock``: the new one)."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+    luks.remove_key(path, fmt, unlock, old, what)
+
+
+def set_secret_value(client, uuid, value, what):
+    """The volume secret ``uuid`` gets ``value`` (the passphrase its volume now opens with)."""
+    secret = client.call('secretLookupByUUIDString', uuid, what=what)
+    client.call(secret.setValue, value, 0, what=what)
