@@ -79,7 +79,12 @@ def _amend(path, fmt, unlock, other, options, what):
     prefix = 'encrypt.' if fmt == 'qcow2' else ''
     opts = ','.join(prefix + option for option in options)
     args = ['--image-opts', '-o', opts, _image_opts(path, fmt, 'vtsec0')]
-    rc, err = _run([_tool('qemu-img'), 'amend'], args, [unlock, other])
+    for _attempt in range(12):
+        rc, err = _run([_tool('qemu-img'), 'amend'], args, [unlock, other])
+        # QEMU 7.2 times its key derivation with the thread's CPU time, which a tick-counting kernel
+        # often reads as 0 ms: it fails before writing anything, another try samples again
+        if rc == 0 or 'Unable to get accurate CPU usage' not in err:
+            break
     if rc != 0:
         if any(text in err for text in _WRONG):
             err = "the secret's current value does not unlock it (was the secret's value changed outside the volume?)"

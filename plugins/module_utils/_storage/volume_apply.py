@@ -203,6 +203,23 @@ def _records(client):
 # a new volume: create -> upload (-> resize); a failing step has the volume removed again
 
 
+# QEMU (7.2) times its LUKS key derivation with the thread's CPU time; where the kernel counts that in
+# whole ticks, its first short sample often reads 0 ms and qemu-img gives up ("Unable to get accurate
+# CPU usage") before it wrote anything. Another try samples again.
+PBKDF_FLAKE = 'Unable to get accurate CPU usage'
+PBKDF_TRIES = 12
+
+
+def _create_xml(client, pool, xml, what):
+    for attempt in range(PBKDF_TRIES):
+        try:
+            return client.call(pool.createXML, xml, 0, what=what)
+        except OperationFailed as exc:
+            if PBKDF_FLAKE not in str(exc) or attempt == PBKDF_TRIES - 1:
+                raise
+    return None  # not reached
+
+
 def create(client, pool_name, name, what, xml, clone=None, note=None):
     """Create the volume from ``xml``; a clone of ``clone`` (``(pool, name)``) when given.
 
@@ -220,7 +237,7 @@ def create(client, pool_name, name, what, xml, clone=None, note=None):
                 )
             vol = client.call(pool.createXMLFrom, xml, source, 0, what=what + ' clone')
         else:
-            vol = client.call(pool.createXML, xml, 0, what=what)
+            vol = _create_xml(client, pool, xml, what)
     except ConnectionFailed as exc:
         # libvirtd died while creating: once it is back the volume may or may not exist
         try:
