@@ -274,7 +274,7 @@ options:
         description:
           - The libvirt secret a LUKS-encrypted disk is opened with (QEMU decrypts it; the guest sees plain data).
           - Not needed for a disk from a LUKS volume of a pool (O(disks[].pool) + O(disks[].volume), or a
-            O(disks[].path) that is a storage volume): the disk gets the secret the volume's XML names (see
+            O(disks[].path) that is a storage volume) gets the secret the volume's XML names (see
             M(virtops.libvirt.volume) O(virtops.libvirt.volume#module:encryption)). Give it for an encrypted file
             libvirt knows no volume of, or when the volume's XML names no secret.
           - Encryption given for a volume that is not encrypted, a missing secret, or one that is not of usage type

@@ -256,26 +256,26 @@ options:
         version_added: 0.1.0
       passphrase:
         description:
-          - The passphrase the volume's LUKS key slots and its secret hold: a key rotation, run on the
+          - The passphrase the volume's LUKS key slots and its secret hold (a key rotation), run on the
             libvirt host with C(qemu-img amend) (a local URI and a file-based pool are needed).
           - When the volume does not open with it yet, it is unlocked with the secret's current value, a free
             key slot gets the new passphrase, the secret gets it as its value, and the key slots of the old
             passphrase are cleared. Only while no running guest uses the volume, else the task fails and
             changes nothing. A secret whose value opens the volume neither is an error.
           - When the volume opens with it already, only the secret's value is set if it differs (no change
-            otherwise). Every run checks the passphrase against the volume's key slots (a few seconds of CPU:
+            otherwise). Every run checks the passphrase against the volume's key slots (a few seconds of CPU for
             the LUKS key derivation).
           - For a new volume the secret's value is set to it first, and the volume is made with it.
           - The secret must not be private (its current value is read to unlock the volume). Set the
             secret's value with M(virtops.libvirt.secret) only when it is created
-            (O(virtops.libvirt.secret#module:update_value=on_create)): changing it there leaves the
+            (O(virtops.libvirt.secret#module:update_value=on_create)); changing it there leaves the
             volume's key slots behind.
           - Never returned, logged or shown in a diff.
         type: str
         version_added: 0.1.0
 notes:
   - A LUKS volume is attached to a guest with M(virtops.libvirt.guest) O(virtops.libvirt.guest#module:disks[].pool) and
-    O(virtops.libvirt.guest#module:disks[].volume): the disk gets the volume's encryption and secret.
+    O(virtops.libvirt.guest#module:disks[].volume); the disk gets the volume's encryption and secret.
   - A volume used by a running guest is not deleted, shrunk or given new content; the task fails and names the guests.
   - When libvirtd restarts while a volume is created or uploaded (a service manager restarting it within a few seconds),
     the module reconnects once, uploads again from the start and warns. When the daemon stays down longer (8 seconds),

@@ -114,6 +114,31 @@ def opens_with(path, fmt, passphrase):
     return proc.returncode == 0
 
 
+def add_key_slot(path, unlock, new):
+    """A key slot for ``new`` in a raw LUKS file, with QEMU's tool (as a rotation's first step)."""
+    files = []
+    try:
+        for index, value in enumerate((unlock, new)):
+            file = STATE_DIR / ('key%d' % index)
+            STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+            file.write_text(value)
+            file.chmod(0o600)
+            files.append(file)
+        opts = 'driver=luks,file.filename=%s,key-secret=s0' % path
+        for _attempt in range(12):  # QEMU's key-derivation timing flake: see volume_apply.PBKDF_FLAKE
+            proc = subprocess.run(
+                ['qemu-img', 'amend', '--object', 'secret,id=s0,file=%s' % files[0], '--object',
+                 'secret,id=s1,file=%s' % files[1], '--image-opts', '-o', 'state=active,new-secret=s1', opts],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if proc.returncode == 0 or 'accurate CPU' not in proc.stderr:
+                break
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        for file in files:
+            file.unlink()
+
+
 def digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -281,9 +306,17 @@ def test_rotation_of_an_unused_volume(env, guest):
     assert len(result['actions']) == 3, result['actions']
     assert secret_by_usage(qemu, usage).value(0) == PASS2.encode()
     assert opens_with(usage, 'qcow2', PASS2) and not opens_with(usage, 'qcow2', PASS1)
-    # the raw LUKS volume rotates the same way
+    # a raw LUKS volume whose rotation was cut short after the new key slot was added (as by a
+    # failing secret update): the task run again sets the secret and clears the old slots
+    add_key_slot(path_of(RAW), PASS1, PASS2)
+    assert opens_with(path_of(RAW), 'raw', PASS1) and opens_with(path_of(RAW), 'raw', PASS2)
     raw = dict(pool=POOL, name=RAW, encryption=dict(secret_usage=path_of(RAW), passphrase=PASS2))
-    converge_task('volume', raw, lambda: digest(path_of(RAW)), run=run)
+    result = converge_task('volume', raw, lambda: digest(path_of(RAW)), run=run)
+    assert [a.split(': ')[-1] for a in result['actions']] == [
+        "volume secret '%s' value set to the volume passphrase" % path_of(RAW),
+        'LUKS key slots of the old passphrase removed',
+    ], result['actions']
+    assert secret_by_usage(qemu, path_of(RAW)).value(0) == PASS2.encode()
     assert opens_with(path_of(RAW), 'raw', PASS2) and not opens_with(path_of(RAW), 'raw', PASS1)
     # the guest opens its disk with the rotated secret and finds its data
     ok(run('guest', args))

@@ -114,7 +114,9 @@ SPEC = ArgumentSpec(
                 iotune=dict(type='dict', options=_IOTUNE),
                 encryption=dict(
                     type='dict',
-                    options=dict(secret_uuid=dict(type='str'), secret_usage=dict(type='str')),
+                    options=dict(
+                        secret_uuid=dict(type='str', no_log=False), secret_usage=dict(type='str', no_log=False)
+                    ),
                     mutually_exclusive=[('secret_uuid', 'secret_usage')],
                 ),
             ),

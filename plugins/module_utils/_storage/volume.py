@@ -864,8 +864,20 @@ class VolumeManager(Manager):
         path, fmt = current['path'], current['format']
         users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
         if luks.opens_with(path, fmt, new, shared=bool(users)):
-            if old is None or not SR.same_value(old, new):
-                self._plan_secret_value(plan, enc)  # rotated before, the secret not yet (or changed back)
+            if old is None or SR.same_value(old, new):
+                return
+            # the key slot was added before, the secret not set yet (a run cut short): complete it
+            self._plan_secret_value(plan, enc)
+            if not users and luks.opens_with(path, fmt, old):
+                plan.add(
+                    '%s: LUKS key slots of the old passphrase removed' % self.what,
+                    'luks_remove_key',
+                    path,
+                    fmt,
+                    new,
+                    old,
+                    self.what,
+                )
             return
         if users:
             raise OperationFailed(

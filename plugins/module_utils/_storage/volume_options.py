@@ -55,8 +55,8 @@ SPEC = ArgumentSpec(
             type='dict',
             options=dict(
                 format=dict(type='str', default='luks', choices=['luks', 'none']),
-                secret_uuid=dict(type='str'),
-                secret_usage=dict(type='str'),
+                secret_uuid=dict(type='str', no_log=False),
+                secret_usage=dict(type='str', no_log=False),
                 passphrase=dict(type='str', no_log=True),
             ),
             mutually_exclusive=[('secret_uuid', 'secret_usage')],
