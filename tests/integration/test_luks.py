@@ -289,7 +289,8 @@ def test_wrong_secret_value_fails_the_start_and_changes_nothing(env, guest):
     try:
         result = run('guest', args)
         assert result.get('failed') and result['changed'] is False, result
-        assert 'cannot unlock' in result['msg'] or 'Invalid password' in result['msg'], result['msg']
+        assert 'cannot unlock any keyslot' in result['msg'], result['msg']
+        assert 'encryption.passphrase' in result['msg'], result['msg']  # the hint: what to do
         assert not dom.isActive()
         assert digest(usage) == image
     finally:

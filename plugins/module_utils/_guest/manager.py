@@ -133,7 +133,14 @@ class GuestManager(Manager):
 
     def failed(self, step, exc, undone, undo_error):
         """The start of a guest this task defined failed: the define was taken back (or could not
-        be), and the failure says so."""
+        be), and the failure says so. A LUKS disk its secret does not open gets a hint."""
+        msg = getattr(exc, 'msg', None)
+        if isinstance(msg, str) and 'cannot unlock any keyslot' in msg:
+            exc = OperationFailed(
+                "%s (the value of a LUKS disk's secret does not open it: give the secret the volume's passphrase, "
+                'or rotate both with virtops.libvirt.volume encryption.passphrase)' % msg,
+                **exc.details,
+            )
         define = self.define_step
         if define is None:
             return exc
