@@ -394,8 +394,7 @@ class VolumeManager(Manager):
                 'encryption', 'give secret_uuid or secret_usage: the volume secret holding the passphrase'
             )
         if usage is not None:
-            check_object_name(option, os.path.basename(usage) or 'x')
-            if not usage.startswith('/'):
+            if not usage.startswith('/') or any(ord(c) < 32 or ord(c) == 127 for c in usage):
                 raise InvalidParameter(option, 'a volume secret is used by an absolute path, got %r' % usage)
             secret = SR.find_secret(self.client, None, 'volume', usage)
         else:
