@@ -337,6 +337,27 @@ options:
           write_iops_sec:
             description: Write I/O operations per second.
             type: int
+      encryption:
+        description:
+          - The libvirt secret a LUKS-encrypted disk is opened with (QEMU decrypts it; the guest sees plain data).
+          - Not needed for a disk from a LUKS volume of a pool (O(disks[].pool) + O(disks[].volume), or a
+            O(disks[].path) that is a storage volume) gets the secret the volume's XML names (see
+            M(virtops.libvirt.volume) O(virtops.libvirt.volume#module:encryption)). Give it for an encrypted file
+            libvirt knows no volume of, or when the volume's XML names no secret.
+          - Encryption given for a volume that is not encrypted, a missing secret, or one that is not of usage type
+            V(volume) fails and changes nothing. A wrong secret value makes starting the guest fail (QEMU cannot
+            unlock the disk); the guest then stays shut off.
+        type: dict
+        version_added: 0.1.0
+        suboptions:
+          secret_uuid:
+            description: The UUID of the volume secret. Mutually exclusive with O(disks[].encryption.secret_usage).
+            type: str
+            version_added: 0.1.0
+          secret_usage:
+            description: The usage id (a path) of the volume secret.
+            type: str
+            version_added: 0.1.0
   interfaces:
     description:
       - The full list of the guest's network interfaces (SR-IOV C(type=hostdev) interfaces are managed by

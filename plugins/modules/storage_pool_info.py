@@ -146,6 +146,9 @@ pools:
         backing:
           description: Backing image (path, format) or null.
           type: dict
+        encryption:
+          description: LUKS encryption (V(format), V(secret_uuid) libvirt names or null); null for a plain volume.
+          type: dict
         permissions:
           description: Mode, owner, group (and label) as libvirt reports them.
           type: dict

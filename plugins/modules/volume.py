@@ -239,7 +239,58 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  encryption:
+    description:
+      - LUKS encryption of the volume (qcow2 with LUKS encryption, or a raw LUKS container); libvirt
+        makes the key slot from the value of a libvirt secret of usage type C(volume) (module
+        M(virtops.libvirt.secret)), and the volume's XML names that secret.
+      - A volume is encrypted only when it is created. Asking to encrypt an existing plain volume, or
+        for a plain volume (O(encryption.format=none)) that is encrypted, fails and changes nothing
+        (either would lose the data). An existing volume naming another secret fails too.
+      - Without this option an existing volume's encryption is left as it is.
+      - Cannot be combined with O(src), O(url), O(backing) or O(clone_from).
+      - Use the secret whose usage is the volume's path (O(encryption.secret_usage)) - libvirt names it
+        in the volume's XML also after a pool refresh; a secret given by UUID is named only until the pool is
+        refreshed (the volume still opens with it).
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      format:
+        description: V(luks), or V(none) for a plain volume (an encrypted existing volume then fails).
+        type: str
+        choices: [luks, none]
+        default: luks
+        version_added: 0.1.0
+      secret_uuid:
+        description: The UUID of the volume secret. Mutually exclusive with O(encryption.secret_usage).
+        type: str
+        version_added: 0.1.0
+      secret_usage:
+        description: The usage id (an absolute path, usually the volume's) of the volume secret.
+        type: str
+        version_added: 0.1.0
+      passphrase:
+        description:
+          - The passphrase the volume's LUKS key slots and its secret hold (a key rotation), run on the
+            libvirt host with C(qemu-img amend) (a local URI and a file-based pool are needed).
+          - When the volume does not open with it yet, it is unlocked with the secret's current value, a free
+            key slot gets the new passphrase, the secret gets it as its value, and the key slots of the old
+            passphrase are cleared. Only while no running guest uses the volume, else the task fails and
+            changes nothing. A secret whose value opens the volume neither is an error.
+          - When the volume opens with it already, only the secret's value is set if it differs (no change
+            otherwise). Every run checks the passphrase against the volume's key slots (a few seconds of CPU for
+            the LUKS key derivation).
+          - For a new volume the secret's value is set to it first, and the volume is made with it.
+          - The secret must not be private (its current value is read to unlock the volume). Set the
+            secret's value with M(virtops.libvirt.secret) only when it is created
+            (O(virtops.libvirt.secret#module:update_value=on_create)); changing it there leaves the
+            volume's key slots behind.
+          - Never returned, logged or shown in a diff.
+        type: str
+        version_added: 0.1.0
 notes:
+  - A LUKS volume is attached to a guest with M(virtops.libvirt.guest) O(virtops.libvirt.guest#module:disks[].pool) and
+    O(virtops.libvirt.guest#module:disks[].volume); the disk gets the volume's encryption and secret.
   - A volume used by a running guest is not deleted, shrunk or given new content; the task fails and names the guests.
   - When libvirtd restarts while a volume is created or uploaded (a service manager restarting it within a few seconds),
     the module reconnects once, uploads again from the start and warns. When the daemon stays down longer (8 seconds),
@@ -319,6 +370,29 @@ EXAMPLES = r"""
     name: db1.raw
     state: absent
     wipe: zero
+
+- name: The passphrase of LUKS volumes (a libvirt secret of usage type volume)
+  virtops.libvirt.secret:
+    usage_type: volume
+    usage_id: /var/lib/libvirt/pools/images/vault.qcow2
+    value: "{{ vault_passphrase }}"
+    update_value: on_create
+
+- name: A LUKS-encrypted qcow2 volume (the secret has its usage by the volume's path)
+  virtops.libvirt.volume:
+    pool: images
+    name: vault.qcow2
+    capacity: 10GiB
+    encryption:
+      secret_usage: /var/lib/libvirt/pools/images/vault.qcow2
+
+- name: Rotate its passphrase (no running guest may use it); the secret gets the new value
+  virtops.libvirt.volume:
+    pool: images
+    name: vault.qcow2
+    encryption:
+      secret_usage: /var/lib/libvirt/pools/images/vault.qcow2
+      passphrase: "{{ vault_passphrase_2026 }}"
 """
 
 RETURN = r"""
@@ -357,6 +431,12 @@ volume:
     backing:
       description: Backing image (path and format), or null.
       type: dict
+    encryption:
+      description:
+        - The volume's encryption, null for a plain volume.
+        - V(format) (V(luks)) and V(secret_uuid), the secret libvirt names (null when it names none).
+      type: dict
+      sample: {format: luks, secret_uuid: 0d8e1073-72c6-42ad-ba6b-06ba84db80ef}
     state:
       description: V(absent) after O(state=absent).
       type: str

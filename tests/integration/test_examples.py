@@ -64,6 +64,12 @@ STATIC = {
     'docs/docsite/rst/guide_awx.rst#2': 'the same playbook (tests/integration/awx/project/fleet.yml) runs through '
     'ansible-runner in tests/integration/test_awx.py, on this host and on a 4-host fleet over SSH',
     'docs/docsite/rst/guide_awx.rst#3': 'a static inventory of hypervisors an AWX inventory holds',
+    **{
+        'docs/docsite/rst/guide_encrypted_volumes.rst#%d' % n: 'LUKS volumes with passphrases from vault variables in '
+        'a pool at a fixed path; the same tasks (secret, encrypted volume, guest disk from it, rotation) run in '
+        'tests/integration/test_luks.py and in the volume examples of test_volume.py'
+        for n in range(1, 4)
+    },
     'docs/docsite/rst/guide_awx.rst#4': 'an inventory source over qemu+ssh:// hypervisors (test_awx.py runs it against '
     'this host)',
     'docs/docsite/rst/guide_awx.rst#5': 'AWX credential type input configuration, not Ansible content',

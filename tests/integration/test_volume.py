@@ -483,16 +483,33 @@ def test_volume_examples_run(dir_pool, tmp_path, http_server):
         'sha256:7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b': 'sha256:'
         + hashlib.sha256(xz.read_bytes()).hexdigest(),
     }
+    # the LUKS examples: their secret's usage is the volume's path in this pool
+    vault = str(dir_pool_path(dir_pool) / 'vault.qcow2')
+    mapping.update(
+        {
+            '/var/lib/libvirt/pools/images/vault.qcow2': vault,
+            '{{ vault_passphrase }}': 'example-pass-one',
+            '{{ vault_passphrase_2026 }}': 'example-pass-two',
+        }
+    )
     tasks = example_tasks('volume')
-    assert len(tasks) == 9
-    for module, example_args, title in tasks:
-        args = substitute(example_args, mapping)
-        res = run(module, args)
-        assert not res.get('failed'), (title, res.get('msg'))
-        assert res['changed'], title
-        assert not ok(run(module, args))['changed'], title
+    assert len(tasks) == 12
+    try:
+        for module, example_args, title in tasks:
+            args = substitute(example_args, mapping)
+            res = run(module, args)
+            assert not res.get('failed'), (title, res.get('msg'))
+            assert res['changed'], title
+            assert not ok(run(module, args))['changed'], title
+        secret = dir_pool.connect().secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_VOLUME, vault)
+        assert secret.value(0) == b'example-pass-two'  # rotated
+    finally:
+        try:
+            dir_pool.connect().secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_VOLUME, vault).undefine()
+        except libvirt.libvirtError:
+            pass
     dir_pool.refresh(0)
     names = sorted(v.name() for v in dir_pool.listAllVolumes(0))
-    assert names == ['base.raw', 'cloud.qcow2', 'debian-12.raw', 'web1.qcow2', 'web2.qcow2', 'web3.raw']
+    assert names == ['base.raw', 'cloud.qcow2', 'debian-12.raw', 'vault.qcow2', 'web1.qcow2', 'web2.qcow2', 'web3.raw']
     assert vol(dir_pool, 'web1.qcow2').info()[1] == 20 * 1024 * MiB
     assert vol(dir_pool, 'cloud.qcow2').info()[1] == 20 * 1024 * MiB

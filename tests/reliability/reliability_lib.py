@@ -407,6 +407,7 @@ class Figures:
         self.concurrency_bulk = None  # lines: two controllers' objects tasks (test_concurrency)
         self.secrets = None
         self.secret_values = None  # libvirt secret values (test_secrets.py), rendered with secrets
+        self.luks_values = None  # LUKS passphrases of volumes (test_secrets.py), rendered with secrets
         self.frozen = None
         self.hostdev = None
         self.corpus = None  # dict: see test_corpus._figures (not required by complete())
@@ -630,7 +631,8 @@ def render_doc(fig):
     # ---- secrets
     w('## Secrets')
     w('')
-    for line in sec.get('lines', []) + (fig.secret_values or {}).get('lines', []):
+    luks = (fig.luks_values or {}).get('lines', [])
+    for line in sec.get('lines', []) + (fig.secret_values or {}).get('lines', []) + luks:
         w(line)
     w('')
     # ---- frozen

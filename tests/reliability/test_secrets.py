@@ -492,3 +492,216 @@ def libvirt_usage(usage_type):
     import libvirt
 
     return getattr(libvirt, 'VIR_SECRET_USAGE_TYPE_%s' % usage_type.upper())
+
+
+# ---------------------------------------------------------------------------------------------
+# LUKS passphrases (volume encryption, its rotation, guest disks from encrypted volumes)
+
+
+def test_luks_passphrases_never_leak(qemu, uname, boot_spec, tmp_path, capfd):
+    import shutil
+
+    import libvirt
+
+    started = time.monotonic()
+    tag = uuid.uuid4().hex
+    canaries = dict(
+        first='CanaryLuksOne-%s' % tag[:12],
+        second='CanaryLuksTwo-%s' % tag[12:24],
+        wrong='CanaryLuksWrong-%s' % tag[20:],
+    )
+    first, second, wrong = canaries['first'], canaries['second'], canaries['wrong']
+    pool_name = uname + '-luks'
+    pool_dir = Path('/var/lib/libvirt/images') / pool_name
+    conn = dict(uri='qemu:///system')
+    usage = str(pool_dir / 'a.qcow2')
+    book_usage = str(pool_dir / 'b.qcow2')
+    secret = dict(conn, usage_type='volume', usage_id=usage)
+    vol = dict(conn, pool=pool_name, name='a.qcow2', capacity='16MiB')
+    enc = dict(secret_usage=usage)
+    guest = dict(
+        boot_spec,
+        uri='qemu:///system',
+        name=uname + '-luks',
+        state='present',
+        disks=[dict(target='vda', pool=pool_name, volume='a.qcow2')],
+    )
+    runs = [
+        ('volume secret with a value', 'secret', dict(secret, value=first), False, True),
+        (
+            'new volume, passphrase (check mode)',
+            'volume',
+            dict(vol, encryption=dict(enc, passphrase=first)),
+            True,
+            True,
+        ),
+        ('new volume, passphrase', 'volume', dict(vol, encryption=dict(enc, passphrase=first)), False, True),
+        ('rotation (check mode)', 'volume', dict(vol, encryption=dict(enc, passphrase=second)), True, True),
+        ('rotation', 'volume', dict(vol, encryption=dict(enc, passphrase=second)), False, True),
+        ('rotation re-run', 'volume', dict(vol, encryption=dict(enc, passphrase=second)), False, True),
+        ('guest with the encrypted disk', 'guest', guest, False, True),
+        ('guest re-run', 'guest', guest, False, True),
+        ('secret changed outside the volume', 'secret', dict(secret, value=wrong), False, True),
+        ('guest start, wrong secret value (fails)', 'guest', dict(guest, state='running'), False, False),
+        ('rotation, no key known (fails)', 'volume', dict(vol, encryption=dict(enc, passphrase=first)), False, False),
+        (
+            'passphrase with a plain volume (fails)',
+            'volume',
+            dict(vol, encryption=dict(format='none', passphrase=first)),
+            False,
+            False,
+        ),
+        (
+            'unknown option carrying it (fails)',
+            'volume',
+            dict(vol, encryption=dict(enc, passphrase=first), bogus=first),
+            False,
+            False,
+        ),
+    ]
+    problems, wrong_outcomes = [], []
+    playbook_ok = kept_files = args_carry_it = False
+    places = []
+    output = ''
+    pool_dir.mkdir(mode=0o711)
+    pool_obj = None
+    try:
+        pool_obj = qemu.storagePoolCreateXML(
+            "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (pool_name, pool_dir), 0
+        )
+        for label, module, args, check, expect_ok in runs:
+            result = run(module, args, check=check)
+            found = leaks(json.dumps(result), canaries)
+            if found or masked(result):
+                problems.append(
+                    '%s: %s%s' % (label, ', '.join(found), ' (masked by Ansible)' if masked(result) else '')
+                )
+            if bool(result.get('failed')) == expect_ok:
+                wrong_outcomes.append('%s: %s' % (label, result.get('msg')))
+        # ---- a real playbook, -vvv --diff, with a log file and the remote files kept
+        log = tmp_path / 'ansible-luks.log'
+        book = tmp_path / 'luks.yml'
+        book.write_text(
+            textwrap.dedent(
+                """\
+                - hosts: localhost
+                  gather_facts: false
+                  module_defaults:
+                    group/virtops.libvirt.libvirt:
+                      uri: qemu:///system
+                  tasks:
+                    - name: The volume secret
+                      virtops.libvirt.secret:
+                        usage_type: volume
+                        usage_id: %(usage)s
+                        value: "{{ luks_first }}"
+                        update_value: on_create
+                    - name: The encrypted volume
+                      virtops.libvirt.volume:
+                        pool: %(pool)s
+                        name: b.qcow2
+                        capacity: 16MiB
+                        encryption:
+                          secret_usage: %(usage)s
+                      register: made
+                    - name: Show it
+                      ansible.builtin.debug:
+                        var: made
+                    - name: Rotate its passphrase
+                      virtops.libvirt.volume:
+                        pool: %(pool)s
+                        name: b.qcow2
+                        encryption:
+                          secret_usage: %(usage)s
+                          passphrase: "{{ luks_second }}"
+                      register: rotated
+                    - name: Show the rotation
+                      ansible.builtin.debug:
+                        var: rotated
+                    - name: A rotation that cannot unlock it
+                      virtops.libvirt.volume:
+                        pool: %(pool)s
+                        name: b.qcow2
+                        encryption:
+                          secret_uuid: "00000000-0000-0000-0000-000000000000"
+                          passphrase: "{{ luks_wrong }}"
+                      ignore_errors: true
+                      register: bad
+                    - name: Show the failure
+                      ansible.builtin.debug:
+                        var: bad
+                    - name: Remove the volume
+                      virtops.libvirt.volume:
+                        pool: %(pool)s
+                        name: b.qcow2
+                        state: absent
+                    - name: Remove the secret
+                      virtops.libvirt.secret:
+                        usage_type: volume
+                        usage_id: %(usage)s
+                        state: absent
+                """
+                % dict(pool=pool_name, usage=book_usage)
+            )
+        )
+        extra = tmp_path / 'luks.json'
+        extra.write_text(json.dumps(dict(luks_first=first, luks_second=second, luks_wrong=wrong)))
+        remote = tmp_path / 'ansible-remote'
+        rc, output = run_playbook(
+            book,
+            tmp_path,
+            '-vvv',
+            '--diff',
+            '-e',
+            '@%s' % extra,
+            env=dict(ANSIBLE_LOG_PATH=str(log), ANSIBLE_KEEP_REMOTE_FILES='1', ANSIBLE_PIPELINING='0'),
+        )
+        playbook_ok = rc == 0 and 'Remove the secret' in output and 'failed=0' in output.replace(' ', '')
+        kept_leaks, args_carry_it, kept_files = _kept_payload_leaks(remote, canaries)
+        places = [('module results and diffs (%d runs)' % len(runs), problems)]
+        places.append(('ansible-playbook -vvv --diff output', leaks(output, canaries)))
+        places.append(('ANSIBLE_LOG_PATH log', leaks(log.read_text() if log.exists() else '', canaries)))
+        places.append(('ANSIBLE_KEEP_REMOTE_FILES payload, outside the arguments (%d files)' % kept_files, kept_leaks))
+        for path in sorted(LOG_DIR.glob('*.log')) + sorted((LOG_DIR / 'qemu').glob('%s*.log' % uname)):
+            places.append((path.name, leaks(path.read_text(errors='replace'), canaries)))
+    finally:
+        try:
+            dom = qemu.lookupByName(guest['name'])
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        if pool_obj is not None:
+            for leftover in pool_obj.listAllVolumes(0):
+                leftover.delete(0)
+            pool_obj.destroy()
+        shutil.rmtree(pool_dir, ignore_errors=True)
+        for usage_id in (usage, book_usage):
+            try:
+                qemu.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_VOLUME, usage_id).undefine()
+            except libvirt.libvirtError:
+                pass
+    captured = capfd.readouterr()
+    places.append(('pytest captured output of this test', leaks(captured.out + captured.err, canaries)))
+    leaked = [(place, found) for place, found in places if found]
+    lines = [
+        '',
+        'LUKS passphrases (`volume` `encryption.passphrase`, its secret, `guest` disks from encrypted',
+        'volumes): a new volume, a rotation (check mode, real, re-run), a guest defined with the disk, a',
+        'start with a wrong secret value and the failures of rotation (%d module runs), and a `-vvv --diff`'
+        % len(runs),
+        'playbook with the remote files kept:',
+        '',
+        '| where | leaks |',
+        '|---|---|',
+    ]
+    lines += ['| %s | %s |' % (place, ', '.join(found) if found else 'none') for place, found in places]
+    FIGURES.luks_values = dict(places=len(places), leaks=len(leaked), lines=lines)
+    for place, found in leaked:
+        FIGURES.finding('secrets', '%s shows %s' % (place, ', '.join(found)))
+    FIGURES.timings['luks passphrases'] = time.monotonic() - started
+    assert not leaked, leaked
+    assert not wrong_outcomes, 'unexpected outcomes: %s' % wrong_outcomes
+    assert kept_files and args_carry_it, 'no kept payload found: the KEEP_REMOTE_FILES search searched nothing'
+    assert playbook_ok, output[-3000:]

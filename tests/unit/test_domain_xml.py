@@ -272,3 +272,28 @@ def test_summarize():
     assert info['disks'][0]['pool'] == 'default'
     assert info['interfaces'][1]['mac'] == '52:54:00:aa:bb:cc'
     assert info['guest_agent'] is True
+
+
+def test_luks_disk_encryption_in_source_either_place_is_the_same():
+    uuid = '0d8e1073-72c6-42ad-ba6b-06ba84db80ef'
+    disk = dict(target='vdb', pool='p', volume='v.qcow2', format='qcow2', encryption=dict(secret_uuid=uuid))
+    node = D.disk_element(disk, 'qemu')
+    enc = node.find('source/encryption')
+    assert enc.get('format') == 'luks' and enc.find('secret').get('uuid') == uuid
+    current = _defined(spec(disks=[disk]))
+    assert_valid(X.tostring(current), 'domain')
+    assert D.apply_spec(copy.deepcopy(current), spec(disks=[copy.deepcopy(disk)])) == []
+    # libvirt keeps <encryption> where it was given: directly under <disk> (the older place) is the same
+    moved = copy.deepcopy(current)
+    dnode = moved.find('devices/disk')
+    enc = dnode.find('source/encryption')
+    dnode.find('source').remove(enc)
+    enc.set('engine', 'qemu')  # added by libvirt
+    dnode.append(enc)
+    assert_valid(X.tostring(moved), 'domain')
+    assert D.apply_spec(copy.deepcopy(moved), spec(disks=[copy.deepcopy(disk)])) == []
+    # another secret, or encryption dropped, is a change of the disk
+    other = dict(disk, encryption=dict(secret_uuid=uuid.replace('0d8e', '1d8e')))
+    assert [c.message for c in D.apply_spec(copy.deepcopy(moved), spec(disks=[other]))] == ['disk vdb updated']
+    plain = dict(disk, encryption=None)
+    assert [c.message for c in D.apply_spec(copy.deepcopy(current), spec(disks=[plain]))] == ['disk vdb updated']

@@ -413,6 +413,7 @@ def test_summarize_and_diff_volume():
     assert_valid(LIBVIRT_VOL, 'storagevol')
     info = S.summarize_volume(X.parse(LIBVIRT_VOL))
     assert info == dict(
+        encryption=None,
         name='o.qcow2',
         key='/pool/o.qcow2',
         path='/pool/o.qcow2',
@@ -473,3 +474,30 @@ def test_existing_pool_keeps_its_source_when_none_is_given():
     with pytest.raises(InvalidParameter) as err:
         P.validate_pool_spec(dict(name='p1', type='iscsi', source=dict(initiator=IQN)), creating=False)
     assert err.value.msg.startswith('source.hosts') or err.value.msg.startswith('source.host:')
+
+
+LUKS_VOL = """<volume type='file'>
+  <name>v.qcow2</name>
+  <capacity unit='bytes'>16777216</capacity>
+  <target>
+    <path>/pool/v.qcow2</path>
+    <format type='qcow2'/>
+    <encryption format='luks'>
+      <secret type='passphrase' uuid='0D8E1073-72C6-42AD-BA6B-06BA84DB80EF'/>
+    </encryption>
+  </target>
+</volume>"""
+
+
+def test_luks_volume_xml_built_and_read_back():
+    uuid = '0d8e1073-72c6-42ad-ba6b-06ba84db80ef'
+    spec = dict(name='v.qcow2', capacity=1 << 24, format='qcow2', encryption=dict(format='luks', secret_uuid=uuid))
+    built = S.build_volume(spec)
+    assert_valid(X.tostring(built), 'storagevol')
+    assert S.volume_encryption(built) == dict(format='luks', secret_uuid=uuid)
+    assert_valid(LUKS_VOL, 'storagevol')
+    assert S.summarize_volume(X.parse(LUKS_VOL))['encryption'] == dict(format='luks', secret_uuid=uuid)
+    # after a pool refresh libvirt may name no secret (its usage is not the volume's path)
+    refreshed = X.parse(LUKS_VOL.replace("<secret type='passphrase' uuid='0D8E1073-72C6-42AD-BA6B-06BA84DB80EF'/>", ''))
+    assert S.volume_encryption(refreshed) == dict(format='luks', secret_uuid=None)
+    assert S.volume_encryption(X.parse(LIBVIRT_VOL)) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import uuid as uuidlib
 from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
@@ -41,6 +42,8 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import
     tpm_summary,
     volume_by_path,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import volume_encryption
 
 # where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
 SWTPM_DIR = '/var/lib/libvirt/swtpm'
@@ -145,7 +148,14 @@ class GuestManager(Manager):
 
     def failed(self, step, exc, undone, undo_error):
         """The start of a guest this task defined failed: the define was taken back (or could not
-        be), and the failure says so."""
+        be), and the failure says so. A LUKS disk its secret does not open gets a hint."""
+        msg = getattr(exc, 'msg', None)
+        if isinstance(msg, str) and 'cannot unlock any keyslot' in msg:
+            exc = OperationFailed(
+                "%s (the value of a LUKS disk's secret does not open it: give the secret the volume's passphrase, "
+                'or rotate both with virtops.libvirt.volume encryption.passphrase)' % msg,
+                **exc.details,
+            )
         define = self.define_step
         if define is None:
             return exc
@@ -308,12 +318,15 @@ class GuestManager(Manager):
         return spec
 
     def _resolve_disk(self, index, disk):
-        """Check a pool volume exists and fill in its format when the user gave none."""
+        """Check a pool volume exists, fill in its format when the user gave none and its LUKS
+        encryption (see :meth:`_resolve_encryption`)."""
         if not disk.get('pool'):
-            if disk.get('path') and not disk.get('format') and disk.get('device', 'disk') == 'disk':
+            vol = None
+            if disk.get('path') and disk.get('device', 'disk') == 'disk':
                 vol = volume_by_path(self.client, disk['path'])
-                if vol is not None:
+                if vol is not None and not disk.get('format'):
                     disk['format'] = _vol_format(vol, self.libvirt)
+            self._resolve_encryption(index, disk, vol)
             return
         pool = self.client.lookup('pool', disk['pool'])
         made = to_be_made(self.client, 'volume', '%s/%s' % (disk['pool'], disk['volume']))
@@ -327,6 +340,12 @@ class GuestManager(Manager):
             # made by an earlier entry of this task (``objects``): predicted from its options
             if not disk.get('format'):
                 disk['format'] = made.get('format')
+            made_enc = made.get('encryption') or {}
+            if not disk.get('encryption') and made_enc.get('format', 'luks') == 'luks' and made_enc:
+                disk['encryption'] = dict(
+                    secret_uuid=made_enc.get('secret_uuid'), secret_usage=made_enc.get('secret_usage')
+                )
+            self._resolve_encryption(index, disk, None)
             return
         if vol is None:
             raise InvalidParameter(
@@ -335,6 +354,45 @@ class GuestManager(Manager):
             )
         if not disk.get('format'):
             disk['format'] = _vol_format(vol, self.libvirt)
+        self._resolve_encryption(index, disk, vol)
+
+    def _resolve_encryption(self, index, disk, vol):
+        """The secret a LUKS-encrypted disk is opened with: ``disks[].encryption`` when given, else
+        the one its volume's XML names (a disk from a LUKS volume needs no option). Leaves
+        ``disk['encryption']`` as ``{'secret_uuid'}`` or None."""
+        option = 'disks[%d].encryption' % index
+        given = disk.get('encryption') or {}
+        have = _vol_encryption(vol, self.libvirt) if vol is not None else None
+        if vol is not None and have is None and (given.get('secret_uuid') or given.get('secret_usage')):
+            raise InvalidParameter(option, "volume '%s' is not encrypted" % vol.name())
+        if given.get('secret_usage'):
+            secret = SR.find_secret(self.client, None, 'volume', given['secret_usage'])
+            shown, opt = given['secret_usage'], option + '.secret_usage'
+        elif given.get('secret_uuid'):
+            try:
+                uuid = str(uuidlib.UUID(given['secret_uuid'].strip()))
+            except ValueError:
+                raise InvalidParameter(option + '.secret_uuid', '%r is not a UUID' % given['secret_uuid']) from None
+            secret = SR.find_secret(self.client, uuid=uuid)
+            shown, opt = uuid, option + '.secret_uuid'
+        elif have is not None:
+            if not have['secret_uuid']:
+                raise InvalidParameter(
+                    option,
+                    "volume '%s' is LUKS-encrypted, but libvirt names no secret for it (its secret's usage is not "
+                    'its path): give secret_uuid or secret_usage' % vol.name(),
+                )
+            secret = SR.find_secret(self.client, uuid=have['secret_uuid'])
+            shown, opt = have['secret_uuid'], option
+        else:
+            disk['encryption'] = None
+            return
+        fields = SR.secret_fields(self.client, secret) if secret is not None else None
+        if fields is None:
+            raise InvalidParameter(opt, "secret '%s' (the disk's LUKS passphrase) does not exist" % shown)
+        if fields['usage_type'] != 'volume':
+            raise InvalidParameter(opt, '%s is not a volume secret (usage_type volume)' % SR.what(fields))
+        disk['encryption'] = dict(secret_uuid=fields['uuid'])
 
     def _plan_new(self, plan, desired_xml):
         """Define the guest, which does not exist yet. Recorded once libvirt has defined it; when
@@ -1075,6 +1133,13 @@ def _instance_id(files):
         if line.startswith(('instance-id:', '"instance-id":')):
             return line
     return None
+
+
+def _vol_encryption(vol, libvirt):
+    try:
+        return volume_encryption(X.parse(vol.XMLDesc(0)))
+    except (libvirt.libvirtError, X.XMLSyntaxError):
+        return None
 
 
 def _vol_format(vol, libvirt):

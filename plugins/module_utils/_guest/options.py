@@ -117,6 +117,13 @@ SPEC = ArgumentSpec(
                 serial=dict(type='str'),
                 boot_order=dict(type='int'),
                 iotune=dict(type='dict', options=_IOTUNE),
+                encryption=dict(
+                    type='dict',
+                    options=dict(
+                        secret_uuid=dict(type='str', no_log=False), secret_usage=dict(type='str', no_log=False)
+                    ),
+                    mutually_exclusive=[('secret_uuid', 'secret_usage')],
+                ),
             ),
         ),
         interfaces=dict(

@@ -176,13 +176,19 @@ def disk_element(disk, domain_type='kvm'):
             driver[key] = disk[key]
     if any(v is not None for v in driver.values()):
         X.sub(node, 'driver', **driver)
+    source = None
     if disk.get('pool'):
-        X.sub(node, 'source', pool=disk['pool'], volume=disk['volume'])
+        source = X.sub(node, 'source', pool=disk['pool'], volume=disk['volume'])
     elif disk.get('path'):
         if node.get('type') == 'block':
-            X.sub(node, 'source', dev=disk['path'])
+            source = X.sub(node, 'source', dev=disk['path'])
         else:
-            X.sub(node, 'source', file=disk['path'])
+            source = X.sub(node, 'source', file=disk['path'])
+    encryption = disk.get('encryption')
+    if encryption and encryption.get('secret_uuid') and source is not None:
+        # a LUKS volume (qcow2 or raw): QEMU opens it with the secret's value
+        enc = X.sub(source, 'encryption', format='luks')
+        X.sub(enc, 'secret', type='passphrase', uuid=encryption['secret_uuid'])
     X.sub(node, 'target', dev=target, bus=bus)
     iotune = disk.get('iotune') or {}
     if any(v is not None for v in iotune.values()):
@@ -847,7 +853,11 @@ def _apply_disks(devices, disks, domain_type, changes, keep=None):
     for disk in disks:
         want = disk_element(disk, domain_type)
         have = current.get(disk['target'])
-        if have is not None and not differences(want, have) and not _disk_differs(disk, want, have):
+        if (
+            have is not None
+            and not differences(want, encryption_in_source(have))
+            and not _disk_differs(disk, want, have)
+        ):
             wanted.append(have)
             continue
         if have is not None:
@@ -926,10 +936,27 @@ def _disk_differs(disk, want, have):
         return True
     if want.find('source') is None and has_medium(have):
         return True
+    if (want.find('source/encryption') is None) != (encryption_in_source(have).find('source/encryption') is None):
+        return True  # encryption wanted on a plain disk, or the reverse
     have_driver = have.find('driver')
     if disk.get('cache') == 'default' and have_driver is not None and have_driver.get('cache'):
         return True
     return disk.get('readonly') is False and want.find('readonly') is None and have.find('readonly') is not None
+
+
+def encryption_in_source(disk_node):
+    """``disk_node`` with its ``<encryption>`` inside ``<source>``, where the ``disks`` option puts
+    it: libvirt keeps the element where it was given (a guest defined from XML may have it
+    directly under ``<disk>``, the older place), both mean the same."""
+    enc = disk_node.find('encryption')
+    source = disk_node.find('source')
+    if enc is None or source is None or source.find('encryption') is not None:
+        return disk_node
+    moved = copy.deepcopy(disk_node)
+    node = moved.find('encryption')
+    moved.remove(node)
+    moved.find('source').append(node)
+    return moved
 
 
 def has_medium(disk_node):

@@ -4,10 +4,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Reading libvirt secrets: the read side of the ``_secret`` kind, which other kinds use to find
 the secret an object references (a pool's ``<auth>``, later a LUKS volume's ``<encryption>`` and a
-guest's vTPM) by UUID or by usage. Never reads a value: that is the ``secret`` module's own
-business (``_secret/manager.py``)."""
+guest's vTPM) by UUID or by usage. It reads a value only where another object must unlock with
+it (:func:`read_value`: the current passphrase of a LUKS volume whose key the ``volume`` module
+rotates); setting and comparing values is the ``secret`` module's own business
+(``_secret/manager.py``)."""
 
 from __future__ import annotations
+
+import hmac
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret.spec import USAGE_TYPES, parse_secret
 
@@ -89,3 +93,30 @@ def find_referenced(client, usage_type, uuid=None, usage_id=None):
     no such secret exists."""
     secret = find_secret(client, uuid=uuid) if uuid is not None else find_secret(client, None, usage_type, usage_id)
     return secret_fields(client, secret) if secret is not None else None
+
+
+def value_state(client, secret, fields):
+    """Whether ``secret`` (of ``fields``) holds a value: ``'set'``, ``'none'``, or ``'private'``
+    (libvirt hides the value of a private secret from every API client: unknown). The value read
+    to know it is dropped at once."""
+    if fields['private']:
+        return 'private'
+    return 'set' if read_value(client, secret) is not None else 'none'
+
+
+def read_value(client, secret):
+    """The value of a secret that is not private (bytes), None when it has none: only for an
+    object that must unlock with it (the current passphrase of a LUKS volume whose key is
+    rotated). Never put it in a result, a diff or a message."""
+    lv = client.libvirt
+    try:
+        return secret.value(0)
+    except lv.libvirtError as exc:
+        if client.is_error(exc, 'VIR_ERR_NO_SECRET'):
+            return None
+        raise client.error(exc, 'secret value') from None
+
+
+def same_value(a, b):
+    """Constant-time comparison of two values (bytes)."""
+    return hmac.compare_digest(a, b)

@@ -332,6 +332,10 @@ def build_volume(spec):
         X.sub(target, 'format', type=spec['format'])
     if spec.get('permissions'):
         target.append(permissions_element(spec['permissions']))
+    encryption = spec.get('encryption')
+    if encryption:
+        enc = X.sub(target, 'encryption', format=encryption['format'])
+        X.sub(enc, 'secret', type='passphrase', uuid=encryption['secret_uuid'])
     backing = spec.get('backing')
     if backing:
         bnode = X.sub(root, 'backingStore')
@@ -339,6 +343,18 @@ def build_volume(spec):
         if backing.get('format'):
             X.sub(bnode, 'format', type=backing['format'])
     return root
+
+
+def volume_encryption(root):
+    """The encryption of a volume XML: None for a plain volume, else ``{'format', 'secret_uuid'}``
+    (``secret_uuid`` None when libvirt does not name the secret: after a pool refresh it names
+    only a secret whose usage is the volume's path)."""
+    enc = root.find('target/encryption')
+    if enc is None:
+        return None
+    secret = enc.find("secret[@type='passphrase']")
+    uuid = secret.get('uuid') if secret is not None else None
+    return dict(format=enc.get('format') or 'default', secret_uuid=uuid.lower() if uuid else None)
 
 
 def _bytes(node):
@@ -367,6 +383,7 @@ def summarize_volume(root):
         capacity=_bytes(root.find('capacity')),
         allocation=_bytes(root.find('allocation')),
         backing=back,
+        encryption=volume_encryption(root),
         permissions=None if perms is None else {c.tag: (c.text or '').strip() for c in perms if isinstance(c.tag, str)},
     )
 

@@ -14,6 +14,7 @@ manager uses too; what the manager and its apply code both need is in ``volume_r
 from __future__ import annotations
 
 import os
+import uuid as uuidlib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -27,6 +28,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan, to_be_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import run as run_plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
+from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import (
     UploadRecords,
@@ -66,6 +68,7 @@ class VolumeManager(Manager):
         self.resize_step = None  # the resize after replaced content: named "run the task again"
         self.new_steps = []  # the steps that make a new volume (created first)
         self.note_uri = None  # the canonical URI that notes a new volume left partly written
+        self.key_note = None  # (before, after) of a rotated passphrase, for the diff (never the value)
         self.raced = False  # planning again: a concurrent run created the volume meanwhile
         self._tempfiles = []
         self.uri_shown = redact_url(client.uri, keep_user=True)
@@ -127,6 +130,11 @@ class VolumeManager(Manager):
                 for made in new:
                     if made.message in self.result.actions:
                         self.result.actions.remove(made.message)
+        enc = self.params.get('encryption') or {}
+        if step in new[:1] and enc.get('format') == 'luks' and 'does not have a value' in str(exc):
+            # a private secret's value is not readable: libvirt tells only when it creates the volume
+            option = 'encryption.secret_usage' if enc.get('secret_usage') else 'encryption.secret_uuid'
+            return InvalidParameter(option, 'the secret has no value: set it first (virtops.libvirt.secret value)')
         # a failed step names as not done only a resize after replaced content (which stays)
         retry = step.message == self.resize_step
         self.result.pending = [step.message + ' (run the task again)'] if retry else []
@@ -183,7 +191,7 @@ class VolumeManager(Manager):
     # read -> plan
 
     def plan(self):
-        self.refresh = self.resize_step = self.digest = self.note_uri = None
+        self.refresh = self.resize_step = self.digest = self.note_uri = self.key_note = None
         self.new_steps = []
         plan = Plan(self.what)
         vol, before_xml, record = self._current()
@@ -201,11 +209,11 @@ class VolumeManager(Manager):
         else:
             self.predicted = self._plan_update(plan, vol, want)
         self.digest = want['content']['digest'] if want.get('content') else None
-        plan.diff(
-            _render(before_xml, want.get('before_content')),
-            _render(self.predicted, self.digest),
-            before_exists=vol is not None,
-        )
+        before, after = _render(before_xml, want.get('before_content')), _render(self.predicted, self.digest)
+        if self.key_note:
+            before = '<!-- LUKS passphrase: %s -->\n%s' % (self.key_note[0], before)
+            after = '<!-- LUKS passphrase: %s -->\n%s' % (self.key_note[1], after)
+        plan.diff(before, after, before_exists=vol is not None)
         return plan
 
     def report(self, plan):
@@ -225,6 +233,8 @@ class VolumeManager(Manager):
                 self.digest = step.outcome  # measured while the image was copied
         after_xml = self.client.call(vol.XMLDesc, 0, what=self.what)
         plan.after = _render(after_xml, self.digest)  # read back (the runner records the diff after the report)
+        if self.key_note:
+            plan.after = '<!-- LUKS passphrase: %s -->\n%s' % (self.key_note[1], plan.after)
         return dict(volume=self._describe(vol, after_xml))
 
     def _current(self):
@@ -357,7 +367,82 @@ class VolumeManager(Manager):
                 )
             if not want['format'] and file_pool:
                 want['format'] = 'qcow2'
+        want['encryption'] = self._resolve_encryption(vol, want)
         return want
+
+    def _resolve_encryption(self, vol, want):
+        """The ``encryption`` option, checked against the secret it names: None (not given),
+        ``{'format': 'none'}`` (a plain volume) or the LUKS encryption with the secret's UUID."""
+        enc = self.params.get('encryption')
+        if not enc:
+            return None
+        usage = enc.get('secret_usage')
+        option = 'encryption.secret_usage' if usage else 'encryption.secret_uuid'
+        if enc['format'] == 'none':
+            if enc.get('secret_uuid') or usage or enc.get('passphrase') is not None:
+                raise InvalidParameter('encryption', 'format none (a plain volume) takes no secret or passphrase')
+            return dict(format='none')
+        if want['backing'] or want['clone'] or want['content']:
+            raise InvalidParameter(
+                'encryption',
+                'cannot be combined with backing, clone_from, src or url: libvirt would write plain data '
+                'over the LUKS volume (create it empty, then copy the data in through a guest)',
+            )
+        fmt = want['format'] if vol is None else self.params.get('format')
+        if fmt is not None and fmt not in ('qcow2', 'raw'):
+            raise InvalidParameter('format', 'LUKS encryption is for qcow2 and raw volumes, not %r' % fmt)
+        if not (enc.get('secret_uuid') or usage):
+            raise InvalidParameter(
+                'encryption', 'give secret_uuid or secret_usage: the volume secret holding the passphrase'
+            )
+        if usage is not None:
+            if not usage.startswith('/') or any(ord(c) < 32 or ord(c) == 127 for c in usage):
+                raise InvalidParameter(option, 'a volume secret is used by an absolute path, got %r' % usage)
+            secret = SR.find_secret(self.client, None, 'volume', usage)
+        else:
+            try:
+                uuid = str(uuidlib.UUID(enc['secret_uuid'].strip()))
+            except ValueError:
+                raise InvalidParameter(option, '%r is not a UUID' % enc['secret_uuid']) from None
+            secret = SR.find_secret(self.client, uuid=uuid)
+        fields = SR.secret_fields(self.client, secret) if secret is not None else None
+        if fields is None:
+            raise InvalidParameter(
+                option,
+                "secret '%s' does not exist on %s: define it first (virtops.libvirt.secret with usage_type volume)"
+                % (usage or enc['secret_uuid'], self.uri_shown),
+            )
+        if fields['usage_type'] != 'volume':
+            raise InvalidParameter(
+                option, '%s is not a volume secret: LUKS volumes need usage_type volume' % SR.what(fields)
+            )
+        state = SR.value_state(self.client, secret, fields)
+        if state == 'none':
+            raise InvalidParameter(
+                option, '%s has no value: set it first (virtops.libvirt.secret value)' % SR.what(fields)
+            )
+        if enc.get('passphrase') is not None:
+            if not enc['passphrase']:
+                raise InvalidParameter('encryption.passphrase', 'must not be empty')
+            if state == 'private':
+                raise InvalidParameter(
+                    'encryption.passphrase',
+                    'needs a secret that is not private: the module reads its current value to unlock the '
+                    'volume (%s is private)' % SR.what(fields),
+                )
+            if not (self.ptype in S.FILE_POOL_TYPES and self.client.is_local and not self.client.is_test_driver):
+                raise InvalidParameter(
+                    'encryption.passphrase',
+                    'rotates the key with qemu-img on the libvirt host: it needs a local URI and a file-based pool',
+                )
+        return dict(
+            format='luks',
+            secret_uuid=fields['uuid'],
+            secret=secret,
+            what=SR.what(fields),
+            option=option,
+            passphrase=enc.get('passphrase'),
+        )
 
     def _resolve_backing(self, backing):
         lv = self.libvirt
@@ -614,6 +699,7 @@ class VolumeManager(Manager):
             format=want['format'],
             permissions=want['permissions'],
             backing=want['backing'],
+            encryption=want['encryption'] if (want['encryption'] or {}).get('format') == 'luks' else None,
         )
         xml = X.tostring(S.build_volume(spec))
         how = ''
@@ -636,6 +722,9 @@ class VolumeManager(Manager):
             target = X.findtext(self.pool_root, 'target/path')
             note = dict(uri=note_uri, path=os.path.join(target, self.name) if target and file_pool else None)
         args = (self.pool_name, self.name, self.what)
+        if spec['encryption'] and spec['encryption']['passphrase'] is not None:
+            # a new volume is made with its secret's value: the passphrase wanted goes there first
+            self._plan_secret_value(plan, spec['encryption'])
         steps = [plan.add('%s created%s' % (self.what, how), 'create', *args, xml, clone, note)]
         if content:
             steps.append(plan.add('%s uploaded from %s' % (self.what, content['label']), 'upload_new', *args, content))
@@ -667,6 +756,7 @@ class VolumeManager(Manager):
                 '%s exists with format %s; the format of an existing volume cannot be '
                 'changed (convert it, or remove it first)' % (self.what, current['format']),
             )
+        self._plan_encryption(plan, vol, current, want['encryption'])
         if want['backing']:
             have = (current.get('backing') or {}).get('path')
             if have != want['backing']['path']:
@@ -741,6 +831,108 @@ class VolumeManager(Manager):
             predicted.find('capacity').text = str(capacity)
             predicted.find('capacity').set('unit', 'bytes')
         return X.tostring(predicted)
+
+    def _plan_encryption(self, plan, vol, current, enc):
+        """Compare the encryption wanted with the volume's: encrypting a plain volume (or the
+        reverse) is refused, it would lose the data; ``passphrase`` rotates the key."""
+        if enc is None:
+            return
+        have = current.get('encryption')
+        if enc['format'] == 'none':
+            if have is not None:
+                raise InvalidParameter(
+                    'encryption',
+                    '%s is encrypted (%s); a volume is not decrypted in place: make a new plain volume and '
+                    'copy the data into it' % (self.what, have['format']),
+                )
+            return
+        if have is None:
+            raise InvalidParameter(
+                'encryption',
+                '%s exists unencrypted; it is not encrypted in place (its data would be lost): make a new '
+                'encrypted volume and copy the data into it' % self.what,
+            )
+        if have['format'] != 'luks':
+            raise InvalidParameter(
+                'encryption.format', '%s is encrypted with %s, not luks' % (self.what, have['format'])
+            )
+        if have['secret_uuid'] and have['secret_uuid'] != enc['secret_uuid']:
+            raise InvalidParameter(
+                enc['option'],
+                '%s names secret %s, not %s (%s); libvirt cannot change the secret of an existing volume '
+                '(rotate its passphrase with encryption.passphrase)'
+                % (self.what, have['secret_uuid'], enc['secret_uuid'], enc['what']),
+            )
+        if enc['passphrase'] is not None:
+            self._plan_rotation(plan, vol, current, enc)
+
+    def _plan_rotation(self, plan, vol, current, enc):
+        """``encryption.passphrase`` on an existing volume: its key slots and its secret are to hold
+        that passphrase. When the volume does not open with it yet: a key slot gets the new
+        passphrase (unlocked with the secret's current value), the secret gets the new value, the
+        old passphrase's slots are cleared - only while no running guest uses the volume."""
+        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+        new = enc['passphrase'].encode('utf-8')
+        old = SR.read_value(self.client, enc['secret'])
+        path, fmt = current['path'], current['format']
+        users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
+        if luks.opens_with(path, fmt, new, shared=bool(users)):
+            if old is None or SR.same_value(old, new):
+                return
+            # the key slot was added before, the secret not set yet (a run cut short): complete it
+            self._plan_secret_value(plan, enc)
+            if not users and luks.opens_with(path, fmt, old):
+                plan.add(
+                    '%s: LUKS key slots of the old passphrase removed' % self.what,
+                    'luks_remove_key',
+                    path,
+                    fmt,
+                    new,
+                    old,
+                    self.what,
+                )
+            return
+        if users:
+            raise OperationFailed(
+                '%s: its passphrase is rotated only while no running guest uses it (%s); stop them first'
+                % (self.what, '; '.join(users)),
+                in_use_by=users,
+            )
+        if old is None or not luks.opens_with(path, fmt, old):
+            raise OperationFailed(
+                "%s opens neither with encryption.passphrase nor with the value of %s: the volume's key "
+                'is unknown, nothing was changed' % (self.what, enc['what'])
+            )
+        self.key_note = ('the current value of %s' % enc['what'], 'new (encryption.passphrase)')
+        plan.add(
+            '%s: LUKS key slot added for the new passphrase' % self.what, 'luks_add_key', path, fmt, old, new, self.what
+        )
+        self._plan_secret_value(plan, enc)
+        plan.add(
+            '%s: LUKS key slots of the old passphrase removed' % self.what,
+            'luks_remove_key',
+            path,
+            fmt,
+            new,
+            old,
+            self.what,
+        )
+
+    def _plan_secret_value(self, plan, enc):
+        new = enc['passphrase'].encode('utf-8')
+        have = SR.read_value(self.client, enc['secret'])
+        if have is not None and SR.same_value(have, new):
+            return
+        if self.key_note is None:
+            self.key_note = ('the value of %s' % enc['what'], 'new (encryption.passphrase)')
+        plan.add(
+            '%s value set to the volume passphrase' % enc['what'],
+            'set_secret_value',
+            enc['secret_uuid'],
+            new,
+            enc['what'],
+        )
 
     def _live_resizer(self, vol):
         """``(guest, disk target)`` of the running guest to grow the volume through (QEMU holds

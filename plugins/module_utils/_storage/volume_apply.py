@@ -202,6 +202,23 @@ def _records(client):
 # a new volume: create -> upload (-> resize); a failing step has the volume removed again
 
 
+# QEMU (7.2) times its LUKS key derivation with the thread's CPU time; where the kernel counts that in
+# whole ticks, its first short sample often reads 0 ms and qemu-img gives up ("Unable to get accurate
+# CPU usage") before it wrote anything. Another try samples again.
+PBKDF_FLAKE = 'Unable to get accurate CPU usage'
+PBKDF_TRIES = 12
+
+
+def _create_xml(client, pool, xml, what):
+    for attempt in range(PBKDF_TRIES):
+        try:
+            return client.call(pool.createXML, xml, 0, what=what)
+        except OperationFailed as exc:
+            if PBKDF_FLAKE not in str(exc) or attempt == PBKDF_TRIES - 1:
+                raise
+    return None  # not reached
+
+
 def create(client, pool_name, name, what, xml, clone=None, note=None):
     """Create the volume from ``xml``; a clone of ``clone`` (``(pool, name)``) when given.
 
@@ -219,7 +236,7 @@ def create(client, pool_name, name, what, xml, clone=None, note=None):
                 )
             vol = client.call(pool.createXMLFrom, xml, source, 0, what=what + ' clone')
         else:
-            vol = client.call(pool.createXML, xml, 0, what=what)
+            vol = _create_xml(client, pool, xml, what)
     except ConnectionFailed as exc:
         # libvirtd died while creating: once it is back the volume may or may not exist
         try:
@@ -576,3 +593,23 @@ def delete(client, pool_name, name, what, hint=''):
     if made:
         _records(client).forget(key)
     return made
+
+
+def luks_add_key(client, path, fmt, unlock, new, what):
+    """A free LUKS key slot of the volume file gets passphrase ``new`` (``unlock``: the current one)."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+    luks.add_key(path, fmt, unlock, new, what)
+
+
+def luks_remove_key(client, path, fmt, unlock, old, what):
+    """The LUKS key slots of passphrase ``old`` are cleared (``unlock``: the new one)."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+    luks.remove_key(path, fmt, unlock, old, what)
+
+
+def set_secret_value(client, uuid, value, what):
+    """The volume secret ``uuid`` gets ``value`` (the passphrase its volume now opens with)."""
+    secret = client.call('secretLookupByUUIDString', uuid, what=what)
+    client.call(secret.setValue, value, 0, what=what)

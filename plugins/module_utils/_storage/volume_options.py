@@ -51,6 +51,16 @@ SPEC = ArgumentSpec(
         ),
         wipe=dict(type='str', choices=list(WIPE_ALGORITHMS)),
         allow_shrink=dict(type='bool', default=False),
+        encryption=dict(
+            type='dict',
+            options=dict(
+                format=dict(type='str', default='luks', choices=['luks', 'none']),
+                secret_uuid=dict(type='str', no_log=False),
+                secret_usage=dict(type='str', no_log=False),
+                passphrase=dict(type='str', no_log=True),
+            ),
+            mutually_exclusive=[('secret_uuid', 'secret_usage')],
+        ),
     ),
     mutually_exclusive=[('backing', 'clone_from', 'src', 'url')],
 )
