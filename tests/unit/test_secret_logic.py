@@ -17,9 +17,8 @@ import pytest
 from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection, daemon_key
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import daemon_key
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret import value as V
 from ansible_collections.virtops.libvirt.plugins.module_utils._secret.info import SecretInfo

@@ -22,7 +22,6 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import errors
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import ArgumentSpec
-from ansible_collections.virtops.libvirt.plugins.module_utils._core.host_state import daemon_key
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.lock import ObjectLocks
 
 LIBVIRT_IMPORT_ERROR = None
@@ -60,6 +59,23 @@ def is_local(uri):
     except ValueError:
         return False
     return not host or host.lower() in _LOCAL_HOSTS
+
+
+def daemon_key(uri, local):
+    """The one name of the libvirt daemon ``uri`` reaches (``local``: on this machine, see
+    :func:`is_local`), for everything kept per daemon on the managed host: object locks,
+    upload records, secret value records. Driver, host (``local`` for this machine) and path of
+    the URI: ``qemu:///system`` and ``qemu+unix:///system`` are one daemon, the same UUID on two
+    hosts (common for Ceph secrets) is two."""
+    parts = urlsplit(uri or '')
+    driver = (parts.scheme.split('+')[0] or 'default').lower()
+    try:
+        host = 'local' if local else (parts.hostname or 'local')
+    except ValueError:
+        host = 'unknown'
+    path = (parts.path or '/').strip('/').replace('/', '_') or 'default'
+    key = '%s-%s-%s' % (driver, host, path)
+    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in key)
 
 
 class Connection:

@@ -3,15 +3,14 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the modules keep on the managed host between runs, and where: upload records, notes of
 partly written volumes, the value records of private secrets (under :func:`state_dir`) and the
-image cache (:func:`cache_dir`); :func:`daemon_key` names the daemon they belong to. Records are
-small JSON files written whole or not at all (:func:`write_json`), readable by their owner only."""
+image cache (:func:`cache_dir`), per daemon (``connection.daemon_key``). Records are small JSON
+files written whole or not at all (:func:`write_json`), readable by their owner only."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from urllib.parse import urlsplit
 
 
 def _per_user(env, root_dir, xdg, fallback, *tail):
@@ -34,23 +33,6 @@ def cache_dir():
     """The image cache: ``/var/cache/virtops-libvirt/images`` as root, else the user's cache
     directory; E(VIRTOPS_LIBVIRT_CACHE_DIR) moves it."""
     return _per_user('VIRTOPS_LIBVIRT_CACHE_DIR', '/var/cache/virtops-libvirt', 'XDG_CACHE_HOME', '.cache', 'images')
-
-
-def daemon_key(uri, local):
-    """The one name of the libvirt daemon ``uri`` reaches (``local``: on this machine, see
-    ``connection.is_local``), for everything kept per daemon on the managed host: object locks,
-    upload records, secret value records. Driver, host (``local`` for this machine) and path of
-    the URI: ``qemu:///system`` and ``qemu+unix:///system`` are one daemon, the same UUID on two
-    hosts (common for Ceph secrets) is two."""
-    parts = urlsplit(uri or '')
-    driver = (parts.scheme.split('+')[0] or 'default').lower()
-    try:
-        host = 'local' if local else (parts.hostname or 'local')
-    except ValueError:
-        host = 'unknown'
-    path = (parts.path or '/').strip('/').replace('/', '_') or 'default'
-    key = '%s-%s-%s' % (driver, host, path)
-    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in key)
 
 
 def write_json(path, data, **dump):

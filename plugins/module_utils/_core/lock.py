@@ -63,7 +63,7 @@ class ObjectLocks:
     tests (another lock directory; a table of their own plays another process)."""
 
     def __init__(self, daemon, enabled=True, directory=None, held=None):
-        self.daemon = daemon or ''  # host_state.daemon_key: one name per daemon, however spelled
+        self.daemon = daemon or ''  # connection.daemon_key: one name per daemon, however spelled
         self.enabled = enabled
         self.directory = directory or LOCK_DIR
         self.held = _HELD if held is None else held

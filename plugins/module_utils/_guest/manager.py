@@ -42,8 +42,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import
     tpm_summary,
     volume_by_path,
 )
-from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import volume_encryption
 
 # where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
 SWTPM_DIR = '/var/lib/libvirt/swtpm'
@@ -321,12 +319,13 @@ class GuestManager(Manager):
         """Check a pool volume exists, fill in its format when the user gave none and its LUKS
         encryption (see :meth:`_resolve_encryption`)."""
         if not disk.get('pool'):
-            vol = None
+            vol = root = None
             if disk.get('path') and disk.get('device', 'disk') == 'disk':
                 vol = volume_by_path(self.client, disk['path'])
+                root = self._vol_xml(vol)
                 if vol is not None and not disk.get('format'):
-                    disk['format'] = _vol_format(vol, self.libvirt)
-            self._resolve_encryption(index, disk, vol)
+                    disk['format'] = _vol_format(root)
+            self._resolve_encryption(index, disk, vol, _vol_encryption(root))
             return
         pool = self.client.lookup('pool', disk['pool'])
         made = to_be_made(self.client, 'volume', '%s/%s' % (disk['pool'], disk['volume']))
@@ -345,24 +344,41 @@ class GuestManager(Manager):
                 disk['encryption'] = dict(
                     secret_uuid=made_enc.get('secret_uuid'), secret_usage=made_enc.get('secret_usage')
                 )
-            self._resolve_encryption(index, disk, None)
+            self._resolve_encryption(index, disk, None, None)
             return
         if vol is None:
             raise InvalidParameter(
                 'disks[%d].volume' % index,
                 "volume '%s' not found in storage pool '%s'" % (disk['volume'], disk['pool']),
             )
+        root = self._vol_xml(vol)
         if not disk.get('format'):
-            disk['format'] = _vol_format(vol, self.libvirt)
-        self._resolve_encryption(index, disk, vol)
+            disk['format'] = _vol_format(root)
+        self._resolve_encryption(index, disk, vol, _vol_encryption(root))
 
-    def _resolve_encryption(self, index, disk, vol):
+    def _vol_xml(self, vol):
+        """A volume's XML, read once for its format and its encryption (None: unknown, libvirt's
+        defaults apply)."""
+        if vol is None:
+            return None
+        try:
+            return X.parse(vol.XMLDesc(0))
+        except (self.libvirt.libvirtError, X.XMLSyntaxError):
+            return None
+
+    def _resolve_encryption(self, index, disk, vol, have):
         """The secret a LUKS-encrypted disk is opened with: ``disks[].encryption`` when given, else
-        the one its volume's XML names (a disk from a LUKS volume needs no option). Leaves
-        ``disk['encryption']`` as ``{'secret_uuid'}`` or None."""
+        the one its volume's XML names (``have``: its encryption, see ``_vol_encryption``; a disk
+        from a LUKS volume needs no option). Leaves ``disk['encryption']`` as ``{'secret_uuid'}``
+        or None."""
         option = 'disks[%d].encryption' % index
         given = disk.get('encryption') or {}
-        have = _vol_encryption(vol, self.libvirt) if vol is not None else None
+        if have is None and not given:
+            disk['encryption'] = None
+            return
+        # imported here: only an encrypted disk reads secrets
+        from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
+
         if vol is not None and have is None and (given.get('secret_uuid') or given.get('secret_usage')):
             raise InvalidParameter(option, "volume '%s' is not encrypted" % vol.name())
         if given.get('secret_usage'):
@@ -1135,17 +1151,18 @@ def _instance_id(files):
     return None
 
 
-def _vol_encryption(vol, libvirt):
-    try:
-        return volume_encryption(X.parse(vol.XMLDesc(0)))
-    except (libvirt.libvirtError, X.XMLSyntaxError):
+def _vol_encryption(root):
+    """The encryption of a volume's XML (``root``, None: unknown) as ``_storage.read`` reads it."""
+    if root is None or root.find('target/encryption') is None:
         return None
+    # imported here: only an encrypted volume needs the storage reader
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import volume_encryption
+
+    return volume_encryption(root)
 
 
-def _vol_format(vol, libvirt):
-    try:
-        root = X.parse(vol.XMLDesc(0))
-    except (libvirt.libvirtError, X.XMLSyntaxError):
+def _vol_format(root):
+    if root is None:
         return None  # format stays unknown: libvirt's default applies
     fmt = root.find('target/format')
     if fmt is None:

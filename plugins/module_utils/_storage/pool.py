@@ -22,7 +22,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     OperationFailed,
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
-from ansible_collections.virtops.libvirt.plugins.module_utils._secret.read import find_referenced
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import pool_spec as P
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import (
@@ -362,6 +361,9 @@ class PoolManager(Manager):
         uuid, usage = secret.get('uuid'), secret.get('usage')
         option = 'source.auth.secret_uuid' if uuid else 'source.auth.secret_usage'
         usage_type = P.AUTH_SECRET_USAGE[auth.get('type')]
+        # imported here: only a pool with source.auth reads secrets
+        from ansible_collections.virtops.libvirt.plugins.module_utils._secret.read import find_referenced
+
         found = find_referenced(self.client, usage_type, uuid=uuid, usage_id=usage)
         described = "secret '%s'" % uuid if uuid else "%s secret '%s'" % (usage_type, usage)
         if found is None:

@@ -28,7 +28,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan, to_be_made
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import run as run_plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
-from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.shared import (
     UploadRecords,
@@ -49,6 +48,13 @@ def _render(xml, content=None):
         return ''
     head = '<!-- content: %s -->\n' % content if content else ''
     return head + S.diff_xml(xml)
+
+
+def _secrets():
+    """The secret reader (``_secret.read``), imported on first use: only LUKS volumes read secrets."""
+    from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read
+
+    return read
 
 
 class VolumeManager(Manager):
@@ -398,14 +404,14 @@ class VolumeManager(Manager):
         if usage is not None:
             if not usage.startswith('/') or any(ord(c) < 32 or ord(c) == 127 for c in usage):
                 raise InvalidParameter(option, 'a volume secret is used by an absolute path, got %r' % usage)
-            secret = SR.find_secret(self.client, None, 'volume', usage)
+            secret = _secrets().find_secret(self.client, None, 'volume', usage)
         else:
             try:
                 uuid = str(uuidlib.UUID(enc['secret_uuid'].strip()))
             except ValueError:
                 raise InvalidParameter(option, '%r is not a UUID' % enc['secret_uuid']) from None
-            secret = SR.find_secret(self.client, uuid=uuid)
-        fields = SR.secret_fields(self.client, secret) if secret is not None else None
+            secret = _secrets().find_secret(self.client, uuid=uuid)
+        fields = _secrets().secret_fields(self.client, secret) if secret is not None else None
         if fields is None:
             raise InvalidParameter(
                 option,
@@ -414,12 +420,12 @@ class VolumeManager(Manager):
             )
         if fields['usage_type'] != 'volume':
             raise InvalidParameter(
-                option, '%s is not a volume secret: LUKS volumes need usage_type volume' % SR.what(fields)
+                option, '%s is not a volume secret: LUKS volumes need usage_type volume' % _secrets().what(fields)
             )
-        state = SR.value_state(self.client, secret, fields)
+        state = _secrets().value_state(self.client, secret, fields)
         if state == 'none':
             raise InvalidParameter(
-                option, '%s has no value: set it first (virtops.libvirt.secret value)' % SR.what(fields)
+                option, '%s has no value: set it first (virtops.libvirt.secret value)' % _secrets().what(fields)
             )
         if enc.get('passphrase') is not None:
             if not enc['passphrase']:
@@ -428,7 +434,7 @@ class VolumeManager(Manager):
                 raise InvalidParameter(
                     'encryption.passphrase',
                     'needs a secret that is not private: the module reads its current value to unlock the '
-                    'volume (%s is private)' % SR.what(fields),
+                    'volume (%s is private)' % _secrets().what(fields),
                 )
             if not (self.ptype in S.FILE_POOL_TYPES and self.client.is_local and not self.client.is_test_driver):
                 raise InvalidParameter(
@@ -439,7 +445,7 @@ class VolumeManager(Manager):
             format='luks',
             secret_uuid=fields['uuid'],
             secret=secret,
-            what=SR.what(fields),
+            what=_secrets().what(fields),
             option=option,
             passphrase=enc.get('passphrase'),
         )
@@ -874,11 +880,11 @@ class VolumeManager(Manager):
         from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
 
         new = enc['passphrase'].encode('utf-8')
-        old = SR.read_value(self.client, enc['secret'])
+        old = _secrets().read_value(self.client, enc['secret'])
         path, fmt = current['path'], current['format']
         users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
         if luks.opens_with(path, fmt, new, shared=bool(users)):
-            if old is None or SR.same_value(old, new):
+            if old is None or _secrets().same_value(old, new):
                 return
             # the key slot was added before, the secret not set yet (a run cut short): complete it
             self._plan_secret_value(plan, enc)
@@ -921,8 +927,8 @@ class VolumeManager(Manager):
 
     def _plan_secret_value(self, plan, enc):
         new = enc['passphrase'].encode('utf-8')
-        have = SR.read_value(self.client, enc['secret'])
-        if have is not None and SR.same_value(have, new):
+        have = _secrets().read_value(self.client, enc['secret'])
+        if have is not None and _secrets().same_value(have, new):
             return
         if self.key_note is None:
             self.key_note = ('the value of %s' % enc['what'], 'new (encryption.passphrase)')
