@@ -485,8 +485,8 @@ def test_pool_is_shared_rules(host_pair, pools):
 
 def test_device_and_disk_inventory():
     from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
-    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
     from ansible_collections.virtops.libvirt.plugins.module_utils._migrate import read as M
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
     root = X.parse(
         """<domain type='qemu'><name>x</name><devices>

@@ -24,7 +24,7 @@ MU = PLUGINS / 'module_utils'
 PREFIX = 'ansible_collections.virtops.libvirt.plugins.module_utils.'
 
 # another kind may use these (what reading an object needs), nothing else of that kind
-READ_SIDE = {'_guest.read', '_guest.agent', '_storage.read', '_secret.read'}
+READ_SIDE = {'_guest.read', '_guest.agent', '_storage.read', '_storage.users', '_secret.read'}
 # the manager modules (read + plan) of each kind: apply code and other kinds never import them
 MANAGERS = {
     '_guest.manager',
@@ -94,6 +94,29 @@ def test_every_kind_is_one_package():
 
 def test_no_import_circles():
     assert _cycles() == []
+
+
+def test_the_kinds_are_layers():
+    """No circle between packages either: when guest uses storage's read side, storage never
+    imports guest back (not even lazily), so every kind sits above the kinds it uses."""
+    packages = {}
+    for name, deps in GRAPH.items():
+        packages.setdefault(name.split('.')[0], set()).update(d.split('.')[0] for d in deps)
+    for package in packages:
+        packages[package].discard(package)
+    loops, done = [], set()
+
+    def visit(package, path):
+        for dep in sorted(packages.get(package, ())):
+            if dep in path:
+                loops.append(path[path.index(dep) :] + [dep])
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(package)
+
+    for package in sorted(packages):
+        visit(package, [package])
+    assert loops == []
 
 
 # the composition layer above the kinds (``objects``): imports kinds, is imported by no kind

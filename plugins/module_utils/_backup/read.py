@@ -14,8 +14,8 @@ import os
 from ansible_collections.virtops.libvirt.plugins.module_utils._backup import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter, ObjectNotFound
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage.read import pool_xml
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
 # pool types whose volumes are files in the pool's target directory
 DIRECTORY_POOLS = ('dir', 'fs', 'netfs')

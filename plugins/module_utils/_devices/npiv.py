@@ -23,7 +23,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._devices import nodedev as N
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources, running_guests
 
 # The IEEE OUI libvirt itself uses for the WWNs it generates (Qumranet / Red Hat).
 WWN_OUI = '001a4a'

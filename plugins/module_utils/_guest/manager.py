@@ -36,12 +36,8 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.options import TYPED_OPTIONS
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
-    disk_sources,
-    is_efi,
-    tpm_summary,
-    volume_by_path,
-)
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import is_efi, tpm_summary, volume_by_path
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
 # where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
 SWTPM_DIR = '/var/lib/libvirt/swtpm'

@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The read side of guests, which needs none of the typed options: the agent channel name,
-libvirt's device order (:func:`place`), memory sizes in KiB, :func:`summarize`, the one domain
-disk parser (:func:`disk_sources`), the volume at a path and a running guest's interface
-addresses (:func:`interface_addresses`, for ``guest_info`` and the inventory plugin).
+libvirt's device order (:func:`place`), memory sizes in KiB, :func:`summarize`, the volume at a
+path and a running guest's interface addresses (:func:`interface_addresses`, for ``guest_info``
+and the inventory plugin). A domain's disk sources and the running guests are read by
+``_storage/users.py``, which storage asks too.
 
 ``guest_info``, ``guest_agent``, ``hostdev`` and other kinds import this instead of
 ``_guest/spec.py``, whose definition builder and merge code they never use: every module run
@@ -208,50 +209,6 @@ def summarize(root):
     return info
 
 
-def disk_sources(root, backing=False):
-    """The one parser of a domain's disk sources: one dict per disk that has a source, with
-    ``target``, ``type``, ``device``, ``readonly``, ``shareable``, ``path`` (file/dev/dir),
-    ``pool``/``volume``, ``protocol``, ``label`` (a short description) and ``top`` (False for a
-    backing-chain entry). ``backing=True`` also lists the backing chain's sources (a guest running
-    on an overlay uses its base image too). Empty CD-ROM drives have no source and are left out."""
-    disks = []
-    for disk in root.findall('devices/disk'):
-        target = disk.find('target')
-        if target is None:
-            continue
-        sources = list(disk.iter('source')) if backing else [disk.find('source')]
-        for source in sources:
-            if source is None:
-                continue
-            top = source.getparent() is disk
-            kind = disk.get('type', 'file') if top else source.getparent().get('type', 'file')
-            entry = dict(
-                target=target.get('dev'),
-                type=kind,
-                device=disk.get('device', 'disk'),
-                readonly=disk.find('readonly') is not None or disk.get('device') in ('cdrom', 'floppy'),
-                shareable=disk.find('shareable') is not None,
-                path=None,
-                pool=None,
-                volume=None,
-                protocol=None,
-                top=top,
-            )
-            if source.get('pool') and source.get('volume'):
-                entry['pool'], entry['volume'] = source.get('pool'), source.get('volume')
-                entry['label'] = 'pool %s volume %s' % (entry['pool'], entry['volume'])
-            elif kind == 'network':
-                entry['protocol'] = source.get('protocol')
-                entry['label'] = '%s %s' % (entry['protocol'], source.get('name') or '')
-            else:
-                entry['path'] = source.get('file') or source.get('dev') or source.get('dir')
-                if not entry['path']:
-                    continue  # empty CD-ROM drive
-                entry['label'] = entry['path']
-            disks.append(entry)
-    return disks
-
-
 def volume_by_path(client, path):
     """The storage volume libvirt knows at ``path`` (a disk's source file or device), None when
     it knows none there."""
@@ -284,15 +241,3 @@ def interface_addresses(dom, source, libvirt):
         if found:
             return src, found
     return None, {}
-
-
-def running_guests(client):
-    """``(dom, root)`` of every running guest (its live XML parsed): the one listing behind every
-    "which running guests use this" check. A guest that stops while we look is left out."""
-    lv = client.libvirt
-    for dom in client.call('listAllDomains', lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE, what='running guests'):
-        try:
-            xml = dom.XMLDesc(0)
-        except lv.libvirtError:
-            continue  # stopped or removed while we looked: not using anything
-        yield dom, X.parse(xml)

@@ -29,7 +29,6 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
 from ansible_collections.virtops.libvirt.plugins.module_utils._migrate.read import (
     SHARED_POOL_TYPES,
     Destination,
@@ -43,6 +42,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._migrate.read impo
     volume_by_name,
     volume_by_path,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
 
 class MigrationManager(Manager):

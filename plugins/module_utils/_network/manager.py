@@ -46,7 +46,7 @@ def attached_guests(client, name, live):
     made for it; ``live`` is its running definition)."""
     # imported here: only a change that stops the network asks, and an idempotent run does not
     # compile the guest reader
-    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import running_guests
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import running_guests
 
     bridge_node = live.find('bridge') if live is not None else None
     bridge = bridge_node.get('name') if bridge_node is not None else None

@@ -12,8 +12,8 @@ import os
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.apply import Replan
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import LibvirtModuleError, OperationFailed
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources
 from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot.spec import space_hint, with_description
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
 
 def _what(guest, name):

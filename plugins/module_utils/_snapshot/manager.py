@@ -21,9 +21,10 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
 )
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import Manager, Plan
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.agent import Agent
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import agent_channels, disk_sources
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import agent_channels
 from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot import spec as S
 from ansible_collections.virtops.libvirt.plugins.module_utils._snapshot.read import find_guest, read_snapshots
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
 
 AGENT_PING_SECONDS = 5
 

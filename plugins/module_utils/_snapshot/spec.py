@@ -197,7 +197,7 @@ def summarize(snap):
 def space_hint(disks, free):
     """The hint a failed snapshot's message gets when the file system of a writable disk file
     (where an internal snapshot grows the image and an external one puts its overlay) is (almost)
-    full: ``disks`` as ``_guest.read.disk_sources`` gives them, ``free(directory)`` the bytes
+    full: ``disks`` as ``_storage.users.disk_sources`` gives them, ``free(directory)`` the bytes
     available there (None when unknown). '' when no disk's file system is low."""
     seen, low = set(), []
     for disk in disks:

@@ -154,7 +154,7 @@ def disk_users(client, pool, pool_name, pool_root, vol=None):
     """
     # imported here: only a removal, a shrink or a new content asks, and an idempotent run does not
     # compile the guest reader
-    from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import disk_sources, running_guests
+    from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources, running_guests
 
     lv = client.libvirt
     if vol is not None:
