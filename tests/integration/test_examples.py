@@ -48,12 +48,16 @@ STATIC = {
     'README.md#1': 'a requirements.yml for ansible-galaxy (installs from Galaxy), not a play',
     'roles/kvm_guest/README.md#1': 'downloads a Debian cloud image from the internet and needs an ops.pub key file; '
     'tests/integration/test_cloud_init.py runs the same role variables with the locally built cloud image',
-    'roles/kvm_guest/README.md#3': 'downloads a Debian cloud image, passes a real PCI device and an NPIV LUN through',
-    'roles/kvm_guest/README.md#4': 'clones a template guest the host has; tests/integration/test_guest_clone.py '
+    'roles/kvm_guest/README.md#2': 'snapshots guests a host has; tests/integration/test_roles.py'
+    '::test_guest_role_snapshot_before_change runs the role with these variables on test guests',
+    'roles/kvm_guest/README.md#4': 'downloads a Debian cloud image, passes a real PCI device and an NPIV LUN through',
+    'roles/kvm_guest/README.md#5': 'clones a template guest the host has; tests/integration/test_guest_clone.py '
     'clones a real test guest (linked and full) through the same option of guest',
     'roles/kvm_host/README.md#1': 'requires VT-x (this machine has none), reserves 1024 huge pages, needs ksmtuned '
     '(a service manager) and an NPIV-capable HBA',
     'docs/docsite/rst/guide_connections.rst#1': 'connects over ssh to another host (qemu+ssh://...)',
+    'docs/docsite/rst/guide_connections.rst#3': 'an inventory over qemu+tls:// to other hosts with their '
+    'certificates; the fleet harness (tests/hosts/fleet.sh) serves qemu+tls:// with its own CA and bench P6 reads it',
     'docs/docsite/rst/guide_kvm_fleet.rst#1': 'asserts hardware virtualization, which this machine lacks (TCG only)',
     'docs/docsite/rst/guide_kvm_fleet.rst#6': 'live migration to another host (qemu+ssh://...)',
     'docs/docsite/rst/guide_kvm_fleet.rst#7': 'kvm_host installs packages and kvm_guest downloads a cloud image; '
@@ -90,7 +94,7 @@ STATIC = {
 # what an example takes for granted; each example's play runs twice in a row.
 RUN = {
     'readme': ['README.md#2'],
-    'teardown': ['roles/kvm_guest/README.md#2'],
+    'teardown': ['roles/kvm_guest/README.md#3'],
     'agent': ['docs/docsite/rst/guide_guest_agent.rst#%d' % n for n in range(1, 9)],
     'fleet': ['docs/docsite/rst/guide_kvm_fleet.rst#%d' % n for n in (2, 3, 4, 8)],
     'secure': ['docs/docsite/rst/guide_secure_boot_tpm.rst#%d' % n for n in (1, 2, 3)],
@@ -559,7 +563,7 @@ def test_readme_usage_example(qemu, test_image, tmp_path, scenario_cleanup):
 def test_role_teardown_example(qemu, test_image, tmp_path, scenario_cleanup):
     scenario_cleanup(_sp('teardown'))
     sp, changes = _run_scenario('teardown', test_image, tmp_path)
-    assert changes['roles/kvm_guest/README.md#2 play 1 run 1']
+    assert changes['roles/kvm_guest/README.md#3 play 1 run 1']
     assert _names_with(qemu, sp) == []
 
 
