@@ -278,7 +278,7 @@ def test_absent_names_the_tpm_state_and_nvram_a_guest_left_behind(tmp_path, monk
     of its former UEFI firmware (libvirt's undefine does not know of them) are planned for
     deletion with the guest, so that check mode names them too; a guest that still has them
     leaves them to libvirt."""
-    import ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager as M
+    import ansible_collections.virtops.libvirt.plugins.module_utils._guest.removal as M
 
     monkeypatch.setattr(M, 'SWTPM_DIR', str(tmp_path / 'swtpm'))
     monkeypatch.setattr(M, 'NVRAM_DIR', str(tmp_path / 'nvram'))

@@ -12,9 +12,7 @@ imports only when there is something to do: a run that changes nothing does not 
 from __future__ import annotations
 
 import copy
-import os
 import uuid as uuidlib
-from urllib.parse import urlsplit
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -36,12 +34,7 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.plan import 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.options import TYPED_OPTIONS
-from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import is_efi, tpm_summary, volume_by_path
-from ansible_collections.virtops.libvirt.plugins.module_utils._storage.users import disk_sources
-
-# where libvirt's QEMU driver (qemu:///system) keeps the swtpm state and the NVRAM of its guests
-SWTPM_DIR = '/var/lib/libvirt/swtpm'
-NVRAM_DIR = '/var/lib/libvirt/qemu/nvram'
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import volume_by_path
 
 # memory sizes above this are refused: no host has that much (the largest x86 and POWER systems
 # take 32-48 TiB); a bare number is MiB, so 1073741824 would be 1 PiB
@@ -67,10 +60,7 @@ class GuestManager(Manager):
         self.record_step = None  # a define from raw XML: its outcome is the definition read back
         self.live_steps = []
         self.wait_step = None
-        self.seed_diff = None  # (before, after) text of the cloud-init seed, when it changes
-        self.seed_changed = False  # the seed is (re)written: a running guest sees it at its next start
-        self.seed_info = None  # the result's cloud_init
-        self.seed_late = []  # steps after the (re)definition: old seed volumes deleted
+        self.seed = None  # what cloud_init plans (``_guest/cloud_init.py: SeedPlan``)
         self.clone = None  # the ClonePlan of a new guest cloned from another (clone_from)
         self.clone_steps = []  # its volume (and NVRAM) steps, undone when a later step fails
 
@@ -87,7 +77,12 @@ class GuestManager(Manager):
         self._check_run_options()
         params = self.params
         state = params['state']
-        desired_xml = self._parse_user_xml() if params.get('xml') else None
+        desired_xml = None
+        if params.get('xml'):
+            # imported here: only raw XML needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._guest.raw_xml import parse_user_xml
+
+            desired_xml = parse_user_xml(self.client, self.name, params['xml'])
         if desired_xml is None:
             self._typed_spec_checked()
         self._check_memory_sizes()
@@ -109,11 +104,11 @@ class GuestManager(Manager):
                 self._plan_xml(plan, dom, desired_xml, current)
             else:
                 self._plan_typed(plan, dom, current)
-            for args in self.seed_late:
+            for args in self.seed.late if self.seed is not None else ():
                 plan.add(*args)
             self._plan_state(plan, state, 'stopped' if dom is None else current, waits)
             self._plan_autostart(plan, dom)
-        if self.definition is not None or self.seed_diff is not None:
+        if self.definition is not None or (self.seed is not None and self.seed.diff is not None):
             self._diff(plan)  # the runner records it before applying: a failure reports it too
         return plan
 
@@ -130,14 +125,19 @@ class GuestManager(Manager):
         reboot = self.reboot_required
         if self.params['state'] != 'restarted' and any(step.outcome is False for step in self.live_steps):
             reboot = True  # libvirt refused a live change: it applies at the next boot
-        if self.seed_changed and self.state_before in ('running', 'paused') and guest['state'] in ('running', 'paused'):
+        if (
+            self.seed is not None
+            and self.seed.changed
+            and self.state_before in ('running', 'paused')
+            and guest['state'] in ('running', 'paused')
+        ):
             # a running guest reads its seed at boot: it sees the new one after a restart
             reboot = reboot or self.params['state'] != 'restarted'
         out = dict(guest=guest, reboot_required=reboot)
         if self.clone is not None:
             out['clone'] = self.clone.result()
-        if self.seed_info is not None:
-            out['cloud_init'] = self.seed_info
+        if self.seed is not None and self.seed.info is not None:
+            out['cloud_init'] = self.seed.info
         return out
 
     def failed(self, step, exc, undone, undo_error):
@@ -240,39 +240,14 @@ class GuestManager(Manager):
         a clone, what it makes before it: its volumes)."""
         if self.clone is not None:
             after = '\n'.join(part for part in (self.clone.note(), after) if part)
-        if self.seed_diff is None:
+        if self.seed is None or self.seed.diff is None:
             return before, after
         return tuple(
-            '\n'.join(part for part in (side, seed) if part) for side, seed in zip((before, after), self.seed_diff)
+            '\n'.join(part for part in (side, seed) if part) for side, seed in zip((before, after), self.seed.diff)
         )
 
     # ------------------------------------------------------------------------------------
     # definition
-    def _parse_user_xml(self):
-        # imported here: only raw XML needs it (see _merge_user_xml)
-        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
-
-        try:
-            X.check_xml_safe('xml', self.params['xml'])
-            root = X.parse(self.params['xml'])
-        except (X.XMLSyntaxError, ValueError) as exc:
-            raise InvalidParameter('xml', 'not well-formed XML: %s' % exc) from None
-        U.reject_dtd('xml', root)
-        # graphics passwords in the XML are secrets: masked wherever Ansible prints the task
-        # (its invocation included), as a no_log option would be
-        self.client.hide(node.get('passwd') for node in root.iter('graphics'))
-        if root.tag != 'domain':
-            raise InvalidParameter('xml', 'root element must be <domain>, got <%s>' % root.tag)
-        names = [n.text for n in root.findall('name')]
-        if names != [self.name]:
-            raise InvalidParameter(
-                'xml',
-                'the <name> in xml (%s) differs from name (%r)'
-                % (', '.join(repr(n) for n in names) or 'none', self.name),
-            )
-        U.validate_user_xml('xml', root, 'domain', 'domain')
-        return root
-
     def _check_run_options(self):
         for option in ('shutdown_timeout', 'wait_timeout'):
             value = self.params.get(option)
@@ -553,14 +528,17 @@ class GuestManager(Manager):
     # made outside, e.g. virsh edit) -> redefine. Without a complete record (a guest made by other
     # tools, or the record's second step failed) the comparison is semantic.
     def _plan_xml(self, plan, dom, desired, current):
-        # imported here: only raw XML needs it, and module start-up time counts
+        # imported here: only raw XML needs them, and module start-up time counts
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest.raw_xml import merge_user_xml
 
         before, secure = self._read_definition(dom)
         defined = X.parse(before)
         desired = A.strip(desired)
         input_digest = A.digest(desired)
-        new_tree, changes = self._merge_user_xml(defined, desired, A.unchanged(defined, input_digest), secure)
+        new_tree, changes = merge_user_xml(
+            self.client, self.name, defined, desired, A.unchanged(defined, input_digest), secure
+        )
         running = current in ('running', 'paused')
         if running:
             self._plan_live(dom, desired, changes, new_tree)  # raw XML: nothing live, a reboot applies it
@@ -590,56 +568,6 @@ class GuestManager(Manager):
         from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
 
         return A.read_definition(self.client, dom, "guest '%s'" % self.name)
-
-    def _merge_user_xml(self, current, desired, applied=None, secure=True):
-        """(tree to define, changes) for the user's XML ``desired`` against the current definition.
-
-        ``applied`` is the last-applied decision (True unchanged, False redefine, None compare
-        semantically); ``secure``: ``current`` holds the graphics passwords.
-        """
-        # imported here: only raw XML needs them, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._core import user_xml as U
-        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import applied as A
-
-        uuid = X.findtext(current, 'uuid')
-        want_uuid = X.findtext(desired, 'uuid')
-        if want_uuid and want_uuid != uuid:
-            raise InvalidParameter(
-                'xml', "the <uuid> in xml differs from the existing guest '%s' (%s)" % (self.name, uuid)
-            )
-        diffs = []
-        if applied is not True:
-            type_node = desired.find('os/type')
-            machine = type_node.get('machine') if type_node is not None else None
-            if machine:
-                have_type = current.find('os/type')
-                arch = type_node.get('arch') or (have_type.get('arch') if have_type is not None else None)
-                machine = canonical_machine(self.client, arch, desired.get('type'), machine)
-            want, have = U.normalise_domain(desired, current, machine=machine, secure=secure)
-            # secrets are compared apart, so that no message shows them
-            diffs = differences(A.redact(want), A.redact(have))
-        if secure and A.secrets(desired) != A.secrets(current):
-            diffs.append('graphics password')
-        if diffs:
-            message = 'definition differs at %s' % ', '.join(diffs[:5])
-        elif applied is False:
-            # what the semantic comparison cannot see (something the xml does not state)
-            if A.read(current)['input'] == A.digest(desired):
-                message = 'definition was changed outside since the xml was last applied'
-            else:
-                message = 'xml differs from the last applied xml'
-        else:
-            return current, []
-        new_tree = copy.deepcopy(desired)
-        if not want_uuid:
-            node = X.element('uuid', uuid)
-            new_tree.find('name').addnext(node)
-        # keep generated MACs so the guest keeps its NIC identities
-        have_nics = current.findall('devices/interface')
-        for index, nic in enumerate(new_tree.findall('devices/interface')):
-            if nic.find('mac') is None and index < len(have_nics) and have_nics[index].find('mac') is not None:
-                nic.insert(0, copy.deepcopy(have_nics[index].find('mac')))
-        return new_tree, [D.Change('xml', message)]
 
     def _definition_diff(self, before, after):
         """The diff of a (re)definition, raw XML or typed: both sides parsed and serialised the
@@ -847,189 +775,15 @@ class GuestManager(Manager):
             plan.add(message, 'set_autostart', self.name, wanted, pending='autostart', undoes=False)
 
     # ------------------------------------------------------------------------------------
-    # the cloud-init seed (``cloud_init``)
+    # the cloud-init seed (``cloud_init``, ``_guest/cloud_init.py``)
     def _plan_seed(self, plan, spec, defined):
-        """Plan the seed volume and its CD-ROM (``spec['seed_disk']``, which the definition then
-        gets) for the ``cloud_init`` option; nothing without it. The image is built here (the same
-        files give the same bytes) and compared with the volume's content: unchanged when equal."""
         option = self.params.get('cloud_init')
         if option is None:
             return  # the seed CD-ROM (if any) is left as it is
         # imported here: only cloud_init needs it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import seed as S
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest.cloud_init import plan_seed
 
-        # secrets are masked wherever Ansible prints the task, before anything can fail
-        self.client.hide(
-            S.secret_values(option.get('user_data'))
-            | S.secret_values(option.get('meta_data'))
-            | S.secret_values(option.get('network_config'))
-        )
-        volume = D.seed_volume_name(self.name)
-        attached = (
-            [n for n in defined.findall('devices/disk') if D.is_seed_disk(n, self.name)] if defined is not None else []
-        )
-        attached_pools = list(dict.fromkeys(n.find('source').get('pool') for n in attached))
-        if option.get('pool'):
-            check_object_name('cloud_init.pool', option['pool'])
-        if option.get('state') == 'absent':
-            spec['seed_disk'] = False
-            befores = []
-            for pool_name in dict.fromkeys(attached_pools + ([option['pool']] if option.get('pool') else [])):
-                vol = self._seed_volume(pool_name, volume)
-                if vol is not None:
-                    befores.append(S.diff_text('%s/%s' % (pool_name, volume), S.read_iso(self._read_seed(vol) or b'')))
-                    self.seed_late.append(
-                        (
-                            "cloud-init seed volume '%s/%s' deleted" % (pool_name, volume),
-                            'delete_seed',
-                            pool_name,
-                            volume,
-                        )
-                    )
-            if befores:
-                self.seed_diff = ('\n'.join(befores), '')
-            self.seed_info = dict(state='absent', pool=None, volume=None, sha256=None, files=[])
-            return
-        for key, msg in S.check_option(option):
-            raise InvalidParameter('cloud_init.%s' % key, msg)
-        files = S.seed_files(self.name, option)
-        image = S.build_iso(files)
-        pool_name = option.get('pool') or (attached_pools[0] if attached_pools else None)
-        pool_name = pool_name or self._first_disk_pool(spec, defined) or 'default'
-        pool = self.client.lookup('pool', pool_name)
-        if pool is None and to_be_made(self.client, 'pool', pool_name) is None:
-            raise InvalidParameter(
-                'cloud_init.pool', "storage pool '%s' (for the cloud-init seed) does not exist" % pool_name
-            )
-        if pool is not None and not self.client.call(pool.isActive, what="storage pool '%s'" % pool_name):
-            raise InvalidParameter('cloud_init.pool', "storage pool '%s' is not active" % pool_name)
-        vol = self._seed_volume(pool_name, volume) if pool is not None else None
-        current = self._read_seed(vol) if vol is not None else None
-        type_node = defined.find('os/type') if defined is not None else None
-        machine = spec.get('machine') or (type_node.get('machine') if type_node is not None else None)
-        arch = spec.get('arch') or (type_node.get('arch') if type_node is not None else None)
-        bus = D.seed_bus(machine, arch)
-        spec['seed_disk'] = dict(
-            target=self._seed_target(spec, defined, attached, bus),
-            bus=bus,
-            device='cdrom',
-            pool=pool_name,
-            volume=volume,
-            format='raw',
-            readonly=True,
-        )
-        shown = '%s/%s' % (pool_name, volume)
-        self.seed_info = dict(
-            state='present', pool=pool_name, volume=volume, sha256=S.digest(image)[7:], files=sorted(files)
-        )
-        for old_pool in attached_pools:
-            if old_pool != pool_name and self._seed_volume(old_pool, volume) is not None:
-                self.seed_late.append(
-                    ("cloud-init seed volume '%s/%s' deleted" % (old_pool, volume), 'delete_seed', old_pool, volume)
-                )
-        if current == image:
-            return
-        replace = vol is not None
-        before_files = S.read_iso(current) if current is not None else None
-        self.seed_diff = (S.diff_text(shown, before_files) if replace else '', S.diff_text(shown, files))
-        self.seed_changed = True
-        plan.add(
-            "cloud-init seed volume '%s' %s" % (shown, 'rebuilt' if replace else 'created'),
-            'write_seed',
-            pool_name,
-            volume,
-            image,
-            replace,
-            undo=None if replace else ('delete_seed', pool_name, volume),
-        )
-        if replace and defined is not None and _instance_id(before_files) == _instance_id(files):
-            self.client.warn(
-                "guest '%s': its cloud-init seed changes but its instance-id does not: cloud-init runs its "
-                'per-instance modules (users, write_files, runcmd ...) again only when the instance-id changes '
-                '(cloud_init.meta_data.instance-id); the guest sees the new seed at its next start' % self.name
-            )
-
-    def _seed_volume(self, pool_name, volume):
-        pool = self.client.lookup('pool', pool_name)
-        if pool is None:
-            return None
-        try:
-            return pool.storageVolLookupByName(volume)
-        except self.libvirt.libvirtError:
-            return None
-
-    def _read_seed(self, vol, limit=16 * 1024 * 1024):
-        """The volume's content; None for a volume larger than ``limit`` (a seed is small: that
-        is no seed this module wrote, and it differs anyway)."""
-        what = 'cloud-init seed volume'
-        capacity = self.client.call(vol.info, what=what)[1]
-        if capacity > limit:
-            return None
-        lv = self.libvirt
-        stream = self.client.call('newStream', 0, what=what)
-        chunks = []
-        try:
-            vol.download(stream, 0, capacity, 0)
-            while True:
-                got = stream.recv(256 * 1024)
-                if not isinstance(got, bytes) or not got:
-                    break
-                chunks.append(got)
-            stream.finish()
-        except lv.libvirtError as exc:
-            try:
-                stream.abort()
-            except lv.libvirtError:
-                pass  # broken already: nothing left to release
-            raise self.client.error(exc, what) from None
-        return b''.join(chunks)
-
-    def _first_disk_pool(self, spec, defined):
-        """The pool of the guest's first disk when it is a storage volume (None else)."""
-        if spec.get('disks') is not None:
-            disks = [d for d in spec['disks'] if (d.get('device') or 'disk') == 'disk']
-        elif defined is not None:
-            disks = [d for d in disk_sources(defined) if d['device'] == 'disk']
-        else:
-            disks = []
-        if not disks:
-            return None
-        first = disks[0]
-        if first.get('pool'):
-            return first['pool']
-        vol = volume_by_path(self.client, first['path']) if first.get('path') else None
-        if vol is None:
-            return None
-        try:
-            return vol.storagePoolLookupByVolume().name()
-        except self.libvirt.libvirtError:
-            return None
-
-    def _seed_target(self, spec, defined, attached, bus):
-        """The seed CD-ROM's target: the one it has (same bus, not taken by a disk the options
-        give), else the first free name of the bus (hdX for IDE, sdX else)."""
-        if spec.get('disks') is not None:
-            used = {d['target'] for d in spec['disks']}
-        elif defined is not None:
-            used = {D.device_key(n) for n in defined.findall('devices/disk') if not D.is_seed_disk(n, self.name)}
-        else:
-            used = set()
-        for node in attached:
-            target = node.find('target')
-            if target is not None and target.get('bus') == bus and target.get('dev') not in used:
-                return target.get('dev')
-        prefix = 'hd' if bus == 'ide' else 'sd'
-        return next(prefix + letter for letter in 'abcdefghijklmnopqrstuvwxyz' if prefix + letter not in used)
-
-    def _seed_paths(self, root):
-        """The paths of the guest's cloud-init seed volumes (removed with the guest)."""
-        paths = []
-        for node in root.findall('devices/disk'):
-            if D.is_seed_disk(node, self.name):
-                vol = self._seed_volume(node.find('source').get('pool'), node.find('source').get('volume'))
-                if vol is not None:
-                    paths.append(self.client.call(vol.path, what='cloud-init seed volume'))
-        return paths
+        self.seed = plan_seed(self.client, self.name, option, spec, defined, plan)
 
     # ------------------------------------------------------------------------------------
     # absent
@@ -1043,15 +797,16 @@ class GuestManager(Manager):
             before = self.client.call(dom.XMLDesc, self.libvirt.VIR_DOMAIN_XML_INACTIVE, what="guest '%s'" % self.name)
         except ObjectNotFound:
             return  # removed by a concurrent run since the lookup: the wanted state holds
+        # imported here: only a removal needs it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import removal as R
+
         root = X.parse(before)
-        paths = self._volume_paths(root) if self.params.get('delete_volumes') else []
-        # the cloud-init seed is made by this module for this guest only: it goes with the guest
-        paths += [path for path in self._seed_paths(root) if path not in paths]
+        paths = R.removed_paths(self.client, self.name, root, self.params.get('delete_volumes'))
         self.definition = (before, '', True, False)
         messages = (["guest '%s' stopped" % self.name] if current != 'stopped' else []) + [
             "guest '%s' undefined" % self.name
         ]
-        leftovers = self._leftovers(root)
+        leftovers = R.leftovers(self.client, self.name, root)
         plan.add(
             tuple(messages + ['volume %s deleted' % path for path in paths] + [pair[1] for pair in leftovers]),
             'remove',
@@ -1063,52 +818,6 @@ class GuestManager(Manager):
             leftovers,
             pending=tuple(['undefine'] + ['delete volume %s' % path for path in paths]),
         )
-
-    def _leftovers(self, root):
-        """[(path, message)]: what libvirt's undefine cannot remove because the definition no longer
-        names it: the swtpm state of a TPM removed from the guest (tpm.state: absent) and the NVRAM
-        of a guest switched from UEFI to BIOS (libvirt removes both only for a guest that has
-        them). Seen on this host's qemu:///system only, where libvirt keeps them."""
-        uri = urlsplit(self.client.uri or '')
-        if uri.scheme.split('+')[0] != 'qemu' or uri.path != '/system' or not self.client.is_local:
-            return []
-        found = []
-        uuid = X.findtext(root, 'uuid')
-        emulated = any(tpm_summary(node)[1] == 'emulator' for node in root.findall('devices/tpm'))
-        state = os.path.join(SWTPM_DIR, uuid or '')
-        if uuid and not emulated and os.path.isdir(state):
-            found.append((state, 'TPM state %s deleted (left by a TPM the guest no longer has)' % state))
-        os_node = root.find('os')
-        nvram = os.path.join(NVRAM_DIR, '%s_VARS.fd' % self.name)
-        if os_node is not None and not is_efi(os_node) and os.path.isfile(nvram):
-            found.append((nvram, 'NVRAM %s deleted (left from when the guest had UEFI firmware)' % nvram))
-        return found
-
-    def _volume_paths(self, root):
-        """The paths of the storage volumes of the guest's disks (delete_volumes); a disk that is
-        no volume libvirt knows is named in a warning and kept."""
-        paths = []
-        for disk in disk_sources(root):
-            if disk['device'] not in ('disk', 'lun'):
-                continue
-            vol = None
-            if disk['pool']:
-                pool = self.client.lookup('pool', disk['pool'])
-                if pool is not None:
-                    try:
-                        vol = pool.storageVolLookupByName(disk['volume'])
-                    except self.libvirt.libvirtError:
-                        vol = None
-            elif disk['path']:
-                vol = volume_by_path(self.client, disk['path'])
-            if vol is None:
-                self.client.warn(
-                    "disk %s of guest '%s' is not a storage volume libvirt knows; not deleted"
-                    % (disk['target'], self.name)
-                )
-            else:
-                paths.append(self.client.call(vol.path, what='volume of disk %s' % disk['target']))
-        return paths
 
     # ------------------------------------------------------------------------------------
     def _describe(self, dom):
@@ -1137,14 +846,6 @@ class GuestManager(Manager):
         return {'running': 'running', 'restarted': 'running', 'stopped': 'stopped', 'paused': 'paused'}.get(
             wanted, current
         )
-
-
-def _instance_id(files):
-    """The instance-id line of a seed's meta-data (None when unknown)."""
-    for line in ((files or {}).get('meta-data') or b'').decode('utf-8', 'replace').splitlines():
-        if line.startswith(('instance-id:', '"instance-id":')):
-            return line
-    return None
 
 
 def _vol_encryption(root):

@@ -13,7 +13,7 @@
 * :func:`secret_values` and :func:`masked_text`: what no output may show (passwords, private keys)
   and the text the diff shows instead.
 
-No libvirt here: the guest manager reads and compares, ``_guest/apply.py`` writes the volume.
+No libvirt here: ``_guest/cloud_init.py`` reads and compares, ``_guest/apply.py`` writes the volume.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ import struct
 LABEL = 'cidata'
 SECTOR = 2048
 MASK = '<secret>'  # what the diff shows for a secret (not Ansible's no_log mask)
-
-
-def seed_volume_name(guest):
-    return '%s-cidata.iso' % guest
 
 
 # ---------------------------------------------------------------------------------------------

@@ -896,16 +896,6 @@ def is_seed_disk(node, guest):
     )
 
 
-def seed_bus(machine, arch):
-    """The bus of the seed CD-ROM: SATA on q35, IDE on pc (i440fx, the default of x86 guests),
-    SCSI elsewhere (aarch64 virt ...)."""
-    if 'q35' in (machine or ''):
-        return 'sata'
-    if (arch or 'x86_64') in ('x86_64', 'i686') and (not machine or 'pc' in machine):
-        return 'ide'
-    return 'scsi'
-
-
 def _apply_seed_disk(devices, disk, domain_type, changes, seed):
     """The seed CD-ROM as ``disk`` wants it (False: none)."""
     have = [node for node in devices.findall('disk') if seed(node)]
