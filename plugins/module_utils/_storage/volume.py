@@ -6,15 +6,16 @@
 pool and the volume, validates everything and resolves the sources (a download included) before
 anything is touched, and returns the steps; ``volume_apply`` makes them, imported only when there
 is something to do. Content (digest, sparse stream upload and comparison, downloads) is in
-``content``, imported only for tasks with ``src``/``url``. The upload records (what was uploaded
-into which volume) and the "which running guests use this" check are in ``shared``, which the pool
-manager uses too; what the manager and its apply code both need is in ``volume_read``.
+``content``, imported only for tasks with ``src``/``url``; LUKS encryption (the option checked
+against its secret, compared with the volume, the key rotation) is in ``luks``, imported only for
+tasks with ``encryption``. The upload records (what was uploaded into which volume) and the
+"which running guests use this" check are in ``shared``, which the pool manager uses too; what the
+manager and its apply code both need is in ``volume_read``.
 """
 
 from __future__ import annotations
 
 import os
-import uuid as uuidlib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -48,13 +49,6 @@ def _render(xml, content=None):
         return ''
     head = '<!-- content: %s -->\n' % content if content else ''
     return head + S.diff_xml(xml)
-
-
-def _secrets():
-    """The secret reader (``_secret.read``), imported on first use: only LUKS volumes read secrets."""
-    from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read
-
-    return read
 
 
 class VolumeManager(Manager):
@@ -373,82 +367,16 @@ class VolumeManager(Manager):
                 )
             if not want['format'] and file_pool:
                 want['format'] = 'qcow2'
-        want['encryption'] = self._resolve_encryption(vol, want)
-        return want
+        want['encryption'] = None
+        if params.get('encryption'):
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
 
-    def _resolve_encryption(self, vol, want):
-        """The ``encryption`` option, checked against the secret it names: None (not given),
-        ``{'format': 'none'}`` (a plain volume) or the LUKS encryption with the secret's UUID."""
-        enc = self.params.get('encryption')
-        if not enc:
-            return None
-        usage = enc.get('secret_usage')
-        option = 'encryption.secret_usage' if usage else 'encryption.secret_uuid'
-        if enc['format'] == 'none':
-            if enc.get('secret_uuid') or usage or enc.get('passphrase') is not None:
-                raise InvalidParameter('encryption', 'format none (a plain volume) takes no secret or passphrase')
-            return dict(format='none')
-        if want['backing'] or want['clone'] or want['content']:
-            raise InvalidParameter(
-                'encryption',
-                'cannot be combined with backing, clone_from, src or url: libvirt would write plain data '
-                'over the LUKS volume (create it empty, then copy the data in through a guest)',
+            fmt = want['format'] if vol is None else params.get('format')
+            want['encryption'] = luks.resolve_encryption(
+                self.client, params['encryption'], want, fmt, self.ptype, self.uri_shown
             )
-        fmt = want['format'] if vol is None else self.params.get('format')
-        if fmt is not None and fmt not in ('qcow2', 'raw'):
-            raise InvalidParameter('format', 'LUKS encryption is for qcow2 and raw volumes, not %r' % fmt)
-        if not (enc.get('secret_uuid') or usage):
-            raise InvalidParameter(
-                'encryption', 'give secret_uuid or secret_usage: the volume secret holding the passphrase'
-            )
-        if usage is not None:
-            if not usage.startswith('/') or any(ord(c) < 32 or ord(c) == 127 for c in usage):
-                raise InvalidParameter(option, 'a volume secret is used by an absolute path, got %r' % usage)
-            secret = _secrets().find_secret(self.client, None, 'volume', usage)
-        else:
-            try:
-                uuid = str(uuidlib.UUID(enc['secret_uuid'].strip()))
-            except ValueError:
-                raise InvalidParameter(option, '%r is not a UUID' % enc['secret_uuid']) from None
-            secret = _secrets().find_secret(self.client, uuid=uuid)
-        fields = _secrets().secret_fields(self.client, secret) if secret is not None else None
-        if fields is None:
-            raise InvalidParameter(
-                option,
-                "secret '%s' does not exist on %s: define it first (virtops.libvirt.secret with usage_type volume)"
-                % (usage or enc['secret_uuid'], self.uri_shown),
-            )
-        if fields['usage_type'] != 'volume':
-            raise InvalidParameter(
-                option, '%s is not a volume secret: LUKS volumes need usage_type volume' % _secrets().what(fields)
-            )
-        state = _secrets().value_state(self.client, secret, fields)
-        if state == 'none':
-            raise InvalidParameter(
-                option, '%s has no value: set it first (virtops.libvirt.secret value)' % _secrets().what(fields)
-            )
-        if enc.get('passphrase') is not None:
-            if not enc['passphrase']:
-                raise InvalidParameter('encryption.passphrase', 'must not be empty')
-            if state == 'private':
-                raise InvalidParameter(
-                    'encryption.passphrase',
-                    'needs a secret that is not private: the module reads its current value to unlock the '
-                    'volume (%s is private)' % _secrets().what(fields),
-                )
-            if not (self.ptype in S.FILE_POOL_TYPES and self.client.is_local and not self.client.is_test_driver):
-                raise InvalidParameter(
-                    'encryption.passphrase',
-                    'rotates the key with qemu-img on the libvirt host: it needs a local URI and a file-based pool',
-                )
-        return dict(
-            format='luks',
-            secret_uuid=fields['uuid'],
-            secret=secret,
-            what=_secrets().what(fields),
-            option=option,
-            passphrase=enc.get('passphrase'),
-        )
+        return want
 
     def _resolve_backing(self, backing):
         lv = self.libvirt
@@ -730,7 +658,10 @@ class VolumeManager(Manager):
         args = (self.pool_name, self.name, self.what)
         if spec['encryption'] and spec['encryption']['passphrase'] is not None:
             # a new volume is made with its secret's value: the passphrase wanted goes there first
-            self._plan_secret_value(plan, spec['encryption'])
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+            self.key_note = luks.plan_secret_value(self.client, plan, spec['encryption'])
         steps = [plan.add('%s created%s' % (self.what, how), 'create', *args, xml, clone, note)]
         if content:
             steps.append(plan.add('%s uploaded from %s' % (self.what, content['label']), 'upload_new', *args, content))
@@ -762,7 +693,18 @@ class VolumeManager(Manager):
                 '%s exists with format %s; the format of an existing volume cannot be '
                 'changed (convert it, or remove it first)' % (self.what, current['format']),
             )
-        self._plan_encryption(plan, vol, current, want['encryption'])
+        if want['encryption'] is not None:
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+            self.key_note = luks.plan_encryption(
+                self.client,
+                plan,
+                want['encryption'],
+                current,
+                self.what,
+                lambda: guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol),
+            )
         if want['backing']:
             have = (current.get('backing') or {}).get('path')
             if have != want['backing']['path']:
@@ -837,108 +779,6 @@ class VolumeManager(Manager):
             predicted.find('capacity').text = str(capacity)
             predicted.find('capacity').set('unit', 'bytes')
         return X.tostring(predicted)
-
-    def _plan_encryption(self, plan, vol, current, enc):
-        """Compare the encryption wanted with the volume's: encrypting a plain volume (or the
-        reverse) is refused, it would lose the data; ``passphrase`` rotates the key."""
-        if enc is None:
-            return
-        have = current.get('encryption')
-        if enc['format'] == 'none':
-            if have is not None:
-                raise InvalidParameter(
-                    'encryption',
-                    '%s is encrypted (%s); a volume is not decrypted in place: make a new plain volume and '
-                    'copy the data into it' % (self.what, have['format']),
-                )
-            return
-        if have is None:
-            raise InvalidParameter(
-                'encryption',
-                '%s exists unencrypted; it is not encrypted in place (its data would be lost): make a new '
-                'encrypted volume and copy the data into it' % self.what,
-            )
-        if have['format'] != 'luks':
-            raise InvalidParameter(
-                'encryption.format', '%s is encrypted with %s, not luks' % (self.what, have['format'])
-            )
-        if have['secret_uuid'] and have['secret_uuid'] != enc['secret_uuid']:
-            raise InvalidParameter(
-                enc['option'],
-                '%s names secret %s, not %s (%s); libvirt cannot change the secret of an existing volume '
-                '(rotate its passphrase with encryption.passphrase)'
-                % (self.what, have['secret_uuid'], enc['secret_uuid'], enc['what']),
-            )
-        if enc['passphrase'] is not None:
-            self._plan_rotation(plan, vol, current, enc)
-
-    def _plan_rotation(self, plan, vol, current, enc):
-        """``encryption.passphrase`` on an existing volume: its key slots and its secret are to hold
-        that passphrase. When the volume does not open with it yet: a key slot gets the new
-        passphrase (unlocked with the secret's current value), the secret gets the new value, the
-        old passphrase's slots are cleared - only while no running guest uses the volume."""
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
-
-        new = enc['passphrase'].encode('utf-8')
-        old = _secrets().read_value(self.client, enc['secret'])
-        path, fmt = current['path'], current['format']
-        users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
-        if luks.opens_with(path, fmt, new, shared=bool(users)):
-            if old is None or _secrets().same_value(old, new):
-                return
-            # the key slot was added before, the secret not set yet (a run cut short): complete it
-            self._plan_secret_value(plan, enc)
-            if not users and luks.opens_with(path, fmt, old):
-                plan.add(
-                    '%s: LUKS key slots of the old passphrase removed' % self.what,
-                    'luks_remove_key',
-                    path,
-                    fmt,
-                    new,
-                    old,
-                    self.what,
-                )
-            return
-        if users:
-            raise OperationFailed(
-                '%s: its passphrase is rotated only while no running guest uses it (%s); stop them first'
-                % (self.what, '; '.join(users)),
-                in_use_by=users,
-            )
-        if old is None or not luks.opens_with(path, fmt, old):
-            raise OperationFailed(
-                "%s opens neither with encryption.passphrase nor with the value of %s: the volume's key "
-                'is unknown, nothing was changed' % (self.what, enc['what'])
-            )
-        self.key_note = ('the current value of %s' % enc['what'], 'new (encryption.passphrase)')
-        plan.add(
-            '%s: LUKS key slot added for the new passphrase' % self.what, 'luks_add_key', path, fmt, old, new, self.what
-        )
-        self._plan_secret_value(plan, enc)
-        plan.add(
-            '%s: LUKS key slots of the old passphrase removed' % self.what,
-            'luks_remove_key',
-            path,
-            fmt,
-            new,
-            old,
-            self.what,
-        )
-
-    def _plan_secret_value(self, plan, enc):
-        new = enc['passphrase'].encode('utf-8')
-        have = _secrets().read_value(self.client, enc['secret'])
-        if have is not None and _secrets().same_value(have, new):
-            return
-        if self.key_note is None:
-            self.key_note = ('the value of %s' % enc['what'], 'new (encryption.passphrase)')
-        plan.add(
-            '%s value set to the volume passphrase' % enc['what'],
-            'set_secret_value',
-            enc['secret_uuid'],
-            new,
-            enc['what'],
-        )
 
     def _live_resizer(self, vol):
         """``(guest, disk target)`` of the running guest to grow the volume through (QEMU holds
