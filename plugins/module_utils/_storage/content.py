@@ -5,7 +5,8 @@
 """Volume content: the sparse-aware content digest, sparse stream upload and comparison, and URL
 downloads. The volume manager (``volume``) and its apply code (``volume_apply``) import it only when
 a task has ``src`` or ``url``: a volume task without content does not compile it (module_utils are
-compiled from source on every module run)."""
+compiled from source on every module run). The manager's resolving of that content (where it comes
+from, whether it must be uploaded: :func:`resolve_content`) is here too, for the same reason."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import struct
 import tempfile
 from contextlib import contextmanager
 
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import (
     InvalidParameter,
     LibvirtModuleError,
@@ -23,7 +25,9 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors impor
     redact,
     redact_url,
 )
+from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import human
 from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
+from ansible_collections.virtops.libvirt.plugins.module_utils._storage import read as S
 
 CHUNK = 1024 * 1024
 _ZERO_CHUNK = bytes(CHUNK)
@@ -775,3 +779,190 @@ def _digested(chunks, digest):
     for chunk in chunks:
         digest.update(chunk)
         yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# the content of a volume task (src/url), resolved by the volume manager before anything changes
+
+
+def _vol_format(client, vol):
+    root = X.parse(client.call(vol.XMLDesc, 0, what="volume '%s'" % vol.name()))
+    return S.summarize_volume(root)['format']
+
+
+def resolve_content(client, params, vol, want, record, ptype, what, check_mode, keep_temp):
+    """Where the content comes from, its content digest, and whether it must be uploaded.
+
+    The image is decompressed (xz, gz, zst) and, when the volume's format differs, converted
+    only when it must be uploaded or compared. A new volume in a file pool on this machine
+    is written by a local sparse copy (or ``qemu-img convert``) into the file libvirt
+    created; its content digest is then measured while it is copied (``digest`` None).
+
+    ``params``: the task's options; ``vol``: the volume (None: to be made) with its upload
+    ``record``; ``want``: what the task wants (its format and ``before_content`` are filled in);
+    ``ptype``: the pool type; ``what``: the volume as messages name it; ``keep_temp(path)``: a
+    temporary file made here, removed by the caller after the run."""
+    file_pool = ptype in S.FILE_POOL_TYPES
+    # the module writes the volume's file itself when it can (checked again on the file)
+    local = file_pool and client.is_local and not client.is_test_driver
+    tmpdir = client.module.tmpdir
+    if record:
+        want['before_content'] = record.get('content')
+    option = 'url' if params.get('url') else 'src'
+    if params.get('url'):
+        check_url(params['url'])
+        checksum = S.parse_checksum(params.get('checksum'))
+        # the URL as shown and recorded: without its userinfo (never persisted; a changed
+        # password is the same image)
+        label = redact_url(params['url'])
+        if record and checksum and record.get('url') == label and record.get('checksum') == '%s:%s' % checksum:
+            return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
+        cache = I.ImageCache(checksum) if checksum and params.get('image_cache') else None
+        hit = cache.lookup() if cache is not None else None
+        if hit is not None:
+            path, digest, _size = hit  # downloaded before: not again
+            if digest_kind(digest) is not ContentDigest:
+                try:  # cached by an older version: the digest new records hold
+                    digest = file_digest(path)
+                except OSError as exc:
+                    raise OperationFailed('cannot read the cached image %s: %s' % (path, exc)) from None
+        else:
+            path, digest, _size = download_url(
+                params['url'],
+                tmpdir,
+                checksum,
+                params['validate_certs'],
+                params['url_timeout'],
+                cache=None if check_mode else cache,
+            )
+            if cache is None or check_mode:
+                keep_temp(path)
+        identity = file_identity(os.stat(path))
+        extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
+        kind = verify = None
+        measured, compared = path, False
+    else:
+        path = label = params['src']
+        if not os.path.exists(path):
+            raise InvalidParameter('src', 'no such file on the managed host: %s' % path)
+        if os.path.isdir(path):
+            raise InvalidParameter('src', '%s is a directory, not an image file' % path)
+        try:
+            identity = file_identity(os.stat(path))
+            kind = I.compression('src', path, read_header(path, 8))
+        except OSError as exc:
+            raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+        checksum = S.parse_checksum(params.get('checksum'))
+        tag = '%s:%s' % checksum if checksum else None
+        extra = dict(src=path, source_identity=list(identity), checksum=tag)
+        known = record.get('image') if record and record.get('src') == path else None
+        quick = bool(known) and quick_check(record.get('source_identity'), identity)
+        if quick and (not tag or record.get('checksum') == tag):
+            # the very file imported before (same device, inode, size and mtime): unchanged
+            return _unchanged(want, label, record.get('content'), known)
+        verify = None
+        if tag and vol is None and local and not kind and not check_mode:
+            verify = checksum  # a new local volume: verified while it is copied
+        elif tag:
+            verify_checksum(path, checksum, identity, 'src')  # before anything changes
+        same = False
+        if known:
+            if tag and (quick or record.get('checksum') == tag):
+                same = True  # the file has the recorded checksum (verified just now)
+            elif digest_kind(record.get('content')) is not None:
+                # a record with a content digest (earlier versions): a touched or copied
+                # source is compared by its content
+                try:
+                    digest, identity = measure_file(path, digest_kind(record['content']))
+                except OSError as exc:
+                    raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
+                same = digest == record['content']
+        if same:
+            content = _unchanged(want, label, record['content'], known)
+            content['refresh_record'] = True
+            content['record'] = dict(record, **extra)
+            content['record']['content'] = tag or record['content']
+            return content
+        compared = bool(known)  # the record decided: the volume is not compared below
+        digest = tag or source_label(identity)
+        measured = path  # what digest is of (before decompression)
+        if kind:
+            path = I.decompress_file('src', path, kind, tmpdir)
+            keep_temp(path)
+            identity = file_identity(os.stat(path))
+    header = read_header(path)
+    detected, virtual_size, has_backing = S.probe_image(header)
+    if has_backing:
+        raise InvalidParameter(
+            option,
+            '%s is a qcow2 image that references a backing file; flatten it first '
+            '(qemu-img convert) or upload the backing image as its own volume' % label,
+        )
+    fmt = want['format'] or (vol is not None and _vol_format(client, vol)) or None
+    convert = None
+    if file_pool:
+        if fmt and fmt != detected and (detected == 'qcow2' or fmt == 'qcow2'):
+            I.qemu_img()  # there, or the task fails now, naming format
+            convert = (detected, fmt)
+        if not want['format'] and vol is None:
+            want['format'] = detected
+    size = identity[2]
+    image = dict(format=detected, capacity=virtual_size if detected == 'qcow2' and file_pool else size, size=size)
+    _check_capacity(want, image)
+    content = dict(
+        label=label,
+        path=path,
+        digest=digest,
+        identity=identity,
+        size=size,
+        capacity=image['capacity'],
+        qcow2=file_pool and (convert[1] if convert else detected) == 'qcow2',
+        record=dict(extra, content=digest, size=size, image=image),
+        upload=True,
+        convert=convert,
+        local=local and vol is None,
+        verify=verify,
+        tmpdir=tmpdir,
+    )
+    if vol is not None:
+        try:
+            same = record and not compared and same_content(record.get('content'), digest, measured)
+        except OSError as exc:
+            raise InvalidParameter(option, 'cannot read %s: %s' % (measured, exc.strerror)) from None
+        if same:
+            # as recorded (a record of the older digest kind keeps it: the diff shows no change)
+            content['digest'] = record['content']
+            content['record']['content'] = record['content']
+            content['upload'] = False
+            if params.get('url') and (record.get('url'), record.get('checksum')) != (
+                extra.get('url'),
+                extra.get('checksum'),
+            ):
+                content['refresh_record'] = True
+            return content
+        # replaced (or compared) through libvirt: the bytes the volume is to hold
+        if convert:
+            content['path'] = I.convert_to_temp(path, convert[0], convert[1], tmpdir)
+            keep_temp(content['path'])
+            content['identity'] = file_identity(os.stat(content['path']))
+            content['convert'] = None
+        if not record:
+            # no record of an upload: adopt the volume when it already holds this content
+            if volume_equals_file(client, vol, content['path'], what + ' compare'):
+                content['upload'] = False
+                content['refresh_record'] = True
+    return content
+
+
+def _check_capacity(want, image):
+    if want['capacity'] is not None and want['capacity'] < image['capacity']:
+        raise InvalidParameter(
+            'capacity',
+            '%s is smaller than the image to upload (%s)' % (human(want['capacity']), human(image['capacity'])),
+        )
+
+
+def _unchanged(want, label, digest, image):
+    """The content of a volume that holds its source already (known from its record)."""
+    _check_capacity(want, image)
+    return dict(label=label, path=None, digest=digest, upload=False, record=None, capacity=image['capacity'])

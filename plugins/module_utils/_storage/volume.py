@@ -6,15 +6,16 @@
 pool and the volume, validates everything and resolves the sources (a download included) before
 anything is touched, and returns the steps; ``volume_apply`` makes them, imported only when there
 is something to do. Content (digest, sparse stream upload and comparison, downloads) is in
-``content``, imported only for tasks with ``src``/``url``. The upload records (what was uploaded
-into which volume) and the "which running guests use this" check are in ``shared``, which the pool
-manager uses too; what the manager and its apply code both need is in ``volume_read``.
+``content``, imported only for tasks with ``src``/``url``; LUKS encryption (the option checked
+against its secret, compared with the volume, the key rotation) is in ``luks``, imported only for
+tasks with ``encryption``. The upload records (what was uploaded into which volume) and the
+"which running guests use this" check are in ``shared``, which the pool manager uses too; what the
+manager and its apply code both need is in ``volume_read``.
 """
 
 from __future__ import annotations
 
 import os
-import uuid as uuidlib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -48,13 +49,6 @@ def _render(xml, content=None):
         return ''
     head = '<!-- content: %s -->\n' % content if content else ''
     return head + S.diff_xml(xml)
-
-
-def _secrets():
-    """The secret reader (``_secret.read``), imported on first use: only LUKS volumes read secrets."""
-    from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read
-
-    return read
 
 
 class VolumeManager(Manager):
@@ -295,10 +289,6 @@ class VolumeManager(Manager):
         )
 
     # ------------------------------------------------------------------------------------
-    def _vol_summary(self, vol):
-        root = X.parse(self.client.call(vol.XMLDesc, 0, what="volume '%s'" % vol.name()))
-        return S.summarize_volume(root)
-
     def _pool_formats(self):
         """Volume formats libvirt accepts for this pool type, or None when it cannot say."""
         lv = self.libvirt
@@ -365,7 +355,13 @@ class VolumeManager(Manager):
             if not want['format'] and file_pool:
                 want['format'] = want['clone']['format']
         if params.get('src') or params.get('url'):
-            want['content'] = self._resolve_content(vol, want)
+            # imported here: only tasks with src/url need it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
+
+            record = self.records.load(vol.key(), vol.path()) if vol is not None else None
+            want['content'] = VC.resolve_content(
+                self.client, params, vol, want, record, self.ptype, self.what, self.check_mode, self._tempfiles.append
+            )
         if vol is None:
             if want['capacity'] is None and not (want['backing'] or want['clone'] or want['content']):
                 raise InvalidParameter(
@@ -373,82 +369,16 @@ class VolumeManager(Manager):
                 )
             if not want['format'] and file_pool:
                 want['format'] = 'qcow2'
-        want['encryption'] = self._resolve_encryption(vol, want)
-        return want
+        want['encryption'] = None
+        if params.get('encryption'):
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
 
-    def _resolve_encryption(self, vol, want):
-        """The ``encryption`` option, checked against the secret it names: None (not given),
-        ``{'format': 'none'}`` (a plain volume) or the LUKS encryption with the secret's UUID."""
-        enc = self.params.get('encryption')
-        if not enc:
-            return None
-        usage = enc.get('secret_usage')
-        option = 'encryption.secret_usage' if usage else 'encryption.secret_uuid'
-        if enc['format'] == 'none':
-            if enc.get('secret_uuid') or usage or enc.get('passphrase') is not None:
-                raise InvalidParameter('encryption', 'format none (a plain volume) takes no secret or passphrase')
-            return dict(format='none')
-        if want['backing'] or want['clone'] or want['content']:
-            raise InvalidParameter(
-                'encryption',
-                'cannot be combined with backing, clone_from, src or url: libvirt would write plain data '
-                'over the LUKS volume (create it empty, then copy the data in through a guest)',
+            fmt = want['format'] if vol is None else params.get('format')
+            want['encryption'] = luks.resolve_encryption(
+                self.client, params['encryption'], want, fmt, self.ptype, self.uri_shown
             )
-        fmt = want['format'] if vol is None else self.params.get('format')
-        if fmt is not None and fmt not in ('qcow2', 'raw'):
-            raise InvalidParameter('format', 'LUKS encryption is for qcow2 and raw volumes, not %r' % fmt)
-        if not (enc.get('secret_uuid') or usage):
-            raise InvalidParameter(
-                'encryption', 'give secret_uuid or secret_usage: the volume secret holding the passphrase'
-            )
-        if usage is not None:
-            if not usage.startswith('/') or any(ord(c) < 32 or ord(c) == 127 for c in usage):
-                raise InvalidParameter(option, 'a volume secret is used by an absolute path, got %r' % usage)
-            secret = _secrets().find_secret(self.client, None, 'volume', usage)
-        else:
-            try:
-                uuid = str(uuidlib.UUID(enc['secret_uuid'].strip()))
-            except ValueError:
-                raise InvalidParameter(option, '%r is not a UUID' % enc['secret_uuid']) from None
-            secret = _secrets().find_secret(self.client, uuid=uuid)
-        fields = _secrets().secret_fields(self.client, secret) if secret is not None else None
-        if fields is None:
-            raise InvalidParameter(
-                option,
-                "secret '%s' does not exist on %s: define it first (virtops.libvirt.secret with usage_type volume)"
-                % (usage or enc['secret_uuid'], self.uri_shown),
-            )
-        if fields['usage_type'] != 'volume':
-            raise InvalidParameter(
-                option, '%s is not a volume secret: LUKS volumes need usage_type volume' % _secrets().what(fields)
-            )
-        state = _secrets().value_state(self.client, secret, fields)
-        if state == 'none':
-            raise InvalidParameter(
-                option, '%s has no value: set it first (virtops.libvirt.secret value)' % _secrets().what(fields)
-            )
-        if enc.get('passphrase') is not None:
-            if not enc['passphrase']:
-                raise InvalidParameter('encryption.passphrase', 'must not be empty')
-            if state == 'private':
-                raise InvalidParameter(
-                    'encryption.passphrase',
-                    'needs a secret that is not private: the module reads its current value to unlock the '
-                    'volume (%s is private)' % _secrets().what(fields),
-                )
-            if not (self.ptype in S.FILE_POOL_TYPES and self.client.is_local and not self.client.is_test_driver):
-                raise InvalidParameter(
-                    'encryption.passphrase',
-                    'rotates the key with qemu-img on the libvirt host: it needs a local URI and a file-based pool',
-                )
-        return dict(
-            format='luks',
-            secret_uuid=fields['uuid'],
-            secret=secret,
-            what=_secrets().what(fields),
-            option=option,
-            passphrase=enc.get('passphrase'),
-        )
+        return want
 
     def _resolve_backing(self, backing):
         lv = self.libvirt
@@ -502,182 +432,6 @@ class VolumeManager(Manager):
         info = S.describe_volume(self.client, vol)
         return dict(capacity=info['capacity'], format=info['format'], pool=clone['pool'], name=clone['name'])
 
-    def _resolve_content(self, vol, want):
-        """Where the content comes from, its content digest, and whether it must be uploaded.
-
-        The image is decompressed (xz, gz, zst) and, when the volume's format differs, converted
-        only when it must be uploaded or compared. A new volume in a file pool on this machine
-        is written by a local sparse copy (or ``qemu-img convert``) into the file libvirt
-        created; its content digest is then measured while it is copied (``digest`` None)."""
-        # imported here: only tasks with src/url need it, and module start-up time counts
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import content as VC
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import image as I
-
-        params = self.params
-        file_pool = self.ptype in S.FILE_POOL_TYPES
-        # the module writes the volume's file itself when it can (checked again on the file)
-        local = file_pool and self.client.is_local and not self.client.is_test_driver
-        tmpdir = self.client.module.tmpdir
-        record = self.records.load(vol.key(), vol.path()) if vol is not None else None
-        if record:
-            want['before_content'] = record.get('content')
-        option = 'url' if params.get('url') else 'src'
-        if params.get('url'):
-            VC.check_url(params['url'])
-            checksum = S.parse_checksum(params.get('checksum'))
-            # the URL as shown and recorded: without its userinfo (never persisted; a changed
-            # password is the same image)
-            label = redact_url(params['url'])
-            if record and checksum and record.get('url') == label and record.get('checksum') == '%s:%s' % checksum:
-                return dict(label=label, path=None, digest=record.get('content'), upload=False, record=None)
-            cache = I.ImageCache(checksum) if checksum and params.get('image_cache') else None
-            hit = cache.lookup() if cache is not None else None
-            if hit is not None:
-                path, digest, _size = hit  # downloaded before: not again
-                if VC.digest_kind(digest) is not VC.ContentDigest:
-                    try:  # cached by an older version: the digest new records hold
-                        digest = VC.file_digest(path)
-                    except OSError as exc:
-                        raise OperationFailed('cannot read the cached image %s: %s' % (path, exc)) from None
-            else:
-                path, digest, _size = VC.download_url(
-                    params['url'],
-                    tmpdir,
-                    checksum,
-                    params['validate_certs'],
-                    params['url_timeout'],
-                    cache=None if self.check_mode else cache,
-                )
-                if cache is None or self.check_mode:
-                    self._tempfiles.append(path)
-            identity = VC.file_identity(os.stat(path))
-            extra = dict(url=label, checksum='%s:%s' % checksum if checksum else None)
-            kind = verify = None
-            measured, compared = path, False
-        else:
-            path = label = params['src']
-            if not os.path.exists(path):
-                raise InvalidParameter('src', 'no such file on the managed host: %s' % path)
-            if os.path.isdir(path):
-                raise InvalidParameter('src', '%s is a directory, not an image file' % path)
-            try:
-                identity = VC.file_identity(os.stat(path))
-                kind = I.compression('src', path, VC.read_header(path, 8))
-            except OSError as exc:
-                raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-            checksum = S.parse_checksum(params.get('checksum'))
-            tag = '%s:%s' % checksum if checksum else None
-            extra = dict(src=path, source_identity=list(identity), checksum=tag)
-            known = record.get('image') if record and record.get('src') == path else None
-            quick = bool(known) and VC.quick_check(record.get('source_identity'), identity)
-            if quick and (not tag or record.get('checksum') == tag):
-                # the very file imported before (same device, inode, size and mtime): unchanged
-                return self._unchanged(want, label, record.get('content'), known)
-            verify = None
-            if tag and vol is None and local and not kind and not self.check_mode:
-                verify = checksum  # a new local volume: verified while it is copied
-            elif tag:
-                VC.verify_checksum(path, checksum, identity, 'src')  # before anything changes
-            same = False
-            if known:
-                if tag and (quick or record.get('checksum') == tag):
-                    same = True  # the file has the recorded checksum (verified just now)
-                elif VC.digest_kind(record.get('content')) is not None:
-                    # a record with a content digest (earlier versions): a touched or copied
-                    # source is compared by its content
-                    try:
-                        digest, identity = VC.measure_file(path, VC.digest_kind(record['content']))
-                    except OSError as exc:
-                        raise InvalidParameter('src', 'cannot read %s: %s' % (path, exc.strerror)) from None
-                    same = digest == record['content']
-            if same:
-                content = self._unchanged(want, label, record['content'], known)
-                content['refresh_record'] = True
-                content['record'] = dict(record, **extra)
-                content['record']['content'] = tag or record['content']
-                return content
-            compared = bool(known)  # the record decided: the volume is not compared below
-            digest = tag or VC.source_label(identity)
-            measured = path  # what digest is of (before decompression)
-            if kind:
-                path = I.decompress_file('src', path, kind, tmpdir)
-                self._tempfiles.append(path)
-                identity = VC.file_identity(os.stat(path))
-        header = VC.read_header(path)
-        detected, virtual_size, has_backing = S.probe_image(header)
-        if has_backing:
-            raise InvalidParameter(
-                option,
-                '%s is a qcow2 image that references a backing file; flatten it first '
-                '(qemu-img convert) or upload the backing image as its own volume' % label,
-            )
-        fmt = want['format'] or (vol is not None and self._vol_summary(vol)['format']) or None
-        convert = None
-        if file_pool:
-            if fmt and fmt != detected and (detected == 'qcow2' or fmt == 'qcow2'):
-                I.qemu_img()  # there, or the task fails now, naming format
-                convert = (detected, fmt)
-            if not want['format'] and vol is None:
-                want['format'] = detected
-        size = identity[2]
-        image = dict(format=detected, capacity=virtual_size if detected == 'qcow2' and file_pool else size, size=size)
-        self._check_capacity(want, image)
-        content = dict(
-            label=label,
-            path=path,
-            digest=digest,
-            identity=identity,
-            size=size,
-            capacity=image['capacity'],
-            qcow2=file_pool and (convert[1] if convert else detected) == 'qcow2',
-            record=dict(extra, content=digest, size=size, image=image),
-            upload=True,
-            convert=convert,
-            local=local and vol is None,
-            verify=verify,
-            tmpdir=tmpdir,
-        )
-        if vol is not None:
-            try:
-                same = record and not compared and VC.same_content(record.get('content'), digest, measured)
-            except OSError as exc:
-                raise InvalidParameter(option, 'cannot read %s: %s' % (measured, exc.strerror)) from None
-            if same:
-                # as recorded (a record of the older digest kind keeps it: the diff shows no change)
-                content['digest'] = record['content']
-                content['record']['content'] = record['content']
-                content['upload'] = False
-                if params.get('url') and (record.get('url'), record.get('checksum')) != (
-                    extra.get('url'),
-                    extra.get('checksum'),
-                ):
-                    content['refresh_record'] = True
-                return content
-            # replaced (or compared) through libvirt: the bytes the volume is to hold
-            if convert:
-                content['path'] = I.convert_to_temp(path, convert[0], convert[1], tmpdir)
-                self._tempfiles.append(content['path'])
-                content['identity'] = VC.file_identity(os.stat(content['path']))
-                content['convert'] = None
-            if not record:
-                # no record of an upload: adopt the volume when it already holds this content
-                if VC.volume_equals_file(self.client, vol, content['path'], self.what + ' compare'):
-                    content['upload'] = False
-                    content['refresh_record'] = True
-        return content
-
-    def _check_capacity(self, want, image):
-        if want['capacity'] is not None and want['capacity'] < image['capacity']:
-            raise InvalidParameter(
-                'capacity',
-                '%s is smaller than the image to upload (%s)' % (human(want['capacity']), human(image['capacity'])),
-            )
-
-    def _unchanged(self, want, label, digest, image):
-        """The content of a volume that holds its source already (known from its record)."""
-        self._check_capacity(want, image)
-        return dict(label=label, path=None, digest=digest, upload=False, record=None, capacity=image['capacity'])
-
     # ------------------------------------------------------------------------------------
 
     def _plan_create(self, plan, want):
@@ -730,7 +484,10 @@ class VolumeManager(Manager):
         args = (self.pool_name, self.name, self.what)
         if spec['encryption'] and spec['encryption']['passphrase'] is not None:
             # a new volume is made with its secret's value: the passphrase wanted goes there first
-            self._plan_secret_value(plan, spec['encryption'])
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+            self.key_note = luks.plan_secret_value(self.client, plan, spec['encryption'])
         steps = [plan.add('%s created%s' % (self.what, how), 'create', *args, xml, clone, note)]
         if content:
             steps.append(plan.add('%s uploaded from %s' % (self.what, content['label']), 'upload_new', *args, content))
@@ -762,7 +519,18 @@ class VolumeManager(Manager):
                 '%s exists with format %s; the format of an existing volume cannot be '
                 'changed (convert it, or remove it first)' % (self.what, current['format']),
             )
-        self._plan_encryption(plan, vol, current, want['encryption'])
+        if want['encryption'] is not None:
+            # imported here: only a task with encryption needs it, and module start-up time counts
+            from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
+
+            self.key_note = luks.plan_encryption(
+                self.client,
+                plan,
+                want['encryption'],
+                current,
+                self.what,
+                lambda: guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol),
+            )
         if want['backing']:
             have = (current.get('backing') or {}).get('path')
             if have != want['backing']['path']:
@@ -837,108 +605,6 @@ class VolumeManager(Manager):
             predicted.find('capacity').text = str(capacity)
             predicted.find('capacity').set('unit', 'bytes')
         return X.tostring(predicted)
-
-    def _plan_encryption(self, plan, vol, current, enc):
-        """Compare the encryption wanted with the volume's: encrypting a plain volume (or the
-        reverse) is refused, it would lose the data; ``passphrase`` rotates the key."""
-        if enc is None:
-            return
-        have = current.get('encryption')
-        if enc['format'] == 'none':
-            if have is not None:
-                raise InvalidParameter(
-                    'encryption',
-                    '%s is encrypted (%s); a volume is not decrypted in place: make a new plain volume and '
-                    'copy the data into it' % (self.what, have['format']),
-                )
-            return
-        if have is None:
-            raise InvalidParameter(
-                'encryption',
-                '%s exists unencrypted; it is not encrypted in place (its data would be lost): make a new '
-                'encrypted volume and copy the data into it' % self.what,
-            )
-        if have['format'] != 'luks':
-            raise InvalidParameter(
-                'encryption.format', '%s is encrypted with %s, not luks' % (self.what, have['format'])
-            )
-        if have['secret_uuid'] and have['secret_uuid'] != enc['secret_uuid']:
-            raise InvalidParameter(
-                enc['option'],
-                '%s names secret %s, not %s (%s); libvirt cannot change the secret of an existing volume '
-                '(rotate its passphrase with encryption.passphrase)'
-                % (self.what, have['secret_uuid'], enc['secret_uuid'], enc['what']),
-            )
-        if enc['passphrase'] is not None:
-            self._plan_rotation(plan, vol, current, enc)
-
-    def _plan_rotation(self, plan, vol, current, enc):
-        """``encryption.passphrase`` on an existing volume: its key slots and its secret are to hold
-        that passphrase. When the volume does not open with it yet: a key slot gets the new
-        passphrase (unlocked with the secret's current value), the secret gets the new value, the
-        old passphrase's slots are cleared - only while no running guest uses the volume."""
-        from ansible_collections.virtops.libvirt.plugins.module_utils._storage import luks
-
-        new = enc['passphrase'].encode('utf-8')
-        old = _secrets().read_value(self.client, enc['secret'])
-        path, fmt = current['path'], current['format']
-        users = guests_using(self.client, self.pool, self.pool_name, self.pool_root, vol)
-        if luks.opens_with(path, fmt, new, shared=bool(users)):
-            if old is None or _secrets().same_value(old, new):
-                return
-            # the key slot was added before, the secret not set yet (a run cut short): complete it
-            self._plan_secret_value(plan, enc)
-            if not users and luks.opens_with(path, fmt, old):
-                plan.add(
-                    '%s: LUKS key slots of the old passphrase removed' % self.what,
-                    'luks_remove_key',
-                    path,
-                    fmt,
-                    new,
-                    old,
-                    self.what,
-                )
-            return
-        if users:
-            raise OperationFailed(
-                '%s: its passphrase is rotated only while no running guest uses it (%s); stop them first'
-                % (self.what, '; '.join(users)),
-                in_use_by=users,
-            )
-        if old is None or not luks.opens_with(path, fmt, old):
-            raise OperationFailed(
-                "%s opens neither with encryption.passphrase nor with the value of %s: the volume's key "
-                'is unknown, nothing was changed' % (self.what, enc['what'])
-            )
-        self.key_note = ('the current value of %s' % enc['what'], 'new (encryption.passphrase)')
-        plan.add(
-            '%s: LUKS key slot added for the new passphrase' % self.what, 'luks_add_key', path, fmt, old, new, self.what
-        )
-        self._plan_secret_value(plan, enc)
-        plan.add(
-            '%s: LUKS key slots of the old passphrase removed' % self.what,
-            'luks_remove_key',
-            path,
-            fmt,
-            new,
-            old,
-            self.what,
-        )
-
-    def _plan_secret_value(self, plan, enc):
-        new = enc['passphrase'].encode('utf-8')
-        have = _secrets().read_value(self.client, enc['secret'])
-        if have is not None and _secrets().same_value(have, new):
-            return
-        if self.key_note is None:
-            self.key_note = ('the value of %s' % enc['what'], 'new (encryption.passphrase)')
-        plan.add(
-            '%s value set to the volume passphrase' % enc['what'],
-            'set_secret_value',
-            enc['secret_uuid'],
-            new,
-            enc['what'],
-        )
 
     def _live_resizer(self, vol):
         """``(guest, disk target)`` of the running guest to grow the volume through (QEMU holds
