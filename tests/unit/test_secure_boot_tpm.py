@@ -9,6 +9,7 @@ from virtops_helpers import assert_valid
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.errors import InvalidParameter
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import read as R
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.build import build_domain
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import summarize
@@ -45,9 +46,9 @@ def test_windows_11_style_guest_builds_schema_valid_xml():
     assert_valid(X.tostring(root), 'domain')
     os_node = root.find('os')
     assert os_node.get('firmware') == 'efi'
-    assert D.firmware_choice(os_node) == (True, True)
+    assert R.firmware_choice(os_node) == (True, True)
     assert root.find('features/smm').get('state') == 'on'
-    assert D.tpm_summary(root.find('devices/tpm')) == ('tpm-crb', 'emulator', '2.0')
+    assert R.tpm_summary(root.find('devices/tpm')) == ('tpm-crb', 'emulator', '2.0')
     # the same options on what libvirt made of it: nothing to change
     assert D.apply_spec(root, dict(WIN11)) == []
 
@@ -62,7 +63,7 @@ def test_libvirt_normalised_definition_is_unchanged(xml):
 
 def test_secure_boot_without_keys_is_stated_and_kept():
     root = build_domain(dict(WIN11, enrolled_keys=False), 'qemu')
-    assert D.firmware_choice(root.find('os')) == (True, False)
+    assert R.firmware_choice(root.find('os')) == (True, False)
     assert_valid(X.tostring(root), 'domain')
     # enrolled_keys not given again: the guest keeps what it has
     assert D.apply_spec(root, dict(WIN11)) == []
@@ -74,9 +75,9 @@ def test_virt_install_definition_is_adopted_once():
     assert [c.section for c in changes] == ['secure_boot']
     assert not changes[0].live
     assert 'Secure Boot on' in changes[0].message and 'SMM on' in changes[0].message
-    assert D.firmware_choice(root.find('os')) == (True, True)
+    assert R.firmware_choice(root.find('os')) == (True, True)
     # libvirt's default TPM version (2.0 for CRB) satisfies tpm: {}
-    assert D.tpm_summary(root.find('devices/tpm')) == ('tpm-crb', 'emulator', '2.0')
+    assert R.tpm_summary(root.find('devices/tpm')) == ('tpm-crb', 'emulator', '2.0')
     assert_valid(X.tostring(root), 'domain')
     assert D.apply_spec(root, dict(WIN11, machine='q35')) == []
 
@@ -86,16 +87,16 @@ def test_explicit_loader_states_the_choice():
     the options ask for."""
     explicit = RUNNING.replace(" firmware='efi'", '').replace('<firmware>', '<!--').replace('</firmware>', '-->')
     root = X.parse(explicit)
-    assert D.firmware_choice(root.find('os')) == (True, True)
+    assert R.firmware_choice(root.find('os')) == (True, True)
     assert D.apply_spec(root, dict(WIN11)) == []
     plain = X.parse(
         explicit.replace('OVMF_CODE_4M.ms.fd', 'OVMF_CODE_4M.fd')
         .replace("secure='yes' ", '')
         .replace('OVMF_VARS_4M.ms.fd', 'OVMF_VARS_4M.fd')
     )
-    assert D.firmware_choice(plain.find('os')) == (False, None)
+    assert R.firmware_choice(plain.find('os')) == (False, None)
     secboot = X.parse(explicit.replace('OVMF_VARS_4M.ms.fd', 'OVMF_VARS_4M.fd'))
-    assert D.firmware_choice(secboot.find('os')) == (True, False)
+    assert R.firmware_choice(secboot.find('os')) == (True, False)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +124,7 @@ def test_bios_guest_gets_secure_boot_firmware_as_a_reboot_change():
     changes = D.apply_spec(root, dict(name='g', machine='pc-q35-7.2', secure_boot=True))
     assert {c.section for c in changes} == {'firmware', 'secure_boot'}
     assert not any(c.live for c in changes)
-    assert D.is_efi(root.find('os')) and D.firmware_choice(root.find('os')) == (True, True)
+    assert R.is_efi(root.find('os')) and R.firmware_choice(root.find('os')) == (True, True)
     assert_valid(X.tostring(root), 'domain')
 
 
@@ -178,7 +179,7 @@ def test_firmware_efi_alone_leaves_secure_boot_alone():
     """``firmware: efi`` says nothing about Secure Boot: a guest with it keeps its features."""
     root = X.parse(DEFINED)
     assert D.apply_spec(root, dict(name='w11', firmware='efi')) == []
-    assert D.firmware_choice(root.find('os')) == (True, True)
+    assert R.firmware_choice(root.find('os')) == (True, True)
 
 
 def test_guest_info_summary_names_firmware_secure_boot_and_tpm():
@@ -189,3 +190,48 @@ def test_guest_info_summary_names_firmware_secure_boot_and_tpm():
     assert (info['firmware'], info['secure_boot'], info['enrolled_keys']) == ('efi', None, None)
     info = summarize(build_domain(dict(name='g'), 'qemu'))
     assert (info['firmware'], info['secure_boot'], info['enrolled_keys'], info['tpm']) == ('bios', False, None, None)
+
+
+# Which options import _guest/firmware.py (in a fresh interpreter: the test process has it already)
+_LAZY_PROBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest import spec as D
+package = 'ansible_collections.virtops.libvirt.plugins.module_utils._guest'
+loaded = []
+for options in json.loads(sys.argv[3]):
+    D.apply_spec(X.parse(sys.argv[2]), dict(options, name='g'))
+    loaded.append(package + '.firmware' in sys.modules)
+    sys.modules.pop(package + '.firmware', None)
+    sys.modules[package].__dict__.pop('firmware', None)
+print(json.dumps(loaded))
+"""
+
+
+def test_only_firmware_secure_boot_and_tpm_import_the_firmware_module():
+    """A re-run of a plain guest does not compile _guest/firmware.py (every module run compiles
+    what it imports): apply_spec imports it only for the options that need it."""
+    import json
+    import subprocess
+    import sys
+
+    from virtops_helpers import ensure_collection_link
+
+    plain = X.tostring(build_domain(dict(name='g', machine='pc-q35-7.2'), 'qemu'))
+    options = [
+        dict(memory='256MiB', vcpus=2, rng=True, boot=dict(menu=True), title='t'),
+        dict(firmware='bios'),
+        dict(firmware='efi'),
+        dict(secure_boot=False),
+        dict(secure_boot=True),
+        dict(tpm=TPM),
+        dict(tpm=dict(TPM, state='absent')),
+    ]
+    proc = subprocess.run(
+        [sys.executable, '-c', _LAZY_PROBE, str(ensure_collection_link()), plain, json.dumps(options)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout) == [False, True, True, True, True, True, True]

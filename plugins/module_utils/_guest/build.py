@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The XML of a new guest from the typed options (:func:`build_domain`), out of the device
-builders of ``_guest/spec.py``.
+builders of ``_guest/spec.py`` and the firmware and TPM builders of ``_guest/firmware.py``.
 
 Only a task that creates a guest needs it: the manager imports it inside ``_plan_new``, so a run
 on an existing guest (the idempotent re-run above all) does not compile it.
@@ -12,12 +12,18 @@ on an existing guest (the idempotent re-run above all) does not compile it.
 from __future__ import annotations
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.firmware import (
+    check_secure_boot,
+    set_firmware_features,
+    set_smm,
+    tpm_element,
+    wanted_firmware,
+)
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import (
     agent_channel,
     apply_boot,
     apply_seclabel,
     balloon_element,
-    check_secure_boot,
     check_topology,
     cpu_element,
     disk_element,
@@ -28,12 +34,8 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._guest.spec import
     rng_element,
     scsi_controller,
     serial_elements,
-    set_firmware_features,
-    set_smm,
-    tpm_element,
     validate_spec,
     video_element,
-    wanted_firmware,
 )
 
 

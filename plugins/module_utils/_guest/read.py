@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The read side of guests, which needs none of the typed options: the agent channel name,
-libvirt's device order (:func:`place`), memory sizes in KiB, :func:`summarize`, the volume at a
+libvirt's device order (:func:`place`), the order of the children of ``<os>`` (:func:`order_os`)
+and of the domain (:func:`insert_after`), a machine type's family (:func:`machine_family`),
+memory sizes in KiB, :func:`summarize`, the volume at a
 path and a running guest's interface addresses (:func:`interface_addresses`, for ``guest_info``
 and the inventory plugin). A domain's disk sources and the running guests are read by
 ``_storage/users.py``, which storage asks too.
@@ -14,6 +16,8 @@ compiles the module_utils it imports from source, so that would cost them on eve
 """
 
 from __future__ import annotations
+
+import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import unit_factor
@@ -67,6 +71,50 @@ def place(devices, node, tag):
         devices.insert(0, node)
     else:
         anchor.addnext(node)
+
+
+def insert_after(root, node, after_tags):
+    """Insert ``node`` after the first of ``after_tags`` that ``root`` has (in that order of
+    preference), else append it."""
+    for tag in after_tags:
+        anchor = root.find(tag)
+        if anchor is not None:
+            anchor.addnext(node)
+            return
+    root.append(node)
+
+
+# libvirt's order of the children of <os>
+OS_ORDER = (
+    'type',
+    'firmware',
+    'loader',
+    'nvram',
+    'kernel',
+    'initrd',
+    'cmdline',
+    'dtb',
+    'boot',
+    'bootmenu',
+    'smbios',
+    'bios',
+)
+
+
+def order_os(os_node):
+    """Put the children of ``<os>`` in libvirt's order (unknown ones last)."""
+    children = list(os_node)
+    children.sort(key=lambda n: OS_ORDER.index(n.tag) if n.tag in OS_ORDER else len(OS_ORDER))
+    for child in children:
+        os_node.append(child)
+
+
+_MACHINE_VERSION = re.compile(r'-(?:rhel)?[0-9][0-9.]*$')
+
+
+def machine_family(machine):
+    """``pc-q35-7.2`` -> ``pc-q35``: the machine type without its QEMU version."""
+    return _MACHINE_VERSION.sub('', machine or '')
 
 
 def kib(node):

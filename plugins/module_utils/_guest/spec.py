@@ -14,9 +14,13 @@
 
 * The XML of a new guest from the typed options is ``_guest/build.py`` (:func:`build_domain`):
   only a create imports it.
+* The guest's firmware (UEFI, Secure Boot, the emulated TPM) is ``_guest/firmware.py``:
+  :func:`apply_spec` imports it only when ``firmware``, ``secure_boot`` or ``tpm`` is given, and
+  makes a :class:`Change` of each ``(section, message)`` it returns.
 
-The agent channel name, the device order and ``summarize`` (the plain dict ``guest_info``
-returns) are on the read side (``_guest/read.py``), which other kinds import too.
+The agent channel name, the device order, the order of ``<os>``, ``machine_family`` and
+``summarize`` (the plain dict ``guest_info`` returns) are on the read side (``_guest/read.py``),
+which other kinds import too.
 
 Pure functions over lxml trees: no libvirt calls here (volume formats are resolved by the caller
 and passed in ``spec``), which keeps this layer unit-testable and schema-validated in tests.
@@ -25,7 +29,6 @@ and passed in ``spec``), which keeps this layer unit-testable and schema-validat
 from __future__ import annotations
 
 import copy
-import re
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.compare import differences
@@ -34,11 +37,11 @@ from ansible_collections.virtops.libvirt.plugins.module_utils._core.units import
 from ansible_collections.virtops.libvirt.plugins.module_utils._guest.read import (
     AGENT_CHANNEL,
     agent_channels,
-    firmware_choice,
-    is_efi,
+    insert_after,
     kib,
+    machine_family,
+    order_os,
     place,
-    tpm_summary,
 )
 
 DISK_BUSES = ('virtio', 'scsi', 'sata', 'ide', 'usb', 'xen', 'fdc')
@@ -327,7 +330,7 @@ def _set_text(root, tag, value, changes, section, message, live=False, attrs=Non
     node = root.find(tag)
     if node is None:
         node = X.element(tag)
-        _insert_after(root, node, ('memory', 'maxMemory', 'description', 'title', 'uuid', 'name'))
+        insert_after(root, node, ('memory', 'maxMemory', 'description', 'title', 'uuid', 'name'))
     node.text = str(value)
     for key, val in (attrs or {}).items():
         node.set(key, str(val))
@@ -354,20 +357,12 @@ def apply_spec(root, spec, domain_type=None):
                 _readdress_for_chipset(root, value)
             type_node.set(attr, value)
             changes.append(Change(option, '%s -> %s' % (option, value)))
-    firmware = wanted_firmware(spec)
-    if firmware:
-        current = 'efi' if is_efi(os_node) else 'bios'
-        if current != firmware:
-            if firmware == 'efi':
-                os_node.set('firmware', 'efi')
-            else:
-                os_node.attrib.pop('firmware', None)
-                for tag in ('loader', 'nvram'):
-                    for node in os_node.findall(tag):
-                        os_node.remove(node)
-            changes.append(Change('firmware', 'firmware -> %s' % firmware))
-    if spec.get('secure_boot') is not None:
-        _apply_secure_boot(root, os_node, spec, changes)
+    # enrolled_keys is refused without secure_boot: true (validate_spec): it needs no test of its own
+    if spec.get('firmware') or spec.get('secure_boot') is not None:
+        # imported here: only firmware, secure_boot or tpm need it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import firmware as F
+
+        changes.extend(Change(section, message) for section, message in F.apply_firmware(root, os_node, spec))
     if spec.get('boot'):
         apply_boot(os_node, spec['boot'], changes)
     if spec.get('cpu'):
@@ -378,7 +373,7 @@ def apply_spec(root, spec, domain_type=None):
                 _keep_cpu_parts(want, have)
                 root.replace(have, want)
             else:
-                _insert_after(root, want, ('vcpu', 'features', 'os'))
+                insert_after(root, want, ('vcpu', 'features', 'os'))
             changes.append(Change('cpu', 'cpu -> %s' % want.get('mode')))
     if spec.get('memory_backing') is not None:
         _apply_memory_backing(root, spec['memory_backing'], changes)
@@ -413,7 +408,10 @@ def apply_spec(root, spec, domain_type=None):
             devices, 'memballoon', balloon_element(spec['balloon']), changes, match_attr='model', keep_missing=False
         )
     if spec.get('tpm') is not None:
-        _apply_tpm(devices, spec['tpm'], changes)
+        # imported here: only firmware, secure_boot or tpm need it, and module start-up time counts
+        from ansible_collections.virtops.libvirt.plugins.module_utils._guest import firmware as F
+
+        changes.extend(Change(section, message) for section, message in F.apply_tpm(devices, spec['tpm']))
     if any(dev.find('boot') is not None for dev in devices) and not (spec.get('boot') or {}).get('order'):
         # per-device boot order excludes <os><boot>: what is left there is libvirt's default (hd)
         for node in os_node.findall('boot'):
@@ -435,12 +433,6 @@ def apply_spec(root, spec, domain_type=None):
 
 
 _X86_MACHINE_ALIASES = {'pc': 'pc-i440fx', 'q35': 'pc-q35'}
-_MACHINE_VERSION = re.compile(r'-(?:rhel)?[0-9][0-9.]*$')
-
-
-def machine_family(machine):
-    """``pc-q35-7.2`` -> ``pc-q35``: the machine type without its QEMU version."""
-    return _MACHINE_VERSION.sub('', machine or '')
 
 
 def same_machine(spec, have):
@@ -558,15 +550,6 @@ def _cpu_mode_differs(want, have):
     return want.get('mode') != have.get('mode')
 
 
-def _insert_after(root, node, after_tags):
-    for tag in after_tags:
-        anchor = root.find(tag)
-        if anchor is not None:
-            anchor.addnext(node)
-            return
-    root.append(node)
-
-
 def _apply_memory(root, spec, changes):
     mem = memory_kib(spec.get('memory'), 'memory')
     cur = memory_kib(spec.get('current_memory'), 'current_memory')
@@ -624,149 +607,6 @@ def _apply_vcpus(root, spec, changes):
         changes.append(Change('vcpus', 'vCPUs %d -> %d' % (have_cur, new_cur), live=new_max == have_max))
 
 
-# ---------------------------------------------------------------------------------------------
-# UEFI firmware, Secure Boot and the TPM
-
-
-def wanted_firmware(spec):
-    """The firmware the options ask for: ``firmware``, else UEFI when ``secure_boot`` is true."""
-    return spec.get('firmware') or ('efi' if spec.get('secure_boot') else None)
-
-
-def _apply_secure_boot(root, os_node, spec, changes):
-    """``secure_boot`` (and ``enrolled_keys``): the firmware's features for libvirt's firmware
-    auto-selection and SMM, which the Secure Boot firmware needs. A UEFI guest whose XML states
-    another choice already is refused: its NVRAM variables (made from the old firmware's
-    template at its first start, with or without keys) are kept by libvirt, so the change would
-    not take effect."""
-    secure = spec['secure_boot']
-    if not is_efi(os_node):
-        return  # BIOS: no Secure Boot (secure_boot: true makes it UEFI first, see wanted_firmware)
-    have_secure, have_keys = firmware_choice(os_node)
-    keys = None
-    if secure:
-        keys = spec.get('enrolled_keys')
-        if keys is None:
-            keys = have_keys if have_secure and have_keys is not None else True
-        _check_q35(root, spec)
-    name = spec.get('name') or 'the guest'
-    if have_secure is not None and have_secure != secure:
-        raise InvalidParameter(
-            'secure_boot',
-            "guest '%s' has UEFI firmware %s Secure Boot: changing that on an existing guest is refused, "
-            "because its NVRAM variables (made from the old firmware's template) stay as they are and the "
-            'change would not take effect; remove the guest (state: absent deletes its NVRAM) and create it again'
-            % (name, 'with' if have_secure else 'without'),
-        )
-    if secure and have_keys is not None and have_keys != keys:
-        raise InvalidParameter(
-            'enrolled_keys',
-            "guest '%s' has Secure Boot firmware %s enrolled keys: changing that on an existing guest is refused, "
-            'because the keys live in its NVRAM variables, which stay as they are; remove the guest '
-            '(state: absent deletes its NVRAM) and create it again' % (name, 'with' if have_keys else 'without'),
-        )
-    messages = []
-    if have_secure is None or (secure and have_keys is None):
-        set_firmware_features(os_node, secure, keys)
-        messages.append(
-            'UEFI firmware -> Secure Boot %s%s'
-            % ('on' if secure else 'off', (', enrolled keys %s' % ('on' if keys else 'off')) if secure else '')
-        )
-    if secure and _is_x86(root) and not _smm_on(root):
-        set_smm(root)
-        messages.append('SMM on (for Secure Boot)')
-    if messages:
-        changes.append(Change('secure_boot', '; '.join(messages)))
-
-
-def set_firmware_features(os_node, secure, keys):
-    """State the Secure Boot choice as ``<firmware>`` features (libvirt's auto-selection)."""
-    firmware = os_node.find('firmware')
-    if firmware is None:
-        firmware = X.sub(os_node, 'firmware')
-    for node in firmware.findall('feature'):
-        if node.get('name') in ('secure-boot', 'enrolled-keys'):
-            firmware.remove(node)
-    if secure:
-        X.sub(firmware, 'feature', enabled=bool(keys), name='enrolled-keys')
-    X.sub(firmware, 'feature', enabled=bool(secure), name='secure-boot')
-    _order_os(os_node)
-
-
-def _is_x86(root):
-    type_node = root.find('os/type')
-    return (type_node.get('arch') if type_node is not None else None) in (None, 'x86_64', 'i686')
-
-
-def _smm_on(root):
-    smm = root.find('features/smm')
-    return smm is not None and smm.get('state', 'on') == 'on'
-
-
-def set_smm(root):
-    features = root.find('features')
-    if features is None:
-        features = X.element('features')
-        _insert_after(root, features, ('os',))
-    for node in features.findall('smm'):
-        features.remove(node)
-    X.sub(features, 'smm', state='on')
-
-
-def _check_q35(root, spec):
-    """Secure Boot on x86 needs SMM, which QEMU has on q35 machines only."""
-    if not _is_x86(root):
-        return
-    type_node = root.find('os/type')
-    machine = type_node.get('machine') if type_node is not None else None
-    if machine_family(machine) not in ('pc-q35', 'q35'):
-        raise InvalidParameter(
-            'secure_boot',
-            'needs a q35 machine (machine: q35): the Secure Boot firmware needs SMM, which QEMU has on q35 '
-            "only; the guest's machine is %s" % (machine or "the hypervisor's default (pc, i440fx)"),
-        )
-
-
-def check_secure_boot(root, spec):
-    """The checks of a new guest's Secure Boot (``build_domain``)."""
-    if spec.get('secure_boot'):
-        _check_q35(root, spec)
-
-
-def tpm_element(tpm):
-    """A TPM emulated by swtpm (libvirt keeps its state in /var/lib/libvirt/swtpm/<uuid>)."""
-    node = X.element('tpm', model=tpm.get('model') or 'tpm-crb')
-    X.sub(node, 'backend', type='emulator', version=tpm.get('version') or '2.0')
-    return node
-
-
-def _apply_tpm(devices, tpm, changes):
-    have = devices.findall('tpm')
-    if tpm.get('state') == 'absent':
-        for node in have:
-            devices.remove(node)
-        if have:
-            changes.append(Change('tpm', 'TPM removed'))
-        return
-    want = tpm_element(tpm)
-    wanted = tpm_summary(want)
-    if len(have) == 1 and tpm_summary(have[0]) == wanted:
-        return
-    for node in have:
-        btype, version = tpm_summary(node)[1:]
-        if btype == 'emulator' and version != wanted[2]:
-            raise InvalidParameter(
-                'tpm.version',
-                'the guest has an emulated TPM %s: its state (the keys in it) is for that version and cannot '
-                'be converted to TPM %s; give tpm.version: %s, or remove the TPM first (tpm.state: absent)'
-                % (version, wanted[2], version),
-            )
-    for node in have:
-        devices.remove(node)
-    place(devices, want, 'tpm')
-    changes.append(Change('tpm', 'TPM -> %s %s (emulator)' % wanted[::2]))
-
-
 def apply_boot(os_node, boot, changes):
     before = copy.deepcopy(os_node)
     have_order = [node.get('dev') for node in os_node.findall('boot')]
@@ -791,32 +631,9 @@ def apply_boot(os_node, boot, changes):
         for node in os_node.findall('bootmenu'):
             os_node.remove(node)
         X.sub(os_node, 'bootmenu', enable=bool(boot['menu']))
-    _order_os(os_node)
+    order_os(os_node)
     if X.tostring(before) != X.tostring(os_node):
         changes.append(Change('boot', 'boot configuration updated'))
-
-
-_OS_ORDER = (
-    'type',
-    'firmware',
-    'loader',
-    'nvram',
-    'kernel',
-    'initrd',
-    'cmdline',
-    'dtb',
-    'boot',
-    'bootmenu',
-    'smbios',
-    'bios',
-)
-
-
-def _order_os(os_node):
-    children = list(os_node)
-    children.sort(key=lambda n: _OS_ORDER.index(n.tag) if n.tag in _OS_ORDER else len(_OS_ORDER))
-    for child in children:
-        os_node.append(child)
 
 
 def _apply_memory_backing(root, backing, changes):
@@ -827,7 +644,7 @@ def _apply_memory_backing(root, backing, changes):
             continue
         if node is None:
             node = X.element('memoryBacking')
-            _insert_after(root, node, ('currentMemory', 'memory'))
+            insert_after(root, node, ('currentMemory', 'memory'))
         found = node.find(tag)
         if backing[key] and found is None:
             X.sub(node, tag)
