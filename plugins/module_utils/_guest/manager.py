@@ -12,7 +12,6 @@ imports only when there is something to do: a run that changes nothing does not 
 from __future__ import annotations
 
 import copy
-import uuid as uuidlib
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.argspec import check_object_name
@@ -347,7 +346,9 @@ class GuestManager(Manager):
         if have is None and not given:
             disk['encryption'] = None
             return
-        # imported here: only an encrypted disk reads secrets
+        # imported here: only an encrypted disk reads secrets (and parses their UUIDs)
+        import uuid as uuidlib
+
         from ansible_collections.virtops.libvirt.plugins.module_utils._secret import read as SR
 
         if vol is not None and have is None and (given.get('secret_uuid') or given.get('secret_usage')):
