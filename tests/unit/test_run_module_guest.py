@@ -315,3 +315,53 @@ def test_absent_is_one_step_naming_what_it_removes():
     assert step.message == ("guest 'g' stopped", "guest 'g' undefined") and step.pending == ('undefine',)
     assert step.args == ('g', 'running', [], 5, True, [])  # no leftovers: not qemu:///system
     assert client.warnings == ["disk vda of guest 'g' is not a storage volume libvirt knows; not deleted"]
+
+
+# -- what a run compiles: the optional concepts only for the tasks that use them ------------------
+
+_LAZY_PROBE = r"""
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import test_run_module_guest as T
+from ansible_collections.virtops.libvirt.plugins.module_utils._guest.manager import GuestManager
+package = 'ansible_collections.virtops.libvirt.plugins.module_utils._guest.'
+optional = ('apply', 'applied', 'build', 'clone', 'cloud_init', 'firmware', 'raw_xml', 'removal', 'seed')
+before = {name for name in optional if package + name in sys.modules}
+params = json.loads(sys.argv[3])
+T.PlanClient.hide = lambda self, values: None
+GuestManager(T.PlanClient(T.StateDom(T.domain(), T.libvirt.VIR_DOMAIN_SHUTOFF), **params)).plan()
+print(json.dumps(sorted(name for name in optional if package + name in sys.modules and name not in before)))
+"""
+
+
+@pytest.mark.parametrize(
+    'params, loaded',
+    [
+        (dict(memory='256MiB', vcpus=1, guest_agent=True, interfaces=[]), []),
+        (dict(state='absent', shutdown_timeout=5, force=False, delete_volumes=False), ['removal']),
+        (dict(xml=domain()), ['applied', 'raw_xml']),
+        (dict(firmware='efi'), ['applied', 'firmware']),  # a change: its diff is redacted (applied)
+    ],
+    ids=['plain', 'absent', 'xml', 'firmware'],
+)
+def test_a_plan_compiles_the_optional_concepts_only_when_the_task_uses_them(params, loaded):
+    """Every module run compiles what it imports (the payload is a zip): a plan of a plain guest
+    that changes nothing loads none of the files for raw XML, removal, cloud-init, clones, firmware
+    or applying, and a task that uses one loads that one (in a fresh interpreter: this process has
+    them all)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from virtops_helpers import ensure_collection_link
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        [sys.executable, '-c', _LAZY_PROBE, str(ensure_collection_link()), here, json.dumps(params)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == loaded
