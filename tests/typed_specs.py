@@ -8,7 +8,8 @@ pool with a disk volume and an ISO volume, an isolated network, a kernel and an 
 strategies only produce combinations libvirt accepts for a guest that is defined (not started)
 under TCG: no IDE on q35, no CD-ROM on virtio, no read-only SATA/IDE hard disk, ``io: native``
 only with ``cache: none|directsync``, a CPU topology that matches the maximum vCPUs, no
-``boot.order`` together with per-device ``boot_order``, total and read/write I/O limits not mixed.
+``boot.order`` together with per-device ``boot_order``, total and read/write I/O limits not mixed,
+Secure Boot on q35 only and never with BIOS firmware, an emulated TPM 2.0 (swtpm).
 """
 
 from __future__ import annotations
@@ -228,6 +229,20 @@ def guest_args(draw, res=None, name='prop-guest', machines=None):
         )
     _cpu_and_vcpus(draw, args)
     _maybe(draw, args, 'firmware', st.sampled_from(('bios', 'efi')))
+    if q35 and draw(st.booleans()):
+        # Secure Boot needs SMM, which QEMU has on q35 only, and UEFI firmware
+        secure = draw(st.sampled_from((True, False)))
+        if not (secure and args.get('firmware') == 'bios'):
+            args['secure_boot'] = secure
+            if secure:
+                _maybe(draw, args, 'enrolled_keys', st.sampled_from((True, False)))
+    if draw(st.booleans()):
+        tpm = {}
+        _maybe(draw, tpm, 'model', st.sampled_from(('tpm-crb', 'tpm-tis')))
+        _maybe(draw, tpm, 'version', st.just('2.0'))
+        if draw(st.integers(0, 3)) == 0:
+            tpm['state'] = 'absent'
+        args['tpm'] = tpm
     disks = _disks(draw, res, ide_ok=not q35)
     nics = _interfaces(draw, res)
     if disks or draw(st.booleans()):
