@@ -247,3 +247,57 @@ def test_the_runner_imports_its_apply_half_only_to_change_something():
     )
     # nothing to do and check mode: not imported; a real change: imported
     assert proc.stdout.split() == ['False', "['define", "done']", 'False', "['define", "done']", 'True']
+
+
+_VOLUME_PROBE = r"""
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.virtops.libvirt.plugins.modules import volume
+args = dict(json.loads(sys.argv[2]), uri='test:///default', pool='default-pool', name='v.qcow2', capacity='1MiB')
+args['_ansible_check_mode'] = True
+out = io.StringIO()
+with patch_module_args(args), contextlib.redirect_stdout(out):
+    try:
+        volume.main()
+    except SystemExit:
+        pass
+result = json.loads(out.getvalue())
+package = 'ansible_collections.virtops.libvirt.plugins.module_utils._storage.'
+loaded = sorted(name for name in ('content', 'image', 'luks', 'volume_apply') if package + name in sys.modules)
+print(json.dumps([loaded, result.get('failed', False), result.get('msg', '')]))
+"""
+
+
+@pytest.mark.parametrize(
+    'args, loaded',
+    [
+        ({}, []),
+        (dict(encryption=dict(format='luks', secret_usage='/no/such/volume')), ['luks']),
+        (dict(src='/no/such/image.qcow2'), ['content', 'image']),
+    ],
+    ids=['plain', 'encryption', 'src'],
+)
+def test_a_volume_task_compiles_luks_and_content_only_when_it_uses_them(args, loaded):
+    """Every module run compiles what it imports (the payload is a zip): a plain volume task
+    plans without the LUKS code (``_storage/luks.py``) and the image import (``content.py``,
+    ``image.py``); ``encryption`` loads the one, ``src``/``url`` the others (a fresh interpreter
+    per case, the test driver, check mode)."""
+    import json
+    import subprocess
+    import sys
+
+    from virtops_helpers import ensure_collection_link
+
+    proc = subprocess.run(
+        [sys.executable, '-c', _VOLUME_PROBE, str(ensure_collection_link()), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got, failed, msg = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == loaded, msg
+    # the plain task plans a create; the others stop at their secret (the test driver has no
+    # secrets) or their missing file
+    assert failed == bool(args), msg
