@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from virtops_helpers import converge_task
 
 from ansible_collections.virtops.libvirt.plugins.module_utils._core import xml as X
 from ansible_collections.virtops.libvirt.plugins.module_utils._core.connection import Connection
@@ -231,15 +232,16 @@ def run(conn, check=False, **params):
 
 
 def converge(conn, **params):
-    before = dict(conn.dom.snaps)
-    predicted = run(conn, check=True, **params)
-    assert conn.dom.snaps == before and predicted['changed'] is True
-    real = run(conn, **params)
-    assert real['actions'] == predicted['actions'] and real['removed'] == predicted['removed']
-    assert real['diff']['before'] != real['diff']['after']
-    again = run(conn, **params)
-    assert again['changed'] is False and 'diff' not in again
-    return real
+    """The idempotency contract every state test checks (``converge_task``), in process: check mode
+    predicts and changes no snapshot, the run does what it predicted, the re-run is idle."""
+
+    def in_process(_module, args, check=False):
+        return dict(run(conn, check=check, **args), _rc=0)  # a failure raises here
+
+    def agree(predicted, real):
+        assert real['removed'] == predicted['removed']
+
+    return converge_task('snapshot', params, lambda: dict(conn.dom.snaps), run=in_process, agree=agree)
 
 
 def test_create_describe_and_remove_converge():
