@@ -234,21 +234,18 @@ def plan_rotation(client, plan, enc, current, what, users):
     old = _secrets().read_value(client, enc['secret'])
     path, fmt = current['path'], current['format']
     users = users()
+
+    def remove_old_slots():
+        message = '%s: LUKS key slots of the old passphrase removed' % what
+        plan.add(message, 'luks_remove_key', path, fmt, new, old, what)
+
     if opens_with(path, fmt, new, shared=bool(users)):
         if old is None or _secrets().same_value(old, new):
             return None
         # the key slot was added before, the secret not set yet (a run cut short): complete it
         key_note = plan_secret_value(client, plan, enc)
         if not users and opens_with(path, fmt, old):
-            plan.add(
-                '%s: LUKS key slots of the old passphrase removed' % what,
-                'luks_remove_key',
-                path,
-                fmt,
-                new,
-                old,
-                what,
-            )
+            remove_old_slots()
         return key_note
     if users:
         raise OperationFailed(
@@ -264,15 +261,7 @@ def plan_rotation(client, plan, enc, current, what, users):
     key_note = ('the current value of %s' % enc['what'], 'new (encryption.passphrase)')
     plan.add('%s: LUKS key slot added for the new passphrase' % what, 'luks_add_key', path, fmt, old, new, what)
     plan_secret_value(client, plan, enc)
-    plan.add(
-        '%s: LUKS key slots of the old passphrase removed' % what,
-        'luks_remove_key',
-        path,
-        fmt,
-        new,
-        old,
-        what,
-    )
+    remove_old_slots()
     return key_note
 
 
